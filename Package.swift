@@ -1,0 +1,103 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// BeeMesh: a zero-trust service mesh that needs no cluster.
+///
+/// Crypto is the distribution's OpenSSL only (libssl/libcrypto through `COpenSSL`);
+/// there is deliberately no swift-nio-ssl, BoringSSL or swift-crypto in this graph.
+let package = Package(
+    name: "BeeMesh",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "beemesh-proxy", targets: ["beemesh-proxy"]),
+        .executable(name: "beectl", targets: ["beectl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(
+            name: "MeshIdentity",
+            dependencies: ["COpenSSL"]
+        ),
+        .target(
+            name: "MeshTLS",
+            dependencies: [
+                "COpenSSL",
+                "MeshIdentity",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(
+            name: "Proxy",
+            dependencies: [
+                "MeshIdentity",
+                "MeshTLS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .executableTarget(
+            name: "beemesh-proxy",
+            dependencies: [
+                "Proxy",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "beectl",
+            dependencies: [
+                "MeshIdentity",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "MeshIdentityTests",
+            dependencies: ["MeshIdentity"]
+        ),
+        .testTarget(
+            name: "MeshTLSTests",
+            dependencies: [
+                "MeshTLS",
+                "MeshIdentity",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "ProxyTests",
+            dependencies: [
+                "Proxy",
+                "MeshIdentity",
+                "MeshTLS",
+                "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["MeshIdentity"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
