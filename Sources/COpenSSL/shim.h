@@ -81,6 +81,12 @@ static inline int beemesh_SSL_get_ex_new_index(void) {
     return SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
+static inline uint64_t beemesh_SSL_OP_NO_TICKET(void) {
+    return SSL_OP_NO_TICKET;
+}
+static inline uint64_t beemesh_SSL_OP_NO_RENEGOTIATION(void) {
+    return SSL_OP_NO_RENEGOTIATION;
+}
 static inline unsigned long beemesh_XN_FLAG_RFC2253(void) {
     return XN_FLAG_RFC2253;
 }

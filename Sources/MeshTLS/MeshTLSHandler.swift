@@ -1,0 +1,312 @@
+import Logging
+import MeshIdentity
+import Metrics
+import NIOCore
+
+/// A SwiftNIO handler that runs mutual TLS with OpenSSL over the channel's bytes.
+///
+/// Inbound it takes ciphertext and passes on plaintext; outbound the reverse. The next
+/// handler sees nothing until the peer is authenticated: it first gets a
+/// `TLSHandshakeCompleted` user event, then plaintext. Failures are logged with their
+/// reason, counted in `beemesh_tls_handshake_failures_total{reason}`, passed on as
+/// `TLSHandshakeError`, and the channel is closed.
+///
+/// Closing follows TLS 1.3: `close(mode: .output)` sends close_notify then a TCP FIN and
+/// reading goes on; a close_notify from the peer becomes `ChannelEvent.inputClosed`; a
+/// TCP FIN without close_notify is a truncation and closes the channel with an error.
+/// The channel must allow remote half-closure for half-close to work.
+public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case idle
+        case handshaking
+        case active
+        /// We sent close_notify; we may still read.
+        case outputClosed
+        case failed
+        case closed
+    }
+
+    private let connection: TLSConnection
+    private let handshakeTimeout: TimeAmount
+    private var logger: Logger
+    private var state: State = .idle
+    private var timeoutTask: Scheduled<Void>?
+    /// Plaintext written before the handshake finished, sent right after it.
+    private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+    /// Promises of plaintext already encrypted but not flushed yet.
+    private var unflushedPromise: EventLoopPromise<Void>?
+    private var receivedCloseNotify = false
+    private var pendingOutputClose: EventLoopPromise<Void>?
+
+    /// - Parameters:
+    ///   - context: credentials and settings; the handler keeps this one for its lifetime.
+    ///   - expectedPeer: for a client, the identity the server must have; nil on a server.
+    public init(
+        context: TLSContext,
+        expectedPeer: SpiffeID?,
+        handshakeTimeout: TimeAmount = .seconds(10),
+        logger: Logger
+    ) {
+        self.connection = TLSConnection(
+            context: context,
+            role: expectedPeer.map { .client(expectedPeer: $0) } ?? .server
+        )
+        self.handshakeTimeout = handshakeTimeout
+        self.logger = logger
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { startHandshake(context: context) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        startHandshake(context: context)
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        timeoutTask?.cancel()
+        if state == .handshaking || state == .idle {
+            recordFailure(TLSHandshakeError(.closed, "connection closed during the handshake"), context: context)
+        }
+        state = .closed
+        failPendingWrites(ChannelError.ioOnClosedChannel)
+        context.fireChannelInactive()
+    }
+
+    private func startHandshake(context: ChannelHandlerContext) {
+        guard state == .idle else { return }
+        state = .handshaking
+        logger[metadataKey: "peer_address"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        timeoutTask = context.eventLoop.scheduleTask(in: handshakeTimeout) {
+            let (handler, context) = bound.value
+            guard handler.state == .handshaking else { return }
+            handler.fail(TLSHandshakeError(.timeout, "no handshake within \(handler.handshakeTimeout)"), context: context)
+        }
+        advanceHandshake(context: context)
+        context.read()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let ciphertext = unwrapInboundIn(data)
+        switch state {
+        case .handshaking:
+            connection.receive(ciphertext)
+            advanceHandshake(context: context)
+            if state == .active || state == .outputClosed { deliverPlaintext(context: context, hint: 0) }
+        case .active, .outputClosed:
+            connection.receive(ciphertext)
+            deliverPlaintext(context: context, hint: ciphertext.readableBytes)
+        case .idle, .failed, .closed:
+            break
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        flushOutput(context: context)
+        if state == .handshaking {
+            context.read()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            switch state {
+            case .handshaking, .idle:
+                fail(TLSHandshakeError(.closed, "peer closed during the handshake"), context: context)
+            case .active, .outputClosed:
+                if !receivedCloseNotify {
+                    logger.debug("TCP FIN without close_notify: closing as truncated")
+                    context.fireErrorCaught(TLSStreamError(.truncated, "peer closed TCP without close_notify"))
+                    context.close(promise: nil)
+                }
+            case .failed, .closed:
+                break
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private func advanceHandshake(context: ChannelHandlerContext) {
+        switch connection.handshake() {
+        case .inProgress:
+            flushOutput(context: context)
+        case .complete:
+            timeoutTask?.cancel()
+            state = .active
+            flushOutput(context: context)
+            let peer = connection.peer!
+            logger.debug(
+                "mTLS established",
+                metadata: [
+                    "peer": "\(peer)", "tls_version": "\(connection.protocolVersion)", "cipher": "\(connection.cipher)",
+                ]
+            )
+            context.fireUserInboundEventTriggered(
+                TLSHandshakeCompleted(peer: peer, protocolVersion: connection.protocolVersion, cipher: connection.cipher)
+            )
+            let writes = pendingWrites
+            pendingWrites = []
+            for (buffer, promise) in writes { encrypt(buffer, promise: promise, context: context) }
+            if !writes.isEmpty { flushOutput(context: context) }
+            if let promise = pendingOutputClose {
+                pendingOutputClose = nil
+                closeOutput(context: context, promise: promise)
+            }
+        case .failed(let error):
+            fail(error, context: context)
+        }
+    }
+
+    private func deliverPlaintext(context: ChannelHandlerContext, hint: Int) {
+        var plaintext = context.channel.allocator.buffer(capacity: max(hint, 1024))
+        let result = connection.read(into: &plaintext)
+        if plaintext.readableBytes > 0 {
+            context.fireChannelRead(wrapInboundOut(plaintext))
+        }
+        switch result {
+        case .wouldBlock:
+            break
+        case .closeNotify:
+            guard !receivedCloseNotify else { return }
+            receivedCloseNotify = true
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        case .failed(let reason):
+            logger.warning("TLS stream error", metadata: ["reason": "\(reason)"])
+            context.fireErrorCaught(TLSStreamError(.protocolError, reason))
+            flushOutput(context: context)
+            context.close(promise: nil)
+        }
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let buffer = unwrapOutboundIn(data)
+        switch state {
+        case .idle, .handshaking:
+            pendingWrites.append((buffer, promise))
+        case .active:
+            encrypt(buffer, promise: promise, context: context)
+        case .outputClosed, .failed, .closed:
+            promise?.fail(ChannelError.outputClosed)
+        }
+    }
+
+    public func flush(context: ChannelHandlerContext) {
+        flushOutput(context: context)
+    }
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        switch mode {
+        case .output:
+            if state == .handshaking || state == .idle {
+                pendingOutputClose = promise ?? context.eventLoop.makePromise()
+                return
+            }
+            closeOutput(context: context, promise: promise)
+        case .all:
+            if state == .active || state == .outputClosed {
+                if state == .active { connection.shutdown() }
+                state = .closed
+                flushOutput(context: context)
+            }
+            timeoutTask?.cancel()
+            context.close(mode: .all, promise: promise)
+        case .input:
+            context.close(mode: mode, promise: promise)
+        }
+    }
+
+    private func closeOutput(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        guard state == .active else {
+            promise?.succeed(())
+            return
+        }
+        connection.shutdown()
+        state = .outputClosed
+        flushOutput(context: context)
+        context.close(mode: .output, promise: promise)
+    }
+
+    private func encrypt(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        if let failure = connection.write(buffer) {
+            promise?.fail(TLSStreamError(.protocolError, failure))
+            context.fireErrorCaught(TLSStreamError(.protocolError, failure))
+            context.close(promise: nil)
+            return
+        }
+        if let promise {
+            if let unflushedPromise {
+                unflushedPromise.futureResult.cascade(to: promise)
+            } else {
+                unflushedPromise = promise
+            }
+        }
+    }
+
+    private func flushOutput(context: ChannelHandlerContext) {
+        let pending = connection.pendingOutput
+        if pending > 0 {
+            var output = context.channel.allocator.buffer(capacity: pending)
+            connection.drainOutput(into: &output)
+            let promise = unflushedPromise
+            unflushedPromise = nil
+            context.writeAndFlush(wrapOutboundOut(output), promise: promise)
+        } else if let promise = unflushedPromise {
+            unflushedPromise = nil
+            promise.succeed(())
+        }
+    }
+
+    private func fail(_ error: TLSHandshakeError, context: ChannelHandlerContext) {
+        guard state == .handshaking || state == .idle else { return }
+        timeoutTask?.cancel()
+        state = .failed
+        recordFailure(error, context: context)
+        failPendingWrites(error)
+        flushOutput(context: context)  // the alert, if OpenSSL produced one
+        context.fireErrorCaught(error)
+        context.close(promise: nil)
+    }
+
+    private func recordFailure(_ error: TLSHandshakeError, context: ChannelHandlerContext) {
+        let role = connection.peerRoleLabel
+        logger.warning(
+            "mTLS handshake rejected",
+            metadata: ["reason": "\(error.reason.rawValue)", "detail": "\(error.detail)", "side": "\(role)"]
+        )
+        Counter(
+            label: "beemesh_tls_handshake_failures_total",
+            dimensions: [("reason", error.reason.rawValue), ("side", role)]
+        ).increment()
+    }
+
+    private func failPendingWrites(_ error: any Error) {
+        let writes = pendingWrites
+        pendingWrites = []
+        for (_, promise) in writes { promise?.fail(error) }
+        if let pendingOutputClose {
+            self.pendingOutputClose = nil
+            pendingOutputClose.fail(error)
+        }
+    }
+}
+
+extension TLSConnection {
+    var peerRoleLabel: String {
+        switch role {
+        case .server: "server"
+        case .client: "client"
+        }
+    }
+}
+
+@available(*, unavailable)
+extension MeshTLSHandler: Sendable {}

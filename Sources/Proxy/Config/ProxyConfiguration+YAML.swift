@@ -1,0 +1,224 @@
+import Foundation
+import Logging
+import MeshIdentity
+import Yams
+
+/// A configuration that cannot be used, located as precisely as the YAML allows.
+public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let file: String
+    public let line: Int?
+    public let field: String
+    public let reason: String
+
+    public var description: String {
+        let location = line.map { "\(file):\($0)" } ?? file
+        return field.isEmpty ? "\(location): \(reason)" : "\(location): \(field): \(reason)"
+    }
+}
+
+extension ProxyConfiguration {
+    /// Loads and validates a configuration file.
+    public static func load(path: String) throws(ConfigurationError) -> ProxyConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigurationError(file: path, line: nil, field: "", reason: "cannot read: \(error.localizedDescription)")
+        }
+        return try parse(yaml: text, file: path)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    public static func parse(yaml: String, file: String) throws(ConfigurationError) -> ProxyConfiguration {
+        let root: Node
+        do {
+            guard let node = try Yams.compose(yaml: yaml) else {
+                throw ConfigurationError(file: file, line: nil, field: "", reason: "empty document")
+            }
+            root = node
+        } catch let error as ConfigurationError {
+            throw error
+        } catch let error as YamlError {
+            throw ConfigurationError(file: file, line: nil, field: "", reason: "not valid YAML: \(error)")
+        } catch {
+            throw ConfigurationError(file: file, line: nil, field: "", reason: "not valid YAML: \(error)")
+        }
+        let reader = ConfigNode(node: root, path: "", file: file)
+        let top = try reader.mapping(allowed: ["identity", "inbound", "routes", "timeouts", "workers", "logLevel"])
+
+        let identityNode = try top.required("identity")
+        let identityMap = try identityNode.mapping(allowed: ["certificate", "privateKey", "trustBundle", "reloadInterval"])
+        var identity = Identity(
+            certificate: try identityMap.required("certificate").string(),
+            privateKey: try identityMap.required("privateKey").string(),
+            trustBundle: try identityMap.required("trustBundle").string()
+        )
+        if let node = identityMap.optional("reloadInterval") { identity.reloadInterval = try node.duration(positive: true) }
+        var configuration = ProxyConfiguration(identity: identity)
+
+        if let inboundNode = top.optional("inbound") {
+            let map = try inboundNode.mapping(allowed: ["listen", "services", "ports", "appAddress"])
+            if let node = map.optional("listen") { configuration.inbound.listen = try node.hostPort() }
+            if let node = map.optional("services") {
+                configuration.inbound.services = try node.sequence().map { item throws(ConfigurationError) in
+                    try item.serviceName()
+                }
+            }
+            if let node = map.optional("ports") {
+                configuration.inbound.ports = try node.sequence().map { item throws(ConfigurationError) in try item.port() }
+            }
+            if let node = map.optional("appAddress") { configuration.inbound.appAddress = try node.string() }
+        }
+
+        if let routesNode = top.optional("routes") {
+            var listens: Set<HostPort> = []
+            for routeNode in try routesNode.sequence() {
+                let map = try routeNode.mapping(allowed: ["listen", "service", "port", "endpoints"])
+                let listenNode = try map.required("listen")
+                let listen = try listenNode.hostPort()
+                guard listens.insert(listen).inserted else {
+                    throw listenNode.error("\(listen) is used by two routes")
+                }
+                let endpointsNode = try map.required("endpoints")
+                let endpoints = try endpointsNode.sequence().map { item throws(ConfigurationError) in
+                    let endpoint = try item.mapping(allowed: ["address", "identity"])
+                    return Endpoint(
+                        address: try endpoint.required("address").hostPort(),
+                        identity: try endpoint.required("identity").spiffeID()
+                    )
+                }
+                guard !endpoints.isEmpty else { throw endpointsNode.error("a route needs at least one endpoint") }
+                configuration.routes.append(
+                    Route(
+                        listen: listen,
+                        service: try map.required("service").serviceName(),
+                        port: try map.required("port").port(),
+                        endpoints: endpoints
+                    )
+                )
+            }
+        }
+
+        if let timeoutsNode = top.optional("timeouts") {
+            let map = try timeoutsNode.mapping(allowed: ["connect", "handshake", "preface", "idle", "drain"])
+            if let node = map.optional("connect") { configuration.timeouts.connect = try node.duration(positive: true) }
+            if let node = map.optional("handshake") { configuration.timeouts.handshake = try node.duration(positive: true) }
+            if let node = map.optional("preface") { configuration.timeouts.preface = try node.duration(positive: true) }
+            if let node = map.optional("idle") { configuration.timeouts.idle = try node.duration(positive: true) }
+            if let node = map.optional("drain") { configuration.timeouts.drain = try node.duration(positive: false) }
+        }
+        if let node = top.optional("workers") {
+            let workers = try node.integer()
+            guard (1...64).contains(workers) else { throw node.error("must be between 1 and 64, got \(workers)") }
+            configuration.workers = workers
+        }
+        if let node = top.optional("logLevel") {
+            let text = try node.string()
+            guard let level = Logger.Level(rawValue: text.lowercased()) else {
+                let names = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+                throw node.error("unknown level '\(text)' (one of \(names))")
+            }
+            configuration.logLevel = level
+        }
+        return configuration
+    }
+}
+
+/// A YAML node with the path that led to it, so every error can say where it is.
+private struct ConfigNode {
+    let node: Node
+    let path: String
+    let file: String
+
+    func error(_ reason: String) -> ConfigurationError {
+        ConfigurationError(file: file, line: node.mark?.line, field: path, reason: reason)
+    }
+
+    func mapping(allowed: Set<String>) throws(ConfigurationError) -> ConfigMapping {
+        guard let mapping = node.mapping else { throw error("must be a mapping") }
+        for (key, value) in mapping {
+            guard let name = key.string else { throw error("keys must be strings") }
+            guard allowed.contains(name) else {
+                let child = ConfigNode(node: value, path: join(name), file: file)
+                throw child.error("unknown field (known: \(allowed.sorted().joined(separator: ", ")))")
+            }
+        }
+        return ConfigMapping(owner: self, mapping: mapping)
+    }
+
+    func sequence() throws(ConfigurationError) -> [ConfigNode] {
+        guard let sequence = node.sequence else { throw error("must be a list") }
+        return sequence.enumerated().map { ConfigNode(node: $1, path: "\(path)[\($0)]", file: file) }
+    }
+
+    func string() throws(ConfigurationError) -> String {
+        guard let scalar = node.scalar else { throw error("must be a string") }
+        return scalar.string
+    }
+
+    func integer() throws(ConfigurationError) -> Int {
+        guard let value = node.int else { throw error("must be an integer") }
+        return value
+    }
+
+    func port() throws(ConfigurationError) -> UInt16 {
+        let value = try integer()
+        guard (1...65535).contains(value) else { throw error("port must be 1-65535, got \(value)") }
+        return UInt16(value)
+    }
+
+    func hostPort() throws(ConfigurationError) -> HostPort {
+        let text = try string()
+        guard let value = HostPort(text) else { throw error("'\(text)' is not host:port") }
+        return value
+    }
+
+    func duration(positive: Bool) throws(ConfigurationError) -> Double {
+        let text = try string()
+        guard let seconds = DurationString.parse(text), !positive || seconds > 0 else {
+            throw error("'\(text)' is not a duration such as 500ms, 10s, 5m, 1h")
+        }
+        return seconds
+    }
+
+    func spiffeID() throws(ConfigurationError) -> SpiffeID {
+        do {
+            return try SpiffeID(try string())
+        } catch let failure as IdentityError {
+            throw error(failure.reason)
+        } catch let failure as ConfigurationError {
+            throw failure
+        } catch {
+            throw self.error("\(error)")
+        }
+    }
+
+    func serviceName() throws(ConfigurationError) -> String {
+        let text = try string()
+        do {
+            _ = try PrefaceRequest(service: text, port: 1)
+        } catch {
+            throw self.error(error.reason)
+        }
+        guard text.contains(".") else { throw error("'\(text)' must be <name>.<namespace>") }
+        return text
+    }
+
+    func join(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+}
+
+private struct ConfigMapping {
+    let owner: ConfigNode
+    let mapping: Node.Mapping
+
+    func optional(_ key: String) -> ConfigNode? {
+        mapping[key].map { ConfigNode(node: $0, path: owner.join(key), file: owner.file) }
+    }
+
+    func required(_ key: String) throws(ConfigurationError) -> ConfigNode {
+        guard let node = optional(key) else {
+            throw ConfigurationError(file: owner.file, line: owner.node.mark?.line, field: owner.join(key), reason: "is required")
+        }
+        return node
+    }
+}

@@ -1,0 +1,103 @@
+import Logging
+import MeshIdentity
+
+/// The sidecar's configuration: `beemesh-proxy run --config FILE` (YAML).
+///
+/// Every field, its default and meaning is listed in the README ("Proxy configuration");
+/// keep the two in step. Values are validated once, at load, with errors naming the
+/// file, line and field.
+public struct ProxyConfiguration: Sendable, Equatable {
+    /// Where the workload's X.509-SVID, key and trust bundle live (replaced atomically by
+    /// the agent; re-read when they change).
+    public struct Identity: Sendable, Equatable {
+        public var certificate: String
+        public var privateKey: String
+        public var trustBundle: String
+        /// How often the three files are checked for changes. Default 1 s.
+        public var reloadInterval: Double = 1
+    }
+
+    /// The mTLS listener other sidecars connect to.
+    public struct Inbound: Sendable, Equatable {
+        /// Default `0.0.0.0:15008`.
+        public var listen = HostPort(host: "0.0.0.0", port: 15008)
+        /// Service names (`name.namespace`) this workload answers for; empty: any.
+        public var services: [String] = []
+        /// App ports a preface may name; empty: any port but the proxy's own (15000-15090).
+        public var ports: [UInt16] = []
+        /// Where the app listens. Default `127.0.0.1`.
+        public var appAddress = "127.0.0.1"
+    }
+
+    /// A static outbound route: a local plaintext listener whose connections are carried
+    /// over mTLS to one of the endpoints, asking for `service` and `port`.
+    public struct Route: Sendable, Equatable {
+        public var listen: HostPort
+        public var service: String
+        public var port: UInt16
+        public var endpoints: [Endpoint]
+    }
+
+    /// One sidecar serving a route's service, and the identity it must prove.
+    public struct Endpoint: Sendable, Equatable {
+        public var address: HostPort
+        public var identity: SpiffeID
+    }
+
+    public struct Timeouts: Sendable, Equatable {
+        /// TCP connect, to an endpoint or to the app. Default 5 s.
+        public var connect: Double = 5
+        /// The whole TLS handshake. Default 10 s.
+        public var handshake: Double = 10
+        /// From handshake to a complete preface (and to its answer). Default 5 s.
+        public var preface: Double = 5
+        /// A relayed connection with no bytes either way is closed. Default 1 h.
+        public var idle: Double = 3600
+        /// On SIGTERM, how long live connections may finish before they are cut. Default 30 s.
+        public var drain: Double = 30
+    }
+
+    public var identity: Identity
+    public var inbound = Inbound()
+    public var routes: [Route] = []
+    public var timeouts = Timeouts()
+    /// Event-loop threads. Default 1 (a sidecar shares its pod's CPU with the app).
+    public var workers = 1
+    public var logLevel: Logger.Level = .info
+
+    public init(identity: Identity) {
+        self.identity = identity
+    }
+}
+
+/// A `host:port` pair as written in configuration (`[v6]:port` for IPv6).
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port` or `[v6]:port`; nil when malformed.
+    public init?(_ text: String) {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
+                return nil
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else { return nil }
+        self.init(host: String(host), port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}

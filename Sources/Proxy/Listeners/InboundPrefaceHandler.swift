@@ -1,0 +1,198 @@
+import Logging
+import MeshIdentity
+import MeshTLS
+import Metrics
+import NIOCore
+import NIOPosix
+
+/// The server half of the mTLS hop, after the handshake: reads the client's preface,
+/// checks it against what this workload serves, connects to the app on
+/// `appAddress:port`, answers one status, and turns the connection into a relay.
+///
+/// No plaintext reaches the app before the peer is authenticated and the preface is
+/// accepted; a refused preface gets a denial with its reason, then the connection closes.
+final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case awaitingHandshake
+        case readingPreface
+        case connecting
+        case done
+    }
+
+    private let environment: ProxyEnvironment
+    private var logger: Logger
+    private var state = State.awaitingHandshake
+    private var buffered = ByteBuffer()
+    private var peer: SpiffeID?
+    private var timeout: Scheduled<Void>?
+    private var inputEndedWhileConnecting = false
+
+    init(environment: ProxyEnvironment) {
+        self.environment = environment
+        self.logger = environment.logger
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let completed = event as? TLSHandshakeCompleted {
+            peer = completed.peer
+            logger[metadataKey: "peer"] = "\(completed.peer)"
+            state = .readingPreface
+            let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+            timeout = context.eventLoop.scheduleTask(in: environment.prefaceTimeout) {
+                let (handler, context) = bound.value
+                guard handler.state == .readingPreface else { return }
+                handler.reject(PrefaceError(.timeout, "no complete preface in time"), context: context)
+            }
+            context.read()
+            return
+        }
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            switch state {
+            case .awaitingHandshake, .readingPreface:
+                do {
+                    try MeshPreface.checkComplete(buffered)
+                } catch {
+                    reject(error, context: context)
+                }
+            case .connecting:
+                inputEndedWhileConnecting = true
+            case .done:
+                context.fireUserInboundEventTriggered(event)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        buffered.writeBuffer(&bytes)
+        guard state == .readingPreface else { return }
+        let body: ByteBuffer?
+        do {
+            body = try MeshPreface.decodeFrame(&buffered)
+        } catch {
+            reject(error, context: context)
+            return
+        }
+        guard let body else { return }
+        let request: PrefaceRequest
+        do {
+            request = try PrefaceRequest(body: body)
+        } catch {
+            reject(error, context: context)
+            return
+        }
+        admit(request, context: context)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if state == .readingPreface { context.read() }
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Handshake failures were logged and counted by the TLS handler.
+        context.close(promise: nil)
+    }
+
+    private func admit(_ request: PrefaceRequest, context: ChannelHandlerContext) {
+        timeout?.cancel()
+        let inbound = environment.configuration.inbound
+        logger[metadataKey: "service"] = "\(request.service)"
+        logger[metadataKey: "port"] = "\(request.port)"
+        if !inbound.services.isEmpty, !inbound.services.contains(request.service) {
+            deny(.unknownService, context: context)
+            return
+        }
+        let portAllowed =
+            inbound.ports.isEmpty ? !(15000...15090).contains(request.port) : inbound.ports.contains(request.port)
+        guard portAllowed else {
+            deny(.portNotAllowed, context: context)
+            return
+        }
+        state = .connecting
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(environment.connectTimeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.writeBufferWaterMark, value: RelayChannelOptions.writeBufferWaterMark)
+            .channelOption(.recvAllocator, value: RelayChannelOptions.receiveAllocator)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .connect(host: inbound.appAddress, port: Int(request.port))
+            .whenComplete { result in
+                let (handler, context) = bound.value
+                switch result {
+                case .success(let app):
+                    handler.startRelay(app: app, context: context)
+                case .failure(let error):
+                    handler.logger.warning("app connect failed", metadata: ["error": "\(error)"])
+                    handler.deny(.upstreamUnavailable, context: context)
+                }
+            }
+    }
+
+    private func startRelay(app: any Channel, context: ChannelHandlerContext) {
+        guard context.channel.isActive else {
+            app.close(promise: nil)
+            return
+        }
+        state = .done
+        var response = context.channel.allocator.buffer(capacity: 8)
+        PrefaceResponse.ok.encode(into: &response)
+        context.writeAndFlush(wrapOutboundOut(response), promise: nil)
+        Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "ok")]).increment()
+        logger.debug("inbound relay established")
+
+        let (meshSide, appSide) = RelayHandler.pair()
+        do {
+            try app.pipeline.syncOperations.addRelay(appSide, idleTimeout: environment.idleTimeout)
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.addRelay(meshSide, idleTimeout: environment.idleTimeout)
+            if buffered.readableBytes > 0 {
+                app.writeAndFlush(buffered, promise: nil)
+                buffered = ByteBuffer()
+            }
+            pipeline.removeHandler(context: context, promise: nil)
+        } catch {
+            logger.error("cannot build relay", metadata: ["error": "\(error)"])
+            app.close(promise: nil)
+            context.close(promise: nil)
+            return
+        }
+        let channel = context.channel
+        if inputEndedWhileConnecting {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
+        channel.read()
+        app.read()
+    }
+
+    private func reject(_ error: PrefaceError, context: ChannelHandlerContext) {
+        logger.warning("refused preface", metadata: ["reason": "\(error.code.rawValue)", "detail": "\(error.reason)"])
+        Counter(label: "beemesh_preface_errors_total", dimensions: [("reason", error.code.rawValue)]).increment()
+        deny(.malformedPreface, context: context)
+    }
+
+    private func deny(_ reason: PrefaceResponse.Reason, context: ChannelHandlerContext) {
+        timeout?.cancel()
+        state = .done
+        if reason != .malformedPreface {
+            logger.warning("denied inbound connection", metadata: ["reason": "\(reason.label)"])
+        }
+        Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", reason.label)]).increment()
+        var response = context.channel.allocator.buffer(capacity: 8)
+        PrefaceResponse.denied(reason).encode(into: &response)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(response)).whenComplete { _ in
+            bound.value.close(promise: nil)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension InboundPrefaceHandler: Sendable {}

@@ -1,0 +1,273 @@
+import Logging
+import MeshIdentity
+import MeshTLS
+import Metrics
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Chooses endpoints of a route in turn. Shared by every connection of the route.
+final class EndpointRotation: Sendable {
+    let endpoints: [ProxyConfiguration.Endpoint]
+    private let next = NIOLockedValueBox(0)
+
+    init(_ endpoints: [ProxyConfiguration.Endpoint]) {
+        self.endpoints = endpoints
+    }
+
+    /// Every endpoint once, starting at the next one in turn.
+    func attemptOrder() -> [ProxyConfiguration.Endpoint] {
+        let start = next.withLockedValue { value in
+            defer { value = (value + 1) % endpoints.count }
+            return value
+        }
+        return (0..<endpoints.count).map { endpoints[(start + $0) % endpoints.count] }
+    }
+}
+
+/// The client half of the mTLS hop, on an accepted plaintext connection of a route:
+/// connects to an endpoint's sidecar with mTLS (insisting on the endpoint's identity),
+/// sends the preface, waits for the answer, then relays. Endpoints that cannot be
+/// reached or fail the handshake are skipped in turn; a denial ends the connection.
+final class OutboundRouteHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let route: ProxyConfiguration.Route
+    private let rotation: EndpointRotation
+    private let environment: ProxyEnvironment
+    private var logger: Logger
+
+    init(route: ProxyConfiguration.Route, rotation: EndpointRotation, environment: ProxyEnvironment) {
+        self.route = route
+        self.rotation = rotation
+        self.environment = environment
+        self.logger = environment.logger
+        logger[metadataKey: "service"] = "\(route.service)"
+        logger[metadataKey: "port"] = "\(route.port)"
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        attempt(rotation.attemptOrder()[...], context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // A client that half-closes before the relay exists: remember by re-firing once
+        // the relay is installed (the socket reports it only once).
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputEnded = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    private var inputEnded = false
+
+    private func attempt(_ endpoints: ArraySlice<ProxyConfiguration.Endpoint>, context: ChannelHandlerContext) {
+        guard let endpoint = endpoints.first else {
+            logger.warning("no endpoint reachable; closing the client connection")
+            Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "no_endpoint")]).increment()
+            context.close(promise: nil)
+            return
+        }
+        let tlsContext = environment.credentials.current
+        let request: PrefaceRequest
+        do {
+            request = try PrefaceRequest(service: route.service, port: route.port)
+        } catch {
+            // Validated at configuration load; cannot happen for a loaded route.
+            preconditionFailure("route \(route.service) passed validation but is not a valid preface: \(error)")
+        }
+        let environment = self.environment
+        let logger = self.logger
+        let responsePromise = context.eventLoop.makePromise(of: PrefaceClientHandler.Outcome.self)
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        ClientBootstrap(group: context.eventLoop)
+            .connectTimeout(environment.connectTimeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.writeBufferWaterMark, value: RelayChannelOptions.writeBufferWaterMark)
+            .channelOption(.recvAllocator, value: RelayChannelOptions.receiveAllocator)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        MeshTLSHandler(
+                            context: tlsContext,
+                            expectedPeer: endpoint.identity,
+                            handshakeTimeout: environment.handshakeTimeout,
+                            logger: logger
+                        ),
+                        PrefaceClientHandler(
+                            request: request,
+                            timeout: environment.prefaceTimeout,
+                            outcome: responsePromise
+                        )
+                    )
+                }
+            }
+            .connect(host: endpoint.address.host, port: endpoint.address.port)
+            .whenComplete { result in
+                let (handler, context) = bound.value
+                switch result {
+                case .failure(let error):
+                    responsePromise.fail(error)
+                    handler.logger.warning(
+                        "endpoint unreachable",
+                        metadata: ["endpoint": "\(endpoint.address)", "error": "\(error)"]
+                    )
+                    handler.attempt(endpoints.dropFirst(), context: context)
+                case .success(let upstream):
+                    responsePromise.futureResult.whenComplete { outcome in
+                        let (handler, context) = bound.value
+                        handler.finish(outcome, upstream: upstream, endpoint: endpoint, rest: endpoints.dropFirst(), context: context)
+                    }
+                }
+            }
+    }
+
+    private func finish(
+        _ outcome: Result<PrefaceClientHandler.Outcome, any Error>,
+        upstream: any Channel,
+        endpoint: ProxyConfiguration.Endpoint,
+        rest: ArraySlice<ProxyConfiguration.Endpoint>,
+        context: ChannelHandlerContext
+    ) {
+        switch outcome {
+        case .failure(let error as TLSHandshakeError):
+            logger.warning(
+                "mTLS to endpoint failed",
+                metadata: ["endpoint": "\(endpoint.address)", "reason": "\(error.reason.rawValue)", "detail": "\(error.detail)"]
+            )
+            upstream.close(promise: nil)
+            attempt(rest, context: context)
+        case .failure(let error):
+            logger.warning("endpoint refused the connection", metadata: ["endpoint": "\(endpoint.address)", "error": "\(error)"])
+            Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "error")]).increment()
+            upstream.close(promise: nil)
+            context.close(promise: nil)
+        case .success(.denied(let reason)):
+            logger.warning("denied by the endpoint", metadata: ["endpoint": "\(endpoint.address)", "reason": "\(reason.label)"])
+            Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", reason.label)]).increment()
+            upstream.close(promise: nil)
+            context.close(promise: nil)
+        case .success(.accepted(let leftover)):
+            guard context.channel.isActive else {
+                upstream.close(promise: nil)
+                return
+            }
+            Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "ok")]).increment()
+            let (clientSide, meshSide) = RelayHandler.pair()
+            do {
+                try upstream.pipeline.syncOperations.addRelay(meshSide, idleTimeout: environment.idleTimeout)
+                try context.pipeline.syncOperations.addRelay(clientSide, idleTimeout: environment.idleTimeout)
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            } catch {
+                logger.error("cannot build relay", metadata: ["error": "\(error)"])
+                upstream.close(promise: nil)
+                context.close(promise: nil)
+                return
+            }
+            if leftover.readableBytes > 0 {
+                context.channel.writeAndFlush(leftover, promise: nil)
+            }
+            if inputEnded {
+                context.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            }
+            context.channel.read()
+            upstream.read()
+        }
+    }
+}
+
+/// Sends the preface once the handshake completed and reads the one-status answer.
+/// Bytes that arrive behind the answer (a server that speaks first) are handed over.
+final class PrefaceClientHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Outcome {
+        case accepted(leftover: ByteBuffer)
+        case denied(PrefaceResponse.Reason)
+    }
+
+    private let request: PrefaceRequest
+    private let timeout: TimeAmount
+    private var outcome: EventLoopPromise<Outcome>?
+    private var buffered = ByteBuffer()
+    private var timer: Scheduled<Void>?
+
+    init(request: PrefaceRequest, timeout: TimeAmount, outcome: EventLoopPromise<Outcome>) {
+        self.request = request
+        self.timeout = timeout
+        self.outcome = outcome
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is TLSHandshakeCompleted {
+            var buffer = context.channel.allocator.buffer(capacity: 64)
+            request.encode(into: &buffer)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+            timer = context.eventLoop.scheduleTask(in: timeout) {
+                let (handler, context) = bound.value
+                handler.complete(.failure(PrefaceError(.timeout, "no preface answer in time")), context: context)
+            }
+            context.read()
+            return
+        }
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            complete(.failure(PrefaceError(.truncated, "endpoint closed before answering the preface")), context: context)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        buffered.writeBuffer(&bytes)
+        guard outcome != nil else { return }
+        do {
+            guard let body = try MeshPreface.decodeFrame(&buffered) else { return }
+            let response = try PrefaceResponse(body: body)
+            switch response.status {
+            case .ok:
+                complete(.success(.accepted(leftover: buffered)), context: context)
+            case .denied:
+                complete(.success(.denied(response.reason)), context: context)
+            }
+        } catch {
+            complete(.failure(error), context: context)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if outcome != nil { context.read() }
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        complete(.failure(error), context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        complete(.failure(ChannelError.ioOnClosedChannel), context: context)
+        context.fireChannelInactive()
+    }
+
+    private func complete(_ result: Result<Outcome, any Error>, context: ChannelHandlerContext) {
+        guard let outcome else { return }
+        self.outcome = nil
+        timer?.cancel()
+        if case .success(.accepted) = result {
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        outcome.completeWith(result)
+    }
+}
+
+@available(*, unavailable)
+extension OutboundRouteHandler: Sendable {}
+
+@available(*, unavailable)
+extension PrefaceClientHandler: Sendable {}

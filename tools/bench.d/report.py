@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Render the `tools/bench dataplane` results file as markdown.
+
+usage: report.py RESULTS_FILE
+
+RESULTS_FILE holds key=value lines written by tools/bench:
+  meta.<name>=...            header facts (date, versions, ...)
+  <setup>.<metric>=<number>  setup is direct | pair | haproxy
+  <setup>.skipped=<why>      the whole column could not be measured
+  <setup>.<x>.error=<why>    one measurement failed
+  <setup>.<x>.errors=<what>  load-generator errors during a measurement
+  check.<name>=PASS|FAIL <detail>   sanity checks (mTLS enforced, ...)
+"""
+import sys
+
+SETUPS = ("direct", "pair", "haproxy")
+# key, label, decimals, applies to direct
+ROWS = (
+    ("tput.gbps", "bulk throughput, iperf3 (Gbit/s)", 2, True),
+    ("ka.rps", "keep-alive HTTP req/s (wrk -c32)", 0, True),
+    ("ka.p50_ms", "keep-alive latency p50 (ms)", 3, True),
+    ("ka.p99_ms", "keep-alive latency p99 (ms)", 3, True),
+    ("nc.rps", "new connections/s (wrk -c16, Connection: close)", 0, True),
+    ("idle_server_mb", "idle RSS, server-side proxy (MB)", 1, False),
+    ("idle_client_mb", "idle RSS, client-side proxy (MB)", 1, False),
+    ("c1k_server_mb", "RSS with {conns} conns, server-side proxy (MB)", 1, False),
+    ("c1k_client_mb", "RSS with {conns} conns, client-side proxy (MB)", 1, False),
+)
+# metric, label, op, bound, setup-ratio ("haproxy" = pair/haproxy, None = pair value)
+TARGETS = (
+    ("tput.gbps", "throughput pair/haproxy", ">=", 0.8, "haproxy"),
+    ("ka.rps", "keep-alive req/s pair/haproxy", ">=", 0.8, "haproxy"),
+    ("nc.rps", "new connections/s pair/haproxy", ">=", 0.8, "haproxy"),
+    ("ka.p99_ms", "p99 latency pair/haproxy", "<=", 1.25, "haproxy"),
+    ("idle_server_mb", "idle RSS server-side sidecar (MB)", "<=", 20.0, None),
+    ("idle_client_mb", "idle RSS client-side sidecar (MB)", "<=", 20.0, None),
+)
+
+
+def load(path):
+    res = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "=" in line:
+                k, v = line.split("=", 1)
+                res[k.strip()] = v.strip()
+    return res
+
+
+def num(res, setup, key):
+    try:
+        return float(res["%s.%s" % (setup, key)])
+    except (KeyError, ValueError):
+        return None
+
+
+def fmt(v, dec):
+    if v is None:
+        return "n/a"
+    return "{:,.{}f}".format(v, dec)
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    res = load(sys.argv[1])
+    out = []
+    w = out.append
+    w("# BeeMesh dataplane benchmark")
+    w("")
+    for k in sorted(k for k in res if k.startswith("meta.")):
+        w("- %s: %s" % (k[5:], res[k]))
+    w("")
+    for s in SETUPS:
+        if res.get(s + ".skipped"):
+            w("**%s skipped:** %s" % ({"pair": "sidecar pair"}.get(s, s), res[s + ".skipped"]))
+            w("")
+    w("| metric | direct | sidecar pair | haproxy pair | pair/direct | pair/haproxy |")
+    w("|---|---:|---:|---:|---:|---:|")
+    try:
+        conns = "{:,}".format(int(res.get("meta.connections_held", "1000")))
+    except ValueError:
+        conns = res["meta.connections_held"]
+    for key, label, dec, for_direct in ROWS:
+        label = label.format(conns=conns)
+        d = num(res, "direct", key) if for_direct else None
+        p = num(res, "pair", key)
+        h = num(res, "haproxy", key)
+        w("| %s | %s | %s | %s | %s | %s |" % (
+            label,
+            fmt(d, dec) if for_direct else "-",
+            fmt(p, dec), fmt(h, dec),
+            fmt(ratio(p, d), 2) if for_direct else "-",
+            fmt(ratio(p, h), 2)))
+    w("")
+
+    notes = []
+    for k in sorted(res):
+        if k.endswith(".error") or k.endswith(".errors") or k.endswith(".note"):
+            notes.append("- %s: %s" % (k, res[k]))
+    if notes:
+        w("Notes:")
+        out.extend(notes)
+        w("")
+
+    checks = sorted(k for k in res if k.startswith("check."))
+    if checks:
+        w("Sanity checks:")
+        for k in checks:
+            w("- %s: %s" % (k[6:], res[k]))
+        w("")
+
+    w("Targets:")
+    for key, label, op, bound, vs in TARGETS:
+        p = num(res, "pair", key)
+        v = ratio(p, num(res, vs, key)) if vs else p
+        if v is None:
+            verdict = "SKIP"
+            shown = "n/a"
+        else:
+            ok = v >= bound if op == ">=" else v <= bound
+            verdict = "PASS" if ok else "FAIL"
+            shown = "%.2f" % v
+        w("- %s %s = %s (target %s %.2f)" % (verdict, label, shown, op, bound))
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
