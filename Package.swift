@@ -71,6 +71,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        .target(
+            name: "MeshTestSupport",
+            path: "Tests/MeshTestSupport"
+        ),
         .testTarget(
             name: "MeshIdentityTests",
             dependencies: ["MeshIdentity"]
@@ -80,9 +84,11 @@ let package = Package(
             dependencies: [
                 "MeshTLS",
                 "MeshIdentity",
+                "MeshTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
@@ -91,14 +97,13 @@ let package = Package(
                 "Proxy",
                 "MeshIdentity",
                 "MeshTLS",
+                "MeshTestSupport",
                 "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
-        ),
-        .testTarget(
-            name: "EndToEndTests",
-            dependencies: ["MeshIdentity"]
         ),
     ],
     swiftLanguageModes: [.v6]

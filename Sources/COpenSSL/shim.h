@@ -43,12 +43,6 @@ static inline int beemesh_SSL_CTX_set1_groups_list(SSL_CTX *ctx, const char *lis
 static inline int beemesh_SSL_CTX_add1_chain_cert(SSL_CTX *ctx, X509 *x509) {
     return (int)SSL_CTX_add1_chain_cert(ctx, x509);
 }
-static inline long beemesh_BIO_set_mem_eof_return(BIO *bio, long value) {
-    return BIO_set_mem_eof_return(bio, value);
-}
-static inline size_t beemesh_BIO_pending(BIO *bio) {
-    return BIO_ctrl_pending(bio);
-}
 
 static inline int beemesh_sk_GENERAL_NAME_num(const GENERAL_NAMES *names) {
     return sk_GENERAL_NAME_num(names);
@@ -81,6 +75,12 @@ static inline int beemesh_SSL_get_ex_new_index(void) {
     return SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
+static inline void beemesh_BIO_set_retry_read(BIO *bio) {
+    BIO_set_retry_read(bio);
+}
+static inline void beemesh_BIO_clear_retry_flags(BIO *bio) {
+    BIO_clear_retry_flags(bio);
+}
 static inline uint64_t beemesh_SSL_OP_NO_TICKET(void) {
     return SSL_OP_NO_TICKET;
 }

@@ -31,7 +31,10 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         case closed
     }
 
-    private let connection: TLSConnection
+    private let tlsContext: TLSContext
+    private let role: TLSConnection.Role
+    /// Created when the handler joins a pipeline (it needs the channel's allocator).
+    private var connection: TLSConnection!
     private let handshakeTimeout: TimeAmount
     private var logger: Logger
     private var state: State = .idle
@@ -52,15 +55,14 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         handshakeTimeout: TimeAmount = .seconds(10),
         logger: Logger
     ) {
-        self.connection = TLSConnection(
-            context: context,
-            role: expectedPeer.map { .client(expectedPeer: $0) } ?? .server
-        )
+        self.tlsContext = context
+        self.role = expectedPeer.map { .client(expectedPeer: $0) } ?? .server
         self.handshakeTimeout = handshakeTimeout
         self.logger = logger
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
+        connection = TLSConnection(context: tlsContext, role: role, allocator: context.channel.allocator)
         if context.channel.isActive { startHandshake(context: context) }
     }
 
@@ -252,10 +254,7 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func flushOutput(context: ChannelHandlerContext) {
-        let pending = connection.pendingOutput
-        if pending > 0 {
-            var output = context.channel.allocator.buffer(capacity: pending)
-            connection.drainOutput(into: &output)
+        if let output = connection.takeOutput() {
             let promise = unflushedPromise
             unflushedPromise = nil
             context.writeAndFlush(wrapOutboundOut(output), promise: promise)
@@ -277,7 +276,7 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func recordFailure(_ error: TLSHandshakeError, context: ChannelHandlerContext) {
-        let role = connection.peerRoleLabel
+        let role = connection?.peerRoleLabel ?? "unknown"
         logger.warning(
             "mTLS handshake rejected",
             metadata: ["reason": "\(error.reason.rawValue)", "detail": "\(error.detail)", "side": "\(role)"]

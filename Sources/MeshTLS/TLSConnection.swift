@@ -2,8 +2,8 @@ import COpenSSL
 import MeshIdentity
 import NIOCore
 
-/// One OpenSSL `SSL` object driven through two memory BIOs: ciphertext from the network
-/// is written into `networkIn`, ciphertext for the network is read out of `networkOut`.
+/// One OpenSSL `SSL` object whose network side is a `ByteBufferBIO`: ciphertext from the
+/// network goes in with `receive`, ciphertext for the network comes out of `takeOutput`.
 ///
 /// It does no I/O of its own; `MeshTLSHandler` moves bytes between it and the channel.
 /// Not thread-safe: it lives on one event loop.
@@ -29,26 +29,22 @@ final class TLSConnection {
     }
 
     private let ssl: OpaquePointer
-    private let networkIn: OpaquePointer
-    private let networkOut: OpaquePointer
+    private let network: ByteBufferBIO
     private let verification: PeerVerification
     /// Kept alive for as long as `ssl` refers to it.
     let context: TLSContext
     let role: Role
 
-    init(context: TLSContext, role: Role) {
+    init(context: TLSContext, role: Role, allocator: ByteBufferAllocator) {
         self.context = context
         self.role = role
         self.ssl = SSL_new(context.pointer)!
-        self.networkIn = BIO_new(BIO_s_mem())!
-        self.networkOut = BIO_new(BIO_s_mem())!
-        // An empty input BIO means "wait for more", not end of file.
-        _ = beemesh_BIO_set_mem_eof_return(networkIn, -1)
-        _ = beemesh_BIO_set_mem_eof_return(networkOut, -1)
-        SSL_set_bio(ssl, networkIn, networkOut)
+        self.network = ByteBufferBIO(allocator: allocator)
+        // One BIO serves both directions; SSL_set_bio then owns one reference to it.
+        SSL_set_bio(ssl, network.bio, network.bio)
         let expected: SpiffeID?
         if case .client(let peer) = role { expected = peer } else { expected = nil }
-        self.verification = PeerVerification(trustDomain: context.identity.trustDomain, expectedPeer: expected)
+        self.verification = PeerVerification(trustDomain: context.trustDomain, expectedPeer: expected)
         SSL_set_ex_data(ssl, PeerVerification.exDataIndex, Unmanaged.passUnretained(verification).toOpaque())
         switch role {
         case .server: SSL_set_accept_state(ssl)
@@ -57,7 +53,7 @@ final class TLSConnection {
     }
 
     deinit {
-        SSL_free(ssl)  // frees both BIOs too
+        SSL_free(ssl)  // frees the BIO too
     }
 
     /// The peer's verified identity, once the handshake completed.
@@ -74,9 +70,7 @@ final class TLSConnection {
 
     /// Appends ciphertext received from the network.
     func receive(_ buffer: ByteBuffer) {
-        buffer.withUnsafeReadableBytes { bytes in
-            _ = BIO_write(networkIn, bytes.baseAddress, Int32(bytes.count))
-        }
+        network.receive(buffer)
     }
 
     /// Advances the handshake with whatever ciphertext has arrived.
@@ -181,14 +175,8 @@ final class TLSConnection {
     }
 
     /// Bytes waiting to go to the network.
-    var pendingOutput: Int { beemesh_BIO_pending(networkOut) }
+    var pendingOutput: Int { network.pendingOutput }
 
-    /// Moves the ciphertext waiting for the network into `buffer`.
-    func drainOutput(into buffer: inout ByteBuffer) {
-        let pending = pendingOutput
-        guard pending > 0 else { return }
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { bytes in
-            Int(max(0, BIO_read(networkOut, bytes.baseAddress, Int32(pending))))
-        }
-    }
+    /// Takes the ciphertext waiting for the network.
+    func takeOutput() -> ByteBuffer? { network.takeOutput() }
 }

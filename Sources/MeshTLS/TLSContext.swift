@@ -24,19 +24,20 @@ public final class TLSContext: @unchecked Sendable {
     let pointer: OpaquePointer
     /// The credentials this context presents.
     public let credentials: WorkloadCredentials
-    /// The local identity (the leaf's SPIFFE ID).
-    public let identity: SpiffeID
+    /// The local identity (the leaf's SPIFFE ID); nil only for deliberately malformed
+    /// test credentials (`WorkloadCredentials.load` refuses such files).
+    public let identity: SpiffeID?
+    /// The trust domain peers must belong to (the bundle's).
+    public let trustDomain: TrustDomain
 
     public init(credentials: WorkloadCredentials) throws(TLSConfigurationError) {
-        guard let identity = credentials.spiffeID else {
-            throw TLSConfigurationError("certificate has no single valid SPIFFE ID")
-        }
         guard let ctx = SSL_CTX_new(TLS_method()) else {
             throw TLSConfigurationError("SSL_CTX_new: \(OpenSSLErrorQueue.drain())")
         }
         self.pointer = ctx
         self.credentials = credentials
-        self.identity = identity
+        self.identity = credentials.spiffeID
+        self.trustDomain = credentials.bundle.trustDomain
 
         guard beemesh_SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) == 1,
             beemesh_SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) == 1

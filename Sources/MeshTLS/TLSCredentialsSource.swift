@@ -43,7 +43,7 @@ public final class TLSCredentialsSource: Sendable {
         self.state = NIOLockedValueBox((context, fingerprint))
         logger.info(
             "loaded workload identity",
-            metadata: ["spiffe_id": "\(context.identity)", "not_after": "\(context.credentials.leaf.notAfter)"]
+            metadata: ["spiffe_id": "\(context.identity.map { "\($0)" } ?? "none")", "not_after": "\(context.credentials.leaf.notAfter)"]
         )
     }
 
@@ -62,7 +62,7 @@ public final class TLSCredentialsSource: Sendable {
             logger.info(
                 "reloaded workload identity",
                 metadata: [
-                    "spiffe_id": "\(context.identity)", "serial": "\(context.credentials.leaf.serialNumber)",
+                    "spiffe_id": "\(context.identity.map { "\($0)" } ?? "none")", "serial": "\(context.credentials.leaf.serialNumber)",
                     "not_after": "\(context.credentials.leaf.notAfter)",
                 ]
             )

@@ -29,7 +29,7 @@ final class EndpointRotation: Sendable {
 /// connects to an endpoint's sidecar with mTLS (insisting on the endpoint's identity),
 /// sends the preface, waits for the answer, then relays. Endpoints that cannot be
 /// reached or fail the handshake are skipped in turn; a denial ends the connection.
-final class OutboundRouteHandler: ChannelInboundHandler {
+final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
     private let route: ProxyConfiguration.Route
@@ -44,6 +44,12 @@ final class OutboundRouteHandler: ChannelInboundHandler {
         self.logger = environment.logger
         logger[metadataKey: "service"] = "\(route.service)"
         logger[metadataKey: "port"] = "\(route.port)"
+    }
+
+    /// Bytes the client sent before the relay existed: sent upstream first.
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        early.writeBuffer(&bytes)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -62,6 +68,7 @@ final class OutboundRouteHandler: ChannelInboundHandler {
     }
 
     private var inputEnded = false
+    private var early = ByteBuffer()
 
     private func attempt(_ endpoints: ArraySlice<ProxyConfiguration.Endpoint>, context: ChannelHandlerContext) {
         guard let endpoint = endpoints.first else {
@@ -170,6 +177,10 @@ final class OutboundRouteHandler: ChannelInboundHandler {
             }
             if leftover.readableBytes > 0 {
                 context.channel.writeAndFlush(leftover, promise: nil)
+            }
+            if early.readableBytes > 0 {
+                upstream.writeAndFlush(early, promise: nil)
+                early = ByteBuffer()
             }
             if inputEnded {
                 context.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)

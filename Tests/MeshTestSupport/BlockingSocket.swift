@@ -1,0 +1,103 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A plain blocking TCP client socket: the "application" side of tests, deliberately
+/// not NIO so that the code under test is the only event-driven party.
+public final class BlockingSocket: @unchecked Sendable {  // one fd; callers do not share a direction across threads
+    public let fd: Int32
+
+    public init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 30) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw SocketError("socket: \(String(cString: strerror(errno)))") }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        inet_pton(AF_INET, host, &address.sin_addr)
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw SocketError("connect 127.0.0.1:\(port): \(reason)")
+        }
+    }
+
+    public func send(_ bytes: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = Glibc.send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SocketError("send: \(String(cString: strerror(errno)))")
+            }
+            offset += n
+        }
+    }
+
+    public func send(_ string: String) throws {
+        try Array(string.utf8).withUnsafeBytes { try send($0) }
+    }
+
+    /// Reads up to `buffer.count` bytes; 0 means end of stream.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        while true {
+            let n = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SocketError("recv: \(String(cString: strerror(errno)))")
+            }
+            return n
+        }
+    }
+
+    /// Reads until end of stream.
+    public func receiveAll(limit: Int = 16 << 20) throws -> [UInt8] {
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while result.count < limit {
+            let n = try chunk.withUnsafeMutableBytes { try receive(into: $0) }
+            if n == 0 { break }
+            result.append(contentsOf: chunk[0..<n])
+        }
+        return result
+    }
+
+    /// Reads exactly `count` bytes (fewer only if the stream ends).
+    public func receive(exactly count: Int) throws -> [UInt8] {
+        var result = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let n = try result.withUnsafeMutableBytes { try receive(into: UnsafeMutableRawBufferPointer(rebasing: $0[got...])) }
+            if n == 0 { break }
+            got += n
+        }
+        return Array(result[0..<got])
+    }
+
+    public func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+
+    deinit { close(fd) }
+}
+
+public struct SocketError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Raises the open-file limit to the hard limit (tests with 1,000 connections need
+/// about 6,000 descriptors in this one process).
+public func raiseOpenFileLimit() {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    limit.rlim_cur = limit.rlim_max
+    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+}

@@ -1,0 +1,69 @@
+import Foundation
+
+/// Runs blocking work (sockets, child processes) on a thread of its own.
+///
+/// Swift Testing runs tests on the cooperative pool, which has one thread per core: two
+/// on the CI machine. A test that blocks a pool thread starves every other test's
+/// continuations, so blocking calls never run there.
+public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            continuation.resume(with: Result { try body() })
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+}
+
+/// A temporary directory, removed on deinit.
+public final class TemporaryDirectory: Sendable {
+    public let path: String
+
+    public init() {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("beemesh-test-\(UUID())").path
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Runs a command with `input` on stdin (then closed) until it exits or `timeout`
+/// passes; returns its exit status and combined output. Call it through `blocking`.
+public func runProcess(_ arguments: [String], input: [UInt8], timeout: Double = 10) throws -> (
+    status: Int32, output: String
+) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    let stdin = Pipe()
+    let output = Pipe()
+    process.standardInput = stdin
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    stdin.fileHandleForWriting.write(Data(input))
+    try stdin.fileHandleForWriting.close()
+    let deadline = Date() + timeout
+    while process.isRunning, Date() < deadline {
+        Thread.sleep(forTimeInterval: 0.02)
+    }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    process.waitUntilExit()
+    let text = output.fileHandleForReading.readDataToEndOfFile()
+    return (process.terminationStatus, String(decoding: text, as: UTF8.self))
+}
+
+/// A small deterministic generator, so that a failing random test reproduces.
+public struct SplitMix64: RandomNumberGenerator {
+    public var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

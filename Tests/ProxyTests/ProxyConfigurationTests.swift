@@ -1,0 +1,84 @@
+import Proxy
+import Testing
+
+@Suite struct ProxyConfigurationTests {
+    let identity = """
+        identity:
+          certificate: /id/cert.pem
+          privateKey: /id/key.pem
+          trustBundle: /id/bundle.pem
+
+        """
+
+    @Test func defaults() throws {
+        let configuration = try ProxyConfiguration.parse(yaml: identity, file: "proxy.yaml")
+        #expect(configuration.inbound.listen == HostPort(host: "0.0.0.0", port: 15008))
+        #expect(configuration.inbound.appAddress == "127.0.0.1")
+        #expect(configuration.inbound.ports.isEmpty)
+        #expect(configuration.routes.isEmpty)
+        #expect(configuration.timeouts.connect == 5)
+        #expect(configuration.timeouts.handshake == 10)
+        #expect(configuration.timeouts.idle == 3600)
+        #expect(configuration.timeouts.drain == 30)
+        #expect(configuration.identity.reloadInterval == 1)
+        #expect(configuration.workers == 1)
+        #expect(configuration.logLevel == .info)
+    }
+
+    @Test func fullConfiguration() throws {
+        let yaml = identity + """
+            inbound:
+              listen: "[::]:25008"
+              services: [orders.default]
+              ports: [8080, 9090]
+            routes:
+              - listen: 127.0.0.1:7000
+                service: orders.default
+                port: 8080
+                endpoints:
+                  - {address: 10.0.0.2:15008, identity: spiffe://example.org/ns/default/sa/orders}
+            timeouts: {connect: 2s, handshake: 3s, preface: 1s, idle: 10m, drain: 0s}
+            workers: 2
+            logLevel: debug
+            """
+        let configuration = try ProxyConfiguration.parse(yaml: yaml, file: "proxy.yaml")
+        #expect(configuration.inbound.listen == HostPort(host: "::", port: 25008))
+        #expect(configuration.inbound.ports == [8080, 9090])
+        #expect(configuration.routes.first?.endpoints.first?.identity.serviceAccount == "orders")
+        #expect(configuration.timeouts.idle == 600)
+        #expect(configuration.timeouts.drain == 0)
+        #expect(configuration.workers == 2)
+    }
+
+    @Test(arguments: [
+        ("inbound: {listen: nowhere}", "proxy.yaml:5: inbound.listen: 'nowhere' is not host:port"),
+        ("timeouts: {idle: forever}", "proxy.yaml:5: timeouts.idle: 'forever' is not a duration"),
+        ("colour: blue", "proxy.yaml:5: colour: unknown field"),
+        ("workers: 0", "proxy.yaml:5: workers: must be between 1 and 64"),
+        ("logLevel: loud", "proxy.yaml:5: logLevel: unknown level 'loud'"),
+        (
+            "routes:\n  - {listen: 127.0.0.1:1, service: a.b, port: 1, endpoints: [{address: 1.2.3.4:5, identity: spiffe://X/y}]}",
+            "proxy.yaml:6: routes[0].endpoints[0].identity: spiffe://X/y: trust domain may hold only"
+        ),
+        ("routes:\n  - {listen: 127.0.0.1:1, service: Orders, port: 1, endpoints: [{address: 1.2.3.4:5, identity: spiffe://x/y}]}", "proxy.yaml:6: routes[0].service:"),
+        ("inbound: {ports: [0]}", "proxy.yaml:5: inbound.ports[0]: port must be 1-65535"),
+    ])
+    func errorsNameFileLineAndField(_ extra: String, _ expected: String) {
+        #expect {
+            try ProxyConfiguration.parse(yaml: identity + extra, file: "proxy.yaml")
+        } throws: { error in
+            let text = "\(error)"
+            return text.hasPrefix(expected) ? true : { print("got: \(text)"); return false }()
+        }
+    }
+
+    @Test func identityIsRequired() {
+        #expect {
+            try ProxyConfiguration.parse(yaml: "workers: 1", file: "p.yaml")
+        } throws: { "\($0)".contains("identity: is required") }
+    }
+
+    @Test func notYAML() {
+        #expect(throws: ConfigurationError.self) { try ProxyConfiguration.parse(yaml: "a: [b", file: "p.yaml") }
+    }
+}

@@ -1,0 +1,239 @@
+import COpenSSL
+import Foundation
+import MeshTestSupport
+import NIOConcurrencyHelpers
+import NIOCore
+import Proxy
+import Testing
+
+/// The sidecar pair end to end on loopback: app → client sidecar → mTLS → server
+/// sidecar → app, with real sockets and real OpenSSL. The "app client" side uses
+/// blocking sockets on threads of their own (see `blocking`).
+@Suite(.serialized) struct ProxyPairTests {
+    init() { raiseOpenFileLimit() }
+
+    private func echoPair() async throws -> (app: any Channel, pair: MeshPair) {
+        let app = try await TestApp.start { TestApp.Echo() }
+        let port = app.localAddress!.port!
+        return (app, try await MeshPair(routes: [("orders.default", port)], allowedPorts: [port]))
+    }
+
+    /// 256 MiB of random bytes out and back through the pair: the SHA-256 of what was
+    /// sent equals that of what came back.
+    @Test func relays256MiBBothWaysByteExact() async throws {
+        let (app, pair) = try await echoPair()
+        let port = pair.routePort()
+        let total = 256 << 20
+        let (count, sent, received) = try await blocking {
+            let socket = try BlockingSocket(port: port, timeoutSeconds: 120)
+            let sent = SHA256Digest()
+            let writer = Thread {
+                var generator = SplitMix64(seed: 42)
+                var chunk = [UInt8](repeating: 0, count: 1 << 20)
+                for _ in 0..<(total / chunk.count) {
+                    chunk.withUnsafeMutableBytes { bytes in
+                        let words = bytes.bindMemory(to: UInt64.self)
+                        for index in words.indices { words[index] = generator.next() }
+                    }
+                    chunk.withUnsafeBytes { sent.update($0) }
+                    try? chunk.withUnsafeBytes { try socket.send($0) }
+                }
+                socket.shutdownWrite()
+            }
+            writer.start()
+            let received = SHA256Digest()
+            var count = 0
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            while true {
+                let n = try buffer.withUnsafeMutableBytes { try socket.receive(into: $0) }
+                if n == 0 { break }
+                buffer.withUnsafeBytes { received.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                count += n
+            }
+            while !writer.isFinished { Thread.sleep(forTimeInterval: 0.01) }
+            return (count, sent.finish(), received.finish())
+        }
+        #expect(count == total)
+        #expect(received == sent)
+        await pair.shutdown()
+        try await app.close()
+    }
+
+    /// The client shuts its write side after the request; the app answers only after it
+    /// sees end of input, and the client still receives the whole answer.
+    @Test func halfCloseCarriedEndToEnd() async throws {
+        let app = try await TestApp.start { TestApp.ReadAllThenReply() }
+        let pair = try await MeshPair(routes: [("orders.default", app.localAddress!.port!)], allowedPorts: [app.localAddress!.port!])
+        let port = pair.routePort()
+        let reply = try await blocking {
+            let socket = try BlockingSocket(port: port)
+            try socket.send(String(repeating: "x", count: 300_000))
+            socket.shutdownWrite()
+            return try socket.receiveAll()
+        }
+        #expect(String(decoding: reply.prefix(40), as: UTF8.self).hasPrefix("received 300000 bytes\n"))
+        #expect(reply.count == "received 300000 bytes\n".utf8.count + 100_000)
+        await pair.shutdown()
+        try await app.close()
+    }
+
+    /// 1,000 connections open at once through the pair, each with its own message.
+    @Test func thousandConcurrentConnections() async throws {
+        let (app, pair) = try await echoPair()
+        let port = pair.routePort()
+        let holder = NIOLockedValueBox<[BlockingSocket]>([])
+        let echoed = try await blocking {
+            var sockets: [BlockingSocket] = []
+            for _ in 0..<1000 { sockets.append(try BlockingSocket(port: port)) }
+            for (index, socket) in sockets.enumerated() {
+                try socket.send(String(format: "connection-%04d;", index))
+            }
+            var echoed = 0
+            for (index, socket) in sockets.enumerated() {
+                let reply = try socket.receive(exactly: 16)
+                if String(decoding: reply, as: UTF8.self) == String(format: "connection-%04d;", index) { echoed += 1 }
+            }
+            holder.withLockedValue { $0 = sockets }
+            return echoed
+        }
+        #expect(echoed == 1000)
+        #expect(pair.client.activeConnections == 1000)
+        #expect(pair.server.activeConnections == 1000)
+        holder.withLockedValue { $0 = [] }
+        await pair.shutdown()
+        try await app.close()
+    }
+
+    /// New certificates on both sides, many times, while connections keep being made and
+    /// one long connection stays open: not one connection fails.
+    @Test func certificateRotationUnderLoad() async throws {
+        let (app, pair) = try await echoPair()
+        let port = pair.routePort()
+        let longLived = try await blocking {
+            let socket = try BlockingSocket(port: port)
+            try socket.send("before;")
+            return (socket, try socket.receive(exactly: 7))
+        }
+        #expect(longLived.1 == Array("before;".utf8))
+
+        let stop = NIOLockedValueBox(false)
+        let tally = NIOLockedValueBox((ok: 0, failed: [String]()))
+        let load = (0..<4).map { worker in
+            Task {
+                try await blocking {
+                    var round = 0
+                    while !stop.withLockedValue({ $0 }) {
+                        round += 1
+                        let message = "w\(worker)r\(round);"
+                        do {
+                            let socket = try BlockingSocket(port: port, timeoutSeconds: 10)
+                            try socket.send(message)
+                            let reply = try socket.receive(exactly: message.utf8.count)
+                            guard reply == Array(message.utf8) else { throw SocketError("bad echo \(reply.count) bytes") }
+                            tally.withLockedValue { $0.ok += 1 }
+                        } catch {
+                            tally.withLockedValue { $0.failed.append("\(error)") }
+                        }
+                    }
+                }
+            }
+        }
+        var serials: Set<String> = [pair.server.credentials.current.credentials.leaf.serialNumber]
+        for _ in 0..<8 {
+            try await Task.sleep(for: .milliseconds(250))
+            try pair.rotate()
+            #expect(pair.server.credentials.reloadIfChanged())
+            #expect(pair.client.credentials.reloadIfChanged())
+            serials.insert(pair.server.credentials.current.credentials.leaf.serialNumber)
+        }
+        try await Task.sleep(for: .milliseconds(250))
+        stop.withLockedValue { $0 = true }
+        for task in load { try await task.value }
+
+        let after = try await blocking {
+            try longLived.0.send("after;")
+            return try longLived.0.receive(exactly: 6)
+        }
+        #expect(after == Array("after;".utf8))
+        let (ok, failed) = tally.withLockedValue { ($0.ok, $0.failed) }
+        #expect(serials.count == 9)
+        #expect(ok > 100, "only \(ok) connections completed")
+        #expect(failed.isEmpty, "\(failed.count) failed: \(failed.prefix(3))")
+        await pair.shutdown()
+        try await app.close()
+    }
+
+    /// A port the server does not expose: the server answers "denied" and the app never
+    /// sees a connection; the client's connection is closed without a byte.
+    @Test func deniedPrefaceReachesNoApp() async throws {
+        let accepted = NIOLockedValueBox(0)
+        let app = try await TestApp.start(accepted: accepted) { TestApp.Echo() }
+        let pair = try await MeshPair(routes: [("orders.default", app.localAddress!.port!)], allowedPorts: [1])
+        let port = pair.routePort()
+        let reply = try await blocking {
+            let socket = try BlockingSocket(port: port)
+            try? socket.send("hello")
+            // Closed without a byte: a FIN, or a reset because "hello" was never read.
+            return (try? socket.receiveAll()) ?? []
+        }
+        #expect(reply.isEmpty)
+        #expect(accepted.withLockedValue { $0 } == 0)
+        await pair.shutdown()
+        try await app.close()
+    }
+
+    /// Shutdown stops new connections at once, lets a live one finish, and returns as
+    /// soon as it closed.
+    @Test func gracefulDrain() async throws {
+        let (app, pair) = try await echoPair()
+        let port = pair.routePort()
+        let live = try await blocking {
+            let socket = try BlockingSocket(port: port)
+            try socket.send("one;")
+            return (socket, try socket.receive(exactly: 4))
+        }
+        #expect(live.1 == Array("one;".utf8))
+
+        let started = ContinuousClock.now
+        let draining = Task { await pair.client.shutdown(drain: 10) }
+        try await Task.sleep(for: .milliseconds(200))
+        let refused = try await blocking { (try? BlockingSocket(port: port)) == nil }
+        #expect(refused)
+        let (echo, tail) = try await blocking {
+            try live.0.send("two;")
+            let echo = try live.0.receive(exactly: 4)
+            live.0.shutdownWrite()
+            return (echo, try live.0.receiveAll())
+        }
+        #expect(echo == Array("two;".utf8))
+        #expect(tail.isEmpty)
+        await draining.value
+        #expect(ContinuousClock.now - started < .seconds(5))
+        await pair.server.shutdown(drain: 0)
+        try await app.close()
+    }
+}
+
+/// Incremental SHA-256 through OpenSSL's EVP interface.
+final class SHA256Digest: @unchecked Sendable {
+    // Guarded by `lock`.
+    private let context = EVP_MD_CTX_new()!
+    private let lock = NIOLock()
+
+    init() { EVP_DigestInit_ex(context, EVP_sha256(), nil) }
+
+    func update(_ bytes: UnsafeRawBufferPointer) {
+        lock.withLock { _ = EVP_DigestUpdate(context, bytes.baseAddress, bytes.count) }
+    }
+
+    func finish() -> [UInt8] {
+        lock.withLock {
+            var digest = [UInt8](repeating: 0, count: 32)
+            var length: UInt32 = 0
+            EVP_DigestFinal_ex(context, &digest, &length)
+            return digest
+        }
+    }
+
+    deinit { EVP_MD_CTX_free(context) }
+}

@@ -1,0 +1,73 @@
+import Foundation
+import Logging
+import MeshIdentity
+import NIOCore
+import Proxy
+
+/// Two real sidecars in this process, a trust domain of their own, and credentials on
+/// disk: `frontend` (client side, with routes) talks to `orders` (server side).
+final class MeshPair {
+    let directory: String
+    let root: CertificateAuthority
+    let server: ProxyServer
+    let client: ProxyServer
+    let serverAddresses: ProxyServer.BoundAddresses
+    let clientAddresses: ProxyServer.BoundAddresses
+
+    static let logger: Logger = {
+        var logger = Logger(label: "beemesh-test")
+        logger.logLevel = ProcessInfo.processInfo.environment["BEEMESH_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+        return logger
+    }()
+
+    /// - Parameters:
+    ///   - routes: (service, app port) pairs, each becoming a route on the client side.
+    ///   - allowedPorts: the server's `inbound.ports`.
+    init(routes: [(service: String, port: Int)], allowedPorts: [Int], idle: String = "1h") async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("beemesh-pair-\(UUID())").path
+        root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("example.org"))
+        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/orders")).write(to: directory + "/orders")
+        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/frontend")).write(to: directory + "/frontend")
+
+        let serverYAML = """
+            identity: {certificate: \(directory)/orders/cert.pem, privateKey: \(directory)/orders/key.pem, trustBundle: \(directory)/orders/bundle.pem}
+            inbound: {listen: 127.0.0.1:0, services: [orders.default], ports: [\(allowedPorts.map(String.init).joined(separator: ", "))]}
+            timeouts: {idle: \(idle)}
+            """
+        server = try ProxyServer(configuration: try .parse(yaml: serverYAML, file: "server.yaml"), logger: Self.logger)
+        serverAddresses = try await server.start()
+
+        let inboundPort = serverAddresses.inbound.port!
+        let routeYAML = routes.map { route in
+            """
+              - listen: 127.0.0.1:0
+                service: \(route.service)
+                port: \(route.port)
+                endpoints: [{address: 127.0.0.1:\(inboundPort), identity: spiffe://example.org/ns/default/sa/orders}]
+            """
+        }.joined(separator: "\n")
+        let clientYAML = """
+            identity: {certificate: \(directory)/frontend/cert.pem, privateKey: \(directory)/frontend/key.pem, trustBundle: \(directory)/frontend/bundle.pem}
+            inbound: {listen: 127.0.0.1:0}
+            timeouts: {idle: \(idle)}
+            routes:\(routes.isEmpty ? " []" : "\n" + routeYAML)
+            """
+        client = try ProxyServer(configuration: try .parse(yaml: clientYAML, file: "client.yaml"), logger: Self.logger)
+        clientAddresses = try await client.start()
+    }
+
+    /// The local port of route `index` on the client sidecar.
+    func routePort(_ index: Int = 0) -> Int { clientAddresses.routes[index].port! }
+
+    /// Issues fresh credentials for both sides, replacing the files atomically.
+    func rotate() throws {
+        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/orders")).write(to: directory + "/orders")
+        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/frontend")).write(to: directory + "/frontend")
+    }
+
+    func shutdown() async {
+        await client.shutdown(drain: 0)
+        await server.shutdown(drain: 0)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}

@@ -1,0 +1,72 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Loopback "applications" behind the server sidecar.
+enum TestApp {
+    /// Echoes everything; when the peer half-closes, finishes writing and half-closes too.
+    final class Echo: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            context.write(data, promise: nil)
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) {
+            context.flush()
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if let event = event as? ChannelEvent, event == .inputClosed {
+                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                context.writeAndFlush(NIOAny(ByteBuffer())).whenComplete { _ in
+                    bound.value.close(mode: .output, promise: nil)
+                }
+            }
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            context.close(promise: nil)
+        }
+    }
+
+    /// Reads the whole request (until the client half-closes), then answers with its
+    /// length and closes: only correct if half-close is carried end to end.
+    final class ReadAllThenReply: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        private var received = 0
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            received += unwrapInboundIn(data).readableBytes
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if let event = event as? ChannelEvent, event == .inputClosed {
+                let reply = "received \(received) bytes\n" + String(repeating: "z", count: 100_000)
+                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: reply))).whenComplete { _ in
+                    bound.value.close(promise: nil)
+                }
+            }
+        }
+    }
+
+    /// Starts an app on 127.0.0.1:0; `accepted` counts its connections.
+    static func start(
+        accepted: NIOLockedValueBox<Int> = NIOLockedValueBox(0),
+        _ makeHandler: @escaping @Sendable () -> any ChannelHandler
+    ) async throws -> any Channel {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 2048)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                accepted.withLockedValue { $0 += 1 }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(makeHandler())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+    }
+}
