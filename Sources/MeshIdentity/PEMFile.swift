@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Small file helpers for PEM material: atomic replace (write a temporary file in the
@@ -28,7 +28,9 @@ public enum PEMFile {
     public static func write(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(IdentityError) {
         let temporary = "\(path).tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw IdentityError(.io, "cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw IdentityError(.io, "cannot create \(temporary): \(String(cString: strerror(errno)))")
+        }
         let bytes = Array(contents.utf8)
         var written = 0
         while written < bytes.count {

@@ -89,7 +89,10 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         timeoutTask = context.eventLoop.scheduleTask(in: handshakeTimeout) {
             let (handler, context) = bound.value
             guard handler.state == .handshaking else { return }
-            handler.fail(TLSHandshakeError(.timeout, "no handshake within \(handler.handshakeTimeout)"), context: context)
+            handler.fail(
+                TLSHandshakeError(.timeout, "no handshake within \(handler.handshakeTimeout)"),
+                context: context
+            )
         }
         advanceHandshake(context: context)
         context.read()
@@ -153,7 +156,11 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
                 ]
             )
             context.fireUserInboundEventTriggered(
-                TLSHandshakeCompleted(peer: peer, protocolVersion: connection.protocolVersion, cipher: connection.cipher)
+                TLSHandshakeCompleted(
+                    peer: peer,
+                    protocolVersion: connection.protocolVersion,
+                    cipher: connection.cipher
+                )
             )
             let writes = pendingWrites
             pendingWrites = []

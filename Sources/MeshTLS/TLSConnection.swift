@@ -91,9 +91,13 @@ final class TLSConnection {
         var alpn: UnsafePointer<UInt8>?
         var alpnLength: UInt32 = 0
         SSL_get0_alpn_selected(ssl, &alpn, &alpnLength)
-        let negotiated = alpn.map { String(decoding: UnsafeBufferPointer(start: $0, count: Int(alpnLength)), as: UTF8.self) }
+        let negotiated = alpn.map {
+            String(decoding: UnsafeBufferPointer(start: $0, count: Int(alpnLength)), as: UTF8.self)
+        }
         guard negotiated == meshALPN else {
-            return .failed(TLSHandshakeError(.alpn, "peer did not negotiate ALPN \(meshALPN) (got \(negotiated ?? "none"))"))
+            return .failed(
+                TLSHandshakeError(.alpn, "peer did not negotiate ALPN \(meshALPN) (got \(negotiated ?? "none"))")
+            )
         }
         guard verification.peer != nil else {
             return .failed(TLSHandshakeError(.noCertificate, "handshake finished without a verified peer identity"))

@@ -4,7 +4,7 @@ import Metrics
 import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Where a workload's credentials live on disk.
@@ -43,7 +43,10 @@ public final class TLSCredentialsSource: Sendable {
         self.state = NIOLockedValueBox((context, fingerprint))
         logger.info(
             "loaded workload identity",
-            metadata: ["spiffe_id": "\(context.identity.map { "\($0)" } ?? "none")", "not_after": "\(context.credentials.leaf.notAfter)"]
+            metadata: [
+                "spiffe_id": "\(context.identity.map { "\($0)" } ?? "none")",
+                "not_after": "\(context.credentials.leaf.notAfter)",
+            ]
         )
     }
 
@@ -62,7 +65,8 @@ public final class TLSCredentialsSource: Sendable {
             logger.info(
                 "reloaded workload identity",
                 metadata: [
-                    "spiffe_id": "\(context.identity.map { "\($0)" } ?? "none")", "serial": "\(context.credentials.leaf.serialNumber)",
+                    "spiffe_id": "\(context.identity.map { "\($0)" } ?? "none")",
+                    "serial": "\(context.credentials.leaf.serialNumber)",
                     "not_after": "\(context.credentials.leaf.notAfter)",
                 ]
             )
@@ -71,7 +75,10 @@ public final class TLSCredentialsSource: Sendable {
             // Remember the broken fingerprint so the error is logged once per change.
             state.withLockedValue { $0.fingerprint = fingerprint }
             Counter(label: "beemesh_tls_credential_reload_failures_total").increment()
-            logger.error("credential files changed but do not load; keeping the previous identity", metadata: ["error": "\(error)"])
+            logger.error(
+                "credential files changed but do not load; keeping the previous identity",
+                metadata: ["error": "\(error)"]
+            )
             return false
         }
     }

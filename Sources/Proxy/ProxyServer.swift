@@ -69,7 +69,10 @@ public final class ProxyServer: Service, Sendable {
         listeners.withLockedValue { $0.append(inbound) }
         logger.info(
             "inbound mTLS listener up",
-            metadata: ["address": "\(inbound.localAddress!)", "identity": "\(environment.credentials.current.identity.map { "\($0)" } ?? "none")"]
+            metadata: [
+                "address": "\(inbound.localAddress!)",
+                "identity": "\(environment.credentials.current.identity.map { "\($0)" } ?? "none")",
+            ]
         )
 
         var routeAddresses: [SocketAddress] = []

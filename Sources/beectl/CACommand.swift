@@ -28,9 +28,14 @@ struct CACommand: ParsableCommand {
                 if !force, FileManager.default.fileExists(atPath: dir + "/" + CertificateAuthority.keyFile) {
                     throw IdentityError(.invalidArgument, "\(dir) already holds a CA key; pass --force to replace it")
                 }
-                let ca = try CertificateAuthority.createRoot(trustDomain: try TrustDomain(trustDomain), validity: ttl.seconds)
+                let ca = try CertificateAuthority.createRoot(
+                    trustDomain: try TrustDomain(trustDomain),
+                    validity: ttl.seconds
+                )
                 try ca.write(to: dir)
-                print("created root CA for trust domain \(trustDomain) in \(dir) (valid until \(ca.certificate.notAfter))")
+                print(
+                    "created root CA for trust domain \(trustDomain) in \(dir) (valid until \(ca.certificate.notAfter))"
+                )
             }
         }
     }

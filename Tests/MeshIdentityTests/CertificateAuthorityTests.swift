@@ -76,7 +76,11 @@ import Testing
         try root.issueWorkload(orders).write(to: dir)
         try PEMFile.write(dir + "/key.pem", try PrivateKey.generateP256().pemEncoded, mode: 0o600)
         #expect {
-            try WorkloadCredentials.load(certificate: dir + "/cert.pem", key: dir + "/key.pem", bundle: dir + "/bundle.pem")
+            try WorkloadCredentials.load(
+                certificate: dir + "/cert.pem",
+                key: dir + "/key.pem",
+                bundle: dir + "/bundle.pem"
+            )
         } throws: { ($0 as? IdentityError)?.code == .keyMismatch }
     }
 }

@@ -28,10 +28,13 @@ import Testing
     @Test func validForeignClientIsAuthenticated() async throws {
         let (port, observations, close) = try await serve()
         defer { close() }
-        let output = try await sClient(port, [
-            "-alpn", "beemesh/1", "-cert", directory.path + "/cert.pem", "-key", directory.path + "/key.pem",
-            "-cert_chain", directory.path + "/cert.pem",
-        ])
+        let output = try await sClient(
+            port,
+            [
+                "-alpn", "beemesh/1", "-cert", directory.path + "/cert.pem", "-key", directory.path + "/key.pem",
+                "-cert_chain", directory.path + "/cert.pem",
+            ]
+        )
         #expect(await observations.wait { $0.received == "hello" }, "s_client said: \(output)")
         #expect(observations.peers == [harness.id("frontend")])
     }
@@ -48,10 +51,13 @@ import Testing
     @Test func wrongALPN() async throws {
         let (port, observations, close) = try await serve()
         defer { close() }
-        let output = try await sClient(port, [
-            "-alpn", "h2", "-cert", directory.path + "/cert.pem", "-key", directory.path + "/key.pem",
-            "-cert_chain", directory.path + "/cert.pem",
-        ])
+        let output = try await sClient(
+            port,
+            [
+                "-alpn", "h2", "-cert", directory.path + "/cert.pem", "-key", directory.path + "/key.pem",
+                "-cert_chain", directory.path + "/cert.pem",
+            ]
+        )
         #expect(await observations.wait { !$0.handshakeErrors.isEmpty }, "s_client said: \(output)")
         #expect(observations.handshakeErrors.map(\.reason) == [.alpn])
         #expect(observations.received.isEmpty)

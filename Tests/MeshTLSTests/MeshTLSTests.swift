@@ -18,7 +18,10 @@ import Testing
     ) async throws -> (server: Observations, client: Observations) {
         let serverSide = Observations()
         let clientSide = Observations()
-        let server = try await harness.server(try serverCredentials ?? harness.credentials("orders"), observations: serverSide)
+        let server = try await harness.server(
+            try serverCredentials ?? harness.credentials("orders"),
+            observations: serverSide
+        )
         defer { server.close(promise: nil) }
         // The client trusts the server's root, whatever its own certificate is.
         let client = try await harness.client(
@@ -69,7 +72,9 @@ import Testing
         var template = CertificateTemplate.workload(harness.id("frontend"), validity: 3600)
         template.notBefore = Date() - 7200
         template.notAfter = Date() - 3600
-        let (server, _) = try await attempt(client: try harness.node.issue(template, key: try PrivateKey.generateP256()))
+        let (server, _) = try await attempt(
+            client: try harness.node.issue(template, key: try PrivateKey.generateP256())
+        )
         #expect(server.handshakeErrors.map(\.reason) == [.expired])
         #expect(server.received.isEmpty)
     }
@@ -78,7 +83,9 @@ import Testing
         var template = CertificateTemplate.workload(harness.id("frontend"), validity: 3600)
         template.notBefore = Date() + 3600
         template.notAfter = Date() + 7200
-        let (server, _) = try await attempt(client: try harness.node.issue(template, key: try PrivateKey.generateP256()))
+        let (server, _) = try await attempt(
+            client: try harness.node.issue(template, key: try PrivateKey.generateP256())
+        )
         #expect(server.handshakeErrors.map(\.reason) == [.notYetValid])
         #expect(server.received.isEmpty)
     }
@@ -86,7 +93,9 @@ import Testing
     @Test func moreThanOneURISAN() async throws {
         var template = CertificateTemplate.workload(harness.id("frontend"), validity: 3600)
         template.uriSANs.append(harness.id("orders").description)
-        let (server, _) = try await attempt(client: try harness.node.issue(template, key: try PrivateKey.generateP256()))
+        let (server, _) = try await attempt(
+            client: try harness.node.issue(template, key: try PrivateKey.generateP256())
+        )
         #expect(server.handshakeErrors.map(\.reason) == [.multipleURISANs])
         #expect(server.received.isEmpty)
     }
@@ -135,4 +144,3 @@ import Testing
         #expect(observations.handshakeErrors.map(\.reason) == [.timeout])
     }
 }
-

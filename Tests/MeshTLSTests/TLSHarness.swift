@@ -10,7 +10,10 @@ import NIOPosix
 /// What one side of a test connection saw.
 final class Observations: Sendable {
     private let state = NIOLockedValueBox<
-        (peers: [SpiffeID], handshakeErrors: [TLSHandshakeError], otherErrors: [String], received: ByteBuffer, inputClosed: Bool)
+        (
+            peers: [SpiffeID], handshakeErrors: [TLSHandshakeError], otherErrors: [String], received: ByteBuffer,
+            inputClosed: Bool
+        )
     >(([], [], [], ByteBuffer(), false))
 
     var peers: [SpiffeID] { state.withLockedValue { $0.peers } }
@@ -29,7 +32,11 @@ final class Observations: Sendable {
             }
         }
     }
-    func receive(_ buffer: ByteBuffer) { state.withLockedValue { var b = buffer; $0.received.writeBuffer(&b) } }
+    func receive(_ buffer: ByteBuffer) {
+        state.withLockedValue {
+            var b = buffer; $0.received.writeBuffer(&b)
+        }
+    }
     func closeInput() { state.withLockedValue { $0.inputClosed = true } }
 
     /// Polls until `condition` holds or `seconds` pass.
@@ -160,4 +167,3 @@ struct TLSHarness {
             .connect(to: server.localAddress!).get()
     }
 }
-

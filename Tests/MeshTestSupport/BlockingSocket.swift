@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A plain blocking TCP client socket: the "application" side of tests, deliberately
@@ -76,7 +76,9 @@ public final class BlockingSocket: @unchecked Sendable {  // one fd; callers do 
         var result = [UInt8](repeating: 0, count: count)
         var got = 0
         while got < count {
-            let n = try result.withUnsafeMutableBytes { try receive(into: UnsafeMutableRawBufferPointer(rebasing: $0[got...])) }
+            let n = try result.withUnsafeMutableBytes {
+                try receive(into: UnsafeMutableRawBufferPointer(rebasing: $0[got...]))
+            }
             if n == 0 { break }
             got += n
         }

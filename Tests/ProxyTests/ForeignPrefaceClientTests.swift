@@ -37,7 +37,10 @@ import Testing
             input: try prefaceBytes(port: appPort)
         )
         // The answer frame (BM, version 1, length 3, status ok, reason none), then the echo.
-        #expect(output.contains("BM\u{01}\u{00}\u{03}\u{00}\u{00}\u{00}ping through the mesh"), "s_client said: \(output)")
+        #expect(
+            output.contains("BM\u{01}\u{00}\u{03}\u{00}\u{00}\u{00}ping through the mesh"),
+            "s_client said: \(output)"
+        )
         await pair.shutdown()
         try await app.close()
     }

@@ -68,13 +68,15 @@ import Testing
         #expect { try MeshPreface.decodeFrame(&buffer) } throws: { ($0 as? PrefaceError)?.code == .badMagic }
     }
 
-    @Test(arguments: [
-        [0x42, 0x4D, 1, 0, 1, 0x1F],  // body too short for a port
-        [0x42, 0x4D, 1, 0, 2, 0x1F, 0x90],  // no service
-        [0x42, 0x4D, 1, 0, 5, 0x00, 0x00, 0x61, 0x2E, 0x62],  // port 0
-        [0x42, 0x4D, 1, 0, 5, 0x1F, 0x90, 0x41, 0x2E, 0x62],  // uppercase service
-        [0x42, 0x4D, 1, 0, 5, 0x1F, 0x90, 0xFF, 0xFE, 0x62],  // not UTF-8
-    ] as [[UInt8]])
+    @Test(
+        arguments: [
+            [0x42, 0x4D, 1, 0, 1, 0x1F],  // body too short for a port
+            [0x42, 0x4D, 1, 0, 2, 0x1F, 0x90],  // no service
+            [0x42, 0x4D, 1, 0, 5, 0x00, 0x00, 0x61, 0x2E, 0x62],  // port 0
+            [0x42, 0x4D, 1, 0, 5, 0x1F, 0x90, 0x41, 0x2E, 0x62],  // uppercase service
+            [0x42, 0x4D, 1, 0, 5, 0x1F, 0x90, 0xFF, 0xFE, 0x62],  // not UTF-8
+        ] as [[UInt8]]
+    )
     func malformedRequestBody(_ bytes: [UInt8]) throws {
         var buffer = ByteBuffer(bytes: bytes)
         let body = try #require(try MeshPreface.decodeFrame(&buffer))
@@ -102,4 +104,3 @@ import Testing
         }
     }
 }
-

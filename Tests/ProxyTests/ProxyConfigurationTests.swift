@@ -26,21 +26,22 @@ import Testing
     }
 
     @Test func fullConfiguration() throws {
-        let yaml = identity + """
-            inbound:
-              listen: "[::]:25008"
-              services: [orders.default]
-              ports: [8080, 9090]
-            routes:
-              - listen: 127.0.0.1:7000
-                service: orders.default
-                port: 8080
-                endpoints:
-                  - {address: 10.0.0.2:15008, identity: spiffe://example.org/ns/default/sa/orders}
-            timeouts: {connect: 2s, handshake: 3s, preface: 1s, idle: 10m, drain: 0s}
-            workers: 2
-            logLevel: debug
-            """
+        let yaml =
+            identity + """
+                inbound:
+                  listen: "[::]:25008"
+                  services: [orders.default]
+                  ports: [8080, 9090]
+                routes:
+                  - listen: 127.0.0.1:7000
+                    service: orders.default
+                    port: 8080
+                    endpoints:
+                      - {address: 10.0.0.2:15008, identity: spiffe://example.org/ns/default/sa/orders}
+                timeouts: {connect: 2s, handshake: 3s, preface: 1s, idle: 10m, drain: 0s}
+                workers: 2
+                logLevel: debug
+                """
         let configuration = try ProxyConfiguration.parse(yaml: yaml, file: "proxy.yaml")
         #expect(configuration.inbound.listen == HostPort(host: "::", port: 25008))
         #expect(configuration.inbound.ports == [8080, 9090])
@@ -60,7 +61,10 @@ import Testing
             "routes:\n  - {listen: 127.0.0.1:1, service: a.b, port: 1, endpoints: [{address: 1.2.3.4:5, identity: spiffe://X/y}]}",
             "proxy.yaml:6: routes[0].endpoints[0].identity: spiffe://X/y: trust domain may hold only"
         ),
-        ("routes:\n  - {listen: 127.0.0.1:1, service: Orders, port: 1, endpoints: [{address: 1.2.3.4:5, identity: spiffe://x/y}]}", "proxy.yaml:6: routes[0].service:"),
+        (
+            "routes:\n  - {listen: 127.0.0.1:1, service: Orders, port: 1, endpoints: [{address: 1.2.3.4:5, identity: spiffe://x/y}]}",
+            "proxy.yaml:6: routes[0].service:"
+        ),
         ("inbound: {ports: [0]}", "proxy.yaml:5: inbound.ports[0]: port must be 1-65535"),
     ])
     func errorsNameFileLineAndField(_ extra: String, _ expected: String) {
@@ -68,7 +72,11 @@ import Testing
             try ProxyConfiguration.parse(yaml: identity + extra, file: "proxy.yaml")
         } throws: { error in
             let text = "\(error)"
-            return text.hasPrefix(expected) ? true : { print("got: \(text)"); return false }()
+            return text.hasPrefix(expected)
+                ? true
+                : {
+                    print("got: \(text)"); return false
+                }()
         }
     }
 

@@ -63,7 +63,10 @@ import Testing
     /// sees end of input, and the client still receives the whole answer.
     @Test func halfCloseCarriedEndToEnd() async throws {
         let app = try await TestApp.start { TestApp.ReadAllThenReply() }
-        let pair = try await MeshPair(routes: [("orders.default", app.localAddress!.port!)], allowedPorts: [app.localAddress!.port!])
+        let pair = try await MeshPair(
+            routes: [("orders.default", app.localAddress!.port!)],
+            allowedPorts: [app.localAddress!.port!]
+        )
         let port = pair.routePort()
         let reply = try await blocking {
             let socket = try BlockingSocket(port: port)
@@ -129,7 +132,9 @@ import Testing
                             let socket = try BlockingSocket(port: port, timeoutSeconds: 10)
                             try socket.send(message)
                             let reply = try socket.receive(exactly: message.utf8.count)
-                            guard reply == Array(message.utf8) else { throw SocketError("bad echo \(reply.count) bytes") }
+                            guard reply == Array(message.utf8) else {
+                                throw SocketError("bad echo \(reply.count) bytes")
+                            }
                             tally.withLockedValue { $0.ok += 1 }
                         } catch {
                             tally.withLockedValue { $0.failed.append("\(error)") }

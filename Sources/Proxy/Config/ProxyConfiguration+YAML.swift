@@ -23,7 +23,12 @@ extension ProxyConfiguration {
         do {
             text = try String(contentsOfFile: path, encoding: .utf8)
         } catch {
-            throw ConfigurationError(file: path, line: nil, field: "", reason: "cannot read: \(error.localizedDescription)")
+            throw ConfigurationError(
+                file: path,
+                line: nil,
+                field: "",
+                reason: "cannot read: \(error.localizedDescription)"
+            )
         }
         return try parse(yaml: text, file: path)
     }
@@ -47,13 +52,17 @@ extension ProxyConfiguration {
         let top = try reader.mapping(allowed: ["identity", "inbound", "routes", "timeouts", "workers", "logLevel"])
 
         let identityNode = try top.required("identity")
-        let identityMap = try identityNode.mapping(allowed: ["certificate", "privateKey", "trustBundle", "reloadInterval"])
+        let identityMap = try identityNode.mapping(allowed: [
+            "certificate", "privateKey", "trustBundle", "reloadInterval",
+        ])
         var identity = Identity(
             certificate: try identityMap.required("certificate").string(),
             privateKey: try identityMap.required("privateKey").string(),
             trustBundle: try identityMap.required("trustBundle").string()
         )
-        if let node = identityMap.optional("reloadInterval") { identity.reloadInterval = try node.duration(positive: true) }
+        if let node = identityMap.optional("reloadInterval") {
+            identity.reloadInterval = try node.duration(positive: true)
+        }
         var configuration = ProxyConfiguration(identity: identity)
 
         if let inboundNode = top.optional("inbound") {
@@ -65,7 +74,9 @@ extension ProxyConfiguration {
                 }
             }
             if let node = map.optional("ports") {
-                configuration.inbound.ports = try node.sequence().map { item throws(ConfigurationError) in try item.port() }
+                configuration.inbound.ports = try node.sequence().map { item throws(ConfigurationError) in
+                    try item.port()
+                }
             }
             if let node = map.optional("appAddress") { configuration.inbound.appAddress = try node.string() }
         }
@@ -102,7 +113,9 @@ extension ProxyConfiguration {
         if let timeoutsNode = top.optional("timeouts") {
             let map = try timeoutsNode.mapping(allowed: ["connect", "handshake", "preface", "idle", "drain"])
             if let node = map.optional("connect") { configuration.timeouts.connect = try node.duration(positive: true) }
-            if let node = map.optional("handshake") { configuration.timeouts.handshake = try node.duration(positive: true) }
+            if let node = map.optional("handshake") {
+                configuration.timeouts.handshake = try node.duration(positive: true)
+            }
             if let node = map.optional("preface") { configuration.timeouts.preface = try node.duration(positive: true) }
             if let node = map.optional("idle") { configuration.timeouts.idle = try node.duration(positive: true) }
             if let node = map.optional("drain") { configuration.timeouts.drain = try node.duration(positive: false) }
@@ -217,7 +230,12 @@ private struct ConfigMapping {
 
     func required(_ key: String) throws(ConfigurationError) -> ConfigNode {
         guard let node = optional(key) else {
-            throw ConfigurationError(file: owner.file, line: owner.node.mark?.line, field: owner.join(key), reason: "is required")
+            throw ConfigurationError(
+                file: owner.file,
+                line: owner.node.mark?.line,
+                field: owner.join(key),
+                reason: "is required"
+            )
         }
         return node
     }

@@ -127,7 +127,13 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 case .success(let upstream):
                     responsePromise.futureResult.whenComplete { outcome in
                         let (handler, context) = bound.value
-                        handler.finish(outcome, upstream: upstream, endpoint: endpoint, rest: endpoints.dropFirst(), context: context)
+                        handler.finish(
+                            outcome,
+                            upstream: upstream,
+                            endpoint: endpoint,
+                            rest: endpoints.dropFirst(),
+                            context: context
+                        )
                     }
                 }
             }
@@ -144,17 +150,26 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
         case .failure(let error as TLSHandshakeError):
             logger.warning(
                 "mTLS to endpoint failed",
-                metadata: ["endpoint": "\(endpoint.address)", "reason": "\(error.reason.rawValue)", "detail": "\(error.detail)"]
+                metadata: [
+                    "endpoint": "\(endpoint.address)", "reason": "\(error.reason.rawValue)",
+                    "detail": "\(error.detail)",
+                ]
             )
             upstream.close(promise: nil)
             attempt(rest, context: context)
         case .failure(let error):
-            logger.warning("endpoint refused the connection", metadata: ["endpoint": "\(endpoint.address)", "error": "\(error)"])
+            logger.warning(
+                "endpoint refused the connection",
+                metadata: ["endpoint": "\(endpoint.address)", "error": "\(error)"]
+            )
             Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "error")]).increment()
             upstream.close(promise: nil)
             context.close(promise: nil)
         case .success(.denied(let reason)):
-            logger.warning("denied by the endpoint", metadata: ["endpoint": "\(endpoint.address)", "reason": "\(reason.label)"])
+            logger.warning(
+                "denied by the endpoint",
+                metadata: ["endpoint": "\(endpoint.address)", "reason": "\(reason.label)"]
+            )
             Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", reason.label)]).increment()
             upstream.close(promise: nil)
             context.close(promise: nil)
@@ -228,7 +243,10 @@ final class PrefaceClientHandler: ChannelInboundHandler, RemovableChannelHandler
             return
         }
         if let event = event as? ChannelEvent, event == .inputClosed {
-            complete(.failure(PrefaceError(.truncated, "endpoint closed before answering the preface")), context: context)
+            complete(
+                .failure(PrefaceError(.truncated, "endpoint closed before answering the preface")),
+                context: context
+            )
             return
         }
         context.fireUserInboundEventTriggered(event)

@@ -16,7 +16,8 @@ final class MeshPair {
 
     static let logger: Logger = {
         var logger = Logger(label: "beemesh-test")
-        logger.logLevel = ProcessInfo.processInfo.environment["BEEMESH_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
+        logger.logLevel =
+            ProcessInfo.processInfo.environment["BEEMESH_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .critical
         return logger
     }()
 
@@ -26,8 +27,12 @@ final class MeshPair {
     init(routes: [(service: String, port: Int)], allowedPorts: [Int], idle: String = "1h") async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("beemesh-pair-\(UUID())").path
         root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("example.org"))
-        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/orders")).write(to: directory + "/orders")
-        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/frontend")).write(to: directory + "/frontend")
+        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/orders")).write(
+            to: directory + "/orders"
+        )
+        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/frontend")).write(
+            to: directory + "/frontend"
+        )
 
         let serverYAML = """
             identity: {certificate: \(directory)/orders/cert.pem, privateKey: \(directory)/orders/key.pem, trustBundle: \(directory)/orders/bundle.pem}
@@ -61,8 +66,12 @@ final class MeshPair {
 
     /// Issues fresh credentials for both sides, replacing the files atomically.
     func rotate() throws {
-        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/orders")).write(to: directory + "/orders")
-        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/frontend")).write(to: directory + "/frontend")
+        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/orders")).write(
+            to: directory + "/orders"
+        )
+        try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/frontend")).write(
+            to: directory + "/frontend"
+        )
     }
 
     func shutdown() async {
