@@ -54,9 +54,21 @@ final class ByteBufferBIO {
         return Int32(n)
     }
 
+    /// Makes room for the ciphertext of `plaintext` bytes in one allocation.
+    func reserveOutput(forPlaintext plaintext: Int) {
+        // Each TLS 1.3 record of up to 16 KiB adds a 5-byte header, a type byte and a
+        // 16-byte tag.
+        let needed = plaintext + (plaintext / 16_384 + 1) * 22
+        if output == nil {
+            output = allocator.buffer(capacity: needed)
+        } else {
+            output!.reserveCapacity(minimumWritableBytes: needed)
+        }
+    }
+
     fileprivate func write(from source: UnsafePointer<CChar>, count: Int) -> Int32 {
         if output == nil {
-            output = allocator.buffer(capacity: max(count, 16 * 1024 + 256))
+            output = allocator.buffer(capacity: max(count, 1024))
         }
         output!.writeBytes(UnsafeRawBufferPointer(start: source, count: count))
         return Int32(count)

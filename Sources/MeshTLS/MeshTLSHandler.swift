@@ -43,6 +43,8 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
     /// Promises of plaintext already encrypted but not flushed yet.
     private var unflushedPromise: EventLoopPromise<Void>?
+    /// Ciphertext was passed down without a flush (large writes go down in chunks).
+    private var writtenSinceFlush = false
     private var receivedCloseNotify = false
     private var pendingOutputClose: EventLoopPromise<Void>?
 
@@ -258,14 +260,32 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
                 unflushedPromise = promise
             }
         }
+        // Hand large ciphertext down without waiting for the flush, so no buffer grows
+        // past one read's worth.
+        if connection.pendingOutput >= Self.outputChunk, let output = connection.takeOutput() {
+            let promise = unflushedPromise
+            unflushedPromise = nil
+            writtenSinceFlush = true
+            context.write(wrapOutboundOut(output), promise: promise)
+        }
     }
+
+    private static let outputChunk = 64 * 1024
 
     private func flushOutput(context: ChannelHandlerContext) {
         if let output = connection.takeOutput() {
             let promise = unflushedPromise
             unflushedPromise = nil
+            writtenSinceFlush = false
             context.writeAndFlush(wrapOutboundOut(output), promise: promise)
-        } else if let promise = unflushedPromise {
+            return
+        }
+        if writtenSinceFlush {
+            writtenSinceFlush = false
+            context.flush()
+        }
+        if let promise = unflushedPromise {
+            // Only zero-byte writes are left: nothing to wait for.
             unflushedPromise = nil
             promise.succeed(())
         }

@@ -158,6 +158,7 @@ final class TLSConnection {
 
     /// Encrypts `buffer` entirely into the outgoing BIO.
     func write(_ buffer: ByteBuffer) -> String? {
+        network.reserveOutput(forPlaintext: buffer.readableBytes)
         var remaining = buffer
         while remaining.readableBytes > 0 {
             let n = remaining.withUnsafeReadableBytes { bytes in

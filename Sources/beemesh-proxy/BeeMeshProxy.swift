@@ -1,5 +1,9 @@
 import ArgumentParser
 import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import Proxy
 import ServiceLifecycle
@@ -28,6 +32,7 @@ struct BeeMeshProxy: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("beemesh-proxy: invalid configuration: \(error)\n".utf8))
                 throw ExitCode(2)
             }
+            tuneAllocator()
             let level = configuration.logLevel
             LoggingSystem.bootstrap { label in
                 var handler = StreamLogHandler.standardError(label: label)
@@ -53,3 +58,22 @@ struct BeeMeshProxy: AsyncParsableCommand {
         }
     }
 }
+
+/// The relay allocates and frees 16-128 KiB buffers at line rate. glibc's default trim
+/// threshold hands the top of each arena back to the kernel after almost every free
+/// (one madvise per read, then a page fault per page on the next allocation); keeping
+/// up to 1 MiB of free memory per arena removes that churn. Measured on the pair:
+/// one madvise per relayed read before, none after.
+private func tuneAllocator() {
+    #if canImport(Glibc)
+    // <malloc.h>: M_TRIM_THRESHOLD is -1, M_MMAP_THRESHOLD is -3.
+    _ = glibcMallopt(-1, 1 << 20)
+    _ = glibcMallopt(-3, 1 << 20)
+    #endif
+}
+
+#if canImport(Glibc)
+/// glibc's `mallopt`, which the Glibc module does not export (it lives in <malloc.h>).
+@_silgen_name("mallopt")
+private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+#endif
