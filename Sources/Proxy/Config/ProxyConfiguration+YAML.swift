@@ -37,7 +37,10 @@ extension ProxyConfiguration {
     public static func parse(yaml: String, file: String) throws(ConfigurationError) -> ProxyConfiguration {
         let root: Node
         do {
-            guard let node = try Yams.compose(yaml: yaml) else {
+            // The basic resolver: every scalar stays a string until a field asks for a
+            // type, so `ports: [0x50]` or `on` never turn into something unexpected, and
+            // no regular-expression engine is started for a config file.
+            guard let node = try Yams.compose(yaml: yaml, .basic) else {
                 throw ConfigurationError(file: file, line: nil, field: "", reason: "empty document")
             }
             root = node

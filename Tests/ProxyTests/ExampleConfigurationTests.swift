@@ -1,0 +1,14 @@
+import Foundation
+import Proxy
+import Testing
+
+/// The example shipped in deploy/ stays a valid configuration.
+@Suite struct ExampleConfigurationTests {
+    @Test func deployExampleParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let configuration = try ProxyConfiguration.load(path: root.path + "/deploy/proxy.example.yaml")
+        #expect(configuration.routes.first?.endpoints.count == 2)
+        #expect(configuration.inbound.ports == [8080])
+    }
+}
