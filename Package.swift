@@ -62,6 +62,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            // One sidecar runs per pod, so its resident memory counts many times on a
+            // node. lld packs the executable's relative relocations (DT_RELR, glibc
+            // 2.36+), so startup no longer reads ~2 MB of relocation tables.
+            linkerSettings: [
+                .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(platforms: [.linux]))
             ]
         ),
         .executableTarget(
