@@ -242,8 +242,21 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         connection.shutdown()
         state = .outputClosed
-        flushOutput(context: context)
-        context.close(mode: .output, promise: promise)
+        // Shut the socket only once close_notify, and so everything before it, is
+        // written: if our input has ended too, NIO turns an output close into a full
+        // close, which would drop writes still queued.
+        let written = context.eventLoop.makePromise(of: Void.self)
+        if let pending = unflushedPromise {
+            written.futureResult.cascade(to: pending)
+            unflushedPromise = nil
+        }
+        writtenSinceFlush = false
+        let closeNotify = connection.takeOutput() ?? context.channel.allocator.buffer(capacity: 0)
+        context.writeAndFlush(wrapOutboundOut(closeNotify), promise: written)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        written.futureResult.whenComplete { _ in
+            bound.value.close(mode: .output, promise: promise)
+        }
     }
 
     private func encrypt(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {

@@ -26,8 +26,10 @@ extension TimeAmount {
 enum RelayChannelOptions {
     /// Write queue bounds per channel: reading from the partner pauses above `high`.
     static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 32 * 1024, high: 128 * 1024)
-    /// Receive allocation: up to 64 KiB per read.
-    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 * 1024, maximum: 64 * 1024)
+    /// Receive allocation: starts at 2 KiB and grows towards 64 KiB per read while reads
+    /// come back full. NIO keeps the last receive buffer of each channel for reuse, so
+    /// the starting size is what every idle connection holds.
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 512, initial: 2048, maximum: 64 * 1024)
 }
 
 extension ChannelPipeline.SynchronousOperations {

@@ -4,6 +4,10 @@ import NIOPosix
 
 /// Loopback "applications" behind the server sidecar.
 enum TestApp {
+    /// Bytes `ReadAllThenReply` adds after its count: far more than the socket buffers
+    /// and the relay's water marks hold, so the reply is still queued when the app closes.
+    static let replyPadding = 8 << 20
+
     /// Echoes everything; when the peer half-closes, finishes writing and half-closes too.
     final class Echo: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
@@ -44,7 +48,7 @@ enum TestApp {
 
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
             if let event = event as? ChannelEvent, event == .inputClosed {
-                let reply = "received \(received) bytes\n" + String(repeating: "z", count: 100_000)
+                let reply = "received \(received) bytes\n" + String(repeating: "z", count: TestApp.replyPadding)
                 let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: reply))).whenComplete { _ in
                     bound.value.close(promise: nil)
