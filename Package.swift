@@ -67,7 +67,10 @@ let package = Package(
             // node. lld packs the executable's relative relocations (DT_RELR, glibc
             // 2.36+), so startup no longer reads ~2 MB of relocation tables.
             linkerSettings: [
-                .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(platforms: [.linux]))
+                .unsafeFlags(
+                    ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"],
+                    .when(platforms: [.linux])
+                )
             ]
         ),
         .executableTarget(

@@ -1,9 +1,5 @@
 import ArgumentParser
 import Foundation
-
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Proxy
 import ServiceLifecycle
@@ -66,14 +62,14 @@ struct BeeMeshProxy: AsyncParsableCommand {
 /// one madvise per relayed read before, none after.
 private func tuneAllocator() {
     #if canImport(Glibc)
-    // <malloc.h>: M_TRIM_THRESHOLD is -1, M_MMAP_THRESHOLD is -3.
-    _ = glibcMallopt(-1, 1 << 20)
-    _ = glibcMallopt(-3, 1 << 20)
+        // <malloc.h>: M_TRIM_THRESHOLD is -1, M_MMAP_THRESHOLD is -3.
+        _ = glibcMallopt(-1, 1 << 20)
+        _ = glibcMallopt(-3, 1 << 20)
     #endif
 }
 
 #if canImport(Glibc)
-/// glibc's `mallopt`, which the Glibc module does not export (it lives in <malloc.h>).
-@_silgen_name("mallopt")
-private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+    /// glibc's `mallopt`, which the Glibc module does not export (it lives in <malloc.h>).
+    @_silgen_name("mallopt")
+    private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
 #endif
