@@ -11,6 +11,7 @@ RESULTS_FILE holds key=value lines written by tools/bench:
   <setup>.<x>.errors=<what>  load-generator errors during a measurement
   check.<name>=PASS|FAIL <detail>   sanity checks (mTLS enforced, ...)
 """
+import statistics
 import sys
 
 SETUPS = ("direct", "pair", "haproxy")
@@ -39,13 +40,23 @@ TARGETS = (
 
 
 def load(path):
-    res = {}
+    """Results file: KEY=VALUE lines; a key measured in several rounds appears once
+    per round and is reduced to its median (non-numeric values keep the last)."""
+    values = {}
     with open(path) as f:
         for line in f:
             line = line.rstrip("\n")
             if "=" in line:
                 k, v = line.split("=", 1)
-                res[k.strip()] = v.strip()
+                values.setdefault(k.strip(), []).append(v.strip())
+    res = {}
+    for k, vs in values.items():
+        try:
+            nums = sorted(float(v) for v in vs)
+        except ValueError:
+            res[k] = vs[-1]
+            continue
+        res[k] = repr(statistics.median(nums))
     return res
 
 
