@@ -170,6 +170,34 @@ import Testing
         try await app.close()
     }
 
+    /// A relayed connection with no bytes either way for `timeouts.idle` is closed on
+    /// both sides; one that keeps talking is not.
+    @Test func idleTimeoutClosesSilentConnections() async throws {
+        let app = try await TestApp.start { TestApp.Echo() }
+        let port = app.localAddress!.port!
+        let pair = try await MeshPair(routes: [("orders.default", port)], allowedPorts: [port], idle: "500ms")
+        let routePort = pair.routePort()
+        let (chatty, silentTail) = try await blocking {
+            let silent = try BlockingSocket(port: routePort)
+            let chatty = try BlockingSocket(port: routePort)
+            var echoed = 0
+            for _ in 0..<6 {
+                try chatty.send("tick;")
+                echoed += try chatty.receive(exactly: 5).count
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+            // 1.2 s have passed: the silent one was closed, the chatty one still works.
+            let tail = try silent.receiveAll()
+            try chatty.send("last;")
+            echoed += try chatty.receive(exactly: 5).count
+            return (echoed, tail)
+        }
+        #expect(chatty == 35)
+        #expect(silentTail.isEmpty)
+        await pair.shutdown()
+        try await app.close()
+    }
+
     /// A port the server does not expose: the server answers "denied" and the app never
     /// sees a connection; the client's connection is closed without a byte.
     @Test func deniedPrefaceReachesNoApp() async throws {

@@ -148,11 +148,11 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "ok")]).increment()
         logger.debug("inbound relay established")
 
-        let (meshSide, appSide) = RelayHandler.pair()
+        let (meshSide, appSide) = RelayHandler.pair(idleTimeout: environment.idleTimeout)
         do {
-            try app.pipeline.syncOperations.addRelay(appSide, idleTimeout: environment.idleTimeout)
+            try app.pipeline.syncOperations.addHandler(appSide)
             let pipeline = context.pipeline.syncOperations
-            try pipeline.addRelay(meshSide, idleTimeout: environment.idleTimeout)
+            try pipeline.addHandler(meshSide)
             if buffered.readableBytes > 0 {
                 app.writeAndFlush(buffered, promise: nil)
                 buffered = ByteBuffer()

@@ -179,10 +179,10 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 return
             }
             Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "ok")]).increment()
-            let (clientSide, meshSide) = RelayHandler.pair()
+            let (clientSide, meshSide) = RelayHandler.pair(idleTimeout: environment.idleTimeout)
             do {
-                try upstream.pipeline.syncOperations.addRelay(meshSide, idleTimeout: environment.idleTimeout)
-                try context.pipeline.syncOperations.addRelay(clientSide, idleTimeout: environment.idleTimeout)
+                try upstream.pipeline.syncOperations.addHandler(meshSide)
+                try context.pipeline.syncOperations.addHandler(clientSide)
                 context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             } catch {
                 logger.error("cannot build relay", metadata: ["error": "\(error)"])

@@ -31,11 +31,3 @@ enum RelayChannelOptions {
     /// the starting size is what every idle connection holds.
     static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 512, initial: 2048, maximum: 64 * 1024)
 }
-
-extension ChannelPipeline.SynchronousOperations {
-    /// Finishes a relay: idle timeout and the relay handler at the end of the pipeline.
-    func addRelay(_ relay: RelayHandler, idleTimeout: TimeAmount) throws {
-        try addHandler(IdleStateHandler(allTimeout: idleTimeout))
-        try addHandler(relay)
-    }
-}

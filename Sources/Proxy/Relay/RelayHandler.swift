@@ -10,7 +10,10 @@ import NIOCore
 ///   flushed to the partner, then the partner's output is shut down (TCP FIN, or TLS
 ///   close_notify then FIN) while the other direction goes on. When both inputs have
 ///   ended, both channels close.
-/// - Errors, resets and idle timeouts close both sides.
+/// - Errors and resets close both sides. So does silence: one timer per pair checks
+///   every quarter of `idleTimeout` whether bytes moved, and closes the pair once none
+///   have for `idleTimeout` (so within 1.25 × `idleTimeout`). One timer per pair, not a
+///   clock read on every read and write, keeps the per-message cost off the hot path.
 final class RelayHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -20,18 +23,23 @@ final class RelayHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private var inputEnded = false
-    private let onClose: (@Sendable () -> Void)?
+    /// Set on the first handler of a pair only: it runs the pair's idle timer.
+    private let idleTimeout: TimeAmount?
+    private var idleCheck: Scheduled<Void>?
+    private var bytesAtLastCheck: UInt64 = 0
+    private var lastActivity = NIODeadline.now()
     /// Bytes moved out of this side into the partner.
     private(set) var bytesRelayed: UInt64 = 0
 
-    private init(onClose: (@Sendable () -> Void)?) {
-        self.onClose = onClose
+    private init(idleTimeout: TimeAmount?) {
+        self.idleTimeout = idleTimeout
     }
 
-    /// Two handlers linked to each other; put one in each channel's pipeline.
-    static func pair(onClose: (@Sendable () -> Void)? = nil) -> (RelayHandler, RelayHandler) {
-        let first = RelayHandler(onClose: onClose)
-        let second = RelayHandler(onClose: nil)
+    /// Two handlers linked to each other; put one in each channel's pipeline. Both
+    /// channels must be on the same event loop.
+    static func pair(idleTimeout: TimeAmount) -> (RelayHandler, RelayHandler) {
+        let first = RelayHandler(idleTimeout: idleTimeout)
+        let second = RelayHandler(idleTimeout: nil)
         first.partner = second
         second.partner = first
         return (first, second)
@@ -39,11 +47,36 @@ final class RelayHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if idleTimeout != nil { scheduleIdleCheck(context: context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
         self.context = nil
         self.partner = nil
+    }
+
+    private func scheduleIdleCheck(context: ChannelHandlerContext) {
+        guard let idleTimeout else { return }
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        idleCheck = context.eventLoop.scheduleTask(in: .nanoseconds(idleTimeout.nanoseconds / 4)) {
+            let (handler, context) = bound.value
+            handler.checkIdle(context: context)
+        }
+    }
+
+    private func checkIdle(context: ChannelHandlerContext) {
+        guard let idleTimeout else { return }
+        let moved = bytesRelayed &+ (partner?.bytesRelayed ?? 0)
+        let now = NIODeadline.now()
+        if moved != bytesAtLastCheck {
+            bytesAtLastCheck = moved
+            lastActivity = now
+        } else if now - lastActivity >= idleTimeout {
+            closeBoth(context: context)
+            return
+        }
+        scheduleIdleCheck(context: context)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -60,21 +93,15 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
         let partner = self.partner
         self.partner = nil
         partner?.partnerClose()
-        if let onClose {
-            onClose()
-        }
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard let event = event as? ChannelEvent, event == .inputClosed else {
-            if event is IdleStateHandler.IdleStateEvent {
-                context.close(promise: nil)
-                return
-            }
             context.fireUserInboundEventTriggered(event)
             return
         }
