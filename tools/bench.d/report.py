@@ -51,6 +51,9 @@ def load(path):
                 values.setdefault(k.strip(), []).append(v.strip())
     res = {}
     for k, vs in values.items():
+        if k.startswith("meta.") or k.startswith("check."):
+            res[k] = vs[-1]
+            continue
         try:
             nums = sorted(float(v) for v in vs)
         except ValueError:
