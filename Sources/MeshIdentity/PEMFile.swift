@@ -8,12 +8,29 @@ import Foundation
 /// same directory, fsync, rename) so a reader never sees half a certificate, and
 /// private keys created with mode 0600 from the start.
 public enum PEMFile {
-    public static func read(_ path: String) throws(IdentityError) -> String {
-        do {
-            return try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw IdentityError(.io, "cannot read \(path): \(error.localizedDescription)")
+    /// Reads a whole (small) text file with plain POSIX calls: the sidecar reads its
+    /// files at start and on every rotation, and this keeps that path free of
+    /// Foundation's NSString machinery.
+    public static func read(_ path: String, limit: Int = 4 << 20) throws(IdentityError) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw IdentityError(.io, "cannot read \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IdentityError(.io, "cannot read \(path): \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
+            guard bytes.count <= limit else { throw IdentityError(.io, "\(path) is larger than \(limit) bytes") }
         }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw IdentityError(.io, "\(path) is not UTF-8 text")
+        }
+        return text
     }
 
     public static func createDirectory(_ path: String) throws(IdentityError) {

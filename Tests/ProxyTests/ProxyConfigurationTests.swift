@@ -66,6 +66,8 @@ import Testing
             "proxy.yaml:6: routes[0].service:"
         ),
         ("inbound: {ports: [0]}", "proxy.yaml:5: inbound.ports[0]: port must be 1-65535"),
+        ("inbound: {ports: [\"1:30\"]}", "proxy.yaml:5: inbound.ports[0]: must be a decimal integer"),
+        ("workers: 0x2", "proxy.yaml:5: workers: must be a decimal integer"),
     ])
     func errorsNameFileLineAndField(_ extra: String, _ expected: String) {
         #expect {

@@ -172,8 +172,12 @@ private struct ConfigNode {
         return scalar.string
     }
 
+    /// A plain decimal integer. YAML 1.1 also reads `0x50`, `1_000` and `1:30` (= 90) as
+    /// integers; a port or a worker count written that way is a mistake, not a number.
     func integer() throws(ConfigurationError) -> Int {
-        guard let value = node.int else { throw error("must be an integer") }
+        guard let scalar = node.scalar, let value = Int(scalar.string) else {
+            throw error("must be a decimal integer")
+        }
         return value
     }
 
