@@ -76,7 +76,10 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     public func channelInactive(context: ChannelHandlerContext) {
         timeoutTask?.cancel()
         if state == .handshaking || state == .idle {
-            recordFailure(TLSHandshakeError(.closed, "connection closed during the handshake"), context: context)
+            let error = TLSHandshakeError(.closed, "connection closed during the handshake")
+            recordFailure(error, context: context)
+            // Tell the handlers behind us why, so a client can try another endpoint.
+            context.fireErrorCaught(error)
         }
         state = .closed
         failPendingWrites(ChannelError.ioOnClosedChannel)

@@ -133,6 +133,8 @@ final class TLSConnection {
     /// Decrypts as much as possible into `buffer`, which the caller sized to hold at
     /// least the ciphertext fed so far (plaintext is never larger).
     func read(into buffer: inout ByteBuffer) -> ReadResult {
+        // SSL_get_error reports any error still queued on this thread as this call's.
+        ERR_clear_error()
         while true {
             if buffer.writableBytes == 0 {
                 buffer.reserveCapacity(minimumWritableBytes: 16 * 1024)
@@ -159,6 +161,7 @@ final class TLSConnection {
     /// Encrypts `buffer` entirely into the outgoing BIO.
     func write(_ buffer: ByteBuffer) -> String? {
         network.reserveOutput(forPlaintext: buffer.readableBytes)
+        ERR_clear_error()
         var remaining = buffer
         while remaining.readableBytes > 0 {
             let n = remaining.withUnsafeReadableBytes { bytes in

@@ -67,6 +67,10 @@ public final class ProxyServer: Service, Sendable {
             )
         }.bind(host: configuration.inbound.listen.host, port: configuration.inbound.listen.port).get()
         listeners.withLockedValue { $0.append(inbound) }
+        environment.listenerPorts.insert(inbound.localAddress!.port!)
+        if configuration.inbound.ports.isEmpty {
+            logger.warning("inbound.ports is empty: every inbound connection will be denied port_not_allowed")
+        }
         logger.info(
             "inbound mTLS listener up",
             metadata: [
@@ -84,6 +88,7 @@ public final class ProxyServer: Service, Sendable {
                 )
             }.bind(host: route.listen.host, port: route.listen.port).get()
             listeners.withLockedValue { $0.append(listener) }
+            environment.listenerPorts.insert(listener.localAddress!.port!)
             routeAddresses.append(listener.localAddress!)
             logger.info(
                 "route listener up",

@@ -272,3 +272,31 @@ final class SHA256Digest: @unchecked Sendable {
 
     deinit { EVP_MD_CTX_free(context) }
 }
+
+/// What the server side refuses to expose, whatever the client asks.
+@Suite(.serialized) struct InboundExposureTests {
+    /// A preface naming one of the proxy's own listeners is denied even when the port is
+    /// listed: a peer must not reach the route listeners and borrow this identity.
+    @Test func ownListenerPortsAreNeverAppPorts() async throws {
+        let app = try await TestApp.start { TestApp.Echo() }
+        let appPort = app.localAddress!.port!
+        let first = try await MeshPair(routes: [], allowedPorts: [appPort])
+        let inboundPort = first.serverAddresses.inbound.port!
+        await first.shutdown()
+        // Listing the server's own (now known) inbound port does not make it reachable.
+        let pair = try await MeshPair(
+            routes: [("orders.default", inboundPort)],
+            allowedPorts: [appPort, inboundPort],
+            serverInboundPort: inboundPort
+        )
+        let port = pair.routePort()
+        let reply = try await blocking {
+            let socket = try BlockingSocket(port: port)
+            try? socket.send("hello")
+            return (try? socket.receiveAll()) ?? []
+        }
+        #expect(reply.isEmpty)
+        await pair.shutdown()
+        try await app.close()
+    }
+}

@@ -23,7 +23,9 @@ public struct ProxyConfiguration: Sendable, Equatable {
         public var listen = HostPort(host: "0.0.0.0", port: 15008)
         /// Service names (`name.namespace`) this workload answers for; empty: any.
         public var services: [String] = []
-        /// App ports a preface may name; empty: any port but the proxy's own (15000-15090).
+        /// App ports a preface may name. Empty (the default) admits none: the mesh
+        /// fails closed, and loopback-only services stay out of reach. The proxy's own
+        /// listening ports are never admitted, even if listed.
         public var ports: [UInt16] = []
         /// Where the app listens. Default `127.0.0.1`.
         public var appAddress = "127.0.0.1"

@@ -96,7 +96,14 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // Handshake failures were logged and counted by the TLS handler.
+        timeout?.cancel()
         context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timeout?.cancel()
+        state = .done
+        context.fireChannelInactive()
     }
 
     private func admit(_ request: PrefaceRequest, context: ChannelHandlerContext) {
@@ -108,9 +115,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
             deny(.unknownService, context: context)
             return
         }
-        let portAllowed =
-            inbound.ports.isEmpty ? !(15000...15090).contains(request.port) : inbound.ports.contains(request.port)
-        guard portAllowed else {
+        guard environment.admitsAppPort(request.port) else {
             deny(.portNotAllowed, context: context)
             return
         }
@@ -157,6 +162,11 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
                 app.writeAndFlush(buffered, promise: nil)
                 buffered = ByteBuffer()
             }
+            if inputEndedWhileConnecting {
+                // Straight to the relay behind us: the TLS handler in front has already
+                // reported this close_notify once.
+                context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+            }
             pipeline.removeHandler(context: context, promise: nil)
         } catch {
             logger.error("cannot build relay", metadata: ["error": "\(error)"])
@@ -164,11 +174,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
             context.close(promise: nil)
             return
         }
-        let channel = context.channel
-        if inputEndedWhileConnecting {
-            channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-        }
-        channel.read()
+        context.channel.read()
         app.read()
     }
 

@@ -71,6 +71,8 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
     private var early = ByteBuffer()
 
     private func attempt(_ endpoints: ArraySlice<ProxyConfiguration.Endpoint>, context: ChannelHandlerContext) {
+        // The client may have gone while an earlier endpoint failed.
+        guard context.channel.isActive else { return }
         guard let endpoint = endpoints.first else {
             logger.warning("no endpoint reachable; closing the client connection")
             Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "no_endpoint")]).increment()

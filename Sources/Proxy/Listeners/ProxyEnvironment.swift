@@ -1,5 +1,6 @@
 import Logging
 import MeshTLS
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// What every connection handler needs from the running proxy.
@@ -8,6 +9,15 @@ struct ProxyEnvironment: Sendable {
     let credentials: TLSCredentialsSource
     let tracker: ConnectionTracker
     let logger: Logger
+    /// The ports this proxy listens on, as bound.
+    let listenerPorts = ListenerPorts()
+
+    /// Whether a preface may name `port`: only ports listed in `inbound.ports` (none
+    /// when the list is empty), and never one of the proxy's own listeners, which a
+    /// peer could otherwise use to borrow this workload's identity.
+    func admitsAppPort(_ port: UInt16) -> Bool {
+        configuration.inbound.ports.contains(port) && !listenerPorts.contains(Int(port))
+    }
 
     var handshakeTimeout: TimeAmount { .seconds(configuration.timeouts.handshake) }
     var prefaceTimeout: TimeAmount { .seconds(configuration.timeouts.preface) }
@@ -30,4 +40,13 @@ enum RelayChannelOptions {
     /// come back full. NIO keeps the last receive buffer of each channel for reuse, so
     /// the starting size is what every idle connection holds.
     static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 512, initial: 2048, maximum: 64 * 1024)
+}
+
+/// The ports the proxy's listeners are bound to (known only after binding, port 0 included).
+final class ListenerPorts: Sendable {
+    private let ports = NIOLockedValueBox<Set<Int>>([])
+
+    func insert(_ port: Int) { ports.withLockedValue { _ = $0.insert(port) } }
+
+    func contains(_ port: Int) -> Bool { ports.withLockedValue { $0.contains(port) } }
 }

@@ -8,8 +8,9 @@ import NIOCore
 ///   high-water mark are held.
 /// - Half-close: when one side's input ends, everything read from it is written and
 ///   flushed to the partner, then the partner's output is shut down (TCP FIN, or TLS
-///   close_notify then FIN) while the other direction goes on. When both inputs have
-///   ended, both channels close.
+///   close_notify then FIN) while the other direction goes on. Each channel closes
+///   fully once its input has ended and its output has been shut after its last write,
+///   so no queued byte is dropped by a close.
 /// - Errors and resets close both sides. So does silence: one timer per pair checks
 ///   every quarter of `idleTimeout` whether bytes moved, and closes the pair once none
 ///   have for `idleTimeout` (so within 1.25 × `idleTimeout`). One timer per pair, not a
@@ -23,6 +24,8 @@ final class RelayHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private var inputEnded = false
+    /// Our output was shut after everything for it had been written.
+    private var outputEnded = false
     /// Set on the first handler of a pair only: it runs the pair's idle timer.
     private let idleTimeout: TimeAmount?
     private var idleCheck: Scheduled<Void>?
@@ -96,7 +99,11 @@ final class RelayHandler: ChannelDuplexHandler {
         idleCheck?.cancel()
         let partner = self.partner
         self.partner = nil
-        partner?.partnerClose()
+        // After a clean end both ways the partner finishes its own writes and closes
+        // itself; any other end (reset, error, timeout) aborts it.
+        if !(inputEnded && outputEnded) {
+            partner?.partnerClose()
+        }
         context.fireChannelInactive()
     }
 
@@ -106,9 +113,13 @@ final class RelayHandler: ChannelDuplexHandler {
             return
         }
         inputEnded = true
-        partner?.partnerEndOutput()
-        if partner?.inputEnded ?? true {
-            closeBoth(context: context)
+        guard let partner else {
+            context.close(promise: nil)
+            return
+        }
+        partner.partnerEndOutput()
+        if outputEnded {
+            context.close(promise: nil)
         }
     }
 
@@ -162,11 +173,21 @@ final class RelayHandler: ChannelDuplexHandler {
     /// our output.
     private func partnerEndOutput() {
         guard let context else { return }
-        let promise = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: promise)
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        promise.futureResult.whenComplete { _ in
-            bound.value.close(mode: .output, promise: nil)
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        written.futureResult.flatMap {
+            bound.value.context.close(mode: .output)
+        }.whenComplete { result in
+            let (handler, context) = bound.value
+            guard case .success = result else {
+                context.close(promise: nil)
+                return
+            }
+            handler.outputEnded = true
+            if handler.inputEnded {
+                context.close(promise: nil)
+            }
         }
     }
 

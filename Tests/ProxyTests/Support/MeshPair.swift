@@ -24,7 +24,12 @@ final class MeshPair {
     /// - Parameters:
     ///   - routes: (service, app port) pairs, each becoming a route on the client side.
     ///   - allowedPorts: the server's `inbound.ports`.
-    init(routes: [(service: String, port: Int)], allowedPorts: [Int], idle: String = "1h") async throws {
+    init(
+        routes: [(service: String, port: Int)],
+        allowedPorts: [Int],
+        idle: String = "1h",
+        serverInboundPort: Int = 0
+    ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("beemesh-pair-\(UUID())").path
         root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("example.org"))
         try root.issueWorkload(try SpiffeID("spiffe://example.org/ns/default/sa/orders")).write(
@@ -36,7 +41,7 @@ final class MeshPair {
 
         let serverYAML = """
             identity: {certificate: \(directory)/orders/cert.pem, privateKey: \(directory)/orders/key.pem, trustBundle: \(directory)/orders/bundle.pem}
-            inbound: {listen: 127.0.0.1:0, services: [orders.default], ports: [\(allowedPorts.map(String.init).joined(separator: ", "))]}
+            inbound: {listen: 127.0.0.1:\(serverInboundPort), services: [orders.default], ports: [\(allowedPorts.map(String.init).joined(separator: ", "))]}
             timeouts: {idle: \(idle)}
             """
         server = try ProxyServer(configuration: try .parse(yaml: serverYAML, file: "server.yaml"), logger: Self.logger)
