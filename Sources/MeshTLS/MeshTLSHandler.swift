@@ -322,11 +322,11 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         let role = connection?.peerRoleLabel ?? "unknown"
         logger.warning(
             "mTLS handshake rejected",
-            metadata: ["reason": "\(error.reason.rawValue)", "detail": "\(error.detail)", "side": "\(role)"]
+            metadata: ["reason": "\(error.reason.label)", "detail": "\(error.detail)", "side": "\(role)"]
         )
         Counter(
             label: "beemesh_tls_handshake_failures_total",
-            dimensions: [("reason", error.reason.rawValue), ("side", role)]
+            dimensions: [("reason", error.reason.label), ("side", role)]
         ).increment()
     }
 

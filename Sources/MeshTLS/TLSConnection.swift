@@ -100,7 +100,9 @@ final class TLSConnection {
             )
         }
         guard verification.peer != nil else {
-            return .failed(TLSHandshakeError(.noCertificate, "handshake finished without a verified peer identity"))
+            return .failed(
+                TLSHandshakeError(.certificate(.noCertificate), "handshake finished without a verified peer identity")
+            )
         }
         return .complete
     }
@@ -114,7 +116,7 @@ final class TLSConnection {
         if ERR_GET_LIB(packed) == ERR_LIB_SSL {
             switch ERR_GET_REASON(packed) {
             case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
-                return TLSHandshakeError(.noCertificate, "peer presented no certificate")
+                return TLSHandshakeError(.certificate(.noCertificate), "peer presented no certificate")
             case SSL_R_NO_APPLICATION_PROTOCOL:
                 return TLSHandshakeError(.alpn, "no common ALPN protocol (\(meshALPN) required)")
             case SSL_R_UNSUPPORTED_PROTOCOL, SSL_R_NO_PROTOCOLS_AVAILABLE, SSL_R_WRONG_VERSION_NUMBER,

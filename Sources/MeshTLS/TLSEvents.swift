@@ -1,32 +1,34 @@
 import MeshIdentity
 
-/// Why a mutual-TLS handshake failed. The reason codes are stable (logs, metrics).
+/// Why a mutual-TLS handshake failed. The labels are stable (logs, metrics).
 public struct TLSHandshakeError: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Reason: String, Sendable, Hashable, CaseIterable {
-        case noCertificate = "no_certificate"
-        case unknownCA = "unknown_ca"
-        case expired = "expired"
-        case notYetValid = "not_yet_valid"
-        case nameConstraints = "name_constraints"
-        case invalidChain = "invalid_chain"
-        case noURISAN = "no_uri_san"
-        case multipleURISANs = "multiple_uri_sans"
-        case invalidSpiffeID = "invalid_spiffe_id"
-        case caAsLeaf = "ca_as_leaf"
-        case badKeyUsage = "bad_key_usage"
-        case foreignTrustDomain = "foreign_trust_domain"
-        case unexpectedIdentity = "unexpected_identity"
+    public enum Reason: Hashable, Sendable {
+        /// The peer's certificate or identity was refused (chain or X.509-SVID rules).
+        case certificate(VerificationFailure.Reason)
         /// The peer did not agree on ALPN `beemesh/1`.
-        case alpn = "alpn"
+        case alpn
         /// The peer offered no TLS 1.3.
-        case protocolVersion = "protocol_version"
+        case protocolVersion
         /// The peer refused us with an alert (see the detail for which).
-        case peerAlert = "peer_alert"
+        case peerAlert
         /// Malformed TLS, or any other library failure.
-        case protocolError = "protocol_error"
-        case timeout = "handshake_timeout"
+        case protocolError
+        case timeout
         /// The connection closed before the handshake finished.
-        case closed = "closed_during_handshake"
+        case closed
+
+        /// e.g. `unknown_ca`, `alpn`, `handshake_timeout`.
+        public var label: String {
+            switch self {
+            case .certificate(let reason): reason.rawValue
+            case .alpn: "alpn"
+            case .protocolVersion: "protocol_version"
+            case .peerAlert: "peer_alert"
+            case .protocolError: "protocol_error"
+            case .timeout: "handshake_timeout"
+            case .closed: "closed_during_handshake"
+            }
+        }
     }
 
     public let reason: Reason
@@ -38,11 +40,10 @@ public struct TLSHandshakeError: Error, Hashable, Sendable, CustomStringConverti
     }
 
     init(_ failure: VerificationFailure) {
-        // The two enums share their raw values for every certificate reason.
-        self.init(Reason(rawValue: failure.reason.rawValue) ?? .invalidChain, failure.detail)
+        self.init(.certificate(failure.reason), failure.detail)
     }
 
-    public var description: String { "\(reason.rawValue): \(detail)" }
+    public var description: String { "\(reason.label): \(detail)" }
 }
 
 /// An error after the handshake: the TLS stream itself went wrong.

@@ -44,7 +44,7 @@ import Testing
         defer { close() }
         let output = try await sClient(port, ["-alpn", "beemesh/1"])
         #expect(await observations.wait { !$0.handshakeErrors.isEmpty }, "s_client said: \(output)")
-        #expect(observations.handshakeErrors.map(\.reason) == [.noCertificate])
+        #expect(observations.handshakeErrors.map(\.reason) == [.certificate(.noCertificate)])
         #expect(observations.received.isEmpty)
     }
 

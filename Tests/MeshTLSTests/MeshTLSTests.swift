@@ -56,7 +56,7 @@ import Testing
     @Test func unknownCA() async throws {
         let stranger = try CertificateAuthority.createRoot(trustDomain: harness.domain)
         let (server, _) = try await attempt(client: try stranger.issueWorkload(harness.id("frontend")))
-        #expect(server.handshakeErrors.map(\.reason) == [.unknownCA])
+        #expect(server.handshakeErrors.map(\.reason) == [.certificate(.unknownCA)])
         #expect(server.received.isEmpty)
     }
 
@@ -64,7 +64,7 @@ import Testing
         let foreign = try SpiffeID("spiffe://other.org/ns/default/sa/frontend")
         let credentials = try harness.root.issue(.workload(foreign, validity: 3600), key: try PrivateKey.generateP256())
         let (server, _) = try await attempt(client: credentials)
-        #expect(server.handshakeErrors.map(\.reason) == [.foreignTrustDomain])
+        #expect(server.handshakeErrors.map(\.reason) == [.certificate(.foreignTrustDomain)])
         #expect(server.received.isEmpty)
     }
 
@@ -75,7 +75,7 @@ import Testing
         let (server, _) = try await attempt(
             client: try harness.node.issue(template, key: try PrivateKey.generateP256())
         )
-        #expect(server.handshakeErrors.map(\.reason) == [.expired])
+        #expect(server.handshakeErrors.map(\.reason) == [.certificate(.expired)])
         #expect(server.received.isEmpty)
     }
 
@@ -86,7 +86,7 @@ import Testing
         let (server, _) = try await attempt(
             client: try harness.node.issue(template, key: try PrivateKey.generateP256())
         )
-        #expect(server.handshakeErrors.map(\.reason) == [.notYetValid])
+        #expect(server.handshakeErrors.map(\.reason) == [.certificate(.notYetValid)])
         #expect(server.received.isEmpty)
     }
 
@@ -96,7 +96,7 @@ import Testing
         let (server, _) = try await attempt(
             client: try harness.node.issue(template, key: try PrivateKey.generateP256())
         )
-        #expect(server.handshakeErrors.map(\.reason) == [.multipleURISANs])
+        #expect(server.handshakeErrors.map(\.reason) == [.certificate(.multipleURISANs)])
         #expect(server.received.isEmpty)
     }
 
@@ -104,7 +104,7 @@ import Testing
         let node = harness.node
         let credentials = WorkloadCredentials(chain: node.chain, key: node.key, bundle: node.bundle)
         let (server, _) = try await attempt(client: credentials)
-        #expect(server.handshakeErrors.map(\.reason) == [.caAsLeaf])
+        #expect(server.handshakeErrors.map(\.reason) == [.certificate(.caAsLeaf)])
         #expect(server.received.isEmpty)
     }
 
@@ -114,7 +114,7 @@ import Testing
             expecting: harness.id("orders"),
             server: try harness.credentials("payments")
         )
-        #expect(client.handshakeErrors.map(\.reason) == [.unexpectedIdentity])
+        #expect(client.handshakeErrors.map(\.reason) == [.certificate(.unexpectedIdentity)])
         #expect(server.received.isEmpty)
         #expect(server.peers.isEmpty)
     }
@@ -125,7 +125,7 @@ import Testing
         template.notAfter = Date() - 3600
         let expiredServer = try harness.node.issue(template, key: try PrivateKey.generateP256())
         let (server, client) = try await attempt(client: try harness.credentials("frontend"), server: expiredServer)
-        #expect(client.handshakeErrors.map(\.reason) == [.expired])
+        #expect(client.handshakeErrors.map(\.reason) == [.certificate(.expired)])
         #expect(server.received.isEmpty)
     }
 

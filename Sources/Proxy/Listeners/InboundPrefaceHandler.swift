@@ -121,13 +121,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         }
         state = .connecting
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        ClientBootstrap(group: context.eventLoop)
-            .connectTimeout(environment.connectTimeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.autoRead, value: false)
-            .channelOption(.writeBufferWaterMark, value: RelayChannelOptions.writeBufferWaterMark)
-            .channelOption(.recvAllocator, value: RelayChannelOptions.receiveAllocator)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        environment.relayClientBootstrap(on: context.eventLoop)
             .connect(host: inbound.appAddress, port: Int(request.port))
             .whenComplete { result in
                 let (handler, context) = bound.value

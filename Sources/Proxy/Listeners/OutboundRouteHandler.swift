@@ -91,13 +91,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
         let logger = self.logger
         let responsePromise = context.eventLoop.makePromise(of: PrefaceClientHandler.Outcome.self)
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        ClientBootstrap(group: context.eventLoop)
-            .connectTimeout(environment.connectTimeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.autoRead, value: false)
-            .channelOption(.writeBufferWaterMark, value: RelayChannelOptions.writeBufferWaterMark)
-            .channelOption(.recvAllocator, value: RelayChannelOptions.receiveAllocator)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        environment.relayClientBootstrap(on: context.eventLoop)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
@@ -153,7 +147,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
             logger.warning(
                 "mTLS to endpoint failed",
                 metadata: [
-                    "endpoint": "\(endpoint.address)", "reason": "\(error.reason.rawValue)",
+                    "endpoint": "\(endpoint.address)", "reason": "\(error.reason.label)",
                     "detail": "\(error.detail)",
                 ]
             )

@@ -2,6 +2,7 @@ import Logging
 import MeshTLS
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 
 /// What every connection handler needs from the running proxy.
 struct ProxyEnvironment: Sendable {
@@ -17,6 +18,18 @@ struct ProxyEnvironment: Sendable {
     /// peer could otherwise use to borrow this workload's identity.
     func admitsAppPort(_ port: UInt16) -> Bool {
         configuration.inbound.ports.contains(port) && !listenerPorts.contains(Int(port))
+    }
+
+    /// A connection from the proxy (to an endpoint or to the app) that will be one side
+    /// of a relay: on the event loop of the other side, with the relay's socket options.
+    func relayClientBootstrap(on eventLoop: any EventLoop) -> ClientBootstrap {
+        ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.writeBufferWaterMark, value: RelayChannelOptions.writeBufferWaterMark)
+            .channelOption(.recvAllocator, value: RelayChannelOptions.receiveAllocator)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
     }
 
     var handshakeTimeout: TimeAmount { .seconds(configuration.timeouts.handshake) }
