@@ -9,26 +9,31 @@ import Foundation
 public final class BlockingSocket: @unchecked Sendable {  // one fd; callers do not share a direction across threads
     public let fd: Int32
 
+    /// Connects, or throws having closed its descriptor. `fd` is assigned only on
+    /// success: a class whose initializer throws after initializing every stored property
+    /// still runs `deinit`, which would close the descriptor a second time, possibly
+    /// after another socket in this process has been given the same number.
     public init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 30) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw SocketError("socket: \(String(cString: strerror(errno)))") }
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw SocketError("socket: \(String(cString: strerror(errno)))") }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         inet_pton(AF_INET, host, &address.sin_addr)
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
             }
         }
         guard result == 0 else {
             let reason = String(cString: strerror(errno))
-            close(fd)
+            close(descriptor)
             throw SocketError("connect 127.0.0.1:\(port): \(reason)")
         }
+        fd = descriptor
     }
 
     public func send(_ bytes: UnsafeRawBufferPointer) throws {

@@ -40,7 +40,7 @@ import Testing
         }
 
         func errorCaught(context: ChannelHandlerContext, error: any Error) {
-            ended.fail(error)
+            ended.fail(error)  // no effect once the reply has ended
             context.close(promise: nil)
         }
     }

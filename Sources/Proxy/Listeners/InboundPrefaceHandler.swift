@@ -147,7 +147,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "ok")]).increment()
         logger.debug("inbound relay established")
 
-        let (meshSide, appSide) = RelayHandler.pair(idleTimeout: environment.idleTimeout)
+        let (meshSide, appSide) = RelayHandler.pair(idleTimeout: environment.idleTimeout, logger: logger)
         do {
             try app.pipeline.syncOperations.addHandler(appSide)
             let pipeline = context.pipeline.syncOperations

@@ -175,7 +175,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 return
             }
             Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "ok")]).increment()
-            let (clientSide, meshSide) = RelayHandler.pair(idleTimeout: environment.idleTimeout)
+            let (clientSide, meshSide) = RelayHandler.pair(idleTimeout: environment.idleTimeout, logger: logger)
             do {
                 try upstream.pipeline.syncOperations.addHandler(meshSide)
                 try context.pipeline.syncOperations.addHandler(clientSide)

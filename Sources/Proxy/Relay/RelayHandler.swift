@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 
 /// Moves bytes between two channels, one handler at each end.
@@ -26,6 +27,8 @@ final class RelayHandler: ChannelDuplexHandler {
     private var inputEnded = false
     /// Our output was shut after everything for it had been written.
     private var outputEnded = false
+    /// This side is being closed because of an error or a timeout, not a clean end.
+    private var aborted = false
     /// Set on the first handler of a pair only: it runs the pair's idle timer.
     private let idleTimeout: TimeAmount?
     private var idleCheck: Scheduled<Void>?
@@ -34,15 +37,20 @@ final class RelayHandler: ChannelDuplexHandler {
     /// Bytes moved out of this side into the partner.
     private(set) var bytesRelayed: UInt64 = 0
 
-    private init(idleTimeout: TimeAmount?) {
+    private let logger: Logger
+    private let side: String
+
+    private init(idleTimeout: TimeAmount?, side: String, logger: Logger) {
         self.idleTimeout = idleTimeout
+        self.side = side
+        self.logger = logger
     }
 
     /// Two handlers linked to each other; put one in each channel's pipeline. Both
     /// channels must be on the same event loop.
-    static func pair(idleTimeout: TimeAmount) -> (RelayHandler, RelayHandler) {
-        let first = RelayHandler(idleTimeout: idleTimeout)
-        let second = RelayHandler(idleTimeout: nil)
+    static func pair(idleTimeout: TimeAmount, logger: Logger) -> (RelayHandler, RelayHandler) {
+        let first = RelayHandler(idleTimeout: idleTimeout, side: "first", logger: logger)
+        let second = RelayHandler(idleTimeout: nil, side: "second", logger: logger)
         first.partner = second
         second.partner = first
         return (first, second)
@@ -97,11 +105,24 @@ final class RelayHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         idleCheck?.cancel()
+        logger.debug(
+            "relay side closed",
+            metadata: [
+                "side": "\(side)", "bytes_out": "\(bytesRelayed)", "input_ended": "\(inputEnded)",
+                "output_ended": "\(outputEnded)",
+            ]
+        )
         let partner = self.partner
         self.partner = nil
-        // After a clean end both ways the partner finishes its own writes and closes
-        // itself; any other end (reset, error, timeout) aborts it.
-        if !(inputEnded && outputEnded) {
+        if inputEnded && outputEnded {
+            // A clean end both ways: the partner finishes its own writes and closes itself.
+        } else if outputEnded && !aborted {
+            // Our output was already shut, so NIO turned the peer's FIN into a full close
+            // without an input-closed event: everything it sent has been read. End the
+            // partner's output after its writes, as for any half-close.
+            partner?.partnerEndOutput()
+        } else {
+            // Reset, error, idle timeout, drain deadline: abort the other side too.
             partner?.partnerClose()
         }
         context.fireChannelInactive()
@@ -124,6 +145,7 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("relay error", metadata: ["side": "\(side)", "error": "\(error)"])
         closeBoth(context: context)
     }
 
@@ -144,6 +166,7 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     private func closeBoth(context: ChannelHandlerContext) {
+        aborted = true
         partner?.partnerClose()
         context.close(promise: nil)
     }
