@@ -90,6 +90,13 @@ public final class BlockingSocket: @unchecked Sendable {  // one fd; callers do 
         return Array(result[0..<got])
     }
 
+    /// Sends `message` and reads back as many bytes as it has: one exchange with an
+    /// echoing peer. Returns what came back (shorter only if the stream ended).
+    public func roundTrip(_ message: String) throws -> String {
+        try send(message)
+        return String(decoding: try receive(exactly: message.utf8.count), as: UTF8.self)
+    }
+
     public func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
 
     deinit { close(fd) }

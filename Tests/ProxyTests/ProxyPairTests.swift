@@ -114,12 +114,8 @@ import Testing
     @Test func certificateRotationUnderLoad() async throws {
         let (app, pair) = try await echoPair()
         let port = pair.routePort()
-        let longLived = try await blocking {
-            let socket = try BlockingSocket(port: port)
-            try socket.send("before;")
-            return (socket, try socket.receive(exactly: 7))
-        }
-        #expect(longLived.1 == Array("before;".utf8))
+        let longLived = try await blocking { try BlockingSocket(port: port) }
+        #expect(try await blocking { try longLived.roundTrip("before;") } == "before;")
 
         let stop = NIOLockedValueBox(false)
         let tally = NIOLockedValueBox((ok: 0, failed: [String]()))
@@ -131,12 +127,8 @@ import Testing
                         round += 1
                         let message = "w\(worker)r\(round);"
                         do {
-                            let socket = try BlockingSocket(port: port, timeoutSeconds: 10)
-                            try socket.send(message)
-                            let reply = try socket.receive(exactly: message.utf8.count)
-                            guard reply == Array(message.utf8) else {
-                                throw SocketError("bad echo \(reply.count) bytes")
-                            }
+                            let reply = try BlockingSocket(port: port, timeoutSeconds: 10).roundTrip(message)
+                            guard reply == message else { throw SocketError("bad echo '\(reply)'") }
                             tally.withLockedValue { $0.ok += 1 }
                         } catch {
                             tally.withLockedValue { $0.failed.append("\(error)") }
@@ -157,11 +149,7 @@ import Testing
         stop.withLockedValue { $0 = true }
         for task in load { try await task.value }
 
-        let after = try await blocking {
-            try longLived.0.send("after;")
-            return try longLived.0.receive(exactly: 6)
-        }
-        #expect(after == Array("after;".utf8))
+        #expect(try await blocking { try longLived.roundTrip("after;") } == "after;")
         let (ok, failed) = tally.withLockedValue { ($0.ok, $0.failed) }
         #expect(serials.count == 9)
         #expect(ok > 100, "only \(ok) connections completed")
@@ -182,14 +170,12 @@ import Testing
             let chatty = try BlockingSocket(port: routePort)
             var echoed = 0
             for _ in 0..<6 {
-                try chatty.send("tick;")
-                echoed += try chatty.receive(exactly: 5).count
+                echoed += try chatty.roundTrip("tick;").utf8.count
                 Thread.sleep(forTimeInterval: 0.2)
             }
             // 1.2 s have passed: the silent one was closed, the chatty one still works.
             let tail = try silent.receiveAll()
-            try chatty.send("last;")
-            echoed += try chatty.receive(exactly: 5).count
+            echoed += try chatty.roundTrip("last;").utf8.count
             return (echoed, tail)
         }
         #expect(chatty == 35)
@@ -222,12 +208,8 @@ import Testing
     @Test func gracefulDrain() async throws {
         let (app, pair) = try await echoPair()
         let port = pair.routePort()
-        let live = try await blocking {
-            let socket = try BlockingSocket(port: port)
-            try socket.send("one;")
-            return (socket, try socket.receive(exactly: 4))
-        }
-        #expect(live.1 == Array("one;".utf8))
+        let live = try await blocking { try BlockingSocket(port: port) }
+        #expect(try await blocking { try live.roundTrip("one;") } == "one;")
 
         let started = ContinuousClock.now
         let draining = Task { await pair.client.shutdown(drain: 10) }
@@ -235,12 +217,11 @@ import Testing
         let refused = try await blocking { (try? BlockingSocket(port: port)) == nil }
         #expect(refused)
         let (echo, tail) = try await blocking {
-            try live.0.send("two;")
-            let echo = try live.0.receive(exactly: 4)
-            live.0.shutdownWrite()
-            return (echo, try live.0.receiveAll())
+            let echo = try live.roundTrip("two;")
+            live.shutdownWrite()
+            return (echo, try live.receiveAll())
         }
-        #expect(echo == Array("two;".utf8))
+        #expect(echo == "two;")
         #expect(tail.isEmpty)
         await draining.value
         #expect(ContinuousClock.now - started < .seconds(5))

@@ -63,14 +63,12 @@ import Testing
                 if live == nil { Thread.sleep(forTimeInterval: 0.05) }
             }
             guard let live else { throw SocketError("sidecar never listened on \(routePort)") }
-            try live.send("one;")
-            let first = String(decoding: try live.receive(exactly: 4), as: UTF8.self)
+            let first = try live.roundTrip("one;")
 
             kill(pid, SIGTERM)
             Thread.sleep(forTimeInterval: 0.5)
             let refused = (try? BlockingSocket(port: routePort)) == nil
-            try live.send("two;")
-            let second = String(decoding: try live.receive(exactly: 4), as: UTF8.self)
+            let second = try live.roundTrip("two;")
             let stillRunning = process.isRunning
             let closed = Date()
             live.shutdownWrite()
