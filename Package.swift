@@ -26,6 +26,15 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
+        .systemLibrary(
+            name: "CNetfilter",
+            pkgConfig: "libnftnl",
+            providers: [.apt(["libnftnl-dev", "libmnl-dev"])]
+        ),
+        .target(
+            name: "Capture",
+            dependencies: ["CNetfilter"]
+        ),
         .target(
             name: "MeshIdentity",
             dependencies: ["COpenSSL"]
@@ -44,6 +53,7 @@ let package = Package(
         .target(
             name: "Proxy",
             dependencies: [
+                "Capture",
                 "MeshIdentity",
                 "MeshTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -58,6 +68,7 @@ let package = Package(
         .executableTarget(
             name: "beemesh-proxy",
             dependencies: [
+                "Capture",
                 "Proxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -95,6 +106,14 @@ let package = Package(
             path: "Tests/MeshTestSupport"
         ),
         .testTarget(
+            name: "CaptureTests",
+            dependencies: ["Capture", "MeshTestSupport"]
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["Capture", "MeshIdentity", "MeshTestSupport"]
+        ),
+        .testTarget(
             name: "MeshIdentityTests",
             dependencies: ["MeshIdentity"]
         ),
@@ -113,6 +132,7 @@ let package = Package(
         .testTarget(
             name: "ProxyTests",
             dependencies: [
+                "Capture",
                 "Proxy",
                 "MeshIdentity",
                 "MeshTLS",

@@ -6,8 +6,9 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 
-/// The sidecar: the inbound mTLS listener, the outbound route listeners, credential
-/// reloading, and a graceful drain on shutdown.
+/// The sidecar: the inbound mTLS listener, the outbound route listeners, the capture
+/// listeners nftables redirects to, credential reloading, and a graceful drain on
+/// shutdown.
 ///
 /// `run()` makes it a swift-service-lifecycle `Service` (SIGTERM → graceful shutdown →
 /// drain); tests drive `start()` and `shutdown()` directly.
@@ -15,8 +16,12 @@ public final class ProxyServer: Service, Sendable {
     /// The addresses actually bound (useful with port 0).
     public struct BoundAddresses: Sendable {
         public let inbound: SocketAddress
-        /// One per route, in configuration order.
+        /// One per route with a `listen` address, in configuration order.
         public let routes: [SocketAddress]
+        /// The outbound capture listeners (`capture.outbound`), in configuration order.
+        public let captureOutbound: [SocketAddress]
+        /// The inbound plaintext capture listeners (`capture.inbound`).
+        public let captureInbound: [SocketAddress]
     }
 
     private let configuration: ProxyConfiguration
@@ -55,7 +60,7 @@ public final class ProxyServer: Service, Sendable {
     /// Binds every listener.
     public func start() async throws -> BoundAddresses {
         let environment = self.environment
-        let inbound = try await bootstrap { channel in
+        let inbound = try await bind(configuration.inbound.listen) { channel in
             try channel.pipeline.syncOperations.addHandlers(
                 MeshTLSHandler(
                     context: environment.credentials.current,
@@ -65,9 +70,7 @@ public final class ProxyServer: Service, Sendable {
                 ),
                 InboundPrefaceHandler(environment: environment)
             )
-        }.bind(host: configuration.inbound.listen.host, port: configuration.inbound.listen.port).get()
-        listeners.withLockedValue { $0.append(inbound) }
-        environment.listenerPorts.insert(inbound.localAddress!.port!)
+        }
         if configuration.inbound.ports.isEmpty {
             logger.warning("inbound.ports is empty: every inbound connection will be denied port_not_allowed")
         }
@@ -80,15 +83,16 @@ public final class ProxyServer: Service, Sendable {
         )
 
         var routeAddresses: [SocketAddress] = []
+        var rotations: [(ProxyConfiguration.Route, EndpointRotation)] = []
         for route in configuration.routes {
             let rotation = EndpointRotation(route.endpoints)
-            let listener = try await bootstrap { channel in
+            rotations.append((route, rotation))
+            guard let listen = route.listen else { continue }
+            let listener = try await bind(listen) { channel in
                 try channel.pipeline.syncOperations.addHandler(
                     OutboundRouteHandler(route: route, rotation: rotation, environment: environment)
                 )
-            }.bind(host: route.listen.host, port: route.listen.port).get()
-            listeners.withLockedValue { $0.append(listener) }
-            environment.listenerPorts.insert(listener.localAddress!.port!)
+            }
             routeAddresses.append(listener.localAddress!)
             logger.info(
                 "route listener up",
@@ -98,7 +102,59 @@ public final class ProxyServer: Service, Sendable {
                 ]
             )
         }
-        return BoundAddresses(inbound: inbound.localAddress!, routes: routeAddresses)
+
+        let captureRoutes = CaptureRoutes(rotations)
+        var captureOutbound: [SocketAddress] = []
+        for address in configuration.capture.outbound {
+            let listener = try await bind(address, ipv6Only: true) { channel in
+                try channel.pipeline.syncOperations.addHandler(
+                    CapturedOutboundHandler(routes: captureRoutes, environment: environment)
+                )
+            }
+            captureOutbound.append(listener.localAddress!)
+            logger.info(
+                "outbound capture listener up",
+                metadata: [
+                    "address": "\(listener.localAddress!)",
+                    "mode": "\(configuration.capture.outboundMode.rawValue)",
+                ]
+            )
+        }
+        var captureInbound: [SocketAddress] = []
+        for address in configuration.capture.inbound {
+            let listener = try await bind(address, ipv6Only: true) { channel in
+                try channel.pipeline.syncOperations.addHandler(PlaintextInboundHandler(environment: environment))
+            }
+            captureInbound.append(listener.localAddress!)
+            logger.info("inbound plaintext capture listener up", metadata: ["address": "\(listener.localAddress!)"])
+        }
+        return BoundAddresses(
+            inbound: inbound.localAddress!,
+            routes: routeAddresses,
+            captureOutbound: captureOutbound,
+            captureInbound: captureInbound
+        )
+    }
+
+    /// Binds one listener and records it (for shutdown and the port checks).
+    private func bind(
+        _ address: HostPort,
+        ipv6Only: Bool = false,
+        _ initialize: @escaping @Sendable (any Channel) throws -> Void
+    ) async throws -> any Channel {
+        var bootstrap = bootstrap(initialize)
+        if ipv6Only, address.host.contains(":") {
+            // Capture listeners come in pairs, `0.0.0.0:P` and `[::]:P`: the IPv6 one
+            // takes IPv6 only.
+            bootstrap = bootstrap.serverChannelOption(
+                ChannelOptions.Types.SocketOption(level: .init(IPPROTO_IPV6), name: .init(IPV6_V6ONLY)),
+                value: 1
+            )
+        }
+        let listener = try await bootstrap.bind(host: address.host, port: address.port).get()
+        listeners.withLockedValue { $0.append(listener) }
+        environment.listenerPorts.insert(listener.localAddress!.port!)
+        return listener
     }
 
     private func bootstrap(

@@ -9,7 +9,7 @@ struct BeeMeshProxy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "beemesh-proxy",
         abstract: "The BeeMesh sidecar: mutual TLS between workload identities for a pod's traffic.",
-        subcommands: [Run.self]
+        subcommands: [Run.self, CaptureCommand.self]
     )
 
     struct Run: AsyncParsableCommand {

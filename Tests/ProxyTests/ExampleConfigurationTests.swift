@@ -10,5 +10,7 @@ import Testing
         let configuration = try ProxyConfiguration.load(path: root.path + "/deploy/proxy.example.yaml")
         #expect(configuration.routes.first?.endpoints.count == 2)
         #expect(configuration.inbound.ports == [8080])
+        #expect(configuration.routes.first?.match.map(\.port) == [9090, 9090])
+        #expect(configuration.capture.outbound.count == 2 && configuration.capture.outboundMode == .registryOnly)
     }
 }

@@ -68,6 +68,20 @@ import Testing
         ("inbound: {ports: [0]}", "proxy.yaml:5: inbound.ports[0]: port must be 1-65535"),
         ("inbound: {ports: [\"1:30\"]}", "proxy.yaml:5: inbound.ports[0]: must be a decimal integer"),
         ("workers: 0x2", "proxy.yaml:5: workers: must be a decimal integer"),
+        (
+            "routes:\n  - {service: a.b, port: 1, endpoints: [{address: 1.2.3.4:5, identity: spiffe://x/y}]}",
+            "proxy.yaml:6: routes[0]: a route needs a listen address, match entries, or both"
+        ),
+        (
+            "routes:\n  - {match: [{network: 10.1.0.0/8}], service: a.b, port: 1, endpoints: [{address: 1.2.3.4:5, identity: spiffe://x/y}]}",
+            "proxy.yaml:6: routes[0].match[0].network: '10.1.0.0/8' has host bits set; did you mean 10.0.0.0/8?"
+        ),
+        (
+            "routes:\n  - {match: [{network: 10.0.0.1, port: 0}], service: a.b, port: 1, endpoints: [{address: 1.2.3.4:5, identity: spiffe://x/y}]}",
+            "proxy.yaml:6: routes[0].match[0].port: port must be 1-65535"
+        ),
+        ("capture: {outboundMode: OPEN}", "proxy.yaml:5: capture.outboundMode: unknown mode 'OPEN'"),
+        ("capture: {outbound: [localhost]}", "proxy.yaml:5: capture.outbound[0]: 'localhost' is not host:port"),
     ])
     func errorsNameFileLineAndField(_ extra: String, _ expected: String) {
         #expect {

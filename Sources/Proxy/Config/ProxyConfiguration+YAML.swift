@@ -1,3 +1,4 @@
+import Capture
 import Foundation
 import Logging
 import MeshIdentity
@@ -52,7 +53,9 @@ extension ProxyConfiguration {
             throw ConfigurationError(file: file, line: nil, field: "", reason: "not valid YAML: \(error)")
         }
         let reader = ConfigNode(node: root, path: "", file: file)
-        let top = try reader.mapping(allowed: ["identity", "inbound", "routes", "timeouts", "workers", "logLevel"])
+        let top = try reader.mapping(allowed: [
+            "identity", "inbound", "routes", "capture", "timeouts", "workers", "logLevel",
+        ])
 
         let identityNode = try top.required("identity")
         let identityMap = try identityNode.mapping(allowed: [
@@ -87,11 +90,23 @@ extension ProxyConfiguration {
         if let routesNode = top.optional("routes") {
             var listens: Set<HostPort> = []
             for routeNode in try routesNode.sequence() {
-                let map = try routeNode.mapping(allowed: ["listen", "service", "port", "endpoints"])
-                let listenNode = try map.required("listen")
-                let listen = try listenNode.hostPort()
-                guard listens.insert(listen).inserted else {
-                    throw listenNode.error("\(listen) is used by two routes")
+                let map = try routeNode.mapping(allowed: ["listen", "match", "service", "port", "endpoints"])
+                var listen: HostPort?
+                if let listenNode = map.optional("listen") {
+                    let address = try listenNode.hostPort()
+                    guard listens.insert(address).inserted else {
+                        throw listenNode.error("\(address) is used by two routes")
+                    }
+                    listen = address
+                }
+                var matches: [RouteMatch] = []
+                if let matchNode = map.optional("match") {
+                    matches = try matchNode.sequence().map { item throws(ConfigurationError) in
+                        try item.routeMatch()
+                    }
+                }
+                guard listen != nil || !matches.isEmpty else {
+                    throw routeNode.error("a route needs a listen address, match entries, or both")
                 }
                 let endpointsNode = try map.required("endpoints")
                 let endpoints = try endpointsNode.sequence().map { item throws(ConfigurationError) in
@@ -105,11 +120,34 @@ extension ProxyConfiguration {
                 configuration.routes.append(
                     Route(
                         listen: listen,
+                        match: matches,
                         service: try map.required("service").serviceName(),
                         port: try map.required("port").port(),
                         endpoints: endpoints
                     )
                 )
+            }
+        }
+
+        if let captureNode = top.optional("capture") {
+            let map = try captureNode.mapping(allowed: ["outbound", "inbound", "outboundMode"])
+            if let node = map.optional("outbound") {
+                configuration.capture.outbound = try node.sequence().map { item throws(ConfigurationError) in
+                    try item.hostPort()
+                }
+            }
+            if let node = map.optional("inbound") {
+                configuration.capture.inbound = try node.sequence().map { item throws(ConfigurationError) in
+                    try item.hostPort()
+                }
+            }
+            if let node = map.optional("outboundMode") {
+                let text = try node.string()
+                guard let mode = OutboundMode(rawValue: text) else {
+                    let names = OutboundMode.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw node.error("unknown mode '\(text)' (one of \(names))")
+                }
+                configuration.capture.outboundMode = mode
             }
         }
 
@@ -191,6 +229,23 @@ private struct ConfigNode {
         let text = try string()
         guard let value = HostPort(text) else { throw error("'\(text)' is not host:port") }
         return value
+    }
+
+    /// `{network: 10.0.0.12, port: 8080}`: an address or CIDR, and an optional port.
+    func routeMatch() throws(ConfigurationError) -> ProxyConfiguration.RouteMatch {
+        let map = try mapping(allowed: ["network", "port"])
+        let networkNode = try map.required("network")
+        let network: IPNetwork
+        do {
+            network = try IPNetwork(parsing: try networkNode.string())
+        } catch let failure as CaptureOptionError {
+            throw networkNode.error(failure.description)
+        } catch let failure as ConfigurationError {
+            throw failure
+        } catch {
+            throw networkNode.error("\(error)")
+        }
+        return ProxyConfiguration.RouteMatch(network: network, port: try map.optional("port")?.port())
     }
 
     func duration(positive: Bool) throws(ConfigurationError) -> Double {

@@ -1,3 +1,4 @@
+import Capture
 import Logging
 import MeshIdentity
 
@@ -31,13 +32,44 @@ public struct ProxyConfiguration: Sendable, Equatable {
         public var appAddress = "127.0.0.1"
     }
 
-    /// A static outbound route: a local plaintext listener whose connections are carried
-    /// over mTLS to one of the endpoints, asking for `service` and `port`.
+    /// A static outbound route: connections are carried over mTLS to one of the
+    /// endpoints, asking for `service` and `port`. They come from a local plaintext
+    /// listener (`listen`), from the capture listener when the app's original
+    /// destination matches one of `match`, or both.
     public struct Route: Sendable, Equatable {
-        public var listen: HostPort
+        public var listen: HostPort?
+        public var match: [RouteMatch] = []
         public var service: String
         public var port: UInt16
         public var endpoints: [Endpoint]
+    }
+
+    /// Destinations a captured connection may have dialled to reach a route: an
+    /// address or network, and a port (nil: any).
+    public struct RouteMatch: Sendable, Equatable {
+        public var network: IPNetwork
+        public var port: UInt16?
+    }
+
+    /// What the outbound capture listener does with a destination no route matches.
+    public enum OutboundMode: String, Sendable, Equatable, CaseIterable {
+        /// Refused and logged (the default: only mesh services are reachable).
+        case registryOnly = "REGISTRY_ONLY"
+        /// Passed through in plaintext, as the proxy's user (so not captured again), and logged.
+        case allowAny = "ALLOW_ANY"
+    }
+
+    /// The listeners nftables redirects to (`beemesh-proxy capture install`). Empty
+    /// lists (the default) open none: a proxy used only through `routes`.
+    public struct CaptureListeners: Sendable, Equatable {
+        /// Outbound capture, conventionally `127.0.0.1:15001` and `[::1]:15001` (a
+        /// redirect in the output hook always lands on loopback).
+        public var outbound: [HostPort] = []
+        /// Inbound plaintext capture, conventionally `0.0.0.0:15006` and `[::]:15006`.
+        /// Until policies can admit unauthenticated peers, every connection here is
+        /// refused: the mesh fails closed.
+        public var inbound: [HostPort] = []
+        public var outboundMode = OutboundMode.registryOnly
     }
 
     /// One sidecar serving a route's service, and the identity it must prove.
@@ -62,6 +94,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var identity: Identity
     public var inbound = Inbound()
     public var routes: [Route] = []
+    public var capture = CaptureListeners()
     public var timeouts = Timeouts()
     /// Event-loop threads. Default 1 (a sidecar shares its pod's CPU with the app).
     public var workers = 1

@@ -1,0 +1,166 @@
+import Logging
+import Metrics
+import NIOCore
+
+/// A connection nftables redirected to the outbound capture listener: recovers the
+/// destination the app dialled and hands the connection to the route that matches it
+/// (mTLS to the route's endpoints, as if the app had used the route's listener). A
+/// destination no route matches is refused (`REGISTRY_ONLY`) or passed through in
+/// plaintext (`ALLOW_ANY`); both are logged with the destination.
+final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let routes: CaptureRoutes
+    private let environment: ProxyEnvironment
+    private var logger: Logger
+
+    init(routes: CaptureRoutes, environment: ProxyEnvironment) {
+        self.routes = routes
+        self.environment = environment
+        self.logger = environment.logger
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        OriginalDestination.lookup(context.channel).whenComplete { result in
+            let (handler, context) = bound.value
+            switch result {
+            case .success(let destination):
+                handler.dispatch(to: destination, context: context)
+            case .failure(let error):
+                handler.refuse(
+                    "no original destination (not a redirected connection)",
+                    result: "no_original_destination",
+                    metadata: ["error": "\(error)"],
+                    context: context
+                )
+            }
+        }
+    }
+
+    private func dispatch(to destination: SocketAddress, context: ChannelHandlerContext) {
+        logger[metadataKey: "original_dst"] = "\(Self.format(destination))"
+        // Dialled the listener itself (not redirected): relaying would loop.
+        if destination == context.channel.localAddress {
+            refuse("connection to the capture listener itself", result: "loop", context: context)
+            return
+        }
+        if let entry = routes.route(for: destination) {
+            logger.info(
+                "captured outbound connection",
+                metadata: ["service": "\(entry.route.service)", "port": "\(entry.route.port)"]
+            )
+            let next = OutboundRouteHandler(route: entry.route, rotation: entry.rotation, environment: environment)
+            do {
+                try context.pipeline.syncOperations.addHandler(next, position: .after(self))
+            } catch {
+                context.close(promise: nil)
+                return
+            }
+            context.fireChannelActive()
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            return
+        }
+        switch environment.configuration.capture.outboundMode {
+        case .registryOnly:
+            refuse("destination is not a mesh service (REGISTRY_ONLY)", result: "not_in_registry", context: context)
+        case .allowAny:
+            passThrough(to: destination, context: context)
+        }
+    }
+
+    /// ALLOW_ANY: a plaintext connection to the original destination. The proxy's own
+    /// sockets are exempt from capture, so this does not come back here.
+    private func passThrough(to destination: SocketAddress, context: ChannelHandlerContext) {
+        logger.info("outbound connection passed through in plaintext (ALLOW_ANY)")
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        environment.relayClientBootstrap(on: context.eventLoop).connect(to: destination).whenComplete { result in
+            let (handler, context) = bound.value
+            switch result {
+            case .failure(let error):
+                handler.refuse(
+                    "destination unreachable",
+                    result: "unreachable",
+                    metadata: ["error": "\(error)"],
+                    context: context
+                )
+            case .success(let upstream):
+                guard context.channel.isActive else {
+                    upstream.close(promise: nil)
+                    return
+                }
+                Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "passthrough")])
+                    .increment()
+                let (clientSide, upstreamSide) = RelayHandler.pair(
+                    idleTimeout: handler.environment.idleTimeout,
+                    logger: handler.logger
+                )
+                do {
+                    try upstream.pipeline.syncOperations.addHandler(upstreamSide)
+                    try context.pipeline.syncOperations.addHandler(clientSide)
+                    context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                } catch {
+                    upstream.close(promise: nil)
+                    context.close(promise: nil)
+                    return
+                }
+                context.channel.read()
+                upstream.read()
+            }
+        }
+    }
+
+    private func refuse(
+        _ message: Logger.Message,
+        result: String,
+        metadata: Logger.Metadata = [:],
+        context: ChannelHandlerContext
+    ) {
+        logger.warning("refused outbound connection: \(message)", metadata: metadata)
+        Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", result)]).increment()
+        context.close(promise: nil)
+    }
+
+    static func format(_ address: SocketAddress) -> String {
+        guard let host = address.ipAddress, let port = address.port else { return "\(address)" }
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+@available(*, unavailable)
+extension CapturedOutboundHandler: Sendable {}
+
+/// A plaintext connection nftables redirected to the inbound capture listener: a peer
+/// that did not come through a sidecar. No policy can admit unauthenticated peers yet,
+/// so each one is logged with the port it wanted and closed: the pod's ports are
+/// reachable only over mTLS.
+final class PlaintextInboundHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let logger: Logger
+
+    init(environment: ProxyEnvironment) {
+        self.logger = environment.logger
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        OriginalDestination.lookup(context.channel).whenComplete { result in
+            let (handler, context) = bound.value
+            let destination = (try? result.get()).map(CapturedOutboundHandler.format) ?? "unknown"
+            handler.logger.warning(
+                "refused plaintext inbound connection (mTLS required)",
+                metadata: [
+                    "original_dst": "\(destination)",
+                    "peer": "\(context.channel.remoteAddress.map(CapturedOutboundHandler.format) ?? "unknown")",
+                ]
+            )
+            Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "plaintext_refused")])
+                .increment()
+            context.close(promise: nil)
+        }
+    }
+}
+
+@available(*, unavailable)
+extension PlaintextInboundHandler: Sendable {}
