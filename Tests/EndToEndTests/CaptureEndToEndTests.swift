@@ -101,7 +101,12 @@ import Testing
         return directory
     }
 
-    private func sidecarConfig(_ directory: String, identity: String, routes: String) -> String {
+    private func sidecarConfig(
+        _ directory: String,
+        identity: String,
+        routes: String,
+        outboundMode: String = "REGISTRY_ONLY"
+    ) -> String {
         """
         identity:
           certificate: \(directory)/\(identity)/cert.pem
@@ -111,6 +116,7 @@ import Testing
         capture:
           outbound: [127.0.0.1:15001, "[::1]:15001"]
           inbound: [0.0.0.0:15006, "[::]:15006"]
+          outboundMode: \(outboundMode)
         routes: \(routes)
         """
     }
@@ -226,6 +232,40 @@ import Testing
         try NamespaceLab.run([proxy, "capture", "remove", "--netns", lab.a])
         let direct = try dial(lab, from: lab.a, lab.addressB, Self.appPort, client: client)
         #expect(direct.status == 0 && direct.output.hasPrefix("peer=::ffff:\(lab.addressA)"), "\(direct)")
+    }
+
+    @Test func allowAnyPassesUnknownDestinationsThroughInPlaintext() async throws {
+        try await blocking { try allowAny() }
+    }
+
+    private func allowAny() throws {
+        let lab = try NamespaceLab(subnet: 14)
+        defer { lab.tearDown() }
+        let (app, client) = try writeScripts(lab)
+        let directory = try identities(lab)
+        let appLog = directory + "/b-app.log"
+        try lab.start(in: lab.b, [NamespaceLab.python, app, "\(Self.appPort)", appLog], log: appLog + ".out")
+        try sidecarConfig(directory, identity: "client", routes: "[]", outboundMode: "ALLOW_ANY")
+            .write(toFile: "\(directory)/a.yaml", atomically: true, encoding: .utf8)
+        try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a])
+        try lab.start(
+            in: lab.a,
+            as: Self.proxyUser,
+            [proxy, "run", "--config", "\(directory)/a.yaml"],
+            log: "\(directory)/a.log"
+        )
+        try lab.waitForListener(in: lab.b, port: Self.appPort)
+        try lab.waitForListener(in: lab.a, port: 15001)
+
+        // No route names b: the sidecar relays it in plaintext from its own socket (b's
+        // app sees a's address), and that socket is not captured again (no loop).
+        let dialled = try dial(lab, from: lab.a, lab.addressB, Self.appPort, client: client)
+        #expect(dialled.status == 0 && dialled.output == "peer=::ffff:\(lab.addressA) got=hello", "\(dialled)")
+        let counters = try counters(lab, lab.a)
+        #expect(counters["outbound: outbound TCP to the proxy"] == 1, "\(counters)")
+        #expect(counters["outbound: the proxy's own sockets (uid 1337)"] == 1, "\(counters)")
+        let log = try String(contentsOfFile: "\(directory)/a.log", encoding: .utf8)
+        #expect(log.contains("passed through in plaintext (ALLOW_ANY)"), "\(log)")
     }
 
     @Test func installIsIdempotentRemoveLeavesNothingAndNftAgrees() async throws {
