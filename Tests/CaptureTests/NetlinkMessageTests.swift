@@ -1,3 +1,5 @@
+import CNetfilter
+import Foundation  // next to CNetfilter: the shim's header order keeps the two importable together
 import MeshTestSupport
 import Testing
 
@@ -61,6 +63,13 @@ import Testing
                 }
             }
         }
+    }
+
+    @Test func kernelHeaderConstantsMatchTheParser() {
+        #expect(NetlinkMessage.error == UInt16(NLMSG_ERROR))
+        #expect(NetlinkMessage.done == UInt16(NLMSG_DONE))
+        #expect(NetlinkMessage.headerSize == MemoryLayout<nlmsghdr>.size)
+        #expect(Data(RuleUserData.encode(comment: "x")) == Data([0, 2, 0x78, 0]))
     }
 
     @Test func ruleCommentsRoundTripInNftsUserData() {

@@ -227,6 +227,13 @@ import Testing
         #expect(v6.status == 3, "\(v6)")
         #expect((try String(contentsOfFile: appLog, encoding: .utf8)).isEmpty)
 
+        // Hairpin: the pod dialling its own address stays inside the pod, uncaptured.
+        let hairpinLog = lab.directory.path + "/a-app.log"
+        try lab.start(in: lab.a, [NamespaceLab.python, app, "9090", hairpinLog], log: hairpinLog + ".out")
+        try lab.waitForListener(in: lab.a, port: 9090)
+        let hairpin = try dial(lab, from: lab.a, lab.addressA, 9090, client: client)
+        #expect(hairpin.status == 0 && hairpin.output == "peer=::ffff:\(lab.addressA) got=hello", "\(hairpin)")
+
         // Control: without the capture the same dial reaches b, so the refusal above
         // was the capture failing closed.
         try NamespaceLab.run([proxy, "capture", "remove", "--netns", lab.a])
@@ -280,6 +287,16 @@ import Testing
             "169.254.0.0/16,fd00::/8", "--exclude-inbound-ports", "9100", "--include-inbound-ports", "8080,8443",
             "--proxy-uid", "2000", "--proxy-gid", "2001",
         ]
+        // A bad option is refused before anything is applied.
+        for bad in [
+            ["--exclude-outbound-cidrs", "10.1.0.0/8"], ["--exclude-inbound-ports", "0"],
+            ["--outbound-port", "65536"], ["--proxy-uid", "no-such-user-here"],
+        ] {
+            let (status, output) = try runProcess([proxy, "capture", "install", "--netns", lab.a] + bad, input: [])
+            #expect(status == 64 && output.contains("Error: "), "\(bad): \(output)")
+        }
+        #expect(try lab.run(in: lab.a, ["nft", "list", "tables"]).isEmpty)
+
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a] + arguments)
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a] + arguments)
         let tables = try lab.run(in: lab.a, ["nft", "list", "tables"])
