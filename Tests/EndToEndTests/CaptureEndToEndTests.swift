@@ -105,7 +105,8 @@ import Testing
         _ directory: String,
         identity: String,
         routes: String,
-        outboundMode: String = "REGISTRY_ONLY"
+        outboundMode: String = "REGISTRY_ONLY",
+        plaintextPorts: String = "[]"
     ) -> String {
         """
         identity:
@@ -117,6 +118,7 @@ import Testing
           outbound: [127.0.0.1:15001, "[::1]:15001"]
           inbound: [0.0.0.0:15006, "[::]:15006"]
           outboundMode: \(outboundMode)
+          plaintextPorts: \(plaintextPorts)
         routes: \(routes)
         """
     }
@@ -144,7 +146,7 @@ import Testing
             """
         try sidecarConfig(directory, identity: "client", routes: routes)
             .write(toFile: "\(directory)/a.yaml", atomically: true, encoding: .utf8)
-        try sidecarConfig(directory, identity: "app", routes: "[]")
+        try sidecarConfig(directory, identity: "app", routes: "[]", plaintextPorts: "[8081]")
             .write(toFile: "\(directory)/b.yaml", atomically: true, encoding: .utf8)
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a])
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.b])
@@ -185,6 +187,13 @@ import Testing
         let plaintext = try dial(lab, from: lab.a, as: Self.proxyUser, lab.addressB, Self.appPort, client: client)
         #expect(plaintext.status == 4, "\(plaintext)")
 
+        // ... except on a port b admits plaintext on (capture.plaintextPorts).
+        let openLog = "\(directory)/b-open.log"
+        try lab.start(in: lab.b, [NamespaceLab.python, app, "8081", openLog], log: openLog + ".out")
+        try lab.waitForListener(in: lab.b, port: 8081)
+        let admitted = try dial(lab, from: lab.a, as: Self.proxyUser, lab.addressB, 8081, client: client)
+        #expect(admitted.status == 0 && admitted.output == "peer=::ffff:127.0.0.1 got=hello", "\(admitted)")
+
         let appLog = try String(contentsOfFile: "\(directory)/b-app.log", encoding: .utf8)
         #expect(appLog == "accepted ::ffff:127.0.0.1 5\naccepted ::ffff:127.0.0.1 5\n", "b's app log: \(appLog)")
 
@@ -194,7 +203,7 @@ import Testing
         #expect(countersA["outbound: outbound TCP to the proxy"] == 3, "\(countersA)")
         #expect((countersA["outbound: the proxy's own sockets (uid 1337)"] ?? 0) >= 3, "\(countersA)")
         let countersB = try counters(lab, lab.b)
-        #expect(countersB["inbound: inbound TCP to the proxy"] == 1, "\(countersB)")
+        #expect(countersB["inbound: inbound TCP to the proxy"] == 2, "\(countersB)")
         #expect(countersB["inbound: the proxy's own listeners (mTLS, admin, metrics)"] == 2, "\(countersB)")
 
         // a's sidecar recorded the original destinations.
@@ -203,7 +212,8 @@ import Testing
         #expect(logA.contains("original_dst=[\(lab.addressB6)]:\(Self.appPort)"), "\(logA)")
         #expect(logA.contains("original_dst=\(lab.addressB):9999") && logA.contains("REGISTRY_ONLY"), "\(logA)")
         let logB = try String(contentsOfFile: "\(directory)/b.log", encoding: .utf8)
-        #expect(logB.contains("refused plaintext inbound connection"), "\(logB)")
+        #expect(logB.contains("refused plaintext inbound connection: mTLS required"), "\(logB)")
+        #expect(logB.contains("plaintext inbound connection admitted"), "\(logB)")
     }
 
     @Test func withoutAProxyTheConnectionFailsAndNoPlaintextLeaves() async throws {

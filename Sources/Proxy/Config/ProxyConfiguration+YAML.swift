@@ -130,7 +130,7 @@ extension ProxyConfiguration {
         }
 
         if let captureNode = top.optional("capture") {
-            let map = try captureNode.mapping(allowed: ["outbound", "inbound", "outboundMode"])
+            let map = try captureNode.mapping(allowed: ["outbound", "inbound", "outboundMode", "plaintextPorts"])
             if let node = map.optional("outbound") {
                 configuration.capture.outbound = try node.sequence().map { item throws(ConfigurationError) in
                     try item.hostPort()
@@ -139,6 +139,11 @@ extension ProxyConfiguration {
             if let node = map.optional("inbound") {
                 configuration.capture.inbound = try node.sequence().map { item throws(ConfigurationError) in
                     try item.hostPort()
+                }
+            }
+            if let node = map.optional("plaintextPorts") {
+                configuration.capture.plaintextPorts = try node.sequence().map { item throws(ConfigurationError) in
+                    try item.port()
                 }
             }
             if let node = map.optional("outboundMode") {

@@ -65,10 +65,12 @@ public struct ProxyConfiguration: Sendable, Equatable {
         /// Outbound capture, conventionally `127.0.0.1:15001` and `[::1]:15001` (a
         /// redirect in the output hook always lands on loopback).
         public var outbound: [HostPort] = []
-        /// Inbound plaintext capture, conventionally `0.0.0.0:15006` and `[::]:15006`.
-        /// Until policies can admit unauthenticated peers, every connection here is
-        /// refused: the mesh fails closed.
+        /// Inbound plaintext capture, conventionally `0.0.0.0:15006` and `[::]:15006`:
+        /// peers that did not come through a sidecar.
         public var inbound: [HostPort] = []
+        /// App ports that admit such unauthenticated peers (relayed in plaintext to
+        /// `inbound.appAddress`). Empty (the default): every one is refused.
+        public var plaintextPorts: [UInt16] = []
         public var outboundMode = OutboundMode.registryOnly
     }
 

@@ -91,21 +91,12 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
                 }
                 Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "passthrough")])
                     .increment()
-                let (clientSide, upstreamSide) = RelayHandler.pair(
+                RelayHandler.join(
+                    context,
+                    to: upstream,
                     idleTimeout: handler.environment.idleTimeout,
                     logger: handler.logger
                 )
-                do {
-                    try upstream.pipeline.syncOperations.addHandler(upstreamSide)
-                    try context.pipeline.syncOperations.addHandler(clientSide)
-                    context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-                } catch {
-                    upstream.close(promise: nil)
-                    context.close(promise: nil)
-                    return
-                }
-                context.channel.read()
-                upstream.read()
             }
         }
     }
@@ -131,34 +122,81 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
 extension CapturedOutboundHandler: Sendable {}
 
 /// A plaintext connection nftables redirected to the inbound capture listener: a peer
-/// that did not come through a sidecar. No policy can admit unauthenticated peers yet,
-/// so each one is logged with the port it wanted and closed: the pod's ports are
-/// reachable only over mTLS.
-final class PlaintextInboundHandler: ChannelInboundHandler {
+/// that did not come through a sidecar. It reaches the app only on a port listed in
+/// `capture.plaintextPorts` (relayed to `inbound.appAddress` at the port it dialled);
+/// everywhere else it is logged with the port it wanted and closed, so by default the
+/// pod's ports are reachable only over mTLS. The proxy's own listening ports are never
+/// admitted.
+final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
-    private let logger: Logger
+    private let environment: ProxyEnvironment
+    private var logger: Logger
 
     init(environment: ProxyEnvironment) {
+        self.environment = environment
         self.logger = environment.logger
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        let peer = context.channel.remoteAddress.map(CapturedOutboundHandler.format) ?? "unknown"
+        logger[metadataKey: "peer"] = "\(peer)"
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         OriginalDestination.lookup(context.channel).whenComplete { result in
             let (handler, context) = bound.value
-            let destination = (try? result.get()).map(CapturedOutboundHandler.format) ?? "unknown"
-            handler.logger.warning(
-                "refused plaintext inbound connection (mTLS required)",
-                metadata: [
-                    "original_dst": "\(destination)",
-                    "peer": "\(context.channel.remoteAddress.map(CapturedOutboundHandler.format) ?? "unknown")",
-                ]
-            )
-            Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "plaintext_refused")])
-                .increment()
-            context.close(promise: nil)
+            guard let destination = try? result.get(), let port = destination.port else {
+                handler.refuse("no original destination (not a redirected connection)", context: context)
+                return
+            }
+            handler.logger[metadataKey: "original_dst"] = "\(CapturedOutboundHandler.format(destination))"
+            let configuration = handler.environment.configuration
+            guard configuration.capture.plaintextPorts.contains(UInt16(port)),
+                !handler.environment.listenerPorts.contains(port)
+            else {
+                handler.refuse("mTLS required on this port", context: context)
+                return
+            }
+            handler.admit(port: port, context: context)
         }
+    }
+
+    private func admit(port: Int, context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        environment.relayClientBootstrap(on: context.eventLoop)
+            .connect(host: environment.configuration.inbound.appAddress, port: port)
+            .whenComplete { result in
+                let (handler, context) = bound.value
+                switch result {
+                case .failure(let error):
+                    handler.logger.warning("app connect failed", metadata: ["error": "\(error)"])
+                    Counter(
+                        label: "beemesh_inbound_connections_total",
+                        dimensions: [("result", "upstream_unavailable")]
+                    ).increment()
+                    context.close(promise: nil)
+                case .success(let app):
+                    guard context.channel.isActive else {
+                        app.close(promise: nil)
+                        return
+                    }
+                    handler.logger.info("plaintext inbound connection admitted (capture.plaintextPorts)")
+                    Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "plaintext")])
+                        .increment()
+                    RelayHandler.join(
+                        context,
+                        to: app,
+                        idleTimeout: handler.environment.idleTimeout,
+                        logger: handler.logger
+                    )
+                }
+            }
+    }
+
+    private func refuse(_ why: String, context: ChannelHandlerContext) {
+        logger.warning("refused plaintext inbound connection: \(why)")
+        Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "plaintext_refused")])
+            .increment()
+        context.close(promise: nil)
     }
 }
 

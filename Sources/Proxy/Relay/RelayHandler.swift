@@ -56,6 +56,31 @@ final class RelayHandler: ChannelDuplexHandler {
         return (first, second)
     }
 
+    /// Relays between an accepted connection and a freshly connected `upstream` when
+    /// nothing was read from either yet: installs the pair, removes the handler that
+    /// owns `context` (the one that set the connection up) and starts reading. Closes
+    /// both when the pair cannot be installed.
+    static func join(
+        _ context: ChannelHandlerContext,
+        to upstream: any Channel,
+        idleTimeout: TimeAmount,
+        logger: Logger
+    ) {
+        let (downstreamSide, upstreamSide) = pair(idleTimeout: idleTimeout, logger: logger)
+        do {
+            try upstream.pipeline.syncOperations.addHandler(upstreamSide)
+            try context.pipeline.syncOperations.addHandler(downstreamSide)
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        } catch {
+            logger.error("cannot build relay", metadata: ["error": "\(error)"])
+            upstream.close(promise: nil)
+            context.close(promise: nil)
+            return
+        }
+        context.channel.read()
+        upstream.read()
+    }
+
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         if idleTimeout != nil { scheduleIdleCheck(context: context) }
