@@ -36,6 +36,10 @@ let package = Package(
             dependencies: ["CNetfilter"]
         ),
         .target(
+            name: "Policy",
+            dependencies: [.product(name: "Yams", package: "Yams")]
+        ),
+        .target(
             name: "MeshIdentity",
             dependencies: ["COpenSSL"]
         ),
@@ -112,6 +116,10 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["Capture", "MeshIdentity", "MeshTestSupport"]
+        ),
+        .testTarget(
+            name: "PolicyTests",
+            dependencies: ["Policy", "MeshTestSupport"]
         ),
         .testTarget(
             name: "MeshIdentityTests",
