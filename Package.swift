@@ -59,6 +59,7 @@ let package = Package(
             dependencies: [
                 "Capture",
                 "MeshIdentity",
+                "Policy",
                 "MeshTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

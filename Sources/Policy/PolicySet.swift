@@ -43,8 +43,15 @@ public struct PolicySet: Sendable {
     public let policies: [MeshPolicy]
 
     /// `httpPorts` adds ports that configuration marks as HTTP to those that HTTP rules
-    /// name.
-    public init(_ all: [MeshPolicy], for workload: Workload, httpPorts extraHTTPPorts: Set<UInt16> = []) {
+    /// name. A caller that cannot decide HTTP requests one by one passes
+    /// `decidesRequests: false`: then no port is an HTTP port, so a rule that needs a
+    /// request never allows and always denies (fail closed).
+    public init(
+        _ all: [MeshPolicy],
+        for workload: Workload,
+        httpPorts extraHTTPPorts: Set<UInt16> = [],
+        decidesRequests: Bool = true
+    ) {
         policies = all.filter { $0.selects(workload) }
         var rules: [CompiledRule] = []
         var indices: [MeshPolicy.Action: Index] = [:]
@@ -89,7 +96,7 @@ public struct PolicySet: Sendable {
         }
         self.rules = rules
         self.indices = indices
-        self.httpPorts = httpPorts
+        self.httpPorts = decidesRequests ? httpPorts : []
     }
 
     /// Rules that apply to this workload.

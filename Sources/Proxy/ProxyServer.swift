@@ -4,6 +4,7 @@ import MeshTLS
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Policy
 import ServiceLifecycle
 
 /// The sidecar: the inbound mTLS listener, the outbound route listeners, the capture
@@ -43,13 +44,38 @@ public final class ProxyServer: Service, Sendable {
             logger: logger
         )
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.workers)
+        let namespace = configuration.workload.namespace ?? credentials.current.identity?.namespace ?? "default"
+        let policies = PolicyStore(
+            directory: configuration.policies.directory,
+            workload: Workload(namespace: namespace, labels: configuration.workload.labels),
+            logger: logger
+        )
         self.environment = ProxyEnvironment(
             configuration: configuration,
             credentials: credentials,
             tracker: ConnectionTracker(),
+            policies: policies,
+            liveFlows: LiveFlows(),
             logger: logger
         )
+        self.policyWatcher = PolicyWatcher(directory: configuration.policies.directory) { [environment] in
+            if environment.policies.reload() {
+                let revoked = environment.liveFlows.revoke(under: environment.policies.current)
+                if revoked > 0 {
+                    logger.warning("policy change revoked live flows", metadata: ["revoked": "\(revoked)"])
+                }
+            }
+        }
     }
+
+    private let policyWatcher: PolicyWatcher
+
+    /// Errors of policy files whose current version is refused (their last good version
+    /// is in force).
+    public var policyErrors: [LocatedError] { environment.policies.errors }
+
+    /// Inbound flows admitted by policy and still open.
+    public var liveFlowCount: Int { environment.liveFlows.count }
 
     /// The identity source, so callers can trigger a reload check.
     public var credentials: TLSCredentialsSource { environment.credentials }
@@ -57,9 +83,11 @@ public final class ProxyServer: Service, Sendable {
     /// Live downstream connections.
     public var activeConnections: Int { environment.tracker.count }
 
-    /// Binds every listener.
+    /// Loads the policies, starts watching them, and binds every listener.
     public func start() async throws -> BoundAddresses {
         let environment = self.environment
+        environment.policies.reload()
+        policyWatcher.start()
         let inbound = try await bind(configuration.inbound.listen) { channel in
             try channel.pipeline.syncOperations.addHandlers(
                 MeshTLSHandler(
@@ -183,6 +211,7 @@ public final class ProxyServer: Service, Sendable {
             return value
         }
         for channel in channels { try? await channel.close() }
+        policyWatcher.stop()
         let seconds = drain ?? configuration.timeouts.drain
         let live = environment.tracker.count
         logger.info("draining", metadata: ["connections": "\(live)", "deadline_seconds": "\(seconds)"])

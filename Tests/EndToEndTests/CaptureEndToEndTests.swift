@@ -105,8 +105,7 @@ import Testing
         _ directory: String,
         identity: String,
         routes: String,
-        outboundMode: String = "REGISTRY_ONLY",
-        plaintextPorts: String = "[]"
+        outboundMode: String = "REGISTRY_ONLY"
     ) -> String {
         """
         identity:
@@ -118,7 +117,7 @@ import Testing
           outbound: [127.0.0.1:15001, "[::1]:15001"]
           inbound: [0.0.0.0:15006, "[::]:15006"]
           outboundMode: \(outboundMode)
-          plaintextPorts: \(plaintextPorts)
+        policies: {directory: \(directory)/policies-\(identity)}
         routes: \(routes)
         """
     }
@@ -146,8 +145,22 @@ import Testing
             """
         try sidecarConfig(directory, identity: "client", routes: routes)
             .write(toFile: "\(directory)/a.yaml", atomically: true, encoding: .utf8)
-        try sidecarConfig(directory, identity: "app", routes: "[]", plaintextPorts: "[8081]")
+        try sidecarConfig(directory, identity: "app", routes: "[]")
             .write(toFile: "\(directory)/b.yaml", atomically: true, encoding: .utf8)
+        // b admits a's sidecar on the app port, and plaintext peers on 8081 only.
+        try FileManager.default.createDirectory(atPath: "\(directory)/policies-app", withIntermediateDirectories: true)
+        try """
+        apiVersion: beemesh.io/v1
+        kind: MeshPolicy
+        metadata: {name: app, namespace: default}
+        spec:
+          action: ALLOW
+          rules:
+            - from: [{identities: ["spiffe://capture.test/ns/default/sa/client"]}]
+              to: [{ports: [\(Self.appPort)]}]
+            - from: [{unauthenticated: true}]
+              to: [{ports: [8081]}]
+        """.write(toFile: "\(directory)/policies-app/app.yaml", atomically: true, encoding: .utf8)
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a])
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.b])
 
@@ -187,7 +200,7 @@ import Testing
         let plaintext = try dial(lab, from: lab.a, as: Self.proxyUser, lab.addressB, Self.appPort, client: client)
         #expect(plaintext.status == 4, "\(plaintext)")
 
-        // ... except on a port b admits plaintext on (capture.plaintextPorts).
+        // ... except on a port where b's policy admits unauthenticated peers.
         let openLog = "\(directory)/b-open.log"
         try lab.start(in: lab.b, [NamespaceLab.python, app, "8081", openLog], log: openLog + ".out")
         try lab.waitForListener(in: lab.b, port: 8081)
@@ -212,8 +225,8 @@ import Testing
         #expect(logA.contains("original_dst=[\(lab.addressB6)]:\(Self.appPort)"), "\(logA)")
         #expect(logA.contains("original_dst=\(lab.addressB):9999") && logA.contains("REGISTRY_ONLY"), "\(logA)")
         let logB = try String(contentsOfFile: "\(directory)/b.log", encoding: .utf8)
-        #expect(logB.contains("refused plaintext inbound connection: mTLS required"), "\(logB)")
-        #expect(logB.contains("plaintext inbound connection admitted"), "\(logB)")
+        #expect(logB.contains("refused plaintext inbound connection: no policy admits"), "\(logB)")
+        #expect(logB.contains("plaintext inbound connection admitted by policy"), "\(logB)")
     }
 
     @Test func withoutAProxyTheConnectionFailsAndNoPlaintextLeaves() async throws {

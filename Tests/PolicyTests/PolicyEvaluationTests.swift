@@ -179,6 +179,16 @@ import Testing
         )
         let opaque = broad.evaluate(PolicyRequest(peer: Self.peer("ns/ops/sa/tool"), port: 5432))
         #expect(opaque.description == "deny by shop/no-admin#0")
+        // A caller that cannot decide requests gets no HTTP ports: HTTP ALLOW rules
+        // admit nothing, HTTP DENY rules hold.
+        let connectionOnly = PolicySet(
+            try! MeshPolicy.parse(Self.documents, file: "t"),
+            for: Self.workload,
+            decidesRequests: false
+        )
+        #expect(connectionOnly.httpPorts.isEmpty)
+        let web = PolicyRequest(peer: Self.peer("ns/shop/sa/web"), port: 8443)
+        #expect(connectionOnly.evaluate(web).description == "deny by shop/no-admin#0")
     }
 
     @Test func patterns() throws {

@@ -130,3 +130,24 @@ import Testing
         #expect(update.changed && library.policies.isEmpty)
     }
 }
+
+/// The examples shipped in policies/ stay valid.
+@Suite struct ShippedPolicyTests {
+    @Test func repositoryExamplesLoad() {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        var library = PolicyLibrary()
+        let update = library.update(PolicyDirectory.read(root.path + "/policies"))
+        #expect(update.rejected.isEmpty, "\(update.rejected)")
+        #expect(
+            library.policies.map(\.reference).sorted() == [
+                "shop/default-deny", "shop/orders", "shop/orders-api-reads", "shop/payments-dry-run",
+            ]
+        )
+        let orders = PolicySet(library.policies, for: Workload(namespace: "shop", labels: ["app": "orders"]))
+        let frontend = PeerIdentity("spiffe://example.org/ns/shop/sa/frontend")
+        #expect(orders.evaluate(PolicyRequest(peer: frontend, port: 8080)).description == "allow by shop/orders#0")
+        let retired = PeerIdentity("spiffe://example.org/ns/shop/sa/retired-batch")
+        #expect(orders.evaluate(PolicyRequest(peer: retired, port: 8080)).description == "deny by shop/default-deny#0")
+    }
+}

@@ -54,7 +54,7 @@ extension ProxyConfiguration {
         }
         let reader = ConfigNode(node: root, path: "", file: file)
         let top = try reader.mapping(allowed: [
-            "identity", "inbound", "routes", "capture", "timeouts", "workers", "logLevel",
+            "identity", "inbound", "routes", "capture", "workload", "policies", "timeouts", "workers", "logLevel",
         ])
 
         let identityNode = try top.required("identity")
@@ -130,7 +130,7 @@ extension ProxyConfiguration {
         }
 
         if let captureNode = top.optional("capture") {
-            let map = try captureNode.mapping(allowed: ["outbound", "inbound", "outboundMode", "plaintextPorts"])
+            let map = try captureNode.mapping(allowed: ["outbound", "inbound", "outboundMode"])
             if let node = map.optional("outbound") {
                 configuration.capture.outbound = try node.sequence().map { item throws(ConfigurationError) in
                     try item.hostPort()
@@ -141,11 +141,6 @@ extension ProxyConfiguration {
                     try item.hostPort()
                 }
             }
-            if let node = map.optional("plaintextPorts") {
-                configuration.capture.plaintextPorts = try node.sequence().map { item throws(ConfigurationError) in
-                    try item.port()
-                }
-            }
             if let node = map.optional("outboundMode") {
                 let text = try node.string()
                 guard let mode = OutboundMode(rawValue: text) else {
@@ -154,6 +149,16 @@ extension ProxyConfiguration {
                 }
                 configuration.capture.outboundMode = mode
             }
+        }
+
+        if let workloadNode = top.optional("workload") {
+            let map = try workloadNode.mapping(allowed: ["namespace", "labels"])
+            if let node = map.optional("namespace") { configuration.workload.namespace = try node.string() }
+            if let node = map.optional("labels") { configuration.workload.labels = try node.labels() }
+        }
+        if let policiesNode = top.optional("policies") {
+            let map = try policiesNode.mapping(allowed: ["directory"])
+            if let node = map.optional("directory") { configuration.policies.directory = try node.string() }
         }
 
         if let timeoutsNode = top.optional("timeouts") {
@@ -234,6 +239,19 @@ private struct ConfigNode {
         let text = try string()
         guard let value = HostPort(text) else { throw error("'\(text)' is not host:port") }
         return value
+    }
+
+    /// A mapping of string keys to string values.
+    func labels() throws(ConfigurationError) -> [String: String] {
+        guard let mapping = node.mapping else { throw error("must be a mapping") }
+        var labels: [String: String] = [:]
+        for (key, value) in mapping {
+            guard let key = key.string, let value = value.scalar?.string else {
+                throw error("labels are string keys and string values")
+            }
+            labels[key] = value
+        }
+        return labels
     }
 
     /// `{network: 10.0.0.12, port: 8080}`: an address or CIDR, and an optional port.

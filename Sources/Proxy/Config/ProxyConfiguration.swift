@@ -67,10 +67,8 @@ public struct ProxyConfiguration: Sendable, Equatable {
         public var outbound: [HostPort] = []
         /// Inbound plaintext capture, conventionally `0.0.0.0:15006` and `[::]:15006`:
         /// peers that did not come through a sidecar.
+        /// Each one is admitted only where a policy allows unauthenticated peers.
         public var inbound: [HostPort] = []
-        /// App ports that admit such unauthenticated peers (relayed in plaintext to
-        /// `inbound.appAddress`). Empty (the default): every one is refused.
-        public var plaintextPorts: [UInt16] = []
         public var outboundMode = OutboundMode.registryOnly
     }
 
@@ -97,6 +95,23 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var inbound = Inbound()
     public var routes: [Route] = []
     public var capture = CaptureListeners()
+
+    /// The workload this sidecar serves, as policies select it.
+    public struct Workload: Sendable, Equatable {
+        /// Default: the namespace of the sidecar's own SPIFFE ID (`…/ns/<namespace>/…`).
+        public var namespace: String?
+        public var labels: [String: String] = [:]
+    }
+
+    /// Where policies come from. Every inbound connection is decided by them: with no
+    /// policy that allows it, a connection is denied.
+    public struct Policies: Sendable, Equatable {
+        /// Every `*.yaml`, `*.yml`, `*.json` in it; watched, changes apply within a second.
+        public var directory = "/etc/beemesh/policies"
+    }
+
+    public var workload = Workload()
+    public var policies = Policies()
     public var timeouts = Timeouts()
     /// Event-loop threads. Default 1 (a sidecar shares its pod's CPU with the app).
     public var workers = 1

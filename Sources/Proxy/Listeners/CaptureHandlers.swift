@@ -1,6 +1,7 @@
 import Logging
 import Metrics
 import NIOCore
+import Policy
 
 /// A connection nftables redirected to the outbound capture listener: recovers the
 /// destination the app dialled and hands the connection to the route that matches it
@@ -122,11 +123,11 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
 extension CapturedOutboundHandler: Sendable {}
 
 /// A plaintext connection nftables redirected to the inbound capture listener: a peer
-/// that did not come through a sidecar. It reaches the app only on a port listed in
-/// `capture.plaintextPorts` (relayed to `inbound.appAddress` at the port it dialled);
-/// everywhere else it is logged with the port it wanted and closed, so by default the
-/// pod's ports are reachable only over mTLS. The proxy's own listening ports are never
-/// admitted.
+/// that did not come through a sidecar. It reaches the app (at `inbound.appAddress`
+/// and the port it dialled) only where a policy allows unauthenticated peers on that
+/// port; everywhere else it is logged with the port it wanted and closed, so by
+/// default the pod's ports are reachable only over mTLS. The proxy's own listening
+/// ports are never admitted.
 final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
@@ -149,11 +150,18 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
                 return
             }
             handler.logger[metadataKey: "original_dst"] = "\(CapturedOutboundHandler.format(destination))"
-            let configuration = handler.environment.configuration
-            guard configuration.capture.plaintextPorts.contains(UInt16(port)),
-                !handler.environment.listenerPorts.contains(port)
-            else {
-                handler.refuse("mTLS required on this port", context: context)
+            guard !handler.environment.listenerPorts.contains(port) else {
+                handler.refuse("a port of the proxy itself", context: context)
+                return
+            }
+            let decision = handler.environment.decide(
+                PolicyRequest(peer: nil, port: UInt16(port)),
+                channel: context.channel,
+                logger: handler.logger
+            )
+            handler.logger[metadataKey: "policy"] = "\(decision.policyLabel)"
+            guard decision.isAllowed else {
+                handler.refuse("no policy admits unauthenticated peers here (\(decision))", context: context)
                 return
             }
             handler.admit(port: port, context: context)
@@ -179,7 +187,7 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
                         app.close(promise: nil)
                         return
                     }
-                    handler.logger.info("plaintext inbound connection admitted (capture.plaintextPorts)")
+                    handler.logger.info("plaintext inbound connection admitted by policy")
                     Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "plaintext")])
                         .increment()
                     RelayHandler.join(

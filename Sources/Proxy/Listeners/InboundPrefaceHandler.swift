@@ -4,6 +4,7 @@ import MeshTLS
 import Metrics
 import NIOCore
 import NIOPosix
+import Policy
 
 /// The server half of the mTLS hop, after the handshake: reads the client's preface,
 /// checks it against what this workload serves, connects to the app on
@@ -117,6 +118,17 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         }
         guard environment.admitsAppPort(request.port) else {
             deny(.portNotAllowed, context: context)
+            return
+        }
+        let decision = environment.decide(
+            PolicyRequest(peer: peer.flatMap { PeerIdentity($0.description) }, port: request.port),
+            channel: context.channel,
+            logger: logger
+        )
+        logger[metadataKey: "policy"] = "\(decision.policyLabel)"
+        guard decision.isAllowed else {
+            logger.warning("denied by policy", metadata: ["decision": "\(decision)"])
+            deny(.policyDenied, context: context)
             return
         }
         state = .connecting

@@ -1,14 +1,18 @@
 import Logging
 import MeshTLS
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import Policy
 
 /// What every connection handler needs from the running proxy.
 struct ProxyEnvironment: Sendable {
     let configuration: ProxyConfiguration
     let credentials: TLSCredentialsSource
     let tracker: ConnectionTracker
+    let policies: PolicyStore
+    let liveFlows: LiveFlows
     let logger: Logger
     /// The ports this proxy listens on, as bound.
     let listenerPorts = ListenerPorts()
@@ -30,6 +34,23 @@ struct ProxyEnvironment: Sendable {
             .channelOption(.writeBufferWaterMark, value: RelayChannelOptions.writeBufferWaterMark)
             .channelOption(.recvAllocator, value: RelayChannelOptions.receiveAllocator)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+    }
+
+    /// Decides a connection by the policies in force; an admitted one is registered so
+    /// that a policy change can revoke it.
+    func decide(_ request: PolicyRequest, channel: any Channel, logger: Logger) -> PolicyDecision {
+        let decision = policies.current.evaluate(request)
+        Counter(
+            label: "beemesh_policy_decisions_total",
+            dimensions: [("verdict", decision.verdict.rawValue), ("policy", decision.policyLabel)]
+        ).increment()
+        for audit in decision.audits {
+            logger.info("audit rule matched", metadata: ["audit": "\(audit)", "decision": "\(decision)"])
+        }
+        if decision.isAllowed {
+            liveFlows.register(channel, request: request, logger: logger)
+        }
+        return decision
     }
 
     var handshakeTimeout: TimeAmount { .seconds(configuration.timeouts.handshake) }

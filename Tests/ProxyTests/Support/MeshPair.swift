@@ -13,6 +13,18 @@ final class MeshPair {
     let client: ProxyServer
     let serverAddresses: ProxyServer.BoundAddresses
     let clientAddresses: ProxyServer.BoundAddresses
+    /// The server's policy directory.
+    let policyDirectory: String
+
+    /// Admits every peer of the `default` namespace (the pair's two identities).
+    static let allowDefaultNamespace = """
+        apiVersion: beemesh.io/v1
+        kind: MeshPolicy
+        metadata: {name: allow-default, namespace: default}
+        spec:
+          action: ALLOW
+          rules: [{from: [{namespaces: [default]}]}]
+        """
 
     static let logger: Logger = {
         var logger = Logger(label: "beemesh-test")
@@ -24,9 +36,11 @@ final class MeshPair {
     /// - Parameters:
     ///   - routes: (service, app port) pairs, each becoming a route on the client side.
     ///   - allowedPorts: the server's `inbound.ports`.
+    ///   - policies: the server's first policy file.
     init(
         routes: [(service: String, port: Int)],
         allowedPorts: [Int],
+        policies: String = MeshPair.allowDefaultNamespace,
         idle: String = "1h",
         serverInboundPort: Int = 0
     ) async throws {
@@ -39,8 +53,12 @@ final class MeshPair {
             to: directory + "/frontend"
         )
 
+        policyDirectory = directory + "/policies"
+        try FileManager.default.createDirectory(atPath: policyDirectory, withIntermediateDirectories: true)
+        try policies.write(toFile: policyDirectory + "/00-pair.yaml", atomically: true, encoding: .utf8)
         let serverYAML = """
             identity: {certificate: \(directory)/orders/cert.pem, privateKey: \(directory)/orders/key.pem, trustBundle: \(directory)/orders/bundle.pem}
+            policies: {directory: \(policyDirectory)}
             inbound: {listen: 127.0.0.1:\(serverInboundPort), services: [orders.default], ports: [\(allowedPorts.map(String.init).joined(separator: ", "))]}
             timeouts: {idle: \(idle)}
             """
