@@ -102,6 +102,7 @@ let package = Package(
         .executableTarget(
             name: "beectl",
             dependencies: [
+                "Policy",
                 "MeshIdentity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
