@@ -109,7 +109,16 @@ let package = Package(
         ),
         .target(
             name: "MeshTestSupport",
+            dependencies: ["Policy"],
             path: "Tests/MeshTestSupport"
+        ),
+        .executableTarget(
+            name: "beemesh-bench",
+            dependencies: [
+                "MeshTestSupport",
+                "Policy",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .testTarget(
             name: "CaptureTests",

@@ -156,20 +156,24 @@ public struct IdentityPattern: Sendable, Equatable, CustomStringConvertible {
     public let description: String
 
     public init(parsing text: String) throws(PolicyPatternError) {
-        guard text.hasPrefix("spiffe://") else {
+        let scheme = "spiffe://"
+        guard text.utf8.starts(with: scheme.utf8) else {
             throw PolicyPatternError("'\(text)' is not a SPIFFE ID pattern (spiffe://trust-domain/path, * per segment)")
         }
-        let rest = text.dropFirst("spiffe://".count)
-        let parts = rest.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        guard let domain = parts.first, !domain.isEmpty, !domain.contains("*") else {
+        let parts = text.utf8.dropFirst(scheme.utf8.count).split(
+            separator: UInt8(ascii: "/"),
+            omittingEmptySubsequences: false
+        )
+        guard let domain = parts.first, !domain.isEmpty, !domain.contains(UInt8(ascii: "*")) else {
             throw PolicyPatternError("'\(text)': the trust domain must be written out (no *)")
         }
-        let path = Array(parts.dropFirst())
-        guard !path.isEmpty, path.allSatisfy({ !$0.isEmpty && ($0 == "*" || !$0.contains("*")) }) else {
+        let star = UInt8(ascii: "*")
+        let path = parts.dropFirst()
+        guard !path.isEmpty, path.allSatisfy({ !$0.isEmpty && ($0.elementsEqual([star]) || !$0.contains(star)) }) else {
             throw PolicyPatternError("'\(text)': path segments must be non-empty, and * stands alone in its segment")
         }
-        trustDomain = domain
-        segments = path
+        trustDomain = String(Substring(domain))
+        segments = path.map { String(Substring($0)) }
         description = text
     }
 

@@ -3,6 +3,12 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
     public let trustDomain: String
     public let segments: [String]
     public let description: String
+    /// `ns/<namespace>/…`: the namespace of a workload identity.
+    public let namespace: String?
+    /// The identity and namespace as index keys, hashed once per peer rather than once
+    /// per decision.
+    let identityKey: IndexKey
+    let namespaceKey: IndexKey?
 
     /// From a SPIFFE ID such as `spiffe://example.org/ns/shop/sa/frontend`; nil when it
     /// is not one.
@@ -13,11 +19,13 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
         trustDomain = String(domain)
         segments = parts.dropFirst().map(String.init)
         description = spiffeID
+        namespace = segments.count >= 2 && segments[0] == "ns" ? segments[1] : nil
+        identityKey = IndexKey(spiffeID)
+        namespaceKey = namespace.map(IndexKey.init)
     }
 
-    /// `ns/<namespace>/…`: the namespace of a workload identity.
-    public var namespace: String? {
-        segments.count >= 2 && segments[0] == "ns" ? segments[1] : nil
+    public static func == (left: PeerIdentity, right: PeerIdentity) -> Bool {
+        left.description == right.description
     }
 
     /// `name.namespace` for `ns/<namespace>/sa/<name>`.
@@ -25,6 +33,21 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
         guard segments.count == 4, segments[0] == "ns", segments[2] == "sa" else { return nil }
         return "\(segments[3]).\(segments[1])"
     }
+}
+
+/// A string key whose hash is computed once.
+struct IndexKey: Hashable, Sendable {
+    let text: String
+    let hash: Int
+
+    init(_ text: String) {
+        self.text = text
+        self.hash = text.hashValue
+    }
+
+    func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+
+    static func == (left: IndexKey, right: IndexKey) -> Bool { left.hash == right.hash && left.text == right.text }
 }
 
 /// What a decision is about: the peer, the port it asked for, and, on HTTP ports,

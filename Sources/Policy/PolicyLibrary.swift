@@ -1,3 +1,5 @@
+import Foundation
+
 /// Every policy file of a directory with the last version of it that parsed.
 ///
 /// Pure: it is handed file contents and keeps state. A file that fails to parse keeps
@@ -10,6 +12,8 @@ public struct PolicyLibrary: Sendable {
         public var policies: [MeshPolicy]?
         /// Why the current version is refused (nil: the current version is in force).
         public var error: LocatedError?
+        /// The text last parsed: an unchanged file is not parsed again.
+        var text: String?
     }
 
     /// What changed in one update.
@@ -43,19 +47,22 @@ public struct PolicyLibrary: Sendable {
             files[name] = nil
             update.removed.append(name)
         }
-        // Parse every file first, so that a duplicate across files can be refused.
-        for name in contents.keys.sorted() {
+        // Parse every file first (on every core: files are independent), so that a
+        // duplicate across files can be refused.
+        let names = contents.keys.sorted().filter { name in
+            guard case .success(let text) = contents[name]!, let file = files[name] else { return true }
+            return file.text != text
+        }
+        let parsed = Self.parseConcurrently(names.map { contents[$0]! }, names: names)
+        for (name, result) in zip(names, parsed) {
             var file = files[name] ?? File(policies: nil, error: nil)
-            switch contents[name]! {
+            if case .success(let text) = contents[name]! { file.text = text }
+            switch result {
             case .failure(let error):
                 file.error = error
-            case .success(let text):
-                do {
-                    file.policies = try MeshPolicy.parse(text, file: name)
-                    file.error = nil
-                } catch {
-                    file.error = error
-                }
+            case .success(let policies):
+                file.policies = policies
+                file.error = nil
             }
             files[name] = file
         }
@@ -70,6 +77,7 @@ public struct PolicyLibrary: Sendable {
                     reason: "policy \(clash.reference) is already defined in \(owners[clash.reference]!)"
                 )
                 files[name]?.policies = nil
+                files[name]?.text = nil  // parse it again once the clash is gone
                 continue
             }
             for policy in policies { owners[policy.reference] = name }
@@ -84,4 +92,35 @@ public struct PolicyLibrary: Sendable {
         update.changed = policies != before
         return update
     }
+
+    private static func parseConcurrently(
+        _ inputs: [Result<String, LocatedError>],
+        names: [String]
+    ) -> [Result<[MeshPolicy], LocatedError>] {
+        let results = ResultSlots(count: inputs.count)
+        DispatchQueue.concurrentPerform(iterations: inputs.count) { index in
+            let result: Result<[MeshPolicy], LocatedError>
+            switch inputs[index] {
+            case .failure(let error): result = .failure(error)
+            case .success(let text):
+                result = Result { () throws(LocatedError) in try MeshPolicy.parse(text, file: names[index]) }
+            }
+            results.set(index, result)
+        }
+        return results.values
+    }
+}
+
+/// One slot per file, written by the parsing threads, each its own.
+private final class ResultSlots: @unchecked Sendable {
+    private let lock = NSLock()
+    private var slots: [Result<[MeshPolicy], LocatedError>?]
+
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+
+    func set(_ index: Int, _ value: Result<[MeshPolicy], LocatedError>) {
+        lock.withLock { slots[index] = value }
+    }
+
+    var values: [Result<[MeshPolicy], LocatedError>] { lock.withLock { slots.map { $0! } } }
 }

@@ -15,28 +15,41 @@
 /// DENY rule that needs HTTP denies on opaque ports (fail closed); on HTTP ports the
 /// connection is admitted so that each request can be decided.
 public struct PolicySet: Sendable {
-    struct CompiledRule: Sendable {
+    /// A class, so that looking at a candidate costs one reference, not a copy of
+    /// every array in the rule.
+    final class CompiledRule: Sendable {
         let match: PolicyDecision.Match
         let action: MeshPolicy.Action
         let rule: MeshPolicy.Rule
         let needsHTTP: Bool
+
+        init(match: PolicyDecision.Match, action: MeshPolicy.Action, rule: MeshPolicy.Rule, needsHTTP: Bool) {
+            self.match = match
+            self.action = action
+            self.rule = rule
+            self.needsHTTP = needsHTTP
+        }
     }
 
-    /// Candidate rule indices per action.
-    struct Index: Sendable {
-        var exact: [ExactKey: [Int]] = [:]
-        var byPort: [UInt16: [Int]] = [:]
-        var anyPort: [Int] = []
-    }
-
-    struct ExactKey: Hashable, Sendable {
-        var identity: String
-        /// 0: any port.
+    /// Where a rule is listed: the peers it can match (one exact identity, one
+    /// namespace, or anyone) and the port (0: any port).
+    struct ScopeKey: Hashable, Sendable {
+        var scope: Int32
         var port: UInt16
     }
 
+    /// Scope 0: rules that can match a peer of any namespace.
+    static let generalScope: Int32 = 0
+
     private let rules: [CompiledRule]
-    private let indices: [MeshPolicy.Action: Index]
+    /// Candidate rules (indices into `rules`, ascending, every action) per scope and port.
+    private let candidates: [ScopeKey: [Int32]]
+    /// Scopes of rules whose every peer is an exact SPIFFE ID: a hit means the peer
+    /// already matched.
+    private let identityScopes: [IndexKey: Int32]
+    /// Scopes of rules whose every peer is confined to known namespaces (`namespaces:`,
+    /// services, identity patterns with the namespace written out).
+    private let namespaceScopes: [IndexKey: Int32]
     /// Ports whose connections are parsed as HTTP/1.1 and decided per request.
     public let httpPorts: Set<UInt16>
     /// The policies that select this workload, in load order.
@@ -54,7 +67,15 @@ public struct PolicySet: Sendable {
     ) {
         policies = all.filter { $0.selects(workload) }
         var rules: [CompiledRule] = []
-        var indices: [MeshPolicy.Action: Index] = [:]
+        var candidates: [ScopeKey: [Int32]] = [:]
+        var identityScopes: [IndexKey: Int32] = [:]
+        var namespaceScopes: [IndexKey: Int32] = [:]
+        var nextScope = Self.generalScope
+        func list(_ index: Int, scope: Int32, ports: [UInt16]?) {
+            for port in Set(ports ?? [0]) {
+                candidates[ScopeKey(scope: scope, port: port), default: []].append(Int32(index))
+            }
+        }
         var httpPorts = extraHTTPPorts
         for policy in policies {
             for (number, rule) in policy.rules.enumerated() {
@@ -71,31 +92,41 @@ public struct PolicySet: Sendable {
                 let ports: [UInt16]? =
                     rule.to.isEmpty || rule.to.contains { $0.ports.isEmpty } ? nil : rule.to.flatMap(\.ports)
                 if needsHTTP, let ports { httpPorts.formUnion(ports) }
-                let exactIdentities: [String]? =
-                    rule.from.isEmpty
-                    ? nil
-                    : rule.from.allSatisfy { peer in
+                let exactOnly =
+                    !rule.from.isEmpty
+                    && rule.from.allSatisfy { peer in
                         !peer.unauthenticated && peer.namespaces.isEmpty && peer.services.isEmpty
                             && !peer.identities.isEmpty && peer.identities.allSatisfy(\.isExact)
-                    } ? rule.from.flatMap { $0.identities.map(\.description) } : nil
-                var entry = indices[policy.action, default: Index()]
-                switch (exactIdentities, ports) {
-                case (let identities?, let ports):
-                    for identity in Set(identities) {
-                        for port in Set(ports ?? [0]) {
-                            entry.exact[ExactKey(identity: identity, port: port), default: []].append(index)
-                        }
                     }
-                case (nil, let ports?):
-                    for port in Set(ports) { entry.byPort[port, default: []].append(index) }
-                case (nil, nil):
-                    entry.anyPort.append(index)
+                if exactOnly {
+                    for identity in Set(rule.from.flatMap { $0.identities.map { IndexKey($0.description) } }) {
+                        let scope =
+                            identityScopes[identity]
+                            ?? {
+                                nextScope += 1; return nextScope
+                            }()
+                        identityScopes[identity] = scope
+                        list(index, scope: scope, ports: ports)
+                    }
+                } else if let namespaces = Self.namespaces(of: rule) {
+                    for namespace in namespaces.map(IndexKey.init) {
+                        let scope =
+                            namespaceScopes[namespace]
+                            ?? {
+                                nextScope += 1; return nextScope
+                            }()
+                        namespaceScopes[namespace] = scope
+                        list(index, scope: scope, ports: ports)
+                    }
+                } else {
+                    list(index, scope: Self.generalScope, ports: ports)
                 }
-                indices[policy.action] = entry
             }
         }
         self.rules = rules
-        self.indices = indices
+        self.candidates = candidates
+        self.identityScopes = identityScopes
+        self.namespaceScopes = namespaceScopes
         self.httpPorts = decidesRequests ? httpPorts : []
     }
 
@@ -104,60 +135,119 @@ public struct PolicySet: Sendable {
 
     public func evaluate(_ request: PolicyRequest) -> PolicyDecision {
         let httpPort = httpPorts.contains(request.port)
-        let deny = firstMatch(.deny, request, httpPort: httpPort)
-        var auditIndices: [Int] = []
-        forEachCandidate(.audit, request) { index in
-            if matches(rules[index], request, httpPort: httpPort, deciding: .audit) {
-                auditIndices.append(index)
-            }
-            return true
+        var firstDeny = Int.max
+        var firstAllow = Int.max
+        var audits: [Int] = []
+        func visit(_ scope: Int32, peerMatched: Bool) {
+            visit(scope, port: request.port, peerMatched: peerMatched)
+            if request.port != 0 { visit(scope, port: 0, peerMatched: peerMatched) }
         }
-        let audits = Set(auditIndices).sorted().map { rules[$0].match }
-        if let deny {
+        func visit(_ scope: Int32, port: UInt16, peerMatched: Bool) {
+            guard let list = candidates[ScopeKey(scope: scope, port: port)] else { return }
+            do {
+                for candidate in list {
+                    let index = Int(candidate)
+                    let rule = rules[index]
+                    switch rule.action {
+                    case .deny where index < firstDeny:
+                        if matches(rule, request, httpPort: httpPort, deciding: .deny, peerMatched: peerMatched) {
+                            firstDeny = index
+                        }
+                    case .allow where index < firstAllow && index < firstDeny:
+                        if matches(rule, request, httpPort: httpPort, deciding: .allow, peerMatched: peerMatched) {
+                            firstAllow = index
+                        }
+                    case .audit:
+                        if matches(rule, request, httpPort: httpPort, deciding: .audit, peerMatched: peerMatched) {
+                            audits.append(index)
+                        }
+                    default:
+                        break
+                    }
+                }
+            }
+        }
+        if let peer = request.peer {
+            if let scope = identityScopes[peer.identityKey] { visit(scope, peerMatched: true) }
+            if let namespace = peer.namespaceKey, let scope = namespaceScopes[namespace] {
+                visit(scope, peerMatched: false)
+            }
+        }
+        visit(Self.generalScope, peerMatched: false)
+        let audited = audits.isEmpty ? [] : Set(audits).sorted().map { rules[$0].match }
+        if firstDeny != .max {
+            return PolicyDecision(verdict: .deny, decidedBy: rules[firstDeny].match, audits: audited)
+        }
+        if firstAllow != .max {
+            return PolicyDecision(verdict: .allow, decidedBy: rules[firstAllow].match, audits: audited)
+        }
+        return PolicyDecision(verdict: .deny, decidedBy: nil, audits: audited)
+    }
+
+    /// The same decision without the index: every rule, in load order. The reference
+    /// the index is tested against, and the baseline of `tools/bench policy`.
+    public func evaluateWithoutIndex(_ request: PolicyRequest) -> PolicyDecision {
+        let httpPort = httpPorts.contains(request.port)
+        func first(_ action: MeshPolicy.Action) -> Int? {
+            rules.indices.first {
+                rules[$0].action == action && matches(rules[$0], request, httpPort: httpPort, deciding: action)
+            }
+        }
+        let audits = rules.indices.filter {
+            rules[$0].action == .audit && matches(rules[$0], request, httpPort: httpPort, deciding: .audit)
+        }.map { rules[$0].match }
+        if let deny = first(.deny) {
             return PolicyDecision(verdict: .deny, decidedBy: rules[deny].match, audits: audits)
         }
-        if let allow = firstMatch(.allow, request, httpPort: httpPort) {
+        if let allow = first(.allow) {
             return PolicyDecision(verdict: .allow, decidedBy: rules[allow].match, audits: audits)
         }
         return PolicyDecision(verdict: .deny, decidedBy: nil, audits: audits)
     }
 
-    private func firstMatch(_ action: MeshPolicy.Action, _ request: PolicyRequest, httpPort: Bool) -> Int? {
-        var best: Int?
-        forEachCandidate(action, request) { index in
-            if let best, best < index { return true }
-            if matches(rules[index], request, httpPort: httpPort, deciding: action) { best = index }
-            return true
-        }
-        return best
-    }
-
-    /// Calls `body` with every rule of `action` that could match, in no set order.
-    private func forEachCandidate(_ action: MeshPolicy.Action, _ request: PolicyRequest, _ body: (Int) -> Bool) {
-        guard let index = indices[action] else { return }
-        if let peer = request.peer, !index.exact.isEmpty {
-            for port in [request.port, 0] {
-                for candidate in index.exact[ExactKey(identity: peer.description, port: port)] ?? [] {
-                    guard body(candidate) else { return }
-                }
+    /// The namespaces a rule's peers must belong to, when every `from` entry pins them;
+    /// nil when some entry admits a peer of any namespace (or an unauthenticated one).
+    static func namespaces(of rule: MeshPolicy.Rule) -> Set<String>? {
+        guard !rule.from.isEmpty else { return nil }
+        var all: Set<String> = []
+        for peer in rule.from {
+            guard !peer.unauthenticated else { return nil }
+            var pinned: Set<String>?
+            func narrow(_ names: Set<String>) {
+                pinned = pinned.map { $0.intersection(names) } ?? names
             }
+            if !peer.namespaces.isEmpty { narrow(Set(peer.namespaces)) }
+            if !peer.services.isEmpty {
+                narrow(Set(peer.services.compactMap { $0.split(separator: ".", maxSplits: 1).last.map(String.init) }))
+            }
+            if !peer.identities.isEmpty {
+                var names: Set<String> = []
+                for pattern in peer.identities {
+                    guard pattern.segments.count >= 2, pattern.segments[0] == "ns", pattern.segments[1] != "*" else {
+                        names = []
+                        break
+                    }
+                    names.insert(pattern.segments[1])
+                }
+                if !names.isEmpty { narrow(names) }
+            }
+            guard let pinned else { return nil }
+            all.formUnion(pinned)
         }
-        for candidate in index.byPort[request.port] ?? [] {
-            guard body(candidate) else { return }
-        }
-        for candidate in index.anyPort {
-            guard body(candidate) else { return }
-        }
+        return all
     }
 
     private func matches(
         _ compiled: CompiledRule,
         _ request: PolicyRequest,
         httpPort: Bool,
-        deciding action: MeshPolicy.Action
+        deciding action: MeshPolicy.Action,
+        peerMatched: Bool = false
     ) -> Bool {
         let rule = compiled.rule
-        if rule.from.isEmpty {
+        if peerMatched {
+            // Listed under the peer's exact identity: `from` already holds.
+        } else if rule.from.isEmpty {
             guard request.peer != nil else { return false }
         } else if !rule.from.contains(where: { Self.matches($0, request.peer) }) {
             return false

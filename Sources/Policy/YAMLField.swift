@@ -76,13 +76,16 @@ public struct YAMLField {
 
     public func mapping(allowed: Set<String>) throws(LocatedError) -> YAMLMapping {
         guard let mapping = node.mapping else { throw error("must be a mapping") }
+        var pairs: [(key: String, value: Node)] = []
+        pairs.reserveCapacity(mapping.count)
         for (key, value) in mapping {
             guard let name = key.string else { throw error("keys must be strings") }
             guard allowed.contains(name) else {
                 throw child(value, name).error("unknown field (known: \(allowed.sorted().joined(separator: ", ")))")
             }
+            pairs.append((name, value))
         }
-        return YAMLMapping(owner: self, mapping: mapping)
+        return YAMLMapping(owner: self, pairs: pairs)
     }
 
     public func sequence() throws(LocatedError) -> [YAMLField] {
@@ -126,10 +129,17 @@ public struct YAMLField {
 /// The keys of a mapping, read with their paths.
 public struct YAMLMapping {
     public let owner: YAMLField
-    let mapping: Node.Mapping
+    /// The pairs with their keys as strings: a policy mapping has a handful of keys, so
+    /// a scan beats hashing (and Yams' own subscript builds a node per lookup).
+    private let pairs: [(key: String, value: Node)]
+
+    init(owner: YAMLField, pairs: [(key: String, value: Node)]) {
+        self.owner = owner
+        self.pairs = pairs
+    }
 
     public func optional(_ key: String) -> YAMLField? {
-        mapping[key].map { owner.child($0, key) }
+        pairs.first { $0.key == key }.map { owner.child($0.value, key) }
     }
 
     public func required(_ key: String) throws(LocatedError) -> YAMLField {

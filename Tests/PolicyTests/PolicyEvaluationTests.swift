@@ -1,3 +1,4 @@
+import MeshTestSupport
 import Testing
 
 @testable import Policy
@@ -205,5 +206,28 @@ import Testing
         #expect(try PathPattern(parsing: "/api/*").matches("/api/a/b/c"))
         #expect(try !PathPattern(parsing: "/api").matches("/api/"))
         #expect(throws: PolicyPatternError.self) { try PathPattern(parsing: "api/*") }
+    }
+}
+
+/// The index never changes a decision: on a large generated set, every request gets
+/// what a linear scan of all rules gives.
+@Suite struct PolicyIndexTests {
+    @Test(arguments: [1 as UInt64, 2])
+    func indexedDecisionsEqualTheLinearScan(seed: UInt64) {
+        var synthetic = SyntheticPolicies(policies: 100, rulesPerPolicy: 10, seed: seed)
+        let set = PolicySet(synthetic.policies, for: synthetic.workload)
+        var allowed = 0
+        for number in 0..<1000 {
+            let request = synthetic.nextRequest()
+            let indexed = set.evaluate(request)
+            let reference = set.evaluateWithoutIndex(request)
+            if indexed != reference {
+                Issue.record("seed \(seed), request \(number) \(request): \(indexed) vs \(reference)")
+                return
+            }
+            if indexed.isAllowed { allowed += 1 }
+        }
+        // Both outcomes occur, so the comparison covers allows, denies and audits.
+        #expect(allowed > 5 && allowed < 995, "\(allowed) allowed")
     }
 }
