@@ -9,6 +9,8 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
     /// per decision.
     let identityKey: IndexKey
     let namespaceKey: IndexKey?
+    /// The last path segment (the service account of `ns/<ns>/sa/<name>`).
+    let lastSegmentKey: IndexKey?
 
     /// From a SPIFFE ID such as `spiffe://example.org/ns/shop/sa/frontend`; nil when it
     /// is not one.
@@ -22,6 +24,7 @@ public struct PeerIdentity: Sendable, Equatable, CustomStringConvertible {
         namespace = segments.count >= 2 && segments[0] == "ns" ? segments[1] : nil
         identityKey = IndexKey(spiffeID)
         namespaceKey = namespace.map(IndexKey.init)
+        lastSegmentKey = segments.last.map(IndexKey.init)
     }
 
     public static func == (left: PeerIdentity, right: PeerIdentity) -> Bool {

@@ -50,6 +50,9 @@ public struct PolicySet: Sendable {
     /// Scopes of rules whose every peer is confined to known namespaces (`namespaces:`,
     /// services, identity patterns with the namespace written out).
     private let namespaceScopes: [IndexKey: Int32]
+    /// Scopes of the remaining rules whose every peer is an identity pattern with its
+    /// last segment written out (`ns/*/sa/monitor`), by that segment.
+    private let lastSegmentScopes: [IndexKey: Int32]
     /// Ports whose connections are parsed as HTTP/1.1 and decided per request.
     public let httpPorts: Set<UInt16>
     /// The policies that select this workload, in load order.
@@ -70,6 +73,7 @@ public struct PolicySet: Sendable {
         var candidates: [ScopeKey: [Int32]] = [:]
         var identityScopes: [IndexKey: Int32] = [:]
         var namespaceScopes: [IndexKey: Int32] = [:]
+        var lastSegmentScopes: [IndexKey: Int32] = [:]
         var nextScope = Self.generalScope
         func list(_ index: Int, scope: Int32, ports: [UInt16]?) {
             for port in Set(ports ?? [0]) {
@@ -118,6 +122,12 @@ public struct PolicySet: Sendable {
                         namespaceScopes[namespace] = scope
                         list(index, scope: scope, ports: ports)
                     }
+                } else if let lastSegments = Self.lastSegments(of: rule) {
+                    for segment in lastSegments.map(IndexKey.init) {
+                        let scope = lastSegmentScopes[segment] ?? { nextScope += 1; return nextScope }()
+                        lastSegmentScopes[segment] = scope
+                        list(index, scope: scope, ports: ports)
+                    }
                 } else {
                     list(index, scope: Self.generalScope, ports: ports)
                 }
@@ -127,6 +137,7 @@ public struct PolicySet: Sendable {
         self.candidates = candidates
         self.identityScopes = identityScopes
         self.namespaceScopes = namespaceScopes
+        self.lastSegmentScopes = lastSegmentScopes
         self.httpPorts = decidesRequests ? httpPorts : []
     }
 
@@ -170,6 +181,9 @@ public struct PolicySet: Sendable {
         if let peer = request.peer {
             if let scope = identityScopes[peer.identityKey] { visit(scope, peerMatched: true) }
             if let namespace = peer.namespaceKey, let scope = namespaceScopes[namespace] {
+                visit(scope, peerMatched: false)
+            }
+            if let segment = peer.lastSegmentKey, let scope = lastSegmentScopes[segment] {
                 visit(scope, peerMatched: false)
             }
         }
@@ -233,6 +247,22 @@ public struct PolicySet: Sendable {
             }
             guard let pinned else { return nil }
             all.formUnion(pinned)
+        }
+        return all
+    }
+
+    /// The last path segments a rule's peers must end with, when every `from` entry is
+    /// identity patterns only, each with its last segment written out.
+    static func lastSegments(of rule: MeshPolicy.Rule) -> Set<String>? {
+        guard !rule.from.isEmpty else { return nil }
+        var all: Set<String> = []
+        for peer in rule.from {
+            guard !peer.unauthenticated, peer.namespaces.isEmpty, peer.services.isEmpty, !peer.identities.isEmpty
+            else { return nil }
+            for pattern in peer.identities {
+                guard let last = pattern.segments.last, last != "*" else { return nil }
+                all.insert(last)
+            }
         }
         return all
     }
