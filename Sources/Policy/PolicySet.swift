@@ -124,7 +124,11 @@ public struct PolicySet: Sendable {
                     }
                 } else if let lastSegments = Self.lastSegments(of: rule) {
                     for segment in lastSegments.map(IndexKey.init) {
-                        let scope = lastSegmentScopes[segment] ?? { nextScope += 1; return nextScope }()
+                        let scope =
+                            lastSegmentScopes[segment]
+                            ?? {
+                                nextScope += 1; return nextScope
+                            }()
                         lastSegmentScopes[segment] = scope
                         list(index, scope: scope, ports: ports)
                     }
