@@ -96,14 +96,12 @@ struct PolicyCommand: ParsableCommand {
             if method != nil || path != nil {
                 http = PolicyRequest.HTTP(method: method ?? "GET", path: Substring(path ?? "/"))
             }
-            let set = PolicySet(library.policies, for: workload, decidesRequests: http != nil)
+            let set = PolicySet(library.policies, for: workload)
+            if http != nil && !set.httpPorts.contains(UInt16(port)) {
+                print("note: no HTTP rule names port \(port): sidecars treat it as opaque TCP and decide connections")
+            }
             let decision = set.evaluate(PolicyRequest(peer: peer, port: UInt16(port), http: http))
             print(decision.description)
-            if http != nil {
-                let connection = PolicySet(library.policies, for: workload, decidesRequests: false)
-                    .evaluate(PolicyRequest(peer: peer, port: UInt16(port)))
-                print("note: sidecars decide connections only for now; this connection: \(connection)")
-            }
             if !decision.isAllowed { throw ExitCode(1) }
         }
     }

@@ -30,6 +30,8 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
     private var peer: SpiffeID?
     private var timeout: Scheduled<Void>?
     private var inputEndedWhileConnecting = false
+    /// The connection-level request the policy admitted (peer and port).
+    private var admittedRequest: PolicyRequest?
 
     init(environment: ProxyEnvironment) {
         self.environment = environment
@@ -120,17 +122,15 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
             deny(.portNotAllowed, context: context)
             return
         }
-        let decision = environment.decide(
-            PolicyRequest(peer: peer.flatMap { PeerIdentity($0.description) }, port: request.port),
-            channel: context.channel,
-            logger: logger
-        )
+        let policyRequest = PolicyRequest(peer: peer.flatMap { PeerIdentity($0.description) }, port: request.port)
+        let decision = environment.decide(policyRequest, channel: context.channel, logger: logger)
         logger[metadataKey: "policy"] = "\(decision.policyLabel)"
         guard decision.isAllowed else {
             logger.warning("denied by policy", metadata: ["decision": "\(decision)"])
             deny(.policyDenied, context: context)
             return
         }
+        admittedRequest = policyRequest
         state = .connecting
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         environment.relayClientBootstrap(on: context.eventLoop)
@@ -163,9 +163,26 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         do {
             try app.pipeline.syncOperations.addHandler(appSide)
             let pipeline = context.pipeline.syncOperations
+            // On an HTTP port every request is decided on its own, between TLS and relay.
+            let gate = admittedRequest.flatMap { request in
+                environment.policies.current.httpPorts.contains(request.port)
+                    ? HTTPPolicyGate(
+                        peer: request.peer,
+                        port: request.port,
+                        policies: environment.policies,
+                        logger: logger
+                    )
+                    : nil
+            }
+            if let gate { try pipeline.addHandler(gate) }
             try pipeline.addHandler(meshSide)
             if buffered.readableBytes > 0 {
-                app.writeAndFlush(buffered, promise: nil)
+                if gate != nil {
+                    context.fireChannelRead(NIOAny(buffered))
+                    context.fireChannelReadComplete()
+                } else {
+                    app.writeAndFlush(buffered, promise: nil)
+                }
                 buffered = ByteBuffer()
             }
             if inputEndedWhileConnecting {

@@ -38,8 +38,7 @@ final class PolicyStore: Sendable {
         let (update, set) = state.withLockedValue { state -> (PolicyLibrary.Update, PolicySet) in
             let update = state.library.update(contents)
             if update.changed {
-                // Requests are not parsed yet: rules about HTTP requests fail closed.
-                state.set = PolicySet(state.library.policies, for: workload, decidesRequests: false)
+                state.set = PolicySet(state.library.policies, for: workload)
             }
             return (update, state.set)
         }

@@ -60,15 +60,18 @@ final class RelayHandler: ChannelDuplexHandler {
     /// nothing was read from either yet: installs the pair, removes the handler that
     /// owns `context` (the one that set the connection up) and starts reading. Closes
     /// both when the pair cannot be installed.
+    /// `gate`, when given, goes between the downstream connection and its relay side.
     static func join(
         _ context: ChannelHandlerContext,
         to upstream: any Channel,
         idleTimeout: TimeAmount,
-        logger: Logger
+        logger: Logger,
+        gate: (any ChannelHandler)? = nil
     ) {
         let (downstreamSide, upstreamSide) = pair(idleTimeout: idleTimeout, logger: logger)
         do {
             try upstream.pipeline.syncOperations.addHandler(upstreamSide)
+            if let gate { try context.pipeline.syncOperations.addHandler(gate) }
             try context.pipeline.syncOperations.addHandler(downstreamSide)
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         } catch {

@@ -35,6 +35,38 @@ enum TestApp {
         }
     }
 
+    /// A minimal HTTP/1.1 server for requests without bodies: answers every request head
+    /// with `200` and a body naming the method and path it saw (none for HEAD).
+    final class HTTPResponder: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        private var pending = ""
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            pending += String(buffer: unwrapInboundIn(data))
+            while let end = pending.range(of: "\r\n\r\n") {
+                let head = pending[..<end.lowerBound]
+                let requestLine = head.split(separator: "\r\n").first.map(String.init) ?? ""
+                pending = String(pending[end.upperBound...])
+                let parts = requestLine.split(separator: " ")
+                let body = parts.count >= 2 ? "saw \(parts[0]) \(parts[1])\n" : "saw ?\n"
+                // A HEAD response announces the body it does not carry.
+                let response =
+                    "HTTP/1.1 200 OK\r\ncontent-length: \(body.utf8.count)\r\n\r\n"
+                    + (parts.first == "HEAD" ? "" : body)
+                context.write(wrapOutboundOut(ByteBuffer(string: response)), promise: nil)
+            }
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) {
+            context.flush()
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            context.close(promise: nil)
+        }
+    }
+
     /// Reads the whole request (until the client half-closes), then answers with its
     /// length and closes: only correct if half-close is carried end to end.
     final class ReadAllThenReply: ChannelInboundHandler {

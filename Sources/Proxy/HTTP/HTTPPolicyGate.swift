@@ -1,0 +1,221 @@
+import Logging
+import Metrics
+import NIOCore
+import Policy
+
+/// Decides every HTTP/1.1 request of an admitted connection on an HTTP port, between
+/// the mTLS handler and the relay of the mesh side.
+///
+/// Requests (inbound) are framed by `HTTPMessageParser`; an allowed request's bytes go
+/// on to the app unchanged, a denied one's are dropped and it is answered `403` by the
+/// gate. Responses (outbound, from the app) are framed too, so that each 403 is written
+/// exactly where its request's response belongs, after the responses of the requests
+/// before it, however deeply the client pipelines: keep-alive connections stay usable.
+/// A request that cannot be framed is never forwarded: it gets `400` (when no response
+/// is pending) and the connection closes. A `101 Switching Protocols` turns the gate
+/// into a pass-through.
+final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// One request's place in the response order.
+    private enum Slot {
+        case forwarded
+        case denied(closeAfter: Bool)
+    }
+
+    /// The methods of forwarded requests, for framing their responses (HEAD has no
+    /// body), shared with the response parser.
+    private final class ForwardedMethods {
+        var methods: [String] = []
+        var next = 0
+    }
+
+    private let peer: PeerIdentity?
+    private let port: UInt16
+    private let policies: PolicyStore
+    private var logger: Logger
+    private var requests = HTTPMessageParser.requests()
+    private var responses: HTTPMessageParser
+    private let forwarded = ForwardedMethods()
+    private var slots: [Slot] = []
+    private var droppingCurrent = false
+    private var interimResponse = false
+    private var tunnel = false
+    private var closing = false
+
+    init(peer: PeerIdentity?, port: UInt16, policies: PolicyStore, logger: Logger) {
+        self.peer = peer
+        self.port = port
+        self.policies = policies
+        self.logger = logger
+        let methods = forwarded
+        responses = HTTPMessageParser { head throws(HTTPFramingError) in
+            let status = Int(head.first) ?? 0
+            if (100..<200).contains(status) { return .none }  // interim: the final response follows
+            let method = methods.next < methods.methods.count ? methods.methods[methods.next] : "GET"
+            methods.next += 1
+            if method == "HEAD" || status == 204 || status == 304 { return .none }
+            do throws(HTTPFramingError) {
+                let framing = try HTTPMessageParser.requestFraming(head)
+                return framing == .none && head.header("content-length") == nil ? .untilClose : framing
+            } catch {
+                // A transfer coding other than chunked: the body runs until close.
+                guard error.code == .unsupportedTransferEncoding else { throw error }
+                return .untilClose
+            }
+        }
+    }
+
+    // MARK: requests, peer → app
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let input = unwrapInboundIn(data)
+        guard !tunnel else {
+            context.fireChannelRead(data)
+            return
+        }
+        guard !closing else { return }
+        switch requests.feed(input) {
+        case .failure(let error):
+            refuse(error, context: context)
+        case .success(let pieces):
+            for piece in pieces {
+                switch piece {
+                case .head(let head, let bytes):
+                    decide(head, bytes: bytes, context: context)
+                case .body(let bytes):
+                    if !droppingCurrent { context.fireChannelRead(wrapInboundOut(bytes)) }
+                case .end:
+                    droppingCurrent = false
+                }
+            }
+        }
+    }
+
+    private func decide(_ head: HTTPHead, bytes: ByteBuffer, context: ChannelHandlerContext) {
+        let path = head.second.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        let http = PolicyRequest.HTTP(
+            method: head.first,
+            path: path,
+            host: head.header("host"),
+            headers: head.headers
+        )
+        let decision = policies.current.evaluate(PolicyRequest(peer: peer, port: port, http: http))
+        Counter(
+            label: "beemesh_http_policy_decisions_total",
+            dimensions: [("verdict", decision.verdict.rawValue), ("policy", decision.policyLabel)]
+        ).increment()
+        for audit in decision.audits {
+            logger.info(
+                "audit rule matched",
+                metadata: ["audit": "\(audit)", "method": "\(head.first)", "path": "\(path)"]
+            )
+        }
+        if decision.isAllowed {
+            slots.append(.forwarded)
+            forwarded.methods.append(head.first)
+            droppingCurrent = false
+            context.fireChannelRead(wrapInboundOut(bytes))
+            return
+        }
+        logger.warning(
+            "HTTP request denied by policy",
+            metadata: ["method": "\(head.first)", "path": "\(path)", "decision": "\(decision)"]
+        )
+        droppingCurrent = true
+        // A client that waits for 100 Continue may or may not send its body after a
+        // final answer: the stream cannot be framed after that, so the connection ends.
+        let waitsForContinue = head.header("expect")?.lowercased() == "100-continue"
+        slots.append(.denied(closeAfter: !head.keepAlive || waitsForContinue))
+        answerDenied(context: context)
+    }
+
+    private func refuse(_ error: HTTPFramingError, context: ChannelHandlerContext) {
+        logger.warning("HTTP request refused: cannot be framed", metadata: ["error": "\(error)"])
+        Counter(label: "beemesh_http_parse_errors_total", dimensions: [("reason", error.code.rawValue)]).increment()
+        closing = true
+        if slots.isEmpty {
+            write(status: "400 Bad Request", body: "bad request\n", closeAfter: true, context: context)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    /// Writes the 403s whose turn has come (every response before them is complete).
+    private func answerDenied(context: ChannelHandlerContext) {
+        while case .denied(let closeAfter) = slots.first {
+            slots.removeFirst()
+            write(status: "403 Forbidden", body: "RBAC: access denied\n", closeAfter: closeAfter, context: context)
+            if closeAfter {
+                closing = true
+                return
+            }
+        }
+    }
+
+    private func write(status: String, body: String, closeAfter: Bool, context: ChannelHandlerContext) {
+        var response = context.channel.allocator.buffer(capacity: 128)
+        response.writeString(
+            "HTTP/1.1 \(status)\r\ncontent-type: text/plain\r\ncontent-length: \(body.utf8.count)\r\n"
+                + (closeAfter ? "connection: close\r\n" : "") + "\r\n" + body
+        )
+        if closeAfter {
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(response)).whenComplete { _ in bound.value.close(promise: nil) }
+        } else {
+            context.writeAndFlush(wrapOutboundOut(response), promise: nil)
+        }
+    }
+
+    // MARK: responses, app → peer
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let output = unwrapOutboundIn(data)
+        guard !tunnel, output.readableBytes > 0 else {
+            context.write(data, promise: promise)
+            return
+        }
+        switch responses.feed(output) {
+        case .failure(let error):
+            // The app's answer cannot be framed: pass it on, and end the connection
+            // after it (a later 403 could not be placed).
+            logger.warning("HTTP response cannot be framed; closing after it", metadata: ["error": "\(error)"])
+            context.write(data, promise: promise)
+            closing = true
+            context.flush()
+            context.close(promise: nil)
+        case .success(let pieces):
+            var pendingPromise = promise
+            for piece in pieces {
+                switch piece {
+                case .head(let head, let bytes):
+                    interimResponse = head.first.hasPrefix("1") && head.first != "101"
+                    if head.first == "101" { tunnel = true }
+                    context.write(wrapOutboundOut(bytes), promise: nil)
+                case .body(let bytes):
+                    context.write(wrapOutboundOut(bytes), promise: nil)
+                case .end:
+                    if interimResponse {
+                        interimResponse = false
+                        continue
+                    }
+                    if case .forwarded = slots.first { slots.removeFirst() }
+                    answerDenied(context: context)
+                }
+            }
+            // Everything of this write has been handed on; its promise follows the last piece.
+            let done = context.eventLoop.makePromise(of: Void.self)
+            context.write(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: done)
+            if let promise = pendingPromise {
+                done.futureResult.cascade(to: promise)
+                pendingPromise = nil
+            }
+        }
+    }
+}
+
+@available(*, unavailable)
+extension HTTPPolicyGate: Sendable {}
