@@ -48,6 +48,7 @@ public final class ProxyServer: Service, Sendable {
         let policies = PolicyStore(
             directory: configuration.policies.directory,
             workload: Workload(namespace: namespace, labels: configuration.workload.labels),
+            httpPorts: Set(configuration.policies.httpPorts),
             logger: logger
         )
         self.environment = ProxyEnvironment(

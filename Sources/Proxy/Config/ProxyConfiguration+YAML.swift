@@ -157,8 +157,13 @@ extension ProxyConfiguration {
             if let node = map.optional("labels") { configuration.workload.labels = try node.labels() }
         }
         if let policiesNode = top.optional("policies") {
-            let map = try policiesNode.mapping(allowed: ["directory"])
+            let map = try policiesNode.mapping(allowed: ["directory", "httpPorts"])
             if let node = map.optional("directory") { configuration.policies.directory = try node.string() }
+            if let node = map.optional("httpPorts") {
+                configuration.policies.httpPorts = try node.sequence().map { item throws(ConfigurationError) in
+                    try item.port()
+                }
+            }
         }
 
         if let timeoutsNode = top.optional("timeouts") {

@@ -108,6 +108,9 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public struct Policies: Sendable, Equatable {
         /// Every `*.yaml`, `*.yml`, `*.json` in it; watched, changes apply within a second.
         public var directory = "/etc/beemesh/policies"
+        /// App ports whose requests are decided one by one as HTTP/1.1, in addition to
+        /// those that a policy's HTTP rules name.
+        public var httpPorts: [UInt16] = []
     }
 
     public var workload = Workload()

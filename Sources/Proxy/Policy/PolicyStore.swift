@@ -15,14 +15,16 @@ final class PolicyStore: Sendable {
 
     let directory: String
     let workload: Workload
+    let httpPorts: Set<UInt16>
     private let state: NIOLockedValueBox<State>
     private let logger: Logger
 
-    init(directory: String, workload: Workload, logger: Logger) {
+    init(directory: String, workload: Workload, httpPorts: Set<UInt16> = [], logger: Logger) {
         self.directory = directory
         self.workload = workload
+        self.httpPorts = httpPorts
         self.logger = logger
-        self.state = NIOLockedValueBox(State(set: PolicySet([], for: workload)))
+        self.state = NIOLockedValueBox(State(set: PolicySet([], for: workload, httpPorts: httpPorts)))
     }
 
     /// The set decisions use now.
@@ -38,7 +40,7 @@ final class PolicyStore: Sendable {
         let (update, set) = state.withLockedValue { state -> (PolicyLibrary.Update, PolicySet) in
             let update = state.library.update(contents)
             if update.changed {
-                state.set = PolicySet(state.library.policies, for: workload)
+                state.set = PolicySet(state.library.policies, for: workload, httpPorts: httpPorts)
             }
             return (update, state.set)
         }
