@@ -31,13 +31,14 @@ let package = Package(
             pkgConfig: "libnftnl",
             providers: [.apt(["libnftnl-dev", "libmnl-dev"])]
         ),
+        .target(name: "MeshNet"),
         .target(
             name: "Capture",
-            dependencies: ["CNetfilter"]
+            dependencies: ["CNetfilter", "MeshNet"]
         ),
         .target(
             name: "Policy",
-            dependencies: [.product(name: "Yams", package: "Yams")]
+            dependencies: ["MeshNet", .product(name: "Yams", package: "Yams")]
         ),
         .target(
             name: "MeshIdentity",
@@ -58,6 +59,7 @@ let package = Package(
             name: "Proxy",
             dependencies: [
                 "Capture",
+                "MeshNet",
                 "MeshIdentity",
                 "Policy",
                 "MeshTLS",
@@ -122,11 +124,11 @@ let package = Package(
         ),
         .testTarget(
             name: "CaptureTests",
-            dependencies: ["Capture", "MeshTestSupport"]
+            dependencies: ["Capture", "MeshNet", "MeshTestSupport"]
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Capture", "MeshIdentity", "MeshTestSupport"]
+            dependencies: ["Capture", "MeshIdentity", "MeshNet", "MeshTestSupport"]
         ),
         .testTarget(
             name: "PolicyTests",
@@ -152,6 +154,7 @@ let package = Package(
             name: "ProxyTests",
             dependencies: [
                 "Capture",
+                "MeshNet",
                 "Proxy",
                 "MeshIdentity",
                 "MeshTLS",

@@ -1,3 +1,5 @@
+import MeshNet
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Darwin)

@@ -1,3 +1,5 @@
+import MeshNet
+
 /// The nftables rules of one pod, as plain values: what `capture install` applies in
 /// one netlink batch and what the tests compare with `nft -j list ruleset`.
 ///

@@ -1,4 +1,5 @@
 import CNetfilter
+import MeshNet
 
 #if canImport(Glibc)
     import Glibc

@@ -1,3 +1,4 @@
+import MeshNet
 import Testing
 
 @testable import Capture
@@ -28,7 +29,7 @@ import Testing
         #expect {
             try IPNetwork(parsing: text)
         } throws: { error in
-            (error as? CaptureOptionError)?.description.contains(message) == true
+            (error as? IPNetworkError)?.description.contains(message) == true
         }
     }
 

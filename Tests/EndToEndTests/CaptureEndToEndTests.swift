@@ -1,5 +1,6 @@
 import Capture
 import Foundation
+import MeshNet
 import MeshTestSupport
 import Testing
 

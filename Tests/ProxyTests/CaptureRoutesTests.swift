@@ -1,4 +1,5 @@
 import Capture
+import MeshNet
 import NIOCore
 import Testing
 

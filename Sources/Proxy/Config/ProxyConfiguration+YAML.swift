@@ -2,6 +2,7 @@ import Capture
 import Foundation
 import Logging
 import MeshIdentity
+import MeshNet
 import Yams
 
 /// A configuration that cannot be used, located as precisely as the YAML allows.
@@ -266,7 +267,7 @@ private struct ConfigNode {
         let network: IPNetwork
         do {
             network = try IPNetwork(parsing: try networkNode.string())
-        } catch let failure as CaptureOptionError {
+        } catch let failure as IPNetworkError {
             throw networkNode.error(failure.description)
         } catch let failure as ConfigurationError {
             throw failure

@@ -1,6 +1,7 @@
 import Capture
 import Logging
 import MeshIdentity
+import MeshNet
 
 /// The sidecar's configuration: `beemesh-proxy run --config FILE` (YAML).
 ///

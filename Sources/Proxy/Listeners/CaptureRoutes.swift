@@ -1,4 +1,5 @@
 import Capture
+import MeshNet
 import NIOCore
 
 /// Which route a captured connection belongs to, by the destination the app dialled.

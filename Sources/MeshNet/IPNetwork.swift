@@ -21,20 +21,20 @@ public struct IPNetwork: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses `10.0.0.0/8`, `fd00::/8`, `192.0.2.7`. Host bits must be zero, so that a
     /// typo such as `10.1.0.0/8` is refused rather than silently widened.
-    public init(parsing text: String) throws(CaptureOptionError) {
+    public init(parsing text: String) throws(IPNetworkError) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count <= 2, let addressText = parts.first, !addressText.isEmpty else {
-            throw CaptureOptionError("'\(text)' is not an address or CIDR (expected e.g. 10.0.0.0/8 or fd00::/8)")
+            throw IPNetworkError("'\(text)' is not an address or CIDR (expected e.g. 10.0.0.0/8 or fd00::/8)")
         }
         guard let (family, value) = Self.parseAddress(String(addressText)) else {
-            throw CaptureOptionError("'\(text)': '\(addressText)' is not an IPv4 or IPv6 address")
+            throw IPNetworkError("'\(text)': '\(addressText)' is not an IPv4 or IPv6 address")
         }
         var prefix = family.bitCount
         if parts.count == 2 {
             guard let length = Int(parts[1]), (0...family.bitCount).contains(length),
                 parts[1].allSatisfy(\.isASCII)
             else {
-                throw CaptureOptionError(
+                throw IPNetworkError(
                     "'\(text)': prefix length must be a number from 0 to \(family.bitCount)"
                 )
             }
@@ -43,19 +43,19 @@ public struct IPNetwork: Sendable, Hashable, CustomStringConvertible {
         let masked = value & Self.mask(prefix: prefix, family: family)
         guard masked == value else {
             let suggestion = IPNetwork(family: family, base: masked, prefixLength: prefix)
-            throw CaptureOptionError("'\(text)' has host bits set; did you mean \(suggestion)?")
+            throw IPNetworkError("'\(text)' has host bits set; did you mean \(suggestion)?")
         }
         self.init(family: family, base: value, prefixLength: prefix)
     }
 
-    init(family: Family, base: UInt128, prefixLength: Int) {
+    public init(family: Family, base: UInt128, prefixLength: Int) {
         self.family = family
         self.base = base
         self.prefixLength = prefixLength
     }
 
     /// The first address after the network, or nil when it runs to the end of the space.
-    var end: UInt128? {
+    public var end: UInt128? {
         let size = UInt128(1) << (family.bitCount - prefixLength)
         let last = base + (size - 1)
         return last == Self.mask(prefix: family.bitCount, family: family) ? nil : last + 1
@@ -69,20 +69,20 @@ public struct IPNetwork: Sendable, Hashable, CustomStringConvertible {
         "\(Self.format(base, family: family))/\(prefixLength)"
     }
 
-    static func mask(prefix: Int, family: Family) -> UInt128 {
+    public static func mask(prefix: Int, family: Family) -> UInt128 {
         let all: UInt128 = family == .ipv4 ? 0xFFFF_FFFF : .max
         guard prefix > 0 else { return 0 }
         return all & ~((UInt128(1) << (family.bitCount - prefix)) - 1)
     }
 
     /// Big-endian bytes of an address value.
-    static func bytes(_ value: UInt128, family: Family) -> [UInt8] {
+    public static func bytes(_ value: UInt128, family: Family) -> [UInt8] {
         (0..<family.byteCount).map { index in
             UInt8(truncatingIfNeeded: value >> ((family.byteCount - 1 - index) * 8))
         }
     }
 
-    static func value(_ bytes: some Collection<UInt8>) -> UInt128 {
+    public static func value(_ bytes: some Collection<UInt8>) -> UInt128 {
         bytes.reduce(UInt128(0)) { ($0 << 8) | UInt128($1) }
     }
 
@@ -108,37 +108,11 @@ public struct IPNetwork: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// Networks of one family merged into sorted, disjoint `[start, end)` ranges: the
-/// elements of an nftables interval set (the kernel refuses overlapping intervals).
-struct AddressIntervals: Equatable {
-    struct Interval: Equatable {
-        var start: UInt128
-        /// Nil: up to the last address of the family.
-        var end: UInt128?
-    }
+/// An address or network that cannot be parsed.
+public struct IPNetworkError: Error, Equatable, CustomStringConvertible {
+    public let description: String
 
-    let family: IPNetwork.Family
-    private(set) var intervals: [Interval] = []
-
-    init(_ networks: [IPNetwork], family: IPNetwork.Family) {
-        self.family = family
-        let sorted = networks.filter { $0.family == family }.sorted { $0.base < $1.base }
-        for network in sorted {
-            let next = Interval(start: network.base, end: network.end)
-            guard let last = intervals.last else {
-                intervals.append(next)
-                continue
-            }
-            guard let lastEnd = last.end else { continue }  // already runs to the end
-            if next.start <= lastEnd {
-                if let nextEnd = next.end {
-                    intervals[intervals.count - 1].end = max(lastEnd, nextEnd)
-                } else {
-                    intervals[intervals.count - 1].end = nil
-                }
-            } else {
-                intervals.append(next)
-            }
-        }
+    public init(_ description: String) {
+        self.description = description
     }
 }
