@@ -132,7 +132,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PolicyTests",
-            dependencies: ["Policy", "MeshTestSupport"]
+            dependencies: ["Policy", "MeshNet", "MeshTestSupport"]
         ),
         .testTarget(
             name: "MeshIdentityTests",

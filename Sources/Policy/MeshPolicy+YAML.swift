@@ -1,65 +1,102 @@
-extension MeshPolicy {
-    /// Every document of a policy file (`---` separates several; JSON is accepted, as a
-    /// YAML subset). One bad document rejects the whole file, with file, line and field.
-    public static func parse(_ text: String, file: String) throws(LocatedError) -> [MeshPolicy] {
-        var policies: [MeshPolicy] = []
-        var names: Set<String> = []
-        for document in try YAMLField.documents(text, file: file) {
-            let policy = try parse(document)
-            guard names.insert(policy.reference).inserted else {
-                throw document.error("policy \(policy.reference) is defined twice in this file")
-            }
-            policies.append(policy)
-        }
-        return policies
+import MeshNet
+
+/// The documents of one policy file, by kind.
+public struct PolicyDocuments: Sendable, Equatable {
+    public var mesh: [MeshPolicy] = []
+    public var egress: [EgressPolicy] = []
+
+    public init(mesh: [MeshPolicy] = [], egress: [EgressPolicy] = []) {
+        self.mesh = mesh
+        self.egress = egress
     }
 
-    static func parse(_ document: YAMLField) throws(LocatedError) -> MeshPolicy {
-        let top = try document.mapping(allowed: ["apiVersion", "kind", "metadata", "spec"])
-        let version = try top.required("apiVersion")
-        guard try version.string() == "beemesh.io/v1" else {
-            throw version.error("must be beemesh.io/v1, got '\(try version.string())'")
+    /// Every document of a policy file (`---` separates several; JSON is accepted, as a
+    /// YAML subset). One bad document rejects the whole file, with file, line and field.
+    public static func parse(_ text: String, file: String) throws(LocatedError) -> PolicyDocuments {
+        var documents = PolicyDocuments()
+        var names: Set<String> = []
+        for document in try YAMLField.documents(text, file: file) {
+            let top = try document.mapping(allowed: ["apiVersion", "kind", "metadata", "spec"])
+            let version = try top.required("apiVersion")
+            guard try version.string() == "beemesh.io/v1" else {
+                throw version.error("must be beemesh.io/v1, got '\(try version.string())'")
+            }
+            let kind = try top.required("kind")
+            let reference: String
+            switch try kind.string() {
+            case "MeshPolicy":
+                let policy = try MeshPolicy.parse(top, document: document)
+                reference = "MeshPolicy \(policy.reference)"
+                documents.mesh.append(policy)
+            case "EgressPolicy":
+                let policy = try EgressPolicy.parse(top, document: document)
+                reference = "EgressPolicy \(policy.reference)"
+                documents.egress.append(policy)
+            case let other:
+                throw kind.error("unknown kind '\(other)' (MeshPolicy or EgressPolicy)")
+            }
+            guard names.insert(reference).inserted else {
+                throw document.error("\(reference) is defined twice in this file")
+            }
         }
-        let kind = try top.required("kind")
-        switch try kind.string() {
-        case "MeshPolicy": break
-        case "EgressPolicy": throw kind.error("EgressPolicy is not supported by this version of beemesh-proxy")
-        case let other: throw kind.error("unknown kind '\(other)' (MeshPolicy)")
-        }
+        return documents
+    }
+
+    /// `namespace/name` of a document's metadata, checked.
+    static func metadata(_ top: YAMLMapping) throws(LocatedError) -> (name: String, namespace: String) {
         let metadata = try top.required("metadata").mapping(allowed: ["name", "namespace"])
         let name = try metadata.required("name")
         let namespace = try metadata.required("namespace")
         for field in [name, namespace] {
             let text = try field.string()
-            guard Self.isDNSLabel(text) else {
+            guard MeshPolicy.isDNSLabel(text) else {
                 throw field.error("'\(text)' must be a DNS label (a-z, 0-9, '-', at most 63)")
             }
         }
-        let spec = try top.required("spec").mapping(allowed: ["selector", "action", "rules"])
+        return (try name.string(), try namespace.string())
+    }
+
+    static func selector(_ spec: YAMLMapping) throws(LocatedError) -> [String: String] {
         var selector: [String: String] = [:]
-        if let selectorField = spec.optional("selector") {
-            let map = try selectorField.mapping(allowed: ["matchLabels"])
-            if let labels = map.optional("matchLabels") {
-                guard let mapping = labels.node.mapping else { throw labels.error("must be a mapping") }
-                for (key, value) in mapping {
-                    guard let key = key.string, let value = value.scalar?.string else {
-                        throw labels.error("labels are string keys and string values")
-                    }
-                    selector[key] = value
+        guard let selectorField = spec.optional("selector") else { return selector }
+        let map = try selectorField.mapping(allowed: ["matchLabels"])
+        if let labels = map.optional("matchLabels") {
+            guard let mapping = labels.node.mapping else { throw labels.error("must be a mapping") }
+            for (key, value) in mapping {
+                guard let key = key.string, let value = value.scalar?.string else {
+                    throw labels.error("labels are string keys and string values")
                 }
+                selector[key] = value
             }
         }
+        return selector
+    }
+
+    static func action(_ spec: YAMLMapping) throws(LocatedError) -> MeshPolicy.Action {
         let actionField = try spec.required("action")
         let actionText = try actionField.string()
-        guard let action = Action(rawValue: actionText) else {
+        guard let action = MeshPolicy.Action(rawValue: actionText) else {
             throw actionField.error("unknown action '\(actionText)' (ALLOW, DENY or AUDIT)")
         }
+        return action
+    }
+}
+
+extension MeshPolicy {
+    /// The MeshPolicy documents of a policy file (other kinds are parsed and dropped).
+    public static func parse(_ text: String, file: String) throws(LocatedError) -> [MeshPolicy] {
+        try PolicyDocuments.parse(text, file: file).mesh
+    }
+
+    static func parse(_ top: YAMLMapping, document: YAMLField) throws(LocatedError) -> MeshPolicy {
+        let (name, namespace) = try PolicyDocuments.metadata(top)
+        let spec = try top.required("spec").mapping(allowed: ["selector", "action", "rules"])
         let rules = try spec.required("rules").sequence().map { item throws(LocatedError) in try parseRule(item) }
         return MeshPolicy(
-            name: try name.string(),
-            namespace: try namespace.string(),
-            selector: selector,
-            action: action,
+            name: name,
+            namespace: namespace,
+            selector: try PolicyDocuments.selector(spec),
+            action: try PolicyDocuments.action(spec),
             rules: rules,
             source: PolicySource(file: document.file, line: document.line)
         )
@@ -157,5 +194,54 @@ extension MeshPolicy {
     static func isDNSLabel(_ text: String) -> Bool {
         !text.isEmpty && text.utf8.count <= 63 && text.first != "-" && text.last != "-"
             && text.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
+    }
+}
+
+extension EgressPolicy {
+    static func parse(_ top: YAMLMapping, document: YAMLField) throws(LocatedError) -> EgressPolicy {
+        let (name, namespace) = try PolicyDocuments.metadata(top)
+        let spec = try top.required("spec").mapping(allowed: ["selector", "action", "rules"])
+        let rules = try spec.required("rules").sequence().map { item throws(LocatedError) in
+            let rule = try item.mapping(allowed: ["to"])
+            return Rule(
+                to: try rule.required("to").sequence().map { entry throws(LocatedError) in
+                    try parseDestination(entry)
+                }
+            )
+        }
+        return EgressPolicy(
+            name: name,
+            namespace: namespace,
+            selector: try PolicyDocuments.selector(spec),
+            action: try PolicyDocuments.action(spec),
+            rules: rules,
+            source: PolicySource(file: document.file, line: document.line)
+        )
+    }
+
+    private static func parseDestination(_ field: YAMLField) throws(LocatedError) -> Destination {
+        let map = try field.mapping(allowed: ["cidrs", "ports", "hosts"])
+        var destination = Destination()
+        if let cidrs = map.optional("cidrs") {
+            destination.networks = try cidrs.sequence().map { item throws(LocatedError) in
+                do {
+                    return try IPNetwork(parsing: try item.string())
+                } catch let failure as IPNetworkError {
+                    throw item.error(failure.description)
+                } catch let failure as LocatedError {
+                    throw failure
+                } catch {
+                    throw item.error("\(error)")
+                }
+            }
+        }
+        if let ports = map.optional("ports") {
+            destination.ports = try ports.sequence().map { item throws(LocatedError) in try item.port() }
+        }
+        if let hosts = map.optional("hosts") { destination.hosts = try hosts.strings().map { $0.lowercased() } }
+        if destination == Destination() {
+            throw field.error("empty entry: name cidrs, ports or hosts")
+        }
+        return destination
     }
 }

@@ -9,7 +9,8 @@ import Foundation
 public struct PolicyLibrary: Sendable {
     public struct File: Sendable, Equatable {
         /// The last version that parsed (nil: never parsed).
-        public var policies: [MeshPolicy]?
+        public var documents: PolicyDocuments?
+        public var policies: [MeshPolicy]? { documents?.mesh }
         /// Why the current version is refused (nil: the current version is in force).
         public var error: LocatedError?
         /// The text last parsed: an unchanged file is not parsed again.
@@ -29,9 +30,14 @@ public struct PolicyLibrary: Sendable {
 
     public init() {}
 
-    /// The policies in force: files by name, documents in file order.
+    /// The mesh policies in force: files by name, documents in file order.
     public var policies: [MeshPolicy] {
-        files.keys.sorted().flatMap { files[$0]?.policies ?? [] }
+        files.keys.sorted().flatMap { files[$0]?.documents?.mesh ?? [] }
+    }
+
+    /// The egress policies in force, in the same order.
+    public var egressPolicies: [EgressPolicy] {
+        files.keys.sorted().flatMap { files[$0]?.documents?.egress ?? [] }
     }
 
     /// Errors of the files whose current version is refused.
@@ -41,7 +47,7 @@ public struct PolicyLibrary: Sendable {
 
     /// Applies the directory's current contents (file path → text, or the read error).
     public mutating func update(_ contents: [String: Result<String, LocatedError>]) -> Update {
-        let before = policies
+        let before = (policies, egressPolicies)
         var update = Update()
         for name in files.keys where contents[name] == nil {
             files[name] = nil
@@ -55,32 +61,35 @@ public struct PolicyLibrary: Sendable {
         }
         let parsed = Self.parseConcurrently(names.map { contents[$0]! }, names: names)
         for (name, result) in zip(names, parsed) {
-            var file = files[name] ?? File(policies: nil, error: nil)
+            var file = files[name] ?? File(documents: nil, error: nil)
             if case .success(let text) = contents[name]! { file.text = text }
             switch result {
             case .failure(let error):
                 file.error = error
-            case .success(let policies):
-                file.policies = policies
+            case .success(let documents):
+                file.documents = documents
                 file.error = nil
             }
             files[name] = file
         }
         var owners: [String: String] = [:]
         for name in files.keys.sorted() {
-            guard let policies = files[name]?.policies else { continue }
-            if let clash = policies.first(where: { owners[$0.reference] != nil }) {
+            guard let documents = files[name]?.documents else { continue }
+            let references =
+                documents.mesh.map { ("policy \($0.reference)", $0.source.line) }
+                + documents.egress.map { ("egress policy \($0.reference)", $0.source.line) }
+            if let clash = references.first(where: { owners[$0.0] != nil }) {
                 files[name]?.error = LocatedError(
                     file: name,
-                    line: clash.source.line,
+                    line: clash.1,
                     field: "metadata",
-                    reason: "policy \(clash.reference) is already defined in \(owners[clash.reference]!)"
+                    reason: "\(clash.0) is already defined in \(owners[clash.0]!)"
                 )
-                files[name]?.policies = nil
+                files[name]?.documents = nil
                 files[name]?.text = nil  // parse it again once the clash is gone
                 continue
             }
-            for policy in policies { owners[policy.reference] = name }
+            for reference in references { owners[reference.0] = name }
         }
         for name in contents.keys.sorted() {
             if let error = files[name]?.error {
@@ -89,21 +98,21 @@ public struct PolicyLibrary: Sendable {
                 update.loaded.append(name)
             }
         }
-        update.changed = policies != before
+        update.changed = policies != before.0 || egressPolicies != before.1
         return update
     }
 
     private static func parseConcurrently(
         _ inputs: [Result<String, LocatedError>],
         names: [String]
-    ) -> [Result<[MeshPolicy], LocatedError>] {
+    ) -> [Result<PolicyDocuments, LocatedError>] {
         let results = ResultSlots(count: inputs.count)
         DispatchQueue.concurrentPerform(iterations: inputs.count) { index in
-            let result: Result<[MeshPolicy], LocatedError>
+            let result: Result<PolicyDocuments, LocatedError>
             switch inputs[index] {
             case .failure(let error): result = .failure(error)
             case .success(let text):
-                result = Result { () throws(LocatedError) in try MeshPolicy.parse(text, file: names[index]) }
+                result = Result { () throws(LocatedError) in try PolicyDocuments.parse(text, file: names[index]) }
             }
             results.set(index, result)
         }
@@ -114,13 +123,13 @@ public struct PolicyLibrary: Sendable {
 /// One slot per file, written by the parsing threads, each its own.
 private final class ResultSlots: @unchecked Sendable {
     private let lock = NSLock()
-    private var slots: [Result<[MeshPolicy], LocatedError>?]
+    private var slots: [Result<PolicyDocuments, LocatedError>?]
 
     init(count: Int) { slots = Array(repeating: nil, count: count) }
 
-    func set(_ index: Int, _ value: Result<[MeshPolicy], LocatedError>) {
+    func set(_ index: Int, _ value: Result<PolicyDocuments, LocatedError>) {
         lock.withLock { slots[index] = value }
     }
 
-    var values: [Result<[MeshPolicy], LocatedError>] { lock.withLock { slots.map { $0! } } }
+    var values: [Result<PolicyDocuments, LocatedError>] { lock.withLock { slots.map { $0! } } }
 }

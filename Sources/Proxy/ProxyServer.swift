@@ -141,13 +141,7 @@ public final class ProxyServer: Service, Sendable {
                 )
             }
             captureOutbound.append(listener.localAddress!)
-            logger.info(
-                "outbound capture listener up",
-                metadata: [
-                    "address": "\(listener.localAddress!)",
-                    "mode": "\(configuration.capture.outboundMode.rawValue)",
-                ]
-            )
+            logger.info("outbound capture listener up", metadata: ["address": "\(listener.localAddress!)"])
         }
         var captureInbound: [SocketAddress] = []
         for address in configuration.capture.inbound {

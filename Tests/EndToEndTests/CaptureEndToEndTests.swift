@@ -105,8 +105,7 @@ import Testing
     private func sidecarConfig(
         _ directory: String,
         identity: String,
-        routes: String,
-        outboundMode: String = "REGISTRY_ONLY"
+        routes: String
     ) -> String {
         """
         identity:
@@ -117,7 +116,6 @@ import Testing
         capture:
           outbound: [127.0.0.1:15001, "[::1]:15001"]
           inbound: [0.0.0.0:15006, "[::]:15006"]
-          outboundMode: \(outboundMode)
         policies: {directory: \(directory)/policies-\(identity)}
         routes: \(routes)
         """
@@ -192,7 +190,7 @@ import Testing
         let v6 = try dial(lab, from: lab.a, lab.addressB6, Self.appPort, client: client)
         #expect(v6.status == 0 && v6.output == "peer=::ffff:127.0.0.1 got=hello", "\(v6)")
 
-        // REGISTRY_ONLY: a destination no route names is refused by a's sidecar.
+        // A destination no route names is outside the mesh: no egress policy, refused.
         let unknown = try dial(lab, from: lab.a, lab.addressB, 9999, client: client)
         #expect(unknown.status == 4, "\(unknown)")
 
@@ -224,7 +222,10 @@ import Testing
         let logA = try String(contentsOfFile: "\(directory)/a.log", encoding: .utf8)
         #expect(logA.contains("original_dst=\(lab.addressB):\(Self.appPort)"), "\(logA)")
         #expect(logA.contains("original_dst=[\(lab.addressB6)]:\(Self.appPort)"), "\(logA)")
-        #expect(logA.contains("original_dst=\(lab.addressB):9999") && logA.contains("REGISTRY_ONLY"), "\(logA)")
+        #expect(
+            logA.contains("original_dst=\(lab.addressB):9999") && logA.contains("no egress policy allows it"),
+            "\(logA)"
+        )
         let logB = try String(contentsOfFile: "\(directory)/b.log", encoding: .utf8)
         #expect(logB.contains("refused plaintext inbound connection: no policy admits"), "\(logB)")
         #expect(logB.contains("plaintext inbound connection admitted by policy"), "\(logB)")
@@ -265,19 +266,32 @@ import Testing
         #expect(direct.status == 0 && direct.output.hasPrefix("peer=::ffff:\(lab.addressA)"), "\(direct)")
     }
 
-    @Test func allowAnyPassesUnknownDestinationsThroughInPlaintext() async throws {
-        try await blocking { try allowAny() }
+    @Test func anEgressPolicyPassesADestinationOutsideTheMeshThroughInPlaintext() async throws {
+        try await blocking { try egress() }
     }
 
-    private func allowAny() throws {
+    private func egress() throws {
         let lab = try NamespaceLab(subnet: 14)
         defer { lab.tearDown() }
         let (app, client) = try writeScripts(lab)
         let directory = try identities(lab)
         let appLog = directory + "/b-app.log"
         try lab.start(in: lab.b, [NamespaceLab.python, app, "\(Self.appPort)", appLog], log: appLog + ".out")
-        try sidecarConfig(directory, identity: "client", routes: "[]", outboundMode: "ALLOW_ANY")
+        try sidecarConfig(directory, identity: "client", routes: "[]")
             .write(toFile: "\(directory)/a.yaml", atomically: true, encoding: .utf8)
+        // a may reach b's app port outside the mesh, nothing else.
+        try FileManager.default.createDirectory(
+            atPath: "\(directory)/policies-client",
+            withIntermediateDirectories: true
+        )
+        try """
+        apiVersion: beemesh.io/v1
+        kind: EgressPolicy
+        metadata: {name: to-b, namespace: default}
+        spec:
+          action: ALLOW
+          rules: [{to: [{cidrs: ["\(lab.addressB)/32"], ports: [\(Self.appPort)]}]}]
+        """.write(toFile: "\(directory)/policies-client/egress.yaml", atomically: true, encoding: .utf8)
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a])
         try lab.start(
             in: lab.a,
@@ -296,7 +310,13 @@ import Testing
         #expect(counters["outbound: outbound TCP to the proxy"] == 1, "\(counters)")
         #expect(counters["outbound: the proxy's own sockets (uid 1337)"] == 1, "\(counters)")
         let log = try String(contentsOfFile: "\(directory)/a.log", encoding: .utf8)
-        #expect(log.contains("passed through in plaintext (ALLOW_ANY)"), "\(log)")
+        #expect(
+            log.contains("passed through in plaintext (allowed egress)") && log.contains("policy=default/to-b"),
+            "\(log)"
+        )
+        // Another port of the same address: no egress policy allows it.
+        let otherPort = try dial(lab, from: lab.a, lab.addressB, 9999, client: client)
+        #expect(otherPort.status == 4, "\(otherPort)")
     }
 
     @Test func installIsIdempotentRemoveLeavesNothingAndNftAgrees() async throws {

@@ -1,3 +1,4 @@
+import MeshNet
 import MeshTestSupport
 import Testing
 
@@ -229,5 +230,54 @@ import Testing
         }
         // Both outcomes occur, so the comparison covers allows, denies and audits.
         #expect(allowed > 5 && allowed < 995, "\(allowed) allowed")
+    }
+}
+
+/// Destinations outside the mesh.
+@Suite struct EgressEvaluationTests {
+    static let documents = """
+        apiVersion: beemesh.io/v1
+        kind: EgressPolicy
+        metadata: {name: provider, namespace: shop}
+        spec:
+          selector: {matchLabels: {app: orders}}
+          action: ALLOW
+          rules:
+            - to: [{cidrs: [203.0.113.0/24, "2001:db8::/32"], ports: [443]}]
+            - to: [{hosts: [api.example.com]}]
+        ---
+        apiVersion: beemesh.io/v1
+        kind: EgressPolicy
+        metadata: {name: no-metadata-service, namespace: shop}
+        spec:
+          action: DENY
+          rules: [{to: [{cidrs: [169.254.169.254/32]}]}]
+        ---
+        apiVersion: beemesh.io/v1
+        kind: EgressPolicy
+        metadata: {name: no-bad-host, namespace: shop}
+        spec:
+          action: DENY
+          rules: [{to: [{hosts: [evil.example.com], ports: [25]}]}]
+        """
+
+    static func decide(_ host: String, _ port: UInt16, name: String? = nil) throws -> String {
+        let documents = try PolicyDocuments.parse(Self.documents, file: "egress.yaml")
+        let set = EgressSet(documents.egress, for: Workload(namespace: "shop", labels: ["app": "orders"]))
+        let (family, address) = try #require(IPNetwork.parseAddress(host))
+        return set.evaluate(EgressRequest(family: family, address: address, port: port, host: name)).description
+    }
+
+    @Test func egressDecisions() throws {
+        #expect(try Self.decide("203.0.113.9", 443) == "allow by shop/provider#0")
+        #expect(try Self.decide("2001:db8::5", 443) == "allow by shop/provider#0")
+        #expect(try Self.decide("203.0.113.9", 80) == "deny by default-deny")
+        #expect(try Self.decide("198.51.100.1", 443) == "deny by default-deny")
+        #expect(try Self.decide("169.254.169.254", 80) == "deny by shop/no-metadata-service#0")
+        // A rule about DNS names: allows only when the name is known, denies when it is not.
+        #expect(try Self.decide("198.51.100.1", 443, name: "api.example.com") == "allow by shop/provider#1")
+        #expect(try Self.decide("198.51.100.1", 443) == "deny by default-deny")
+        #expect(try Self.decide("203.0.113.9", 25) == "deny by shop/no-bad-host#0")
+        #expect(try Self.decide("203.0.113.9", 25, name: "mail.example.com") == "deny by default-deny")
     }
 }

@@ -72,6 +72,14 @@ import Testing
         ("apiVersion: v2\nkind: MeshPolicy", "p.yaml:1: apiVersion: must be beemesh.io/v1"),
         ("apiVersion: beemesh.io/v1\nkind: Policy", "p.yaml:2: kind: unknown kind 'Policy'"),
         (
+            "apiVersion: beemesh.io/v1\nkind: EgressPolicy\nmetadata: {name: e, namespace: x}\nspec: {action: ALLOW, rules: [{to: [{cidrs: [10.1.0.0/8]}]}]}",
+            "p.yaml:4: spec.rules[0].to[0].cidrs[0]: '10.1.0.0/8' has host bits set"
+        ),
+        (
+            "apiVersion: beemesh.io/v1\nkind: EgressPolicy\nmetadata: {name: e, namespace: x}\nspec: {action: ALLOW, rules: [{to: [{}]}]}",
+            "p.yaml:4: spec.rules[0].to[0]: empty entry"
+        ),
+        (
             "apiVersion: beemesh.io/v1\nkind: MeshPolicy\nmetadata: {name: Bad_Name, namespace: x}",
             "p.yaml:3: metadata.name: 'Bad_Name' must be a DNS label"
         ),
@@ -144,6 +152,7 @@ import Testing
                 "shop/default-deny", "shop/orders", "shop/orders-api-reads", "shop/payments-dry-run",
             ]
         )
+        #expect(library.egressPolicies.map(\.reference) == ["shop/payment-provider"])
         let orders = PolicySet(library.policies, for: Workload(namespace: "shop", labels: ["app": "orders"]))
         let frontend = PeerIdentity("spiffe://example.org/ns/shop/sa/frontend")
         #expect(orders.evaluate(PolicyRequest(peer: frontend, port: 8080)).description == "allow by shop/orders#0")

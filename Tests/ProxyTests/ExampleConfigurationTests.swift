@@ -11,7 +11,7 @@ import Testing
         #expect(configuration.routes.first?.endpoints.count == 2)
         #expect(configuration.inbound.ports == [8080])
         #expect(configuration.routes.first?.match.map(\.port) == [9090, 9090])
-        #expect(configuration.capture.outbound.count == 2 && configuration.capture.outboundMode == .registryOnly)
+        #expect(configuration.capture.outbound.count == 2)
         #expect(configuration.policies.httpPorts == [8080] && configuration.workload.labels == ["app": "orders"])
     }
 }

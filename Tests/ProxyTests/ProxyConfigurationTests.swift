@@ -80,7 +80,7 @@ import Testing
             "routes:\n  - {match: [{network: 10.0.0.1, port: 0}], service: a.b, port: 1, endpoints: [{address: 1.2.3.4:5, identity: spiffe://x/y}]}",
             "proxy.yaml:6: routes[0].match[0].port: port must be 1-65535"
         ),
-        ("capture: {outboundMode: OPEN}", "proxy.yaml:5: capture.outboundMode: unknown mode 'OPEN'"),
+        ("capture: {outboundMode: ALLOW_ANY}", "proxy.yaml:5: capture.outboundMode: unknown field"),
         ("capture: {outbound: [localhost]}", "proxy.yaml:5: capture.outbound[0]: 'localhost' is not host:port"),
     ])
     func errorsNameFileLineAndField(_ extra: String, _ expected: String) {

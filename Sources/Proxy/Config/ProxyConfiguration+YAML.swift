@@ -131,7 +131,7 @@ extension ProxyConfiguration {
         }
 
         if let captureNode = top.optional("capture") {
-            let map = try captureNode.mapping(allowed: ["outbound", "inbound", "outboundMode"])
+            let map = try captureNode.mapping(allowed: ["outbound", "inbound"])
             if let node = map.optional("outbound") {
                 configuration.capture.outbound = try node.sequence().map { item throws(ConfigurationError) in
                     try item.hostPort()
@@ -141,14 +141,6 @@ extension ProxyConfiguration {
                 configuration.capture.inbound = try node.sequence().map { item throws(ConfigurationError) in
                     try item.hostPort()
                 }
-            }
-            if let node = map.optional("outboundMode") {
-                let text = try node.string()
-                guard let mode = OutboundMode(rawValue: text) else {
-                    let names = OutboundMode.allCases.map(\.rawValue).joined(separator: ", ")
-                    throw node.error("unknown mode '\(text)' (one of \(names))")
-                }
-                configuration.capture.outboundMode = mode
             }
         }
 

@@ -52,14 +52,6 @@ public struct ProxyConfiguration: Sendable, Equatable {
         public var port: UInt16?
     }
 
-    /// What the outbound capture listener does with a destination no route matches.
-    public enum OutboundMode: String, Sendable, Equatable, CaseIterable {
-        /// Refused and logged (the default: only mesh services are reachable).
-        case registryOnly = "REGISTRY_ONLY"
-        /// Passed through in plaintext, as the proxy's user (so not captured again), and logged.
-        case allowAny = "ALLOW_ANY"
-    }
-
     /// The listeners nftables redirects to (`beemesh-proxy capture install`). Empty
     /// lists (the default) open none: a proxy used only through `routes`.
     public struct CaptureListeners: Sendable, Equatable {
@@ -70,7 +62,6 @@ public struct ProxyConfiguration: Sendable, Equatable {
         /// peers that did not come through a sidecar.
         /// Each one is admitted only where a policy allows unauthenticated peers.
         public var inbound: [HostPort] = []
-        public var outboundMode = OutboundMode.registryOnly
     }
 
     /// One sidecar serving a route's service, and the identity it must prove.

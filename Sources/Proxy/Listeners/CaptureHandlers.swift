@@ -1,4 +1,5 @@
 import Logging
+import MeshNet
 import Metrics
 import NIOCore
 import Policy
@@ -6,8 +7,9 @@ import Policy
 /// A connection nftables redirected to the outbound capture listener: recovers the
 /// destination the app dialled and hands the connection to the route that matches it
 /// (mTLS to the route's endpoints, as if the app had used the route's listener). A
-/// destination no route matches is refused (`REGISTRY_ONLY`) or passed through in
-/// plaintext (`ALLOW_ANY`); both are logged with the destination.
+/// destination no route matches is outside the mesh: egress policies decide whether it
+/// is passed through in plaintext or refused (the default); both are logged with the
+/// destination and the deciding policy.
 final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
@@ -62,18 +64,39 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             return
         }
-        switch environment.configuration.capture.outboundMode {
-        case .registryOnly:
-            refuse("destination is not a mesh service (REGISTRY_ONLY)", result: "not_in_registry", context: context)
-        case .allowAny:
-            passThrough(to: destination, context: context)
+        // Not a mesh service: egress policies decide (none that allows it: refused).
+        guard let host = destination.ipAddress, let port = destination.port,
+            let (family, address) = IPNetwork.parseAddress(host)
+        else {
+            refuse("destination without an IP address", result: "error", context: context)
+            return
         }
+        let decision = environment.policies.egress.evaluate(
+            EgressRequest(family: family, address: address, port: UInt16(port))
+        )
+        logger[metadataKey: "policy"] = "\(decision.policyLabel)"
+        for audit in decision.audits {
+            logger.info("audit rule matched", metadata: ["audit": "\(audit)", "decision": "\(decision)"])
+        }
+        Counter(
+            label: "beemesh_egress_decisions_total",
+            dimensions: [("verdict", decision.verdict.rawValue), ("policy", decision.policyLabel)]
+        ).increment()
+        guard decision.isAllowed else {
+            refuse(
+                "destination is not a mesh service and no egress policy allows it (\(decision))",
+                result: "egress_denied",
+                context: context
+            )
+            return
+        }
+        passThrough(to: destination, context: context)
     }
 
-    /// ALLOW_ANY: a plaintext connection to the original destination. The proxy's own
-    /// sockets are exempt from capture, so this does not come back here.
+    /// Allowed egress: a plaintext connection to the original destination. The proxy's
+    /// own sockets are exempt from capture, so this does not come back here.
     private func passThrough(to destination: SocketAddress, context: ChannelHandlerContext) {
-        logger.info("outbound connection passed through in plaintext (ALLOW_ANY)")
+        logger.info("outbound connection passed through in plaintext (allowed egress)")
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         environment.relayClientBootstrap(on: context.eventLoop).connect(to: destination).whenComplete { result in
             let (handler, context) = bound.value

@@ -11,6 +11,7 @@ final class PolicyStore: Sendable {
     private struct State {
         var library = PolicyLibrary()
         var set: PolicySet
+        var egress: EgressSet
     }
 
     let directory: String
@@ -24,11 +25,16 @@ final class PolicyStore: Sendable {
         self.workload = workload
         self.httpPorts = httpPorts
         self.logger = logger
-        self.state = NIOLockedValueBox(State(set: PolicySet([], for: workload, httpPorts: httpPorts)))
+        self.state = NIOLockedValueBox(
+            State(set: PolicySet([], for: workload, httpPorts: httpPorts), egress: EgressSet([], for: workload))
+        )
     }
 
     /// The set decisions use now.
     var current: PolicySet { state.withLockedValue { $0.set } }
+
+    /// The egress policies in force: captured destinations outside the mesh.
+    var egress: EgressSet { state.withLockedValue { $0.egress } }
 
     /// Errors of the files whose current version is refused.
     var errors: [LocatedError] { state.withLockedValue { $0.library.errors } }
@@ -41,6 +47,7 @@ final class PolicyStore: Sendable {
             let update = state.library.update(contents)
             if update.changed {
                 state.set = PolicySet(state.library.policies, for: workload, httpPorts: httpPorts)
+                state.egress = EgressSet(state.library.egressPolicies, for: workload)
             }
             return (update, state.set)
         }
@@ -58,6 +65,7 @@ final class PolicyStore: Sendable {
                 "policies loaded",
                 metadata: [
                     "directory": "\(directory)", "policies": "\(set.policies.count)", "rules": "\(set.ruleCount)",
+                    "egress_policies": "\(egress.policies.count)",
                     "files": "\(update.loaded.count)", "refused": "\(update.rejected.count)",
                 ]
             )
