@@ -46,28 +46,17 @@ public struct EgressPolicy: Sendable, Equatable {
     public var rules: [Rule]
     public var source: PolicySource
 
-    public init(
-        name: String,
-        namespace: String,
-        selector: [String: String] = [:],
-        action: MeshPolicy.Action,
-        rules: [Rule],
-        source: PolicySource = PolicySource(file: "", line: nil)
-    ) {
-        self.name = name
-        self.namespace = namespace
-        self.selector = selector
-        self.action = action
+    init(header: PolicyHeader, rules: [Rule]) {
+        name = header.name
+        namespace = header.namespace
+        selector = header.selector
+        action = header.action
+        source = header.source
         self.rules = rules
-        self.source = source
-    }
-
-    public var reference: String { "\(namespace)/\(name)" }
-
-    public func selects(_ workload: Workload) -> Bool {
-        namespace == workload.namespace && selector.allSatisfy { workload.labels[$0.key] == $0.value }
     }
 }
+
+extension EgressPolicy: WorkloadSelecting {}
 
 /// A destination outside the mesh, as a captured connection dialled it.
 public struct EgressRequest: Sendable, Equatable {

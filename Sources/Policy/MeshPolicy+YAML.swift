@@ -42,6 +42,24 @@ public struct PolicyDocuments: Sendable, Equatable {
         return documents
     }
 
+    /// What every policy kind has: metadata (checked first), then its spec's selector
+    /// and action, and the document's origin.
+    static func header(
+        _ top: YAMLMapping,
+        document: YAMLField
+    ) throws(LocatedError) -> (header: PolicyHeader, spec: YAMLMapping) {
+        let (name, namespace) = try metadata(top)
+        let spec = try top.required("spec").mapping(allowed: ["selector", "action", "rules"])
+        let header = PolicyHeader(
+            name: name,
+            namespace: namespace,
+            selector: try selector(spec),
+            action: try action(spec),
+            source: PolicySource(file: document.file, line: document.line)
+        )
+        return (header, spec)
+    }
+
     /// `namespace/name` of a document's metadata, checked.
     static func metadata(_ top: YAMLMapping) throws(LocatedError) -> (name: String, namespace: String) {
         let metadata = try top.required("metadata").mapping(allowed: ["name", "namespace"])
@@ -89,17 +107,9 @@ extension MeshPolicy {
     }
 
     static func parse(_ top: YAMLMapping, document: YAMLField) throws(LocatedError) -> MeshPolicy {
-        let (name, namespace) = try PolicyDocuments.metadata(top)
-        let spec = try top.required("spec").mapping(allowed: ["selector", "action", "rules"])
+        let (header, spec) = try PolicyDocuments.header(top, document: document)
         let rules = try spec.required("rules").sequence().map { item throws(LocatedError) in try parseRule(item) }
-        return MeshPolicy(
-            name: name,
-            namespace: namespace,
-            selector: try PolicyDocuments.selector(spec),
-            action: try PolicyDocuments.action(spec),
-            rules: rules,
-            source: PolicySource(file: document.file, line: document.line)
-        )
+        return MeshPolicy(header: header, rules: rules)
     }
 
     private static func parseRule(_ field: YAMLField) throws(LocatedError) -> Rule {
@@ -128,15 +138,7 @@ extension MeshPolicy {
         var peer = Peer()
         if let identities = map.optional("identities") {
             peer.identities = try identities.sequence().map { item throws(LocatedError) in
-                do {
-                    return try IdentityPattern(parsing: try item.string())
-                } catch let failure as PolicyPatternError {
-                    throw item.error(failure.description)
-                } catch let failure as LocatedError {
-                    throw failure
-                } catch {
-                    throw item.error("\(error)")
-                }
+                try item.parse(IdentityPattern.init(parsing:))
             }
         }
         if let namespaces = map.optional("namespaces") { peer.namespaces = try namespaces.strings() }
@@ -176,15 +178,7 @@ extension MeshPolicy {
         }
         if let paths = map.optional("paths") {
             destination.paths = try paths.sequence().map { item throws(LocatedError) in
-                do {
-                    return try PathPattern(parsing: try item.string())
-                } catch let failure as PolicyPatternError {
-                    throw item.error(failure.description)
-                } catch let failure as LocatedError {
-                    throw failure
-                } catch {
-                    throw item.error("\(error)")
-                }
+                try item.parse(PathPattern.init(parsing:))
             }
         }
         if let hosts = map.optional("hosts") { destination.hosts = try hosts.strings().map { $0.lowercased() } }
@@ -199,8 +193,7 @@ extension MeshPolicy {
 
 extension EgressPolicy {
     static func parse(_ top: YAMLMapping, document: YAMLField) throws(LocatedError) -> EgressPolicy {
-        let (name, namespace) = try PolicyDocuments.metadata(top)
-        let spec = try top.required("spec").mapping(allowed: ["selector", "action", "rules"])
+        let (header, spec) = try PolicyDocuments.header(top, document: document)
         let rules = try spec.required("rules").sequence().map { item throws(LocatedError) in
             let rule = try item.mapping(allowed: ["to"])
             return Rule(
@@ -209,14 +202,7 @@ extension EgressPolicy {
                 }
             )
         }
-        return EgressPolicy(
-            name: name,
-            namespace: namespace,
-            selector: try PolicyDocuments.selector(spec),
-            action: try PolicyDocuments.action(spec),
-            rules: rules,
-            source: PolicySource(file: document.file, line: document.line)
-        )
+        return EgressPolicy(header: header, rules: rules)
     }
 
     private static func parseDestination(_ field: YAMLField) throws(LocatedError) -> Destination {
@@ -224,15 +210,7 @@ extension EgressPolicy {
         var destination = Destination()
         if let cidrs = map.optional("cidrs") {
             destination.networks = try cidrs.sequence().map { item throws(LocatedError) in
-                do {
-                    return try IPNetwork(parsing: try item.string())
-                } catch let failure as IPNetworkError {
-                    throw item.error(failure.description)
-                } catch let failure as LocatedError {
-                    throw failure
-                } catch {
-                    throw item.error("\(error)")
-                }
+                try item.parse(IPNetwork.init(parsing:))
             }
         }
         if let ports = map.optional("ports") {

@@ -115,6 +115,36 @@ public struct MeshPolicy: Sendable, Equatable {
         self.source = source
     }
 
+    init(header: PolicyHeader, rules: [Rule]) {
+        self.init(
+            name: header.name,
+            namespace: header.namespace,
+            selector: header.selector,
+            action: header.action,
+            rules: rules,
+            source: header.source
+        )
+    }
+}
+
+/// What every policy kind has in common, as parsed.
+struct PolicyHeader {
+    var name: String
+    var namespace: String
+    var selector: [String: String]
+    var action: MeshPolicy.Action
+    var source: PolicySource
+}
+
+/// A policy that selects workloads by namespace and labels.
+public protocol WorkloadSelecting {
+    var name: String { get }
+    var namespace: String { get }
+    /// `matchLabels`; empty selects every workload of `namespace`.
+    var selector: [String: String] { get }
+}
+
+extension WorkloadSelecting {
     /// `namespace/name`, how decisions name the policy.
     public var reference: String { "\(namespace)/\(name)" }
 
@@ -123,6 +153,8 @@ public struct MeshPolicy: Sendable, Equatable {
         namespace == workload.namespace && selector.allSatisfy { workload.labels[$0.key] == $0.value }
     }
 }
+
+extension MeshPolicy: WorkloadSelecting {}
 
 /// The workload a sidecar serves: its namespace and labels (from the agent).
 public struct Workload: Sendable, Equatable {

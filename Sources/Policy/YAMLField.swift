@@ -98,6 +98,18 @@ public struct YAMLField {
         return scalar.string
     }
 
+    /// The string, turned into a value by `make`; its error becomes this field's error.
+    public func parse<Value>(_ make: (String) throws -> Value) throws(LocatedError) -> Value {
+        let text = try string()
+        do {
+            return try make(text)
+        } catch let failure as CustomStringConvertible {
+            throw error(failure.description)
+        } catch {
+            throw self.error("\(error)")
+        }
+    }
+
     public func strings() throws(LocatedError) -> [String] {
         try sequence().map { item throws(LocatedError) in try item.string() }
     }
