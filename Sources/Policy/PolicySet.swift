@@ -22,12 +22,16 @@ public struct PolicySet: Sendable {
         let action: MeshPolicy.Action
         let rule: MeshPolicy.Rule
         let needsHTTP: Bool
+        /// Nothing but peers and ports: once listed under the request's port and
+        /// found under the peer's exact identity, it matches without a look inside.
+        let peersAndPortsOnly: Bool
 
         init(match: PolicyDecision.Match, action: MeshPolicy.Action, rule: MeshPolicy.Rule, needsHTTP: Bool) {
             self.match = match
             self.action = action
             self.rule = rule
             self.needsHTTP = needsHTTP
+            self.peersAndPortsOnly = !needsHTTP
         }
     }
 
@@ -163,6 +167,14 @@ public struct PolicySet: Sendable {
                 for candidate in list {
                     let index = Int(candidate)
                     let rule = rules[index]
+                    if peerMatched && rule.peersAndPortsOnly {
+                        switch rule.action {
+                        case .deny: firstDeny = min(firstDeny, index)
+                        case .allow: firstAllow = min(firstAllow, index)
+                        case .audit: audits.append(index)
+                        }
+                        continue
+                    }
                     switch rule.action {
                     case .deny where index < firstDeny:
                         if matches(rule, request, httpPort: httpPort, deciding: .deny, peerMatched: peerMatched) {
