@@ -106,6 +106,15 @@ public struct PolicyLibrary: Sendable {
         _ inputs: [Result<String, LocatedError>],
         names: [String]
     ) -> [Result<PolicyDocuments, LocatedError>] {
+        // A few files (the usual case, and every reload after an edit) are parsed on
+        // this thread: no worker threads for a sidecar that does not need them.
+        guard inputs.count >= 8 else {
+            return inputs.indices.map { index in
+                inputs[index].flatMap { text in
+                    Result { () throws(LocatedError) in try PolicyDocuments.parse(text, file: names[index]) }
+                }
+            }
+        }
         let results = ResultSlots(count: inputs.count)
         DispatchQueue.concurrentPerform(iterations: inputs.count) { index in
             let result: Result<PolicyDocuments, LocatedError>
