@@ -78,15 +78,7 @@ public struct PolicyDocuments: Sendable, Equatable {
         var selector: [String: String] = [:]
         guard let selectorField = spec.optional("selector") else { return selector }
         let map = try selectorField.mapping(allowed: ["matchLabels"])
-        if let labels = map.optional("matchLabels") {
-            guard let mapping = labels.node.mapping else { throw labels.error("must be a mapping") }
-            for (key, value) in mapping {
-                guard let key = key.string, let value = value.scalar?.string else {
-                    throw labels.error("labels are string keys and string values")
-                }
-                selector[key] = value
-            }
-        }
+        if let labels = map.optional("matchLabels") { selector = try labels.labels() }
         return selector
     }
 

@@ -110,6 +110,19 @@ public struct YAMLField {
         }
     }
 
+    /// A mapping of string keys to string values (labels).
+    public func labels() throws(LocatedError) -> [String: String] {
+        guard let mapping = node.mapping else { throw error("must be a mapping") }
+        var labels: [String: String] = [:]
+        for (key, value) in mapping {
+            guard let key = key.string, let value = value.scalar?.string else {
+                throw error("labels are string keys and string values")
+            }
+            labels[key] = value
+        }
+        return labels
+    }
+
     public func strings() throws(LocatedError) -> [String] {
         try sequence().map { item throws(LocatedError) in try item.string() }
     }

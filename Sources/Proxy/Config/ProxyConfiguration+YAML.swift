@@ -3,20 +3,11 @@ import Foundation
 import Logging
 import MeshIdentity
 import MeshNet
-import Yams
+import Policy
 
-/// A configuration that cannot be used, located as precisely as the YAML allows.
-public struct ConfigurationError: Error, CustomStringConvertible, Sendable, Equatable {
-    public let file: String
-    public let line: Int?
-    public let field: String
-    public let reason: String
-
-    public var description: String {
-        let location = line.map { "\(file):\($0)" } ?? file
-        return field.isEmpty ? "\(location): \(reason)" : "\(location): \(field): \(reason)"
-    }
-}
+/// A configuration that cannot be used, located as precisely as the YAML allows:
+/// `FILE:LINE: FIELD: reason`.
+public typealias ConfigurationError = LocatedError
 
 extension ProxyConfiguration {
     /// Loads and validates a configuration file.
@@ -37,23 +28,13 @@ extension ProxyConfiguration {
 
     /// Parses and validates configuration text; `file` names it in errors.
     public static func parse(yaml: String, file: String) throws(ConfigurationError) -> ProxyConfiguration {
-        let root: Node
-        do {
-            // The basic resolver: every scalar stays a string until a field asks for a
-            // type, so `ports: [0x50]` or `on` never turn into something unexpected, and
-            // no regular-expression engine is started for a config file.
-            guard let node = try Yams.compose(yaml: yaml, .basic) else {
-                throw ConfigurationError(file: file, line: nil, field: "", reason: "empty document")
-            }
-            root = node
-        } catch let error as ConfigurationError {
-            throw error
-        } catch let error as YamlError {
-            throw ConfigurationError(file: file, line: nil, field: "", reason: "not valid YAML: \(error)")
-        } catch {
-            throw ConfigurationError(file: file, line: nil, field: "", reason: "not valid YAML: \(error)")
+        let documents = try YAMLField.documents(yaml, file: file)
+        guard let reader = documents.first else {
+            throw ConfigurationError(file: file, line: nil, field: "", reason: "empty document")
         }
-        let reader = ConfigNode(node: root, path: "", file: file)
+        guard documents.count == 1 else {
+            throw documents[1].error("one document expected, found \(documents.count)")
+        }
         let top = try reader.mapping(allowed: [
             "identity", "inbound", "routes", "capture", "workload", "policies", "timeouts", "workers", "logLevel",
         ])
@@ -186,87 +167,11 @@ extension ProxyConfiguration {
     }
 }
 
-/// A YAML node with the path that led to it, so every error can say where it is.
-private struct ConfigNode {
-    let node: Node
-    let path: String
-    let file: String
-
-    func error(_ reason: String) -> ConfigurationError {
-        ConfigurationError(file: file, line: node.mark?.line, field: path, reason: reason)
-    }
-
-    func mapping(allowed: Set<String>) throws(ConfigurationError) -> ConfigMapping {
-        guard let mapping = node.mapping else { throw error("must be a mapping") }
-        for (key, value) in mapping {
-            guard let name = key.string else { throw error("keys must be strings") }
-            guard allowed.contains(name) else {
-                let child = ConfigNode(node: value, path: join(name), file: file)
-                throw child.error("unknown field (known: \(allowed.sorted().joined(separator: ", ")))")
-            }
-        }
-        return ConfigMapping(owner: self, mapping: mapping)
-    }
-
-    func sequence() throws(ConfigurationError) -> [ConfigNode] {
-        guard let sequence = node.sequence else { throw error("must be a list") }
-        return sequence.enumerated().map { ConfigNode(node: $1, path: "\(path)[\($0)]", file: file) }
-    }
-
-    func string() throws(ConfigurationError) -> String {
-        guard let scalar = node.scalar else { throw error("must be a string") }
-        return scalar.string
-    }
-
-    /// A plain decimal integer. YAML 1.1 also reads `0x50`, `1_000` and `1:30` (= 90) as
-    /// integers; a port or a worker count written that way is a mistake, not a number.
-    func integer() throws(ConfigurationError) -> Int {
-        guard let scalar = node.scalar, let value = Int(scalar.string) else {
-            throw error("must be a decimal integer")
-        }
-        return value
-    }
-
-    func port() throws(ConfigurationError) -> UInt16 {
-        let value = try integer()
-        guard (1...65535).contains(value) else { throw error("port must be 1-65535, got \(value)") }
-        return UInt16(value)
-    }
-
+extension YAMLField {
     func hostPort() throws(ConfigurationError) -> HostPort {
         let text = try string()
         guard let value = HostPort(text) else { throw error("'\(text)' is not host:port") }
         return value
-    }
-
-    /// A mapping of string keys to string values.
-    func labels() throws(ConfigurationError) -> [String: String] {
-        guard let mapping = node.mapping else { throw error("must be a mapping") }
-        var labels: [String: String] = [:]
-        for (key, value) in mapping {
-            guard let key = key.string, let value = value.scalar?.string else {
-                throw error("labels are string keys and string values")
-            }
-            labels[key] = value
-        }
-        return labels
-    }
-
-    /// `{network: 10.0.0.12, port: 8080}`: an address or CIDR, and an optional port.
-    func routeMatch() throws(ConfigurationError) -> ProxyConfiguration.RouteMatch {
-        let map = try mapping(allowed: ["network", "port"])
-        let networkNode = try map.required("network")
-        let network: IPNetwork
-        do {
-            network = try IPNetwork(parsing: try networkNode.string())
-        } catch let failure as IPNetworkError {
-            throw networkNode.error(failure.description)
-        } catch let failure as ConfigurationError {
-            throw failure
-        } catch {
-            throw networkNode.error("\(error)")
-        }
-        return ProxyConfiguration.RouteMatch(network: network, port: try map.optional("port")?.port())
     }
 
     func duration(positive: Bool) throws(ConfigurationError) -> Double {
@@ -300,26 +205,11 @@ private struct ConfigNode {
         return text
     }
 
-    func join(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
-}
-
-private struct ConfigMapping {
-    let owner: ConfigNode
-    let mapping: Node.Mapping
-
-    func optional(_ key: String) -> ConfigNode? {
-        mapping[key].map { ConfigNode(node: $0, path: owner.join(key), file: owner.file) }
-    }
-
-    func required(_ key: String) throws(ConfigurationError) -> ConfigNode {
-        guard let node = optional(key) else {
-            throw ConfigurationError(
-                file: owner.file,
-                line: owner.node.mark?.line,
-                field: owner.join(key),
-                reason: "is required"
-            )
-        }
-        return node
+    /// `{network: 10.0.0.12, port: 8080}`: an address or CIDR, and an optional port.
+    func routeMatch() throws(ConfigurationError) -> ProxyConfiguration.RouteMatch {
+        let map = try mapping(allowed: ["network", "port"])
+        let networkNode = try map.required("network")
+        let network = try networkNode.parse(IPNetwork.init(parsing:))
+        return ProxyConfiguration.RouteMatch(network: network, port: try map.optional("port")?.port())
     }
 }
