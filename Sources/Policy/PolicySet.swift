@@ -46,6 +46,14 @@ public struct PolicySet: Sendable {
     static let generalScope: Int32 = 0
 
     private let rules: [CompiledRule]
+    /// Per rule: its action (`actionMask` bits) and `simpleFlag` when nothing but peers
+    /// and ports decide it.
+    private let kinds: [UInt8]
+    static let actionMask: UInt8 = 3
+    static let denyKind: UInt8 = 0
+    static let allowKind: UInt8 = 1
+    static let auditKind: UInt8 = 2
+    static let simpleFlag: UInt8 = 4
     /// Candidate rules (indices into `rules`, ascending, every action) per scope and port.
     private let candidates: [ScopeKey: [Int32]]
     /// Scopes of rules whose every peer is an exact SPIFFE ID: a hit means the peer
@@ -142,6 +150,15 @@ public struct PolicySet: Sendable {
             }
         }
         self.rules = rules
+        self.kinds = rules.map { rule in
+            let action: UInt8 =
+                switch rule.action {
+                case .deny: Self.denyKind
+                case .allow: Self.allowKind
+                case .audit: Self.auditKind
+                }
+            return action | (rule.peersAndPortsOnly ? Self.simpleFlag : 0)
+        }
         self.candidates = candidates
         self.identityScopes = identityScopes
         self.namespaceScopes = namespaceScopes
@@ -166,15 +183,21 @@ public struct PolicySet: Sendable {
             do {
                 for candidate in list {
                     let index = Int(candidate)
-                    let rule = rules[index]
-                    if peerMatched && rule.peersAndPortsOnly {
-                        switch rule.action {
-                        case .deny: firstDeny = min(firstDeny, index)
-                        case .allow: firstAllow = min(firstAllow, index)
-                        case .audit: audits.append(index)
+                    // The action and shape come from a small contiguous array: rules
+                    // that cannot change the outcome are skipped without a cache miss.
+                    let kind = kinds[index]
+                    let action = kind & Self.actionMask
+                    if action == Self.denyKind && index >= firstDeny { continue }
+                    if action == Self.allowKind && (index >= firstAllow || index >= firstDeny) { continue }
+                    if peerMatched && kind & Self.simpleFlag != 0 {
+                        switch action {
+                        case Self.denyKind: firstDeny = index
+                        case Self.allowKind: firstAllow = index
+                        default: audits.append(index)
                         }
                         continue
                     }
+                    let rule = rules[index]
                     switch rule.action {
                     case .deny where index < firstDeny:
                         if matches(rule, request, httpPort: httpPort, deciding: .deny, peerMatched: peerMatched) {
