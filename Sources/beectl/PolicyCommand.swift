@@ -27,9 +27,11 @@ struct PolicyCommand: ParsableCommand {
                 print(error.description)
             }
             let policies = library.policies
+            let egress = library.egressPolicies
             let summary =
-                "\(contents.count) files, \(policies.count) policies, "
-                + "\(policies.reduce(0) { $0 + $1.rules.count }) rules"
+                "files \(contents.count), mesh policies \(policies.count) "
+                + "(rules \(policies.reduce(0) { $0 + $1.rules.count })), egress policies \(egress.count) "
+                + "(rules \(egress.reduce(0) { $0 + $1.rules.count }))"
             guard update.rejected.isEmpty else {
                 FileHandle.standardError.write(Data("beectl: \(update.rejected.count) refused (\(summary))\n".utf8))
                 throw ExitCode(1)
