@@ -22,16 +22,12 @@ public struct PolicySet: Sendable {
         let action: MeshPolicy.Action
         let rule: MeshPolicy.Rule
         let needsHTTP: Bool
-        /// Nothing but peers and ports: once listed under the request's port and
-        /// found under the peer's exact identity, it matches without a look inside.
-        let peersAndPortsOnly: Bool
 
         init(match: PolicyDecision.Match, action: MeshPolicy.Action, rule: MeshPolicy.Rule, needsHTTP: Bool) {
             self.match = match
             self.action = action
             self.rule = rule
             self.needsHTTP = needsHTTP
-            self.peersAndPortsOnly = !needsHTTP
         }
     }
 
@@ -87,6 +83,13 @@ public struct PolicySet: Sendable {
         var namespaceScopes: [IndexKey: Int32] = [:]
         var lastSegmentScopes: [IndexKey: Int32] = [:]
         var nextScope = Self.generalScope
+        /// The scope of `key`, numbered on first sight.
+        func scope(_ key: IndexKey, _ scopes: inout [IndexKey: Int32]) -> Int32 {
+            if let known = scopes[key] { return known }
+            nextScope += 1
+            scopes[key] = nextScope
+            return nextScope
+        }
         func list(_ index: Int, scope: Int32, ports: [UInt16]?) {
             for port in Set(ports ?? [0]) {
                 candidates[ScopeKey(scope: scope, port: port), default: []].append(Int32(index))
@@ -115,34 +118,15 @@ public struct PolicySet: Sendable {
                             && !peer.identities.isEmpty && peer.identities.allSatisfy(\.isExact)
                     }
                 if exactOnly {
-                    for identity in Set(rule.from.flatMap { $0.identities.map { IndexKey($0.description) } }) {
-                        let scope =
-                            identityScopes[identity]
-                            ?? {
-                                nextScope += 1; return nextScope
-                            }()
-                        identityScopes[identity] = scope
-                        list(index, scope: scope, ports: ports)
-                    }
+                    let identities = Set(rule.from.flatMap { $0.identities.map { IndexKey($0.description) } })
+                    for identity in identities { list(index, scope: scope(identity, &identityScopes), ports: ports) }
                 } else if let namespaces = Self.namespaces(of: rule) {
                     for namespace in namespaces.map(IndexKey.init) {
-                        let scope =
-                            namespaceScopes[namespace]
-                            ?? {
-                                nextScope += 1; return nextScope
-                            }()
-                        namespaceScopes[namespace] = scope
-                        list(index, scope: scope, ports: ports)
+                        list(index, scope: scope(namespace, &namespaceScopes), ports: ports)
                     }
                 } else if let lastSegments = Self.lastSegments(of: rule) {
                     for segment in lastSegments.map(IndexKey.init) {
-                        let scope =
-                            lastSegmentScopes[segment]
-                            ?? {
-                                nextScope += 1; return nextScope
-                            }()
-                        lastSegmentScopes[segment] = scope
-                        list(index, scope: scope, ports: ports)
+                        list(index, scope: scope(segment, &lastSegmentScopes), ports: ports)
                     }
                 } else {
                     list(index, scope: Self.generalScope, ports: ports)
@@ -157,7 +141,9 @@ public struct PolicySet: Sendable {
                 case .allow: Self.allowKind
                 case .audit: Self.auditKind
                 }
-            return action | (rule.peersAndPortsOnly ? Self.simpleFlag : 0)
+            // Nothing but peers and ports decide it: once listed under the request's
+            // port and found under the peer's exact identity, it matches as it is.
+            return action | (rule.needsHTTP ? 0 : Self.simpleFlag)
         }
         self.candidates = candidates
         self.identityScopes = identityScopes
