@@ -213,12 +213,10 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
                     handler.logger.info("plaintext inbound connection admitted by policy")
                     Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "plaintext")])
                         .increment()
-                    // On an HTTP port every request is decided on its own.
-                    let policies = handler.environment.policies
-                    let gate: HTTPPolicyGate? =
-                        policies.current.httpPorts.contains(UInt16(port))
-                        ? HTTPPolicyGate(peer: nil, port: UInt16(port), policies: policies, logger: handler.logger)
-                        : nil
+                    let gate = handler.environment.httpGate(
+                        for: PolicyRequest(peer: nil, port: UInt16(port)),
+                        logger: handler.logger
+                    )
                     RelayHandler.join(
                         context,
                         to: app,

@@ -159,46 +159,18 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "ok")]).increment()
         logger.debug("inbound relay established")
 
-        let (meshSide, appSide) = RelayHandler.pair(idleTimeout: environment.idleTimeout, logger: logger)
-        do {
-            try app.pipeline.syncOperations.addHandler(appSide)
-            let pipeline = context.pipeline.syncOperations
-            // On an HTTP port every request is decided on its own, between TLS and relay.
-            let gate = admittedRequest.flatMap { request in
-                environment.policies.current.httpPorts.contains(request.port)
-                    ? HTTPPolicyGate(
-                        peer: request.peer,
-                        port: request.port,
-                        policies: environment.policies,
-                        logger: logger
-                    )
-                    : nil
-            }
-            if let gate { try pipeline.addHandler(gate) }
-            try pipeline.addHandler(meshSide)
-            if buffered.readableBytes > 0 {
-                if gate != nil {
-                    context.fireChannelRead(NIOAny(buffered))
-                    context.fireChannelReadComplete()
-                } else {
-                    app.writeAndFlush(buffered, promise: nil)
-                }
-                buffered = ByteBuffer()
-            }
-            if inputEndedWhileConnecting {
-                // Straight to the relay behind us: the TLS handler in front has already
-                // reported this close_notify once.
-                context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-            }
-            pipeline.removeHandler(context: context, promise: nil)
-        } catch {
-            logger.error("cannot build relay", metadata: ["error": "\(error)"])
-            app.close(promise: nil)
-            context.close(promise: nil)
-            return
-        }
-        context.channel.read()
-        app.read()
+        RelayHandler.join(
+            context,
+            to: app,
+            idleTimeout: environment.idleTimeout,
+            logger: logger,
+            gate: admittedRequest.flatMap { environment.httpGate(for: $0, logger: logger) },
+            readFromDownstream: buffered,
+            // Straight to the relay behind us: the TLS handler in front has already
+            // reported this close_notify once.
+            downstreamInputEnded: inputEndedWhileConnecting
+        )
+        buffered = ByteBuffer()
     }
 
     private func reject(_ error: PrefaceError, context: ChannelHandlerContext) {

@@ -175,29 +175,16 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 return
             }
             Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "ok")]).increment()
-            let (clientSide, meshSide) = RelayHandler.pair(idleTimeout: environment.idleTimeout, logger: logger)
-            do {
-                try upstream.pipeline.syncOperations.addHandler(meshSide)
-                try context.pipeline.syncOperations.addHandler(clientSide)
-                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-            } catch {
-                logger.error("cannot build relay", metadata: ["error": "\(error)"])
-                upstream.close(promise: nil)
-                context.close(promise: nil)
-                return
-            }
-            if leftover.readableBytes > 0 {
-                context.channel.writeAndFlush(leftover, promise: nil)
-            }
-            if early.readableBytes > 0 {
-                upstream.writeAndFlush(early, promise: nil)
-                early = ByteBuffer()
-            }
-            if inputEnded {
-                context.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-            }
-            context.channel.read()
-            upstream.read()
+            RelayHandler.join(
+                context,
+                to: upstream,
+                idleTimeout: environment.idleTimeout,
+                logger: logger,
+                readFromDownstream: early,
+                readFromUpstream: leftover,
+                downstreamInputEnded: inputEnded
+            )
+            early = ByteBuffer()
         }
     }
 }

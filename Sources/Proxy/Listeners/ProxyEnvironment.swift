@@ -53,6 +53,12 @@ struct ProxyEnvironment: Sendable {
         return decision
     }
 
+    /// On an HTTP port, the gate that decides every request of an admitted connection.
+    func httpGate(for request: PolicyRequest, logger: Logger) -> HTTPPolicyGate? {
+        guard policies.current.httpPorts.contains(request.port) else { return nil }
+        return HTTPPolicyGate(peer: request.peer, port: request.port, policies: policies, logger: logger)
+    }
+
     var handshakeTimeout: TimeAmount { .seconds(configuration.timeouts.handshake) }
     var prefaceTimeout: TimeAmount { .seconds(configuration.timeouts.preface) }
     var connectTimeout: TimeAmount { .seconds(configuration.timeouts.connect) }

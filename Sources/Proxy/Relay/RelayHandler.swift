@@ -56,30 +56,46 @@ final class RelayHandler: ChannelDuplexHandler {
         return (first, second)
     }
 
-    /// Relays between an accepted connection and a freshly connected `upstream` when
-    /// nothing was read from either yet: installs the pair, removes the handler that
-    /// owns `context` (the one that set the connection up) and starts reading. Closes
-    /// both when the pair cannot be installed.
-    /// `gate`, when given, goes between the downstream connection and its relay side.
+    /// Turns a connection that was being set up into a relay with a freshly connected
+    /// `upstream`: installs the pair (and `gate` between the downstream connection and
+    /// its relay side), hands on what the set-up already read (`readFromDownstream`
+    /// through the gate to upstream, `readFromUpstream` to the downstream peer) and an
+    /// end of input seen meanwhile, removes the handler that owns `context`, and starts
+    /// reading. Closes both when the pair cannot be installed. Every handler that builds
+    /// a relay goes through here.
     static func join(
         _ context: ChannelHandlerContext,
         to upstream: any Channel,
         idleTimeout: TimeAmount,
         logger: Logger,
-        gate: (any ChannelHandler)? = nil
+        gate: (any ChannelHandler)? = nil,
+        readFromDownstream: ByteBuffer = ByteBuffer(),
+        readFromUpstream: ByteBuffer = ByteBuffer(),
+        downstreamInputEnded: Bool = false
     ) {
         let (downstreamSide, upstreamSide) = pair(idleTimeout: idleTimeout, logger: logger)
         do {
             try upstream.pipeline.syncOperations.addHandler(upstreamSide)
             if let gate { try context.pipeline.syncOperations.addHandler(gate) }
             try context.pipeline.syncOperations.addHandler(downstreamSide)
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         } catch {
             logger.error("cannot build relay", metadata: ["error": "\(error)"])
             upstream.close(promise: nil)
             context.close(promise: nil)
             return
         }
+        if readFromUpstream.readableBytes > 0 {
+            context.channel.writeAndFlush(readFromUpstream, promise: nil)
+        }
+        if readFromDownstream.readableBytes > 0 {
+            // Through the handlers behind this one: the gate decides, the relay forwards.
+            context.fireChannelRead(NIOAny(readFromDownstream))
+            context.fireChannelReadComplete()
+        }
+        if downstreamInputEnded {
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         context.channel.read()
         upstream.read()
     }
