@@ -188,15 +188,18 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
             context.flush()
             context.close(promise: nil)
         case .success(let pieces):
-            var pendingPromise = promise
-            for piece in pieces {
+            // The write's promise goes with the last of its bytes handed on; bytes the
+            // framer still holds (a head not yet complete) carry it to a later write.
+            if let promise { heldPromises.append(promise) }
+            let lastBytes = pieces.lastIndex { if case .end = $0 { false } else { true } }
+            for (index, piece) in pieces.enumerated() {
                 switch piece {
                 case .head(let head, let bytes):
                     interimResponse = head.first.hasPrefix("1") && head.first != "101"
                     if head.first == "101" { tunnel = true }
-                    context.write(wrapOutboundOut(bytes), promise: nil)
+                    context.write(wrapOutboundOut(bytes), promise: index == lastBytes ? takeHeldPromise(context) : nil)
                 case .body(let bytes):
-                    context.write(wrapOutboundOut(bytes), promise: nil)
+                    context.write(wrapOutboundOut(bytes), promise: index == lastBytes ? takeHeldPromise(context) : nil)
                 case .end:
                     if interimResponse {
                         interimResponse = false
@@ -206,14 +209,28 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
                     answerDenied(context: context)
                 }
             }
-            // Everything of this write has been handed on; its promise follows the last piece.
-            let done = context.eventLoop.makePromise(of: Void.self)
-            context.write(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: done)
-            if let promise = pendingPromise {
-                done.futureResult.cascade(to: promise)
-                pendingPromise = nil
-            }
         }
+    }
+
+    /// Promises of writes whose bytes the response framer still holds.
+    private var heldPromises: [EventLoopPromise<Void>] = []
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The connection ended with a response half-framed: those bytes never go out.
+        for promise in heldPromises { promise.fail(ChannelError.ioOnClosedChannel) }
+        heldPromises = []
+    }
+
+    private func takeHeldPromise(_ context: ChannelHandlerContext) -> EventLoopPromise<Void>? {
+        guard let first = heldPromises.first else { return nil }
+        if heldPromises.count == 1 {
+            heldPromises = []
+            return first
+        }
+        let combined = context.eventLoop.makePromise(of: Void.self)
+        for promise in heldPromises { combined.futureResult.cascade(to: promise) }
+        heldPromises = []
+        return combined
     }
 }
 
