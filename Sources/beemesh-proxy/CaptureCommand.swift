@@ -15,11 +15,16 @@ struct CaptureCommand: ParsableCommand {
         @Option(help: "Network namespace to program: a name from `ip netns` or a path such as /proc/PID/ns/net.")
         var netns: String?
 
-        /// Enters the namespace on this thread; the netlink socket opened next lives there.
-        func enter() throws {
-            guard let netns else { return }
+        /// Enters the namespace on this thread (the netlink socket opened next lives
+        /// there), then runs `body`; a refusal from either becomes a one-line failure.
+        func run<Value>(_ body: () throws(NetfilterError) -> Value) throws -> Value {
             do {
-                try NetworkNamespace.enter(netns)
+                if let netns { try NetworkNamespace.enter(netns) }
+            } catch {
+                throw CaptureFailure(message: error.description)
+            }
+            do {
+                return try body()
             } catch {
                 throw CaptureFailure(message: error.description)
             }
@@ -109,12 +114,7 @@ struct CaptureCommand: ParsableCommand {
 
         func run() throws {
             let ruleSet = CaptureRuleSet(options: try options())
-            try namespace.enter()
-            do {
-                try CaptureTable.install(ruleSet)
-            } catch {
-                throw CaptureFailure(message: error.description)
-            }
+            try namespace.run { () throws(NetfilterError) in try CaptureTable.install(ruleSet) }
             print(
                 "capture installed: table inet \(CaptureRuleSet.tableName), \(ruleSet.rules.count) rules"
                     + (namespace.netns.map { " in network namespace \($0)" } ?? "")
@@ -128,13 +128,8 @@ struct CaptureCommand: ParsableCommand {
         @OptionGroup var namespace: Namespace
 
         func run() throws {
-            try namespace.enter()
-            do {
-                let existed = try CaptureTable.remove()
-                print(existed ? "capture removed" : "no capture table was installed")
-            } catch {
-                throw CaptureFailure(message: error.description)
-            }
+            let existed = try namespace.run { () throws(NetfilterError) in try CaptureTable.remove() }
+            print(existed ? "capture removed" : "no capture table was installed")
         }
     }
 
@@ -146,13 +141,7 @@ struct CaptureCommand: ParsableCommand {
         @OptionGroup var namespace: Namespace
 
         func run() throws {
-            try namespace.enter()
-            let rules: [CaptureTable.RuleCounters]?
-            do {
-                rules = try CaptureTable.rules()
-            } catch {
-                throw CaptureFailure(message: error.description)
-            }
+            let rules = try namespace.run { () throws(NetfilterError) in try CaptureTable.rules() }
             guard let rules else {
                 throw CaptureFailure(message: "no capture table (inet \(CaptureRuleSet.tableName)) is installed")
             }
