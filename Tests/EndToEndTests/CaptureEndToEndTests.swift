@@ -121,6 +121,41 @@ import Testing
         """
     }
 
+    /// Writes side `side`'s sidecar configuration (`<side>.yaml`) and, when given, the
+    /// one policy file in its policy directory.
+    private func writeSidecar(
+        _ directory: String,
+        side: String,
+        identity: String,
+        routes: String,
+        policy: String? = nil
+    ) throws {
+        try sidecarConfig(directory, identity: identity, routes: routes)
+            .write(toFile: "\(directory)/\(side).yaml", atomically: true, encoding: .utf8)
+        guard let policy else { return }
+        let policies = "\(directory)/policies-\(identity)"
+        try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
+        try policy.write(toFile: policies + "/policy.yaml", atomically: true, encoding: .utf8)
+    }
+
+    /// Starts side `side`'s sidecar in `namespace` as the proxy's user; it logs to `<side>.log`.
+    private func startSidecar(_ lab: NamespaceLab, side: String, in namespace: String) throws {
+        let directory = lab.directory.path
+        try lab.start(
+            in: namespace,
+            as: Self.proxyUser,
+            [proxy, "run", "--config", "\(directory)/\(side).yaml"],
+            log: "\(directory)/\(side).log"
+        )
+    }
+
+    /// Starts the test app in `namespace` on `port` (accepts logged to `log`) and waits
+    /// until it listens.
+    private func startApp(_ lab: NamespaceLab, script: String, in namespace: String, port: Int, log: String) throws {
+        try lab.start(in: namespace, [NamespaceLab.python, script, "\(port)", log], log: log + ".out")
+        try lab.waitForListener(in: namespace, port: port)
+    }
+
     @Test func appTrafficGoesThroughBothSidecarsOverIPv4AndIPv6() async throws {
         try await blocking { try meshPath() }
     }
@@ -142,45 +177,32 @@ import Testing
                 match: [{network: "\(lab.addressB6)", port: \(Self.appPort)}]
                 endpoints: [{address: "[\(lab.addressB6)]:15008", identity: \(appIdentity)}]
             """
-        try sidecarConfig(directory, identity: "client", routes: routes)
-            .write(toFile: "\(directory)/a.yaml", atomically: true, encoding: .utf8)
-        try sidecarConfig(directory, identity: "app", routes: "[]")
-            .write(toFile: "\(directory)/b.yaml", atomically: true, encoding: .utf8)
+        try writeSidecar(directory, side: "a", identity: "client", routes: routes)
         // b admits a's sidecar on the app port, and plaintext peers on 8081 only.
-        try FileManager.default.createDirectory(atPath: "\(directory)/policies-app", withIntermediateDirectories: true)
-        try """
-        apiVersion: beemesh.io/v1
-        kind: MeshPolicy
-        metadata: {name: app, namespace: default}
-        spec:
-          action: ALLOW
-          rules:
-            - from: [{identities: ["spiffe://capture.test/ns/default/sa/client"]}]
-              to: [{ports: [\(Self.appPort)]}]
-            - from: [{unauthenticated: true}]
-              to: [{ports: [8081]}]
-        """.write(toFile: "\(directory)/policies-app/app.yaml", atomically: true, encoding: .utf8)
+        try writeSidecar(
+            directory,
+            side: "b",
+            identity: "app",
+            routes: "[]",
+            policy: """
+                apiVersion: beemesh.io/v1
+                kind: MeshPolicy
+                metadata: {name: app, namespace: default}
+                spec:
+                  action: ALLOW
+                  rules:
+                    - from: [{identities: ["spiffe://capture.test/ns/default/sa/client"]}]
+                      to: [{ports: [\(Self.appPort)]}]
+                    - from: [{unauthenticated: true}]
+                      to: [{ports: [8081]}]
+                """
+        )
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a])
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.b])
 
-        try lab.start(
-            in: lab.b,
-            [NamespaceLab.python, app, "\(Self.appPort)", "\(directory)/b-app.log"],
-            log: "\(directory)/b-app.out"
-        )
-        try lab.start(
-            in: lab.b,
-            as: Self.proxyUser,
-            [proxy, "run", "--config", "\(directory)/b.yaml"],
-            log: "\(directory)/b.log"
-        )
-        try lab.start(
-            in: lab.a,
-            as: Self.proxyUser,
-            [proxy, "run", "--config", "\(directory)/a.yaml"],
-            log: "\(directory)/a.log"
-        )
-        try lab.waitForListener(in: lab.b, port: Self.appPort)
+        try startApp(lab, script: app, in: lab.b, port: Self.appPort, log: "\(directory)/b-app.log")
+        try startSidecar(lab, side: "b", in: lab.b)
+        try startSidecar(lab, side: "a", in: lab.a)
         try lab.waitForListener(in: lab.b, port: 15008)
         try lab.waitForListener(in: lab.a, port: 15001)
 
@@ -201,8 +223,7 @@ import Testing
 
         // ... except on a port where b's policy admits unauthenticated peers.
         let openLog = "\(directory)/b-open.log"
-        try lab.start(in: lab.b, [NamespaceLab.python, app, "8081", openLog], log: openLog + ".out")
-        try lab.waitForListener(in: lab.b, port: 8081)
+        try startApp(lab, script: app, in: lab.b, port: 8081, log: openLog)
         let admitted = try dial(lab, from: lab.a, as: Self.proxyUser, lab.addressB, 8081, client: client)
         #expect(admitted.status == 0 && admitted.output == "peer=::ffff:127.0.0.1 got=hello", "\(admitted)")
 
@@ -242,8 +263,7 @@ import Testing
         let appLog = lab.directory.path + "/b-app.log"
         // b has no capture and no sidecar: a plaintext connection that leaked from a
         // would be accepted and logged here.
-        try lab.start(in: lab.b, [NamespaceLab.python, app, "\(Self.appPort)", appLog], log: appLog + ".out")
-        try lab.waitForListener(in: lab.b, port: Self.appPort)
+        try startApp(lab, script: app, in: lab.b, port: Self.appPort, log: appLog)
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a])
 
         let v4 = try dial(lab, from: lab.a, lab.addressB, Self.appPort, client: client)
@@ -254,8 +274,7 @@ import Testing
 
         // Hairpin: the pod dialling its own address stays inside the pod, uncaptured.
         let hairpinLog = lab.directory.path + "/a-app.log"
-        try lab.start(in: lab.a, [NamespaceLab.python, app, "9090", hairpinLog], log: hairpinLog + ".out")
-        try lab.waitForListener(in: lab.a, port: 9090)
+        try startApp(lab, script: app, in: lab.a, port: 9090, log: hairpinLog)
         let hairpin = try dial(lab, from: lab.a, lab.addressA, 9090, client: client)
         #expect(hairpin.status == 0 && hairpin.output == "peer=::ffff:\(lab.addressA) got=hello", "\(hairpin)")
 
@@ -275,31 +294,24 @@ import Testing
         defer { lab.tearDown() }
         let (app, client) = try writeScripts(lab)
         let directory = try identities(lab)
-        let appLog = directory + "/b-app.log"
-        try lab.start(in: lab.b, [NamespaceLab.python, app, "\(Self.appPort)", appLog], log: appLog + ".out")
-        try sidecarConfig(directory, identity: "client", routes: "[]")
-            .write(toFile: "\(directory)/a.yaml", atomically: true, encoding: .utf8)
+        try startApp(lab, script: app, in: lab.b, port: Self.appPort, log: directory + "/b-app.log")
         // a may reach b's app port outside the mesh, nothing else.
-        try FileManager.default.createDirectory(
-            atPath: "\(directory)/policies-client",
-            withIntermediateDirectories: true
+        try writeSidecar(
+            directory,
+            side: "a",
+            identity: "client",
+            routes: "[]",
+            policy: """
+                apiVersion: beemesh.io/v1
+                kind: EgressPolicy
+                metadata: {name: to-b, namespace: default}
+                spec:
+                  action: ALLOW
+                  rules: [{to: [{cidrs: ["\(lab.addressB)/32"], ports: [\(Self.appPort)]}]}]
+                """
         )
-        try """
-        apiVersion: beemesh.io/v1
-        kind: EgressPolicy
-        metadata: {name: to-b, namespace: default}
-        spec:
-          action: ALLOW
-          rules: [{to: [{cidrs: ["\(lab.addressB)/32"], ports: [\(Self.appPort)]}]}]
-        """.write(toFile: "\(directory)/policies-client/egress.yaml", atomically: true, encoding: .utf8)
         try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a])
-        try lab.start(
-            in: lab.a,
-            as: Self.proxyUser,
-            [proxy, "run", "--config", "\(directory)/a.yaml"],
-            log: "\(directory)/a.log"
-        )
-        try lab.waitForListener(in: lab.b, port: Self.appPort)
+        try startSidecar(lab, side: "a", in: lab.a)
         try lab.waitForListener(in: lab.a, port: 15001)
 
         // No route names b: the sidecar relays it in plaintext from its own socket (b's
