@@ -36,13 +36,7 @@ import Testing
     }
 
     @Test func onOneKeepAliveConnectionGetIsAllowedAndDeleteGets403() async throws {
-        let app = try await TestApp.start { TestApp.HTTPResponder() }
-        let appPort = app.localAddress!.port!
-        let pair = try await MeshPair(
-            routes: [("orders.default", appPort)],
-            allowedPorts: [appPort],
-            policies: Self.policy(port: appPort)
-        )
+        let (_, pair) = try await MeshPair.serving({ TestApp.HTTPResponder() }, policies: Self.policy(port:))
         let port = pair.routePort()
         let outcome = try await blocking { () throws -> [String] in
             let socket = try BlockingSocket(port: port)
@@ -80,13 +74,7 @@ import Testing
     }
 
     @Test func aRequestThatCannotBeFramedGets400AndNeverReachesTheApp() async throws {
-        let app = try await TestApp.start { TestApp.HTTPResponder() }
-        let appPort = app.localAddress!.port!
-        let pair = try await MeshPair(
-            routes: [("orders.default", appPort)],
-            allowedPorts: [appPort],
-            policies: Self.policy(port: appPort)
-        )
+        let (_, pair) = try await MeshPair.serving({ TestApp.HTTPResponder() }, policies: Self.policy(port:))
         let port = pair.routePort()
         let answer = try await blocking { () throws -> String in
             let socket = try BlockingSocket(port: port)

@@ -37,9 +37,7 @@ import Testing
     }
 
     @Test func aDenyDroppedInRefusesNewConnectionsAndCutsTheLiveOne() async throws {
-        let app = try await TestApp.start { TestApp.Echo() }
-        let appPort = app.localAddress!.port!
-        let pair = try await MeshPair(routes: [("orders.default", appPort)], allowedPorts: [appPort])
+        let (_, pair) = try await MeshPair.serving { TestApp.Echo() }
         let port = pair.routePort()
         let directory = pair.policyDirectory
         let outcome = try await blocking { () throws -> (String, Double?, String) in
@@ -58,9 +56,7 @@ import Testing
     }
 
     @Test func aBrokenFileChangesNothingAndIsReported() async throws {
-        let app = try await TestApp.start { TestApp.Echo() }
-        let appPort = app.localAddress!.port!
-        let pair = try await MeshPair(routes: [("orders.default", appPort)], allowedPorts: [appPort])
+        let (_, pair) = try await MeshPair.serving { TestApp.Echo() }
         let port = pair.routePort()
         let directory = pair.policyDirectory
         let outcome = try await blocking { () throws -> (String, String) in
@@ -85,10 +81,8 @@ import Testing
     }
 
     @Test func aConfigMapStyleSymlinkSwapApplies() async throws {
-        let app = try await TestApp.start { TestApp.Echo() }
-        let appPort = app.localAddress!.port!
         // Kubernetes volumes: policy.yaml -> ..data/policy.yaml, ..data -> ..v1 (swapped by rename).
-        let pair = try await MeshPair(routes: [("orders.default", appPort)], allowedPorts: [appPort], policies: "")
+        let (_, pair) = try await MeshPair.serving({ TestApp.Echo() }, policies: { _ in "" })
         let directory = pair.policyDirectory
         try FileManager.default.removeItem(atPath: directory + "/00-pair.yaml")
         for (version, text) in [("..v1", MeshPair.allowDefaultNamespace), ("..v2", Self.denyFrontend)] {

@@ -13,9 +13,7 @@ import Testing
     init() { raiseOpenFileLimit() }
 
     private func echoPair() async throws -> (app: any Channel, pair: MeshPair) {
-        let app = try await TestApp.start { TestApp.Echo() }
-        let port = app.localAddress!.port!
-        return (app, try await MeshPair(routes: [("orders.default", port)], allowedPorts: [port]))
+        try await MeshPair.serving { TestApp.Echo() }
     }
 
     /// 256 MiB of random bytes out and back through the pair: the SHA-256 of what was

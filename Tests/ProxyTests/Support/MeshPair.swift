@@ -84,6 +84,22 @@ final class MeshPair {
         clientAddresses = try await client.start()
     }
 
+    /// An app behind a pair whose one route (`orders.default`) and allowed port lead to
+    /// it; `policies` writes the server's policy file for the app's port.
+    static func serving(
+        _ makeHandler: @escaping @Sendable () -> any ChannelHandler,
+        policies: (Int) -> String = { _ in MeshPair.allowDefaultNamespace }
+    ) async throws -> (app: any Channel, pair: MeshPair) {
+        let app = try await TestApp.start(makeHandler)
+        let port = app.localAddress!.port!
+        let pair = try await MeshPair(
+            routes: [("orders.default", port)],
+            allowedPorts: [port],
+            policies: policies(port)
+        )
+        return (app, pair)
+    }
+
     /// The local port of route `index` on the client sidecar.
     func routePort(_ index: Int = 0) -> Int { clientAddresses.routes[index].port! }
 
