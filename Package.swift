@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
     ],
     targets: [
         .systemLibrary(
@@ -32,6 +33,7 @@ let package = Package(
             providers: [.apt(["libnftnl-dev", "libmnl-dev"])]
         ),
         .target(name: "MeshNet"),
+        .target(name: "MeshAPI"),
         .target(
             name: "Capture",
             dependencies: ["CNetfilter", "MeshNet"]
@@ -59,6 +61,7 @@ let package = Package(
             name: "Proxy",
             dependencies: [
                 "Capture",
+                "MeshAPI",
                 "MeshNet",
                 "MeshIdentity",
                 "Policy",
@@ -66,8 +69,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -103,6 +109,7 @@ let package = Package(
         .executableTarget(
             name: "beectl",
             dependencies: [
+                "MeshAPI",
                 "Policy",
                 "MeshIdentity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -132,6 +139,10 @@ let package = Package(
         .testTarget(
             name: "PolicyTests",
             dependencies: ["Policy", "MeshNet", "MeshTestSupport"]
+        ),
+        .testTarget(
+            name: "MeshAPITests",
+            dependencies: ["MeshAPI"]
         ),
         .testTarget(
             name: "MeshIdentityTests",

@@ -1,11 +1,21 @@
+import Foundation
 import Logging
+import MeshAPI
 import MeshIdentity
 import MeshTLS
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import Policy
+import Prometheus
 import ServiceLifecycle
+import Synchronization
+
+/// Whether every listener is bound and the proxy is not draining (`GET /ready`).
+private final class Readiness: Sendable {
+    let ready = Atomic<Bool>(false)
+}
 
 /// The sidecar: the inbound mTLS listener, the outbound route listeners, the capture
 /// listeners nftables redirects to, credential reloading, and a graceful drain on
@@ -23,6 +33,10 @@ public final class ProxyServer: Service, Sendable {
         public let captureOutbound: [SocketAddress]
         /// The inbound plaintext capture listeners (`capture.inbound`).
         public let captureInbound: [SocketAddress]
+        /// The admin API's TCP listener (`admin.listen`), if any.
+        public let admin: SocketAddress?
+        /// The Prometheus listener (`metrics.listen`), if any.
+        public let metrics: SocketAddress?
     }
 
     private let configuration: ProxyConfiguration
@@ -30,11 +44,19 @@ public final class ProxyServer: Service, Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let environment: ProxyEnvironment
     private let listeners = NIOLockedValueBox<[any Channel]>([])
+    private let adminListeners = NIOLockedValueBox<[any Channel]>([])
+    private let metrics: PrometheusCollectorRegistry?
+    private let readiness = Readiness()
 
     /// Loads the credentials; throws when they are unusable.
-    public init(configuration: ProxyConfiguration, logger: Logger) throws {
+    ///
+    /// - Parameter metrics: the registry the process's swift-metrics backend writes to
+    ///   (`MetricsSystem.bootstrap(PrometheusMetricsFactory(registry:))`), served on
+    ///   `metrics.listen` and the admin API's `/metrics`; nil: no metrics endpoint.
+    public init(configuration: ProxyConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) throws {
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
         let credentials = try TLSCredentialsSource(
             paths: CredentialPaths(
                 certificate: configuration.identity.certificate,
@@ -57,6 +79,7 @@ public final class ProxyServer: Service, Sendable {
             tracker: ConnectionTracker(),
             policies: policies,
             liveFlows: LiveFlows(),
+            flows: FlowRecorder(capacity: configuration.flows.capacity, recording: configuration.flows.record),
             logger: logger
         )
         self.policyWatcher = PolicyWatcher(directory: configuration.policies.directory) { [environment] in
@@ -84,12 +107,15 @@ public final class ProxyServer: Service, Sendable {
     /// Live downstream connections.
     public var activeConnections: Int { environment.tracker.count }
 
+    /// Flows open now (zero when recording is off).
+    public var openFlowCount: Int { environment.flows.openCount }
+
     /// Loads the policies, starts watching them, and binds every listener.
     public func start() async throws -> BoundAddresses {
         let environment = self.environment
         environment.policies.reload()
         policyWatcher.start()
-        let inbound = try await bind(configuration.inbound.listen) { channel in
+        let inbound = try await bind(configuration.inbound.listen, direction: .inbound) { channel, flow in
             try channel.pipeline.syncOperations.addHandlers(
                 MeshTLSHandler(
                     context: environment.credentials.current,
@@ -97,7 +123,7 @@ public final class ProxyServer: Service, Sendable {
                     handshakeTimeout: environment.handshakeTimeout,
                     logger: environment.logger
                 ),
-                InboundPrefaceHandler(environment: environment)
+                InboundPrefaceHandler(environment: environment, flow: flow)
             )
         }
         if configuration.inbound.ports.isEmpty {
@@ -117,9 +143,9 @@ public final class ProxyServer: Service, Sendable {
             let rotation = EndpointRotation(route.endpoints)
             rotations.append((route, rotation))
             guard let listen = route.listen else { continue }
-            let listener = try await bind(listen) { channel in
+            let listener = try await bind(listen, direction: .outbound) { channel, flow in
                 try channel.pipeline.syncOperations.addHandler(
-                    OutboundRouteHandler(route: route, rotation: rotation, environment: environment)
+                    OutboundRouteHandler(route: route, rotation: rotation, environment: environment, flow: flow)
                 )
             }
             routeAddresses.append(listener.localAddress!)
@@ -135,9 +161,9 @@ public final class ProxyServer: Service, Sendable {
         let captureRoutes = CaptureRoutes(rotations)
         var captureOutbound: [SocketAddress] = []
         for address in configuration.capture.outbound {
-            let listener = try await bind(address, ipv6Only: true) { channel in
+            let listener = try await bind(address, direction: .outbound, ipv6Only: true) { channel, flow in
                 try channel.pipeline.syncOperations.addHandler(
-                    CapturedOutboundHandler(routes: captureRoutes, environment: environment)
+                    CapturedOutboundHandler(routes: captureRoutes, environment: environment, flow: flow)
                 )
             }
             captureOutbound.append(listener.localAddress!)
@@ -145,27 +171,76 @@ public final class ProxyServer: Service, Sendable {
         }
         var captureInbound: [SocketAddress] = []
         for address in configuration.capture.inbound {
-            let listener = try await bind(address, ipv6Only: true) { channel in
-                try channel.pipeline.syncOperations.addHandler(PlaintextInboundHandler(environment: environment))
+            let listener = try await bind(address, direction: .inbound, ipv6Only: true) { channel, flow in
+                try channel.pipeline.syncOperations.addHandler(
+                    PlaintextInboundHandler(environment: environment, flow: flow)
+                )
             }
             captureInbound.append(listener.localAddress!)
             logger.info("inbound plaintext capture listener up", metadata: ["address": "\(listener.localAddress!)"])
         }
+        let (admin, metricsAddress) = try await startAdmin()
+        readiness.ready.store(true, ordering: .relaxed)
         return BoundAddresses(
             inbound: inbound.localAddress!,
             routes: routeAddresses,
             captureOutbound: captureOutbound,
-            captureInbound: captureInbound
+            captureInbound: captureInbound,
+            admin: admin,
+            metrics: metricsAddress
         )
     }
 
-    /// Binds one listener and records it (for shutdown and the port checks).
+    /// The admin API (TCP and unix socket) and the metrics listener.
+    private func startAdmin() async throws -> (admin: SocketAddress?, metrics: SocketAddress?) {
+        let readiness = self.readiness
+        let api = AdminAPI(environment: environment, metrics: metrics) { readiness.ready.load(ordering: .relaxed) }
+        var admin: SocketAddress?
+        if let listen = configuration.admin.listen {
+            let listener = try await adminBootstrap(api, scope: .admin).bind(host: listen.host, port: listen.port).get()
+            adminListeners.withLockedValue { $0.append(listener) }
+            admin = listener.localAddress
+            logger.info("admin API up", metadata: ["address": "\(listener.localAddress!)"])
+        }
+        if let path = configuration.admin.socket {
+            try AdminSocket.prepare(path)
+            let listener = try await adminBootstrap(api, scope: .admin).bind(unixDomainSocketPath: path).get()
+            adminListeners.withLockedValue { $0.append(listener) }
+            chmod(path, 0o660)
+            logger.info("admin API up", metadata: ["socket": "\(path)"])
+        }
+        var metricsAddress: SocketAddress?
+        if let listen = configuration.metrics.listen, metrics != nil {
+            let listener = try await adminBootstrap(api, scope: .metrics).bind(host: listen.host, port: listen.port)
+                .get()
+            adminListeners.withLockedValue { $0.append(listener) }
+            metricsAddress = listener.localAddress
+            logger.info("metrics up", metadata: ["address": "\(listener.localAddress!)/metrics"])
+        }
+        return (admin, metricsAddress)
+    }
+
+    private func adminBootstrap(_ api: AdminAPI, scope: AdminHandler.Scope) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(api: api, scope: scope))
+                }
+            }
+    }
+
+    /// Binds one listener and records it (for shutdown and the port checks); every
+    /// connection it accepts gets a flow in the flow table.
     private func bind(
         _ address: HostPort,
+        direction: FlowRecord.Direction,
         ipv6Only: Bool = false,
-        _ initialize: @escaping @Sendable (any Channel) throws -> Void
+        _ initialize: @escaping @Sendable (any Channel, Flow?) throws -> Void
     ) async throws -> any Channel {
-        var bootstrap = bootstrap(initialize)
+        var bootstrap = bootstrap(direction: direction, initialize)
         if ipv6Only, address.host.contains(":") {
             // Capture listeners come in pairs, `0.0.0.0:P` and `[::]:P`: the IPv6 one
             // takes IPv6 only.
@@ -181,9 +256,11 @@ public final class ProxyServer: Service, Sendable {
     }
 
     private func bootstrap(
-        _ initialize: @escaping @Sendable (any Channel) throws -> Void
+        direction: FlowRecord.Direction,
+        _ initialize: @escaping @Sendable (any Channel, Flow?) throws -> Void
     ) -> ServerBootstrap {
         let tracker = environment.tracker
+        let flows = environment.flows
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -194,13 +271,15 @@ public final class ProxyServer: Service, Sendable {
             .childChannelOption(.recvAllocator, value: RelayChannelOptions.receiveAllocator)
             .childChannelInitializer { channel in
                 tracker.track(channel)
-                return channel.eventLoop.makeCompletedFuture { try initialize(channel) }
+                let flow = flows.open(channel, direction: direction)
+                return channel.eventLoop.makeCompletedFuture { try initialize(channel, flow) }
             }
     }
 
     /// Stops accepting, lets live connections finish for up to `drain` seconds, cuts
     /// the rest, and stops the event loops.
     public func shutdown(drain: Double? = nil) async {
+        readiness.ready.store(false, ordering: .relaxed)
         let channels = listeners.withLockedValue { value in
             defer { value = [] }
             return value
@@ -210,8 +289,18 @@ public final class ProxyServer: Service, Sendable {
         let seconds = drain ?? configuration.timeouts.drain
         let live = environment.tracker.count
         logger.info("draining", metadata: ["connections": "\(live)", "deadline_seconds": "\(seconds)"])
-        let cut = await environment.tracker.drain(deadline: .now + .milliseconds(Int64(seconds * 1000)))
+        let flows = environment.flows
+        let cut = await environment.tracker.drain(deadline: .now + .milliseconds(Int64(seconds * 1000))) {
+            flows.markDraining()
+        }
         logger.info("drained", metadata: ["cut_at_deadline": "\(cut)"])
+        // The admin API stays up through the drain, so the flows it ends are visible.
+        let admin = adminListeners.withLockedValue { value in
+            defer { value = [] }
+            return value
+        }
+        for channel in admin { try? await channel.close() }
+        if let path = configuration.admin.socket { unlink(path) }
         try? await group.shutdownGracefully()
     }
 

@@ -38,7 +38,11 @@ struct BeeMeshProxy: AsyncParsableCommand {
             let logger = Logger(label: "beemesh-proxy")
             let server: ProxyServer
             do {
-                server = try ProxyServer(configuration: configuration, logger: logger)
+                server = try ProxyServer(
+                    configuration: configuration,
+                    logger: logger,
+                    metrics: ProxyMetrics.registry(for: configuration)
+                )
             } catch {
                 logger.critical("cannot load the workload identity", metadata: ["error": "\(error)"])
                 throw ExitCode(3)

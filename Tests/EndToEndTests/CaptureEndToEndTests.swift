@@ -117,6 +117,7 @@ import Testing
           outbound: [127.0.0.1:15001, "[::1]:15001"]
           inbound: [0.0.0.0:15006, "[::]:15006"]
         policies: {directory: \(directory)/policies-\(identity)}
+        admin: {socket: \(directory)/\(identity)/admin.sock}
         routes: \(routes)
         """
     }

@@ -40,6 +40,8 @@ import Testing
         try """
         identity: {certificate: \(frontend)/cert.pem, privateKey: \(frontend)/key.pem, trustBundle: \(frontend)/bundle.pem}
         inbound: {listen: 127.0.0.1:0}
+        admin: {listen: 127.0.0.1:0, socket: off}
+        metrics: {listen: off}
         timeouts: {drain: 10s}
         logLevel: warning
         routes:

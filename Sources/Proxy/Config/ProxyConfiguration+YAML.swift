@@ -36,7 +36,8 @@ extension ProxyConfiguration {
             throw documents[1].error("one document expected, found \(documents.count)")
         }
         let top = try reader.mapping(allowed: [
-            "identity", "inbound", "routes", "capture", "workload", "policies", "timeouts", "workers", "logLevel",
+            "identity", "inbound", "routes", "capture", "workload", "policies", "admin", "metrics", "flows", "timeouts",
+            "workers", "logLevel",
         ])
 
         let identityNode = try top.required("identity")
@@ -140,6 +141,34 @@ extension ProxyConfiguration {
             }
         }
 
+        if let adminNode = top.optional("admin") {
+            let map = try adminNode.mapping(allowed: ["listen", "socket"])
+            if let node = map.optional("listen") { configuration.admin.listen = try node.optionalHostPort() }
+            if let node = map.optional("socket") {
+                let path = try node.string()
+                guard path == "off" || path.hasPrefix("/") else {
+                    throw node.error("'\(path)' is not an absolute socket path (or off)")
+                }
+                guard path.utf8.count < 108 else { throw node.error("a unix socket path must be under 108 bytes") }
+                configuration.admin.socket = path == "off" ? nil : path
+            }
+        }
+        if let metricsNode = top.optional("metrics") {
+            let map = try metricsNode.mapping(allowed: ["listen"])
+            if let node = map.optional("listen") { configuration.metrics.listen = try node.optionalHostPort() }
+        }
+        if let flowsNode = top.optional("flows") {
+            let map = try flowsNode.mapping(allowed: ["capacity", "record"])
+            if let node = map.optional("capacity") {
+                let capacity = try node.integer()
+                guard (0...1_000_000).contains(capacity) else {
+                    throw node.error("must be between 0 and 1000000, got \(capacity)")
+                }
+                configuration.flows.capacity = capacity
+            }
+            if let node = map.optional("record") { configuration.flows.record = try node.bool() }
+        }
+
         if let timeoutsNode = top.optional("timeouts") {
             let map = try timeoutsNode.mapping(allowed: ["connect", "handshake", "preface", "idle", "drain"])
             if let node = map.optional("connect") { configuration.timeouts.connect = try node.duration(positive: true) }
@@ -172,6 +201,11 @@ extension YAMLField {
         let text = try string()
         guard let value = HostPort(text) else { throw error("'\(text)' is not host:port") }
         return value
+    }
+
+    /// `host:port`, or `off` for none.
+    func optionalHostPort() throws(ConfigurationError) -> HostPort? {
+        try string() == "off" ? nil : try hostPort()
     }
 
     func duration(positive: Bool) throws(ConfigurationError) -> Double {

@@ -8,10 +8,10 @@ import MeshNet
 /// Every field, its default and meaning is listed in the README ("Proxy configuration");
 /// keep the two in step. Values are validated once, at load, with errors naming the
 /// file, line and field.
-public struct ProxyConfiguration: Sendable, Equatable {
+public struct ProxyConfiguration: Sendable, Equatable, Encodable {
     /// Where the workload's X.509-SVID, key and trust bundle live (replaced atomically by
     /// the agent; re-read when they change).
-    public struct Identity: Sendable, Equatable {
+    public struct Identity: Sendable, Equatable, Encodable {
         public var certificate: String
         public var privateKey: String
         public var trustBundle: String
@@ -20,7 +20,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
     }
 
     /// The mTLS listener other sidecars connect to.
-    public struct Inbound: Sendable, Equatable {
+    public struct Inbound: Sendable, Equatable, Encodable {
         /// Default `0.0.0.0:15008`.
         public var listen = HostPort(host: "0.0.0.0", port: 15008)
         /// Service names (`name.namespace`) this workload answers for; empty: any.
@@ -37,7 +37,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
     /// endpoints, asking for `service` and `port`. They come from a local plaintext
     /// listener (`listen`), from the capture listener when the app's original
     /// destination matches one of `match`, or both.
-    public struct Route: Sendable, Equatable {
+    public struct Route: Sendable, Equatable, Encodable {
         public var listen: HostPort?
         public var match: [RouteMatch] = []
         public var service: String
@@ -54,7 +54,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
 
     /// The listeners nftables redirects to (`beemesh-proxy capture install`). Empty
     /// lists (the default) open none: a proxy used only through `routes`.
-    public struct CaptureListeners: Sendable, Equatable {
+    public struct CaptureListeners: Sendable, Equatable, Encodable {
         /// Outbound capture, conventionally `127.0.0.1:15001` and `[::1]:15001` (a
         /// redirect in the output hook always lands on loopback).
         public var outbound: [HostPort] = []
@@ -70,7 +70,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
         public var identity: SpiffeID
     }
 
-    public struct Timeouts: Sendable, Equatable {
+    public struct Timeouts: Sendable, Equatable, Encodable {
         /// TCP connect, to an endpoint or to the app. Default 5 s.
         public var connect: Double = 5
         /// The whole TLS handshake. Default 10 s.
@@ -89,7 +89,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
     public var capture = CaptureListeners()
 
     /// The workload this sidecar serves, as policies select it.
-    public struct Workload: Sendable, Equatable {
+    public struct Workload: Sendable, Equatable, Encodable {
         /// Default: the namespace of the sidecar's own SPIFFE ID (`…/ns/<namespace>/…`).
         public var namespace: String?
         public var labels: [String: String] = [:]
@@ -97,7 +97,7 @@ public struct ProxyConfiguration: Sendable, Equatable {
 
     /// Where policies come from. Every inbound connection is decided by them: with no
     /// policy that allows it, a connection is denied.
-    public struct Policies: Sendable, Equatable {
+    public struct Policies: Sendable, Equatable, Encodable {
         /// Every `*.yaml`, `*.yml`, `*.json` in it; watched, changes apply within a second.
         public var directory = "/etc/beemesh/policies"
         /// App ports whose requests are decided one by one as HTTP/1.1, in addition to
@@ -105,8 +105,37 @@ public struct ProxyConfiguration: Sendable, Equatable {
         public var httpPorts: [UInt16] = []
     }
 
+    /// The admin API (`GET /flows`, `/ready`, `/live`, `/config`, `/identity`,
+    /// `/policies`, `/metrics`): HTTP/1.1 and JSON, for `beectl` and curl.
+    public struct Admin: Sendable, Equatable, Encodable {
+        /// Default `127.0.0.1:15000`; nil (`off`): none.
+        public var listen: HostPort? = HostPort(host: "127.0.0.1", port: 15000)
+        /// Default `/var/run/beemesh/proxy.sock` (mode 0660; the directory is created);
+        /// nil (`off`): none.
+        public var socket: String? = "/var/run/beemesh/proxy.sock"
+    }
+
+    /// The Prometheus scrape endpoint (`GET /metrics`).
+    public struct MetricsEndpoint: Sendable, Equatable, Encodable {
+        /// Default `127.0.0.1:15090`; nil (`off`): none.
+        public var listen: HostPort? = HostPort(host: "127.0.0.1", port: 15090)
+    }
+
+    /// The flow table behind `GET /flows` and `beectl flows`.
+    public struct Flows: Sendable, Equatable, Encodable {
+        /// Finished flows kept (a ring buffer: the oldest is evicted, and counted).
+        /// Default 4096 (about 2 MB with HTTP detail).
+        public var capacity = 4096
+        /// Off: no flow table and no per-connection metrics (what the benchmark's
+        /// baseline measures). Default on.
+        public var record = true
+    }
+
     public var workload = Workload()
     public var policies = Policies()
+    public var admin = Admin()
+    public var metrics = MetricsEndpoint()
+    public var flows = Flows()
     public var timeouts = Timeouts()
     /// Event-loop threads. Default 1 (a sidecar shares its pod's CPU with the app).
     public var workers = 1

@@ -1,4 +1,5 @@
 import Logging
+import MeshAPI
 import Metrics
 import NIOCore
 import Policy
@@ -36,6 +37,7 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
     private let peer: PeerIdentity?
     private let port: UInt16
     private let policies: PolicyStore
+    private let flow: Flow?
     private var logger: Logger
     private var requests = HTTPMessageParser.requests()
     private var responses: HTTPMessageParser
@@ -46,10 +48,11 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
     private var tunnel = false
     private var closing = false
 
-    init(peer: PeerIdentity?, port: UInt16, policies: PolicyStore, logger: Logger) {
+    init(peer: PeerIdentity?, port: UInt16, policies: PolicyStore, flow: Flow?, logger: Logger) {
         self.peer = peer
         self.port = port
         self.policies = policies
+        self.flow = flow
         self.logger = logger
         let methods = forwarded
         responses = HTTPMessageParser { head throws(HTTPFramingError) in
@@ -114,6 +117,19 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
                 metadata: ["audit": "\(audit)", "method": "\(head.first)", "path": "\(path)"]
             )
         }
+        flow?.httpRequest(
+            HTTPExchange(
+                method: head.first,
+                authority: head.header("host"),
+                path: head.second,
+                status: decision.isAllowed ? nil : 403,
+                latency: decision.isAllowed ? nil : 0,
+                verdict: !decision.isAllowed ? .denied : decision.audits.isEmpty ? .allowed : .audit,
+                policy: decision.policyLabel,
+                rule: decision.decidedBy?.rule
+            ),
+            now: .now()
+        )
         if decision.isAllowed {
             slots.append(.forwarded)
             forwarded.methods.append(head.first)
@@ -197,6 +213,7 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
                 case .head(let head, let bytes):
                     interimResponse = head.first.hasPrefix("1") && head.first != "101"
                     if head.first == "101" { tunnel = true }
+                    if !interimResponse { flow?.httpResponse(status: Int(head.first) ?? 0, now: .now()) }
                     context.write(wrapOutboundOut(bytes), promise: index == lastBytes ? takeHeldPromise(context) : nil)
                 case .body(let bytes):
                     context.write(wrapOutboundOut(bytes), promise: index == lastBytes ? takeHeldPromise(context) : nil)

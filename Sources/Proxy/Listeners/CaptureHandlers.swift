@@ -15,11 +15,13 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
 
     private let routes: CaptureRoutes
     private let environment: ProxyEnvironment
+    private let flow: Flow?
     private var logger: Logger
 
-    init(routes: CaptureRoutes, environment: ProxyEnvironment) {
+    init(routes: CaptureRoutes, environment: ProxyEnvironment, flow: Flow?) {
         self.routes = routes
         self.environment = environment
+        self.flow = flow
         self.logger = environment.logger
     }
 
@@ -43,6 +45,12 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
 
     private func dispatch(to destination: SocketAddress, context: ChannelHandlerContext) {
         logger[metadataKey: "original_dst"] = "\(Self.format(destination))"
+        let identity = environment.identity
+        flow?.update { flow in
+            flow.source.identity = identity ?? "unauthenticated"
+            flow.destination.address = Self.format(destination)
+            flow.destination.port = UInt16(truncatingIfNeeded: destination.port ?? 0)
+        }
         // Dialled the listener itself (not redirected): relaying would loop.
         if destination == context.channel.localAddress {
             refuse("connection to the capture listener itself", result: "loop", context: context)
@@ -53,7 +61,12 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
                 "captured outbound connection",
                 metadata: ["service": "\(entry.route.service)", "port": "\(entry.route.port)"]
             )
-            let next = OutboundRouteHandler(route: entry.route, rotation: entry.rotation, environment: environment)
+            let next = OutboundRouteHandler(
+                route: entry.route,
+                rotation: entry.rotation,
+                environment: environment,
+                flow: flow
+            )
             do {
                 try context.pipeline.syncOperations.addHandler(next, position: .after(self))
             } catch {
@@ -82,7 +95,9 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
             label: "beemesh_egress_decisions_total",
             dimensions: [("verdict", decision.verdict.rawValue), ("policy", decision.policyLabel)]
         ).increment()
+        flow?.decided(decision)
         guard decision.isAllowed else {
+            flow?.update { $0.reason = "egress_denied" }
             refuse(
                 "destination is not a mesh service and no egress policy allows it (\(decision))",
                 result: "egress_denied",
@@ -119,6 +134,7 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
                     context,
                     to: upstream,
                     idleTimeout: handler.environment.idleTimeout,
+                    flow: handler.flow,
                     logger: handler.logger
                 )
             }
@@ -133,6 +149,7 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
     ) {
         logger.warning("refused outbound connection: \(message)", metadata: metadata)
         Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", result)]).increment()
+        if result != "egress_denied" { flow?.failed(result) }
         context.close(promise: nil)
     }
 
@@ -155,10 +172,14 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
     typealias InboundIn = ByteBuffer
 
     private let environment: ProxyEnvironment
+    private let flow: Flow?
     private var logger: Logger
+    /// Whether a policy decided the connection (a refusal before that is an error).
+    private var decided = false
 
-    init(environment: ProxyEnvironment) {
+    init(environment: ProxyEnvironment, flow: Flow?) {
         self.environment = environment
+        self.flow = flow
         self.logger = environment.logger
     }
 
@@ -173,6 +194,12 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
                 return
             }
             handler.logger[metadataKey: "original_dst"] = "\(CapturedOutboundHandler.format(destination))"
+            let identity = handler.environment.identity
+            handler.flow?.update { flow in
+                flow.destination.address = CapturedOutboundHandler.format(destination)
+                flow.destination.port = UInt16(truncatingIfNeeded: port)
+                flow.destination.identity = identity
+            }
             guard !handler.environment.listenerPorts.contains(port) else {
                 handler.refuse("a port of the proxy itself", context: context)
                 return
@@ -180,8 +207,10 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
             let decision = handler.environment.decide(
                 PolicyRequest(peer: nil, port: UInt16(port)),
                 channel: context.channel,
+                flow: handler.flow,
                 logger: handler.logger
             )
+            handler.decided = true
             handler.logger[metadataKey: "policy"] = "\(decision.policyLabel)"
             guard decision.isAllowed else {
                 handler.refuse("no policy admits unauthenticated peers here (\(decision))", context: context)
@@ -204,6 +233,7 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
                         label: "beemesh_inbound_connections_total",
                         dimensions: [("result", "upstream_unavailable")]
                     ).increment()
+                    handler.flow?.failed("upstream_unavailable")
                     context.close(promise: nil)
                 case .success(let app):
                     guard context.channel.isActive else {
@@ -215,12 +245,14 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
                         .increment()
                     let gate = handler.environment.httpGate(
                         for: PolicyRequest(peer: nil, port: UInt16(port)),
+                        flow: handler.flow,
                         logger: handler.logger
                     )
                     RelayHandler.join(
                         context,
                         to: app,
                         idleTimeout: handler.environment.idleTimeout,
+                        flow: handler.flow,
                         logger: handler.logger,
                         gate: gate
                     )
@@ -232,6 +264,7 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
         logger.warning("refused plaintext inbound connection: \(why)")
         Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "plaintext_refused")])
             .increment()
+        if !decided { flow?.failed("no_original_destination") }
         context.close(promise: nil)
     }
 }

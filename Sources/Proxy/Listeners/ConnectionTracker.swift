@@ -19,11 +19,13 @@ final class ConnectionTracker: Sendable {
 
     /// Waits until every tracked connection closed, or the deadline passes; then closes
     /// what is left. Returns how many connections were cut.
-    func drain(deadline: ContinuousClock.Instant) async -> Int {
+    /// `atDeadline` runs just before the cut.
+    func drain(deadline: ContinuousClock.Instant, atDeadline: () -> Void = {}) async -> Int {
         while count > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
         let remaining = channels.withLockedValue { Array($0.values) }
+        if !remaining.isEmpty { atDeadline() }
         for channel in remaining { channel.close(promise: nil) }
         return remaining.count
     }

@@ -24,6 +24,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     private let environment: ProxyEnvironment
+    private let flow: Flow?
     private var logger: Logger
     private var state = State.awaitingHandshake
     private var buffered = ByteBuffer()
@@ -33,8 +34,9 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
     /// The connection-level request the policy admitted (peer and port).
     private var admittedRequest: PolicyRequest?
 
-    init(environment: ProxyEnvironment) {
+    init(environment: ProxyEnvironment, flow: Flow?) {
         self.environment = environment
+        self.flow = flow
         self.logger = environment.logger
     }
 
@@ -42,6 +44,11 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         if let completed = event as? TLSHandshakeCompleted {
             peer = completed.peer
             logger[metadataKey: "peer"] = "\(completed.peer)"
+            flow?.handshakeCompleted(
+                version: completed.protocolVersion,
+                cipher: completed.cipher,
+                peer: completed.peer.description
+            )
             state = .readingPreface
             let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
             timeout = context.eventLoop.scheduleTask(in: environment.prefaceTimeout) {
@@ -100,6 +107,9 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // Handshake failures were logged and counted by the TLS handler.
         timeout?.cancel()
+        if state == .awaitingHandshake {
+            flow?.failed((error as? TLSHandshakeError)?.reason.label ?? "handshake_failed")
+        }
         context.close(promise: nil)
     }
 
@@ -114,6 +124,13 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         let inbound = environment.configuration.inbound
         logger[metadataKey: "service"] = "\(request.service)"
         logger[metadataKey: "port"] = "\(request.port)"
+        let identity = environment.identity
+        flow?.update { flow in
+            flow.destination.service = request.service
+            flow.destination.port = request.port
+            flow.destination.address = "\(HostPort(host: inbound.appAddress, port: Int(request.port)))"
+            flow.destination.identity = identity
+        }
         if !inbound.services.isEmpty, !inbound.services.contains(request.service) {
             deny(.unknownService, context: context)
             return
@@ -123,7 +140,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
             return
         }
         let policyRequest = PolicyRequest(peer: peer.flatMap { PeerIdentity($0.description) }, port: request.port)
-        let decision = environment.decide(policyRequest, channel: context.channel, logger: logger)
+        let decision = environment.decide(policyRequest, channel: context.channel, flow: flow, logger: logger)
         logger[metadataKey: "policy"] = "\(decision.policyLabel)"
         guard decision.isAllowed else {
             logger.warning("denied by policy", metadata: ["decision": "\(decision)"])
@@ -163,8 +180,9 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
             context,
             to: app,
             idleTimeout: environment.idleTimeout,
+            flow: flow,
             logger: logger,
-            gate: admittedRequest.flatMap { environment.httpGate(for: $0, logger: logger) },
+            gate: admittedRequest.flatMap { environment.httpGate(for: $0, flow: flow, logger: logger) },
             readFromDownstream: buffered,
             // Straight to the relay behind us: the TLS handler in front has already
             // reported this close_notify once.
@@ -182,6 +200,11 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
     private func deny(_ reason: PrefaceResponse.Reason, context: ChannelHandlerContext) {
         timeout?.cancel()
         state = .done
+        switch reason {
+        case .policyDenied: break  // recorded with its decision
+        case .malformedPreface, .upstreamUnavailable: flow?.failed(reason.label)
+        default: flow?.decided(.denied, reason: reason.label)
+        }
         if reason != .malformedPreface {
             logger.warning("denied inbound connection", metadata: ["reason": "\(reason.label)"])
         }

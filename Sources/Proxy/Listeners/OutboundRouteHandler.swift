@@ -35,12 +35,16 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
     private let route: ProxyConfiguration.Route
     private let rotation: EndpointRotation
     private let environment: ProxyEnvironment
+    private let flow: Flow?
     private var logger: Logger
+    /// Why the last endpoint tried could not be used.
+    private var lastFailure: String?
 
-    init(route: ProxyConfiguration.Route, rotation: EndpointRotation, environment: ProxyEnvironment) {
+    init(route: ProxyConfiguration.Route, rotation: EndpointRotation, environment: ProxyEnvironment, flow: Flow?) {
         self.route = route
         self.rotation = rotation
         self.environment = environment
+        self.flow = flow
         self.logger = environment.logger
         logger[metadataKey: "service"] = "\(route.service)"
         logger[metadataKey: "port"] = "\(route.port)"
@@ -54,6 +58,12 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
 
     func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
+        let (identity, route) = (environment.identity, route)
+        flow?.update { flow in
+            flow.source.identity = identity ?? "unauthenticated"
+            flow.destination.service = route.service
+            flow.destination.port = route.port
+        }
         attempt(rotation.attemptOrder()[...], context: context)
     }
 
@@ -76,8 +86,13 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
         guard let endpoint = endpoints.first else {
             logger.warning("no endpoint reachable; closing the client connection")
             Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "no_endpoint")]).increment()
+            flow?.failed(lastFailure.map { "no_endpoint (\($0))" } ?? "no_endpoint")
             context.close(promise: nil)
             return
+        }
+        flow?.update { flow in
+            flow.destination.address = endpoint.address.description
+            flow.destination.identity = endpoint.identity.description
         }
         let tlsContext = environment.credentials.current
         let request: PrefaceRequest
@@ -89,6 +104,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
         }
         let environment = self.environment
         let logger = self.logger
+        let flow = self.flow
         let responsePromise = context.eventLoop.makePromise(of: PrefaceClientHandler.Outcome.self)
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         environment.relayClientBootstrap(on: context.eventLoop)
@@ -104,6 +120,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                         PrefaceClientHandler(
                             request: request,
                             timeout: environment.prefaceTimeout,
+                            flow: flow,
                             outcome: responsePromise
                         )
                     )
@@ -115,6 +132,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 switch result {
                 case .failure(let error):
                     responsePromise.fail(error)
+                    handler.lastFailure = "unreachable"
                     handler.logger.warning(
                         "endpoint unreachable",
                         metadata: ["endpoint": "\(endpoint.address)", "error": "\(error)"]
@@ -152,6 +170,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 ]
             )
             upstream.close(promise: nil)
+            lastFailure = error.reason.label
             attempt(rest, context: context)
         case .failure(let error):
             logger.warning(
@@ -159,6 +178,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 metadata: ["endpoint": "\(endpoint.address)", "error": "\(error)"]
             )
             Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "error")]).increment()
+            flow?.failed((error as? PrefaceError)?.code.rawValue ?? "preface_failed")
             upstream.close(promise: nil)
             context.close(promise: nil)
         case .success(.denied(let reason)):
@@ -167,6 +187,11 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 metadata: ["endpoint": "\(endpoint.address)", "reason": "\(reason.label)"]
             )
             Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", reason.label)]).increment()
+            if reason == .upstreamUnavailable {
+                flow?.failed(reason.label)
+            } else {
+                flow?.decided(.denied, reason: reason.label)
+            }
             upstream.close(promise: nil)
             context.close(promise: nil)
         case .success(.accepted(let leftover)):
@@ -175,10 +200,12 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 return
             }
             Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "ok")]).increment()
+            flow?.decided(.allowed)
             RelayHandler.join(
                 context,
                 to: upstream,
                 idleTimeout: environment.idleTimeout,
+                flow: flow,
                 logger: logger,
                 readFromDownstream: early,
                 readFromUpstream: leftover,
@@ -202,18 +229,21 @@ final class PrefaceClientHandler: ChannelInboundHandler, RemovableChannelHandler
 
     private let request: PrefaceRequest
     private let timeout: TimeAmount
+    private let flow: Flow?
     private var outcome: EventLoopPromise<Outcome>?
     private var buffered = ByteBuffer()
     private var timer: Scheduled<Void>?
 
-    init(request: PrefaceRequest, timeout: TimeAmount, outcome: EventLoopPromise<Outcome>) {
+    init(request: PrefaceRequest, timeout: TimeAmount, flow: Flow?, outcome: EventLoopPromise<Outcome>) {
         self.request = request
         self.timeout = timeout
+        self.flow = flow
         self.outcome = outcome
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is TLSHandshakeCompleted {
+        if let completed = event as? TLSHandshakeCompleted {
+            flow?.handshakeCompleted(version: completed.protocolVersion, cipher: completed.cipher, peer: nil)
             var buffer = context.channel.allocator.buffer(capacity: 64)
             request.encode(into: &buffer)
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)

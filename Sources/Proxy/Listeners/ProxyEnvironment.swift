@@ -13,6 +13,7 @@ struct ProxyEnvironment: Sendable {
     let tracker: ConnectionTracker
     let policies: PolicyStore
     let liveFlows: LiveFlows
+    let flows: FlowRecorder
     let logger: Logger
     /// The ports this proxy listens on, as bound.
     let listenerPorts = ListenerPorts()
@@ -36,9 +37,9 @@ struct ProxyEnvironment: Sendable {
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
     }
 
-    /// Decides a connection by the policies in force; an admitted one is registered so
-    /// that a policy change can revoke it.
-    func decide(_ request: PolicyRequest, channel: any Channel, logger: Logger) -> PolicyDecision {
+    /// Decides a connection by the policies in force and records the decision in its
+    /// flow; an admitted one is registered so that a policy change can revoke it.
+    func decide(_ request: PolicyRequest, channel: any Channel, flow: Flow?, logger: Logger) -> PolicyDecision {
         let decision = policies.current.evaluate(request)
         Counter(
             label: "beemesh_policy_decisions_total",
@@ -47,17 +48,21 @@ struct ProxyEnvironment: Sendable {
         for audit in decision.audits {
             logger.info("audit rule matched", metadata: ["audit": "\(audit)", "decision": "\(decision)"])
         }
+        flow?.decided(decision)
         if decision.isAllowed {
-            liveFlows.register(channel, request: request, logger: logger)
+            liveFlows.register(channel, request: request, flow: flow, logger: logger)
         }
         return decision
     }
 
     /// On an HTTP port, the gate that decides every request of an admitted connection.
-    func httpGate(for request: PolicyRequest, logger: Logger) -> HTTPPolicyGate? {
+    func httpGate(for request: PolicyRequest, flow: Flow?, logger: Logger) -> HTTPPolicyGate? {
         guard policies.current.httpPorts.contains(request.port) else { return nil }
-        return HTTPPolicyGate(peer: request.peer, port: request.port, policies: policies, logger: logger)
+        return HTTPPolicyGate(peer: request.peer, port: request.port, policies: policies, flow: flow, logger: logger)
     }
+
+    /// This sidecar's SPIFFE ID now (it may change when the credentials are reissued).
+    var identity: String? { credentials.current.identity?.description }
 
     var handshakeTimeout: TimeAmount { .seconds(configuration.timeouts.handshake) }
     var prefaceTimeout: TimeAmount { .seconds(configuration.timeouts.preface) }

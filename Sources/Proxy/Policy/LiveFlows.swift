@@ -9,17 +9,18 @@ import Policy
 /// policies deny is closed on both sides (closing the downstream connection ends its
 /// relay) and recorded as revoked, naming the policy.
 final class LiveFlows: Sendable {
-    struct Flow: Sendable {
+    struct Entry: Sendable {
         let channel: any Channel
         let request: PolicyRequest
+        let flow: Flow?
         let logger: Logger
     }
 
-    private let flows = NIOLockedValueBox<[ObjectIdentifier: Flow]>([:])
+    private let flows = NIOLockedValueBox<[ObjectIdentifier: Entry]>([:])
 
-    func register(_ channel: any Channel, request: PolicyRequest, logger: Logger) {
+    func register(_ channel: any Channel, request: PolicyRequest, flow: Flow?, logger: Logger) {
         let id = ObjectIdentifier(channel)
-        flows.withLockedValue { $0[id] = Flow(channel: channel, request: request, logger: logger) }
+        flows.withLockedValue { $0[id] = Entry(channel: channel, request: request, flow: flow, logger: logger) }
         channel.closeFuture.whenComplete { [weak self] _ in
             self?.flows.withLockedValue { _ = $0.removeValue(forKey: id) }
         }
@@ -32,16 +33,17 @@ final class LiveFlows: Sendable {
     func revoke(under set: PolicySet) -> Int {
         let snapshot = flows.withLockedValue { Array($0.values) }
         var revoked = 0
-        for flow in snapshot {
-            let decision = set.evaluate(flow.request)
+        for entry in snapshot {
+            let decision = set.evaluate(entry.request)
             guard !decision.isAllowed else { continue }
             revoked += 1
-            flow.logger.warning(
+            entry.logger.warning(
                 "flow revoked by a policy change",
                 metadata: ["decision": "\(decision)", "policy": "\(decision.policyLabel)"]
             )
             Counter(label: "beemesh_flows_revoked_total", dimensions: [("policy", decision.policyLabel)]).increment()
-            flow.channel.close(promise: nil)
+            entry.flow?.revoked(by: decision)
+            entry.channel.close(promise: nil)
         }
         return revoked
     }

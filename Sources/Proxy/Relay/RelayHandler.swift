@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 
@@ -39,18 +40,25 @@ final class RelayHandler: ChannelDuplexHandler {
 
     private let logger: Logger
     private let side: String
+    /// The flow whose bytes this pair counts; the first side reads from the flow's
+    /// source, the second from its destination.
+    private let flow: Flow?
+    private let readsFromSource: Bool
 
-    private init(idleTimeout: TimeAmount?, side: String, logger: Logger) {
+    private init(idleTimeout: TimeAmount?, side: String, flow: Flow?, logger: Logger) {
         self.idleTimeout = idleTimeout
         self.side = side
+        self.flow = flow
+        self.readsFromSource = idleTimeout != nil
         self.logger = logger
     }
 
     /// Two handlers linked to each other; put one in each channel's pipeline. Both
-    /// channels must be on the same event loop.
-    static func pair(idleTimeout: TimeAmount, logger: Logger) -> (RelayHandler, RelayHandler) {
-        let first = RelayHandler(idleTimeout: idleTimeout, side: "first", logger: logger)
-        let second = RelayHandler(idleTimeout: nil, side: "second", logger: logger)
+    /// channels must be on the same event loop. The first goes on the downstream
+    /// connection (the flow's source).
+    static func pair(idleTimeout: TimeAmount, flow: Flow? = nil, logger: Logger) -> (RelayHandler, RelayHandler) {
+        let first = RelayHandler(idleTimeout: idleTimeout, side: "first", flow: flow, logger: logger)
+        let second = RelayHandler(idleTimeout: nil, side: "second", flow: flow, logger: logger)
         first.partner = second
         second.partner = first
         return (first, second)
@@ -67,13 +75,14 @@ final class RelayHandler: ChannelDuplexHandler {
         _ context: ChannelHandlerContext,
         to upstream: any Channel,
         idleTimeout: TimeAmount,
+        flow: Flow?,
         logger: Logger,
         gate: (any ChannelHandler)? = nil,
         readFromDownstream: ByteBuffer = ByteBuffer(),
         readFromUpstream: ByteBuffer = ByteBuffer(),
         downstreamInputEnded: Bool = false
     ) {
-        let (downstreamSide, upstreamSide) = pair(idleTimeout: idleTimeout, logger: logger)
+        let (downstreamSide, upstreamSide) = pair(idleTimeout: idleTimeout, flow: flow, logger: logger)
         do {
             try upstream.pipeline.syncOperations.addHandler(upstreamSide)
             if let gate { try context.pipeline.syncOperations.addHandler(gate) }
@@ -128,6 +137,7 @@ final class RelayHandler: ChannelDuplexHandler {
             bytesAtLastCheck = moved
             lastActivity = now
         } else if now - lastActivity >= idleTimeout {
+            flow?.closing(.timeout)
             closeBoth(context: context)
             return
         }
@@ -137,6 +147,13 @@ final class RelayHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         bytesRelayed &+= UInt64(buffer.readableBytes)
+        if let flow {
+            if readsFromSource {
+                flow.received(fromSource: buffer.readableBytes)
+            } else {
+                flow.received(fromDestination: buffer.readableBytes)
+            }
+        }
         partner?.partnerWrite(buffer)
     }
 
@@ -190,6 +207,7 @@ final class RelayHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.debug("relay error", metadata: ["side": "\(side)", "error": "\(error)"])
+        flow?.closing(Self.isReset(error) ? .reset : .error)
         closeBoth(context: context)
     }
 
@@ -207,6 +225,12 @@ final class RelayHandler: ChannelDuplexHandler {
         } else {
             pendingRead = true
         }
+    }
+
+    /// A peer that reset its connection (or vanished under a write).
+    private static func isReset(_ error: any Error) -> Bool {
+        guard let error = error as? IOError else { return false }
+        return error.errnoCode == ECONNRESET || error.errnoCode == EPIPE
     }
 
     private func closeBoth(context: ChannelHandlerContext) {

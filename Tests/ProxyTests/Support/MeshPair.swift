@@ -60,9 +60,15 @@ final class MeshPair {
             identity: {certificate: \(directory)/orders/cert.pem, privateKey: \(directory)/orders/key.pem, trustBundle: \(directory)/orders/bundle.pem}
             policies: {directory: \(policyDirectory)}
             inbound: {listen: 127.0.0.1:\(serverInboundPort), services: [orders.default], ports: [\(allowedPorts.map(String.init).joined(separator: ", "))]}
+            admin: {listen: 127.0.0.1:0, socket: \(directory)/orders-admin.sock}
+            metrics: {listen: 127.0.0.1:0}
             timeouts: {idle: \(idle)}
             """
-        server = try ProxyServer(configuration: try .parse(yaml: serverYAML, file: "server.yaml"), logger: Self.logger)
+        server = try ProxyServer(
+            configuration: try .parse(yaml: serverYAML, file: "server.yaml"),
+            logger: Self.logger,
+            metrics: ProxyMetrics.registry
+        )
         serverAddresses = try await server.start()
 
         let inboundPort = serverAddresses.inbound.port!
@@ -77,10 +83,16 @@ final class MeshPair {
         let clientYAML = """
             identity: {certificate: \(directory)/frontend/cert.pem, privateKey: \(directory)/frontend/key.pem, trustBundle: \(directory)/frontend/bundle.pem}
             inbound: {listen: 127.0.0.1:0}
+            admin: {listen: 127.0.0.1:0, socket: \(directory)/frontend-admin.sock}
+            metrics: {listen: 127.0.0.1:0}
             timeouts: {idle: \(idle)}
             routes:\(routes.isEmpty ? " []" : "\n" + routeYAML)
             """
-        client = try ProxyServer(configuration: try .parse(yaml: clientYAML, file: "client.yaml"), logger: Self.logger)
+        client = try ProxyServer(
+            configuration: try .parse(yaml: clientYAML, file: "client.yaml"),
+            logger: Self.logger,
+            metrics: ProxyMetrics.registry
+        )
         clientAddresses = try await client.start()
     }
 
@@ -99,6 +111,10 @@ final class MeshPair {
         )
         return (app, pair)
     }
+
+    /// The admin API sockets of the two sidecars.
+    var serverAdminSocket: String { directory + "/orders-admin.sock" }
+    var clientAdminSocket: String { directory + "/frontend-admin.sock" }
 
     /// The local port of route `index` on the client sidecar.
     func routePort(_ index: Int = 0) -> Int { clientAddresses.routes[index].port! }

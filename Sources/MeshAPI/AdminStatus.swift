@@ -1,0 +1,105 @@
+import Foundation
+
+/// `GET /identity`: the workload identity a sidecar currently presents.
+public struct IdentityStatus: Codable, Sendable, Equatable {
+    /// Nil when the certificate carries no SPIFFE ID (refused at load, so not in practice).
+    public var spiffeID: String?
+    public var trustDomain: String
+    public var notBefore: Date
+    public var notAfter: Date
+    /// Seconds until `notAfter` when the answer was made (negative once expired).
+    public var secondsUntilExpiry: Double
+    public var serialNumber: String
+    /// Issuers from the leaf's issuer up to the last certificate of the chain file.
+    public var issuers: [String]
+
+    public init(
+        spiffeID: String?,
+        trustDomain: String,
+        notBefore: Date,
+        notAfter: Date,
+        secondsUntilExpiry: Double,
+        serialNumber: String,
+        issuers: [String]
+    ) {
+        self.spiffeID = spiffeID
+        self.trustDomain = trustDomain
+        self.notBefore = notBefore
+        self.notAfter = notAfter
+        self.secondsUntilExpiry = secondsUntilExpiry
+        self.serialNumber = serialNumber
+        self.issuers = issuers
+    }
+}
+
+/// `GET /policies`: the policies in force and the files refused.
+public struct PolicyStatus: Codable, Sendable, Equatable {
+    public struct Loaded: Codable, Sendable, Equatable {
+        /// `MeshPolicy` or `EgressPolicy`.
+        public var kind: String
+        /// `namespace/name`.
+        public var name: String
+        /// `ALLOW`, `DENY` or `AUDIT`.
+        public var action: String
+        public var rules: Int
+
+        public init(kind: String, name: String, action: String, rules: Int) {
+            self.kind = kind
+            self.name = name
+            self.action = action
+            self.rules = rules
+        }
+    }
+
+    public var directory: String
+    public var policies: [Loaded]
+    /// `file:line: field: reason` of each refused file (its last good version is in force).
+    public var errors: [String]
+    /// Ports whose requests are decided one by one as HTTP.
+    public var httpPorts: [UInt16]
+
+    public init(directory: String, policies: [Loaded], errors: [String], httpPorts: [UInt16]) {
+        self.directory = directory
+        self.policies = policies
+        self.errors = errors
+        self.httpPorts = httpPorts
+    }
+}
+
+/// The body of every admin API error: `{"error": "…"}` with a 4xx or 5xx status.
+public struct AdminError: Codable, Sendable, Equatable {
+    public var error: String
+
+    public init(error: String) { self.error = error }
+}
+
+/// `application/x-www-form-urlencoded`-style query strings, as the admin API reads and
+/// `beectl` writes them.
+public enum QueryString {
+    private static let unreserved = CharacterSet(
+        charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/:*"
+    )
+
+    public static func encode(_ items: [(name: String, value: String)]) -> String {
+        items.map { item in
+            escape(item.name) + "=" + escape(item.value)
+        }.joined(separator: "&")
+    }
+
+    /// Splits `a=1&b=x%2Fy`; `+` is a space; a name without `=` has an empty value.
+    public static func decode(_ query: Substring) -> [(name: String, value: String)] {
+        query.split(separator: "&").map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return (unescape(parts[0]), parts.count > 1 ? unescape(parts[1]) : "")
+        }
+    }
+
+    private static func escape(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? text
+    }
+
+    private static func unescape(_ text: Substring) -> String {
+        let spaced = text.replacingOccurrences(of: "+", with: " ")
+        return spaced.removingPercentEncoding ?? spaced
+    }
+}
