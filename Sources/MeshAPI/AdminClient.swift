@@ -61,7 +61,7 @@ public struct AdminClient: Sendable {
     /// `GET path`: the status and the whole body.
     public func get(_ path: String) throws(AdminClientError) -> (status: Int, body: [UInt8]) {
         var body: [UInt8] = []
-        let status = try stream(path) { bytes in
+        let status = try stream(path) { _, bytes in
             body.append(contentsOf: bytes)
             return true
         }
@@ -79,10 +79,10 @@ public struct AdminClient: Sendable {
         }
     }
 
-    /// `GET path`, handing over body bytes as they arrive until `onBody` returns false
-    /// or the body ends. Returns the status.
+    /// `GET path`, handing over the status and body bytes as they arrive until `onBody`
+    /// returns false or the body ends. Returns the status.
     @discardableResult
-    public func stream(_ path: String, onBody: ([UInt8]) -> Bool) throws(AdminClientError) -> Int {
+    public func stream(_ path: String, onBody: (Int, [UInt8]) -> Bool) throws(AdminClientError) -> Int {
         let fd = try connect()
         defer { close(fd) }
         let host = if case .tcp(let host, let port) = endpoint { "\(host):\(port)" } else { "localhost" }
@@ -114,7 +114,7 @@ public struct AdminClient: Sendable {
             } catch {
                 throw AdminClientError("\(endpoint)\(path): \(error.reason)")
             }
-            if !output.body.isEmpty, !onBody(output.body) { return reader.status ?? 0 }
+            if !output.body.isEmpty, !onBody(reader.status ?? 0, output.body) { return reader.status ?? 0 }
             if output.complete || count == 0 { return reader.status ?? 0 }
         }
     }

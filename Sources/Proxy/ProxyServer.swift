@@ -110,6 +110,9 @@ public final class ProxyServer: Service, Sendable {
     /// Flows open now (zero when recording is off).
     public var openFlowCount: Int { environment.flows.openCount }
 
+    /// Readers of `GET /flows?follow=1` connected now.
+    public var flowFollowers: Int { environment.flows.followerCount }
+
     /// Loads the policies, starts watching them, and binds every listener.
     public func start() async throws -> BoundAddresses {
         let environment = self.environment

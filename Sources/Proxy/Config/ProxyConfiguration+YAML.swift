@@ -77,7 +77,8 @@ extension ProxyConfiguration {
                 var listen: HostPort?
                 if let listenNode = map.optional("listen") {
                     let address = try listenNode.hostPort()
-                    guard listens.insert(address).inserted else {
+                    // Port 0 asks the kernel for a fresh port each time: never a clash.
+                    guard address.port == 0 || listens.insert(address).inserted else {
                         throw listenNode.error("\(address) is used by two routes")
                     }
                     listen = address

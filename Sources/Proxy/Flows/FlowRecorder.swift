@@ -167,6 +167,8 @@ final class FlowRecorder: Sendable {
 
     var openCount: Int { state.withLockedValue { $0.open.count } }
 
+    var followerCount: Int { followers.load(ordering: .relaxed) }
+
     /// Finished flows pushed out of the ring, and follow events dropped, since start.
     var losses: (evicted: UInt64, overruns: UInt64) {
         state.withLockedValue { ($0.ring.evicted, $0.overruns) }

@@ -36,7 +36,8 @@ enum TestApp {
     }
 
     /// A minimal HTTP/1.1 server for requests without bodies: answers every request head
-    /// with `200` and a body naming the method and path it saw (none for HEAD).
+    /// with `200` and a body naming the method and path it saw (none for HEAD), or
+    /// `404` when the path contains `/missing`.
     final class HTTPResponder: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         typealias OutboundOut = ByteBuffer
@@ -50,9 +51,10 @@ enum TestApp {
                 pending = String(pending[end.upperBound...])
                 let parts = requestLine.split(separator: " ")
                 let body = parts.count >= 2 ? "saw \(parts[0]) \(parts[1])\n" : "saw ?\n"
+                let status = parts.count >= 2 && parts[1].contains("/missing") ? "404 Not Found" : "200 OK"
                 // A HEAD response announces the body it does not carry.
                 let response =
-                    "HTTP/1.1 200 OK\r\ncontent-length: \(body.utf8.count)\r\n\r\n"
+                    "HTTP/1.1 \(status)\r\ncontent-length: \(body.utf8.count)\r\n\r\n"
                     + (parts.first == "HEAD" ? "" : body)
                 context.write(wrapOutboundOut(ByteBuffer(string: response)), promise: nil)
             }
@@ -60,6 +62,13 @@ enum TestApp {
 
         func channelReadComplete(context: ChannelHandlerContext) {
             context.flush()
+        }
+
+        /// The client is done sending: like any HTTP server, close once answered.
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if let event = event as? ChannelEvent, event == .inputClosed {
+                context.close(promise: nil)
+            }
         }
 
         func errorCaught(context: ChannelHandlerContext, error: any Error) {
