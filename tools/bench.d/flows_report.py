@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Render the `tools/bench flows` results file as markdown.
+
+usage: flows_report.py RESULTS_FILE
+
+Lines: meta.<name>=..., flows_on.<metric>=<n> and flows_off.<metric>=<n> (one per
+round; the same sidecar pair with flow recording and metrics on, and off), and
+flows_on.recorded=<n> (flows the server's table held or evicted: proof that it
+recorded). Ratios are on/off per round, paired because both ran back to back; the
+table shows the medians of both figures and of the ratios. Target: recording costs
+less than 5% of throughput and of keep-alive req/s (ratio >= 0.95).
+"""
+import statistics
+import sys
+
+ROWS = (
+    ("tput.gbps", "iperf3 throughput (Gbit/s)", 2, 0.95),
+    ("ka.rps", "keep-alive req/s (wrk -c32, HTTP port: every request recorded)", 0, 0.95),
+    ("ka.p99_ms", "keep-alive latency p99 (ms)", 3, None),
+    ("nc.rps", "new connections/s (wrk -c16, Connection: close)", 0, None),
+)
+
+
+def main(path):
+    values, facts, notes = {}, {}, []
+    for line in open(path):
+        key, _, value = line.rstrip("\n").partition("=")
+        if key.startswith("meta."):
+            facts[key.split(".", 1)[1]] = value
+            continue
+        try:
+            values.setdefault(key, []).append(float(value))
+        except ValueError:
+            notes.append("%s: %s" % (key, value))
+
+    def cell(value, decimals):
+        return "-" if value is None else ("{:,.%df}" % decimals).format(value)
+
+    print("# BeeMesh flows benchmark: the cost of recording flows and metrics\n")
+    for name in sorted(facts):
+        print("- %s: %s" % (name, facts[name]))
+    recorded = values.get("flows_on.recorded", [])
+    print("- flows recorded by the server sidecar per round: %s" % ", ".join("%d" % v for v in recorded))
+    print()
+    print("| metric | recording on | recording off | on/off per round | median | target |")
+    print("|---|---:|---:|---|---:|---|")
+    for key, label, decimals, target in ROWS:
+        on, off = values.get("flows_on." + key, []), values.get("flows_off." + key, [])
+        ratios = [a / b for a, b in zip(on, off) if b]
+        median = statistics.median(ratios) if ratios else None
+        verdict = "-"
+        if target is not None and median is not None:
+            verdict = ("PASS" if median >= target else "FAIL") + " (>= %.2f)" % target
+        print(
+            "| %s | %s | %s | %s | %s | %s |"
+            % (
+                label,
+                cell(statistics.median(on) if on else None, decimals),
+                cell(statistics.median(off) if off else None, decimals),
+                ", ".join("%.3f" % r for r in ratios) or "-",
+                "-" if median is None else "%.3f" % median,
+                verdict,
+            )
+        )
+    if notes:
+        print("\nNotes:")
+        for note in notes:
+            print("- " + note)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
