@@ -48,7 +48,7 @@ public struct FlowListing: Sendable {
         if let request {
             http = Self.summary(request)
         } else if let last = flow.http.last {
-            http = Self.summary(last) + (flow.http.count > 1 ? " (+\(flow.http.count - 1))" : "")
+            http = Self.summary(last) + (flow.requests > 1 ? " (+\(flow.requests - 1))" : "")
         } else {
             http = ""
         }

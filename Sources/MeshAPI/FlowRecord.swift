@@ -111,7 +111,10 @@ public struct FlowRecord: Codable, Sendable, Equatable {
     public var bytesOut: UInt64
     /// Nil while the flow is open.
     public var closeReason: CloseReason?
-    /// HTTP requests, in order (HTTP ports only).
+    /// HTTP requests seen on the flow (HTTP ports only).
+    public var requests: UInt64
+    /// The newest HTTP requests, in order: at most the last 32 of `requests`, so that a
+    /// long keep-alive connection keeps a bounded record.
     public var http: [HTTPExchange]
 
     public init(
@@ -133,6 +136,7 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         self.audits = []
         self.bytesIn = 0
         self.bytesOut = 0
+        self.requests = 0
         self.http = []
     }
 
@@ -146,7 +150,7 @@ public struct FlowRecord: Codable, Sendable, Equatable {
 
     private enum CodingKeys: String, CodingKey {
         case id, start, end, duration, direction, source, destination, `protocol`, tls, verdict, policy, rule
-        case audits, reason, bytesIn, bytesOut, closeReason, http
+        case audits, reason, bytesIn, bytesOut, closeReason, requests, http
     }
 
     public init(from decoder: any Decoder) throws {
@@ -168,6 +172,7 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         bytesOut = try values.decode(UInt64.self, forKey: .bytesOut)
         closeReason = try values.decodeIfPresent(CloseReason.self, forKey: .closeReason)
         http = try values.decodeIfPresent([HTTPExchange].self, forKey: .http) ?? []
+        requests = try values.decodeIfPresent(UInt64.self, forKey: .requests) ?? UInt64(http.count)
     }
 
     /// Encodes every field, plus `duration` (seconds) for finished flows, so that a
@@ -191,6 +196,7 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         try values.encode(bytesIn, forKey: .bytesIn)
         try values.encode(bytesOut, forKey: .bytesOut)
         try values.encodeIfPresent(closeReason, forKey: .closeReason)
+        if requests > 0 { try values.encode(requests, forKey: .requests) }
         if !http.isEmpty { try values.encode(http, forKey: .http) }
     }
 }

@@ -34,6 +34,7 @@ func sampleFlow(
     flow.bytesOut = 56789
     flow.closeReason = end == nil ? nil : .done
     flow.http = http
+    flow.requests = UInt64(http.count)
     return flow
 }
 

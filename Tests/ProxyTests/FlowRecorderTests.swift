@@ -110,6 +110,26 @@ import Testing
         #expect(names.withLockedValue { $0 } == ["flow-end"], "a denied flow never starts; it ends denied")
     }
 
+    @Test func aLongKeepAliveFlowKeepsItsNewestRequestsAndCountsThemAll() throws {
+        let recorder = FlowRecorder(capacity: 10, recording: true)
+        let channel = EmbeddedChannel()
+        let flow = try #require(recorder.open(channel, direction: .inbound))
+        // 40 pipelined requests, then their 40 responses: the first 8 were pushed out of
+        // the flow's list before they were answered.
+        for number in 0..<40 {
+            flow.httpRequest(
+                HTTPExchange(method: "GET", authority: nil, path: "/\(number)", verdict: .allowed, policy: "p/q"),
+                now: .now()
+            )
+        }
+        for number in 0..<40 { flow.httpResponse(status: 200 + number, now: .now()) }
+        let record = flow.snapshot
+        #expect(record.requests == 40 && record.http.count == Flow.keptRequests)
+        #expect(record.http.first?.path == "/8" && record.http.last?.path == "/39")
+        #expect(record.http.allSatisfy { $0.status == 200 + Int($0.path.dropFirst())! && $0.latency != nil })
+        _ = try? channel.finish()
+    }
+
     @Test func aFlowCutAtTheDrainDeadlineEndsAsTimeout() throws {
         let recorder = FlowRecorder(capacity: 10, recording: true)
         let channel = EmbeddedChannel()

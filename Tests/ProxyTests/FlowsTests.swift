@@ -122,7 +122,7 @@ import Testing
 
         let http = try #require(flows.first { $0.destination.port == UInt16(traffic.httpPort) })
         #expect(http.protocol == "http" && http.verdict == .allowed && http.closeReason == .done)
-        #expect(http.http.map(\.method) == ["GET", "GET", "DELETE"])
+        #expect(http.http.map(\.method) == ["GET", "GET", "DELETE"] && http.requests == 3)
         #expect(http.http.map(\.path) == ["/api/orders", "/api/missing", "/api/orders"])
         #expect(http.http.map(\.status) == [200, 404, 403])
         #expect(http.http.map(\.verdict) == [.allowed, .allowed, .denied])

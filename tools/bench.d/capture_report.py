@@ -6,8 +6,9 @@ usage: capture_report.py RESULTS_FILE
 Lines: meta.<name>=..., capture.<name>=..., explicit.nc.<metric>=<n> and
 captured.nc.<metric>=<n> (one per round; the table shows medians).
 """
-import statistics
 import sys
+
+from results import cell, median, print_facts, print_notes, read_rounds
 
 ROWS = (
     ("nc.rps", "new connections/s (wrk -c16, Connection: close)", 0),
@@ -17,37 +18,18 @@ ROWS = (
 
 
 def main(path):
-    values, facts, notes = {}, {}, []
-    for line in open(path):
-        key, _, value = line.rstrip("\n").partition("=")
-        if key.startswith(("meta.", "capture.")):
-            facts[key.split(".", 1)[1]] = value
-            continue
-        try:
-            values.setdefault(key, []).append(float(value))
-        except ValueError:
-            notes.append("%s: %s" % (key, value))
-
-    def median(key):
-        return statistics.median(values[key]) if key in values else None
-
-    def cell(value, decimals):
-        return "-" if value is None else ("{:,.%df}" % decimals).format(value)
+    values, facts, notes = read_rounds(path, ("meta.", "capture."))
 
     print("# BeeMesh capture benchmark: the cost of the nftables redirect\n")
-    for name in sorted(facts):
-        print("- %s: %s" % (name, facts[name]))
+    print_facts(facts)
     print()
     print("| metric | explicit route | captured | captured/explicit |")
     print("|---|---:|---:|---:|")
     for key, label, decimals in ROWS:
-        explicit, captured = median("explicit." + key), median("captured." + key)
+        explicit, captured = median(values, "explicit." + key), median(values, "captured." + key)
         ratio = "-" if not explicit or captured is None else "%.2f" % (captured / explicit)
         print("| %s | %s | %s | %s |" % (label, cell(explicit, decimals), cell(captured, decimals), ratio))
-    if notes:
-        print("\nNotes:")
-        for note in notes:
-            print("- " + note)
+    print_notes(notes)
 
 
 if __name__ == "__main__":

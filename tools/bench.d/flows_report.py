@@ -5,13 +5,15 @@ usage: flows_report.py RESULTS_FILE
 
 Lines: meta.<name>=..., flows_on.<metric>=<n> and flows_off.<metric>=<n> (one per
 round; the same sidecar pair with flow recording and metrics on, and off), and
-flows_on.recorded=<n> (flows the server's table held or evicted: proof that it
-recorded). Ratios are on/off per round, paired because both ran back to back; the
+flows_on.recorded=<flows> <requests> (flows the server's table held or evicted, and
+HTTP requests counted in the flows it held: proof that it recorded). Ratios are on/off per round, paired because both ran back to back; the
 table shows the medians of both figures and of the ratios. Target: recording costs
 less than 5% of throughput and of keep-alive req/s (ratio >= 0.95).
 """
 import statistics
 import sys
+
+from results import cell, print_facts, print_notes, read_rounds
 
 ROWS = (
     ("tput.gbps", "iperf3 throughput (Gbit/s)", 2, 0.95),
@@ -22,25 +24,14 @@ ROWS = (
 
 
 def main(path):
-    values, facts, notes = {}, {}, []
-    for line in open(path):
-        key, _, value = line.rstrip("\n").partition("=")
-        if key.startswith("meta."):
-            facts[key.split(".", 1)[1]] = value
-            continue
-        try:
-            values.setdefault(key, []).append(float(value))
-        except ValueError:
-            notes.append("%s: %s" % (key, value))
-
-    def cell(value, decimals):
-        return "-" if value is None else ("{:,.%df}" % decimals).format(value)
+    values, facts, notes = read_rounds(path)
+    # "<flows> <requests>" per round: text, so read_rounds filed it as a note.
+    recorded = ", ".join(n.split(": ", 1)[1] for n in notes if n.startswith("flows_on.recorded:")) or "-"
+    notes = [n for n in notes if not n.startswith("flows_on.recorded:")]
 
     print("# BeeMesh flows benchmark: the cost of recording flows and metrics\n")
-    for name in sorted(facts):
-        print("- %s: %s" % (name, facts[name]))
-    recorded = values.get("flows_on.recorded", [])
-    print("- flows recorded by the server sidecar per round: %s" % ", ".join("%d" % v for v in recorded))
+    print_facts(facts)
+    print("- flows recorded by the server sidecar per round (flows, HTTP requests in the flows kept): %s" % recorded)
     print()
     print("| metric | recording on | recording off | on/off per round | median | target |")
     print("|---|---:|---:|---|---:|---|")
@@ -62,10 +53,7 @@ def main(path):
                 verdict,
             )
         )
-    if notes:
-        print("\nNotes:")
-        for note in notes:
-            print("- " + note)
+    print_notes(notes)
 
 
 if __name__ == "__main__":

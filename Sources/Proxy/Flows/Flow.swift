@@ -19,11 +19,13 @@ final class Flow: Sendable {
     private let record: NIOLockedValueBox<FlowRecord>
     private let bytesIn = Atomic<UInt64>(0)
     private let bytesOut = Atomic<UInt64>(0)
-    /// Forwarded HTTP requests still waiting for their response, by index in `http`.
-    private let awaitingResponse = NIOLockedValueBox<[(index: Int, started: NIODeadline)]>([])
+    /// Forwarded HTTP requests still waiting for their response, by sequence number.
+    private let awaitingResponse = NIOLockedValueBox<[(sequence: UInt64, started: NIODeadline)]>([])
+    let direction: FlowRecord.Direction
 
     init(id: UInt64, record: FlowRecord, recorder: FlowRecorder) {
         self.id = id
+        self.direction = record.direction
         self.record = NIOLockedValueBox(record)
         self.recorder = recorder
     }
@@ -119,38 +121,50 @@ final class Flow: Sendable {
 
     // MARK: HTTP
 
+    /// HTTP requests a flow keeps in full, the newest; `requests` counts them all, so a
+    /// keep-alive connection that carries millions of requests holds a bounded record.
+    static let keptRequests = 32
+
     /// A request was decided. Denied requests are answered at once (403 by the gate);
     /// allowed ones wait for the app's response head.
     func httpRequest(_ exchange: HTTPExchange, now: NIODeadline) {
-        let (flow, index) = record.withLockedValue { record in
+        let sequence = record.withLockedValue { record in
             record.protocol = "http"
+            if record.http.count == Self.keptRequests { record.http.removeFirst() }
             record.http.append(exchange)
-            return (record, record.http.count - 1)
+            record.requests += 1
+            return record.requests - 1
         }
         if exchange.status != nil {
-            finishRequest(flow: flow, exchange: exchange)
+            answered(exchange)
         } else {
-            awaitingResponse.withLockedValue { $0.append((index, now)) }
+            awaitingResponse.withLockedValue { $0.append((sequence, now)) }
         }
     }
 
     /// The response head of the oldest forwarded request arrived.
     func httpResponse(status: Int, now: NIODeadline) {
-        guard let (index, started) = awaitingResponse.withLockedValue({ $0.isEmpty ? nil : $0.removeFirst() }) else {
+        guard let (sequence, started) = awaitingResponse.withLockedValue({ $0.isEmpty ? nil : $0.removeFirst() })
+        else { return }
+        let latency = Double((now - started).nanoseconds) / 1e9
+        let kept = record.withLockedValue { record -> HTTPExchange? in
+            let position = Int(sequence) - (Int(record.requests) - record.http.count)
+            guard position >= 0 else { return nil }  // pipelined deeper than the flow keeps
+            record.http[position].status = status
+            record.http[position].latency = latency
+            return record.http[position]
+        }
+        guard let kept else {
+            recorder.requestAnswered(status: status, latency: latency, direction: direction)
             return
         }
-        let latency = Double((now - started).nanoseconds) / 1e9
-        let (flow, exchange) = record.withLockedValue { record in
-            record.http[index].status = status
-            record.http[index].latency = latency
-            return (record, record.http[index])
-        }
-        finishRequest(flow: flow, exchange: exchange)
+        answered(kept)
     }
 
-    private func finishRequest(flow: FlowRecord, exchange: HTTPExchange) {
-        recorder.requestAnswered(exchange, direction: flow.direction)
-        var summary = flow
+    private func answered(_ exchange: HTTPExchange) {
+        recorder.requestAnswered(status: exchange.status, latency: exchange.latency, direction: direction)
+        guard recorder.hasFollowers else { return }
+        var summary = record.withLockedValue { $0 }
         summary.http = []
         summary.bytesIn = bytesIn.load(ordering: .relaxed)
         summary.bytesOut = bytesOut.load(ordering: .relaxed)

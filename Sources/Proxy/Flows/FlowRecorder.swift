@@ -132,13 +132,13 @@ final class FlowRecorder: Sendable {
     }
 
     /// An HTTP request of some flow was answered (by the app or by a 403).
-    func requestAnswered(_ exchange: HTTPExchange, direction: FlowRecord.Direction) {
-        let statusClass = exchange.status.map { "\($0 / 100)xx" } ?? "none"
+    func requestAnswered(status: Int?, latency: Double?, direction: FlowRecord.Direction) {
+        let statusClass = status.map { "\($0 / 100)xx" } ?? "none"
         Counter(
             label: "beemesh_http_requests_total",
             dimensions: [("direction", direction.rawValue), ("status_class", statusClass)]
         ).increment()
-        if let latency = exchange.latency {
+        if let latency {
             Timer(label: "beemesh_http_request_duration_seconds", dimensions: [("direction", direction.rawValue)])
                 .recordNanoseconds(Int64(latency * 1e9))
         }
@@ -168,6 +168,9 @@ final class FlowRecorder: Sendable {
     var openCount: Int { state.withLockedValue { $0.open.count } }
 
     var followerCount: Int { followers.load(ordering: .relaxed) }
+
+    /// Whether any follow reader is connected (events are built only then).
+    var hasFollowers: Bool { followers.load(ordering: .relaxed) > 0 }
 
     /// Finished flows pushed out of the ring, and follow events dropped, since start.
     var losses: (evicted: UInt64, overruns: UInt64) {
