@@ -19,6 +19,7 @@ from results import cell, print_facts, print_notes, read_rounds
 
 ROWS = (
     ("tput.gbps", "iperf3 throughput (Gbit/s)", 2, (">=", 0.95)),
+    ("tput.cpu_ms_per_gib", "CPU of both sidecars per GiB relayed (ms)", 1, ("<=", 1.05)),
     ("ka.rps", "keep-alive req/s (wrk -c32, HTTP port: every request recorded)", 0, (">=", 0.95)),
     ("ka.p99_ms", "keep-alive latency p99 (ms)", 3, None),
     ("ka.cpu_us_per_request", "CPU of both sidecars per keep-alive request (µs)", 2, ("<=", 1.05)),
