@@ -232,6 +232,10 @@ import Testing
         let bad = try curl("/flows?verdict=maybe")
         #expect(bad.status != 0 && bad.output.contains("verdict: 'maybe' is not one of"))
         #expect(try curl("/nowhere").output.contains("no such endpoint"))
+        let usage = try runProcess([Self.beectl, "flows", "--proxy", socket, "--verdict", "maybe"], input: [])
+        #expect(usage.status == 64 && usage.output.contains("--verdict: 'maybe' is not one of"), "\(usage.output)")
+        let nowhere = try runProcess([Self.beectl, "flows", "--proxy", socket + ".missing"], input: [])
+        #expect(nowhere.status == 2 && nowhere.output.contains("cannot reach the admin API"), "\(nowhere.output)")
 
         // The metrics page, through the reference parser.
         let metricsPort = try #require(pair.serverAddresses.metrics?.port)

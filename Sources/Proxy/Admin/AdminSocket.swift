@@ -4,9 +4,10 @@ import Foundation
 /// by a sidecar that died is removed, but one that another live process still serves
 /// is not taken over (two sidecars must not share a socket).
 enum AdminSocket {
-    struct InUse: Error, CustomStringConvertible {
+    struct Unusable: Error, CustomStringConvertible {
         let path: String
-        var description: String { "\(path): another process serves the admin API on this socket" }
+        let reason: String
+        var description: String { "\(path): \(reason)" }
     }
 
     static func prepare(_ path: String) throws {
@@ -14,7 +15,10 @@ enum AdminSocket {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var status = stat()
         guard lstat(path, &status) == 0 else { return }
-        if answers(path) { throw InUse(path: path) }
+        guard status.st_mode & S_IFMT == S_IFSOCK else {
+            throw Unusable(path: path, reason: "exists and is not a socket; not replacing it")
+        }
+        if answers(path) { throw Unusable(path: path, reason: "another process serves the admin API on this socket") }
         unlink(path)
     }
 

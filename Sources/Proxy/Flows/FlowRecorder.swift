@@ -67,6 +67,7 @@ final class FlowRecorder: Sendable {
     }
 
     private let state: NIOLockedValueBox<State>
+    private let metrics = RequestMetrics()
 
     init(capacity: Int, recording: Bool, now: @escaping @Sendable () -> Date = { Date() }) {
         self.capacity = capacity
@@ -133,15 +134,7 @@ final class FlowRecorder: Sendable {
 
     /// An HTTP request of some flow was answered (by the app or by a 403).
     func requestAnswered(status: Int?, latency: Double?, direction: FlowRecord.Direction) {
-        let statusClass = status.map { "\($0 / 100)xx" } ?? "none"
-        Counter(
-            label: "beemesh_http_requests_total",
-            dimensions: [("direction", direction.rawValue), ("status_class", statusClass)]
-        ).increment()
-        if let latency {
-            Timer(label: "beemesh_http_request_duration_seconds", dimensions: [("direction", direction.rawValue)])
-                .recordNanoseconds(Int64(latency * 1e9))
-        }
+        metrics.answered(status: status, latency: latency, direction: direction)
     }
 
     /// From the drain deadline on, flows cut without another reason end as `timeout`.
@@ -214,5 +207,40 @@ final class FlowRecorder: Sendable {
     static func format(_ address: SocketAddress) -> String {
         guard let host = address.ipAddress, let port = address.port else { return "\(address)" }
         return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+/// The per-request metrics, made once: looking a metric up by label and dimensions
+/// goes through the backend's registry (a lock and string hashing), too much to pay on
+/// every HTTP request of a keep-alive connection.
+private struct RequestMetrics: Sendable {
+    private static let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+    /// By direction, then status class (the last one: no status).
+    private let requests: [FlowRecord.Direction: [Counter]]
+    private let latency: [FlowRecord.Direction: Timer]
+
+    init() {
+        var requests: [FlowRecord.Direction: [Counter]] = [:]
+        var latency: [FlowRecord.Direction: Timer] = [:]
+        for direction in FlowRecord.Direction.allCases {
+            requests[direction] = (Self.classes + ["none"]).map { statusClass in
+                Counter(
+                    label: "beemesh_http_requests_total",
+                    dimensions: [("direction", direction.rawValue), ("status_class", statusClass)]
+                )
+            }
+            latency[direction] = Timer(
+                label: "beemesh_http_request_duration_seconds",
+                dimensions: [("direction", direction.rawValue)]
+            )
+        }
+        self.requests = requests
+        self.latency = latency
+    }
+
+    func answered(status: Int?, latency seconds: Double?, direction: FlowRecord.Direction) {
+        let index = status.map { (1...5).contains($0 / 100) ? $0 / 100 - 1 : Self.classes.count } ?? Self.classes.count
+        requests[direction]?[index].increment()
+        if let seconds { latency[direction]?.recordNanoseconds(Int64(seconds * 1e9)) }
     }
 }

@@ -107,10 +107,7 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
             headers: head.headers
         )
         let decision = policies.current.evaluate(PolicyRequest(peer: peer, port: port, http: http))
-        Counter(
-            label: "beemesh_http_policy_decisions_total",
-            dimensions: [("verdict", decision.verdict.rawValue), ("policy", decision.policyLabel)]
-        ).increment()
+        decisionCounter(decision).increment()
         for audit in decision.audits {
             logger.info(
                 "audit rule matched",
@@ -147,6 +144,24 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
         let waitsForContinue = head.header("expect")?.lowercased() == "100-continue"
         slots.append(.denied(closeAfter: !head.keepAlive || waitsForContinue))
         answerDenied(context: context)
+    }
+
+    /// The counter of the last decision's verdict and policy, kept: the requests of one
+    /// connection are mostly decided alike, and a metric looked up by its labels costs a
+    /// registry lock and string hashing.
+    private var lastDecisionCounter: (verdict: PolicyDecision.Verdict, policy: String, counter: Counter)?
+
+    private func decisionCounter(_ decision: PolicyDecision) -> Counter {
+        let policy = decision.policyLabel
+        if let last = lastDecisionCounter, last.verdict == decision.verdict, last.policy == policy {
+            return last.counter
+        }
+        let counter = Counter(
+            label: "beemesh_http_policy_decisions_total",
+            dimensions: [("verdict", decision.verdict.rawValue), ("policy", policy)]
+        )
+        lastDecisionCounter = (decision.verdict, policy, counter)
+        return counter
     }
 
     private func refuse(_ error: HTTPFramingError, context: ChannelHandlerContext) {
