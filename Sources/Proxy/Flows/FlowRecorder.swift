@@ -214,33 +214,31 @@ final class FlowRecorder: Sendable {
 /// goes through the backend's registry (a lock and string hashing), too much to pay on
 /// every HTTP request of a keep-alive connection.
 private struct RequestMetrics: Sendable {
-    private static let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"]
-    /// By direction, then status class (the last one: no status).
-    private let requests: [FlowRecord.Direction: [Counter]]
-    private let latency: [FlowRecord.Direction: Timer]
+    private static let classes = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"]
+    /// By direction (inbound, outbound), then status class.
+    private let requests: [[Counter]]
+    private let latency: [Timer]
 
     init() {
-        var requests: [FlowRecord.Direction: [Counter]] = [:]
-        var latency: [FlowRecord.Direction: Timer] = [:]
-        for direction in FlowRecord.Direction.allCases {
-            requests[direction] = (Self.classes + ["none"]).map { statusClass in
+        let directions: [FlowRecord.Direction] = [.inbound, .outbound]
+        requests = directions.map { direction in
+            Self.classes.map { statusClass in
                 Counter(
                     label: "beemesh_http_requests_total",
                     dimensions: [("direction", direction.rawValue), ("status_class", statusClass)]
                 )
             }
-            latency[direction] = Timer(
-                label: "beemesh_http_request_duration_seconds",
-                dimensions: [("direction", direction.rawValue)]
-            )
         }
-        self.requests = requests
-        self.latency = latency
+        latency = directions.map { direction in
+            Timer(label: "beemesh_http_request_duration_seconds", dimensions: [("direction", direction.rawValue)])
+        }
     }
 
     func answered(status: Int?, latency seconds: Double?, direction: FlowRecord.Direction) {
-        let index = status.map { (1...5).contains($0 / 100) ? $0 / 100 - 1 : Self.classes.count } ?? Self.classes.count
-        requests[direction]?[index].increment()
-        if let seconds { latency[direction]?.recordNanoseconds(Int64(seconds * 1e9)) }
+        let row = direction == .inbound ? 0 : 1
+        let noStatus = Self.classes.count - 1
+        let column = status.map { (1...5).contains($0 / 100) ? $0 / 100 - 1 : noStatus } ?? noStatus
+        requests[row][column].increment()
+        if let seconds { latency[row].recordNanoseconds(Int64(seconds * 1e9)) }
     }
 }
