@@ -34,6 +34,9 @@ let package = Package(
         ),
         .target(name: "MeshNet"),
         .target(name: "MeshAPI"),
+        // The DHT's state machine and its simulator run thousands of nodes in the test
+        // suite: optimized even in debug builds, so that the simulation fits CI's time.
+        .target(name: "Kademlia", swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .target(
             name: "Capture",
             dependencies: ["CNetfilter", "MeshNet"]
@@ -139,6 +142,23 @@ let package = Package(
         .testTarget(
             name: "PolicyTests",
             dependencies: ["Policy", "MeshNet", "MeshTestSupport"]
+        ),
+        .testTarget(
+            name: "KademliaTests",
+            dependencies: ["Kademlia", "KademliaSimulation"]
+        ),
+        .target(
+            name: "KademliaSimulation",
+            dependencies: ["Kademlia"],
+            path: "Tests/KademliaSimulation",
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        ),
+        .executableTarget(
+            name: "beemesh-dht-sim",
+            dependencies: [
+                "KademliaSimulation",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .testTarget(
             name: "MeshAPITests",

@@ -1,0 +1,203 @@
+import Kademlia
+import KademliaSimulation
+import Testing
+
+/// The state machine event by event: what goes in, exactly what comes out.
+@Suite struct KademliaNodeTests {
+    static let signatures = SimulatedSignatures(secret: 42)
+    static let second: UInt64 = 1_000_000_000
+
+    static func node(_ id: NodeID, client: Bool = false) -> KademliaNode {
+        var configuration = KademliaNode.Configuration()
+        configuration.isClient = client
+        return KademliaNode(
+            contact: Contact(id: id, address: "n\(id.words.0)"),
+            configuration: configuration,
+            seed: 1,
+            validator: signatures
+        )
+    }
+
+    static func sends(_ directives: [KademliaNode.Directive]) -> [(Envelope, Contact)] {
+        directives.compactMap { if case .send(let envelope, let to) = $0 { (envelope, to) } else { nil } }
+    }
+
+    let a = Contact(id: NodeID(1, 0, 0, 0), address: "n1")
+    let b = Contact(id: NodeID(2, 0, 0, 0), address: "n2")
+    let c = Contact(id: NodeID(3, 0, 0, 0), address: "n3")
+
+    @Test func aServerAnswersPingAndLearnsTheSender() {
+        var server = Self.node(b.id)
+        let out = server.receive(Envelope(from: a, requestID: 9, message: .ping), now: 0)
+        #expect(out == [.send(Envelope(from: b, requestID: 9, message: .pong), to: a)])
+        #expect(server.table.contains(a.id))
+    }
+
+    @Test func aClientIsAnsweredButNeverEntersATable() {
+        var server = Self.node(b.id)
+        let out = server.receive(Envelope(from: a, requestID: 1, message: .findNode(c.id), fromClient: true), now: 0)
+        #expect(out == [.send(Envelope(from: b, requestID: 1, message: .nodes([])), to: a)])
+        #expect(!server.table.contains(a.id))
+        var client = Self.node(a.id, client: true)
+        #expect(
+            client.receive(Envelope(from: b, requestID: 1, message: .ping), now: 0).isEmpty,
+            "clients answer nothing"
+        )
+    }
+
+    @Test func aLookupAsksAlphaPeersThenFinishesWhenTheClosestHaveAnswered() {
+        var node = Self.node(a.id)
+        _ = node.bootstrap(seeds: [b], now: 0)  // asks b for our own ID
+        let (lookup, start) = node.findNode(c.id, now: Self.second)
+        let requests = Self.sends(start)
+        #expect(requests.count == 1 && requests[0].1 == b && requests[0].0.message == .findNode(c.id))
+        #expect(start.contains(.wake(at: 2 * Self.second)), "a timer for the request's deadline")
+
+        // b names c; the lookup asks c.
+        let next = node.receive(
+            Envelope(from: b, requestID: requests[0].0.requestID, message: .nodes([c])),
+            now: Self.second + 1
+        )
+        let toC = Self.sends(next)
+        #expect(toC.count == 1 && toC[0].1 == c)
+        // c answers with nobody new: done, c closest.
+        let done = node.receive(
+            Envelope(from: c, requestID: toC[0].0.requestID, message: .nodes([b])),
+            now: Self.second + 2
+        )
+        guard case .finished(let id, let result)? = done.last else {
+            Issue.record("no result: \(done)")
+            return
+        }
+        #expect(id == lookup)
+        #expect(result.closest.map(\.id) == [c.id, b.id])
+        #expect(result.hops == 2 && result.messages == 2)
+    }
+
+    @Test func aSilentPeerIsAskedTwiceThenFailedAndTheLookupEndsWithoutIt() {
+        var node = Self.node(a.id)
+        _ = table(of: &node, knowing: [b])
+        let (_, start) = node.findNode(c.id, now: 0)
+        let first = Self.sends(start)
+        #expect(first.count == 1)
+        let retry = Self.sends(node.tick(now: Self.second))
+        #expect(retry.count == 1 && retry[0].1 == b && retry[0].0.requestID != first[0].0.requestID)
+        let end = node.tick(now: 2 * Self.second)
+        guard case .finished(_, let result)? = end.last else {
+            Issue.record("no result: \(end)")
+            return
+        }
+        #expect(result.closest.isEmpty && result.messages == 1)
+        #expect(node.pendingRequests == 0 && node.activeLookups == 0)
+    }
+
+    @Test func responsesNobodyAskedForAreRejectedAndCounted() {
+        var node = Self.node(a.id)
+        #expect(node.receive(Envelope(from: b, requestID: 77, message: .nodes([c])), now: 0).isEmpty)
+        #expect(node.rejected["unsolicited_response"] == 1)
+        _ = node.receive(Envelope(from: a, requestID: 1, message: .ping), now: 0)
+        #expect(node.rejected["own_id"] == 1)
+    }
+
+    @Test func storesAcceptOnlyValidFreshRecordsThatDoNotRollBack() {
+        var server = Self.node(b.id)
+        let key = NodeID(9, 9, 9, 9)
+        func offer(_ record: Record) -> Bool {
+            let out = server.receive(Envelope(from: a, requestID: 1, message: .store(record)), now: 10 * Self.second)
+            return out.contains(.send(Envelope(from: b, requestID: 1, message: .stored(true)), to: a))
+        }
+        let v2 = Self.signatures.sign(key: key, payload: [1], sequence: 2, expires: 100 * Self.second)
+        #expect(offer(v2))
+        var forged = v2
+        forged.value[0] = 7
+        #expect(!offer(forged))
+        #expect(!offer(Self.signatures.sign(key: key, payload: [1], sequence: 1, expires: 100 * Self.second)))
+        #expect(!offer(Self.signatures.sign(key: key, payload: [1], sequence: 3, expires: 10 * Self.second)))
+        #expect(offer(Self.signatures.sign(key: key, payload: [2], sequence: 3, expires: 100 * Self.second)))
+        #expect(server.records[key]?.sequence == 3)
+        #expect(server.rejected == ["invalid_record": 1, "rolled_back_record": 1, "expired_record": 1])
+        // A value lookup for it is answered with the record.
+        let answer = server.receive(Envelope(from: a, requestID: 5, message: .findValue(key)), now: 11 * Self.second)
+        #expect(
+            answer.contains {
+                if case .send(let envelope, _) = $0, case .value(let record) = envelope.message {
+                    record.sequence == 3
+                } else {
+                    false
+                }
+            }
+        )
+    }
+
+    @Test func aHeldRecordExpiresAtMaintenance() {
+        var server = Self.node(b.id)
+        let key = NodeID(9, 9, 9, 9)
+        _ = server.receive(
+            Envelope(
+                from: a,
+                requestID: 1,
+                message: .store(Self.signatures.sign(key: key, payload: [1], sequence: 1, expires: 30 * Self.second))
+            ),
+            now: 0
+        )
+        #expect(server.records[key] != nil)
+        _ = server.bootstrap(seeds: [], now: 0)  // schedules maintenance at 60 s
+        _ = server.tick(now: 60 * Self.second)
+        #expect(server.records[key] == nil)
+    }
+
+    private func table(of node: inout KademliaNode, knowing contacts: [Contact]) -> Bool {
+        for contact in contacts {
+            _ = node.receive(Envelope(from: contact, requestID: 0, message: .ping), now: 0)
+        }
+        return true
+    }
+}
+
+/// The lookup's bookkeeping on its own.
+@Suite struct LookupBoundsTests {
+    /// A contact whose distance to `target` has `zeros` leading zero bits.
+    static func contact(near target: NodeID, zeros: Int, random: inout Mixer) -> Contact {
+        let noise = (random.next() >> zeros) | ((UInt64(1) << 63) >> zeros)
+        return Contact(id: target ^ NodeID(noise, random.next(), random.next(), random.next()), address: "c")
+    }
+
+    @Test func aLookupStillFinishesWhenAnUnansweredPeerIsCrowdedOut() {
+        var random = Mixer(seed: 5)
+        let target = NodeID.random(using: &random)
+        var node = KademliaNode(
+            contact: Contact(id: target ^ NodeID(UInt64.max, 0, 0, 0), address: "own"),
+            seed: 1,
+            validator: SimulatedSignatures(secret: 1)
+        )
+        for _ in 0..<3 {
+            _ = node.receive(
+                Envelope(from: Self.contact(near: target, zeros: 1, random: &random), requestID: 0, message: .ping),
+                now: 0
+            )
+        }
+        var (lookup, directives) = node.findNode(target, now: 0)
+        var outstanding = directives.compactMap { if case .send(let e, let to) = $0 { (e, to) } else { nil } }
+        let silent = outstanding.removeFirst()  // never answers (and no timer runs)
+        var zeros = 2
+        var result: LookupResult?
+        for round in 0..<40 {
+            var next: [KademliaNode.Directive] = []
+            for (envelope, to) in outstanding {
+                // Eight rounds of ever closer contacts push the silent peer's entry past
+                // the lookup's bound; then answers bring nothing new.
+                let closer =
+                    round < 8 ? (0..<20).map { _ in Self.contact(near: target, zeros: zeros, random: &random) } : []
+                zeros += 1
+                next += node.receive(Envelope(from: to, requestID: envelope.requestID, message: .nodes(closer)), now: 1)
+            }
+            for case .finished(let id, let finished) in next where id == lookup { result = finished }
+            outstanding = next.compactMap { if case .send(let e, let to) = $0 { (e, to) } else { nil } }
+            if result != nil || outstanding.isEmpty { break }
+        }
+        #expect(result != nil, "finished without the silent peer \(silent.1)")
+        #expect(result?.closest.count == 20)
+        directives = []
+        lookup = 0
+    }
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Check the output of `beemesh-dht-sim` against the DHT targets (for `tools/bench dht`).
+
+usage: dht_report.py SIMULATOR_OUTPUT_TEXT
+
+Targets: lookup success >= 99.9% without churn and >= 99% while a third of the nodes
+leave and others join; hops p50 <= 4 and p99 <= 6; no record lost when a third of the
+nodes leave at once; no forged, expired or rolled-back record stored.
+"""
+import re
+import sys
+
+
+def main(text):
+    def find(pattern):
+        m = re.search(pattern, text, re.M)
+        if not m:
+            raise SystemExit("simulator output lacks %r:\n%s" % (pattern, text))
+        return m.groups()
+
+    steady, = find(r"lookup success \(steady\)\s+([0-9.]+)%")
+    churn, = find(r"lookup success \(churn\)\s+([0-9.]+)%")
+    p50, p99 = find(r"hops p50 / p99\s+(\d+) / (\d+)")
+    found, records = find(r"records found after .* left\s+(\d+) of (\d+)")
+    forged, offered = find(r"forged/expired/rolled-back stored\s+(\d+) of (\d+)")
+    checks = [
+        ("lookup success without churn", float(steady) >= 99.9, "%s%% (>= 99.9%%)" % steady),
+        ("lookup success under churn", float(churn) >= 99.0, "%s%% (>= 99%%)" % churn),
+        ("hops p50", int(p50) <= 4, "%s (<= 4)" % p50),
+        ("hops p99", int(p99) <= 6, "%s (<= 6)" % p99),
+        ("records kept when a third leave", found == records, "%s of %s" % (found, records)),
+        ("forged, expired, rolled-back stored", forged == "0", "%s of %s offered" % (forged, offered)),
+    ]
+    print("# BeeMesh DHT simulation\n")
+    print("```")
+    print(text.strip())
+    print("```\n")
+    print("Targets:")
+    for name, passed, detail in checks:
+        print("- %s %s: %s" % ("PASS" if passed else "FAIL", name, detail))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
