@@ -36,7 +36,11 @@ let package = Package(
         .target(name: "MeshAPI"),
         // The DHT's state machine and its simulator run thousands of nodes in the test
         // suite: optimized even in debug builds, so that the simulation fits CI's time.
-        .target(name: "Kademlia", swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
+        .target(
+            name: "Kademlia",
+            dependencies: ["MeshIdentity"],
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        ),
         .target(
             name: "Capture",
             dependencies: ["CNetfilter", "MeshNet"]
@@ -145,7 +149,7 @@ let package = Package(
         ),
         .testTarget(
             name: "KademliaTests",
-            dependencies: ["Kademlia", "KademliaSimulation"]
+            dependencies: ["Kademlia", "KademliaSimulation", "MeshIdentity"]
         ),
         .target(
             name: "KademliaSimulation",

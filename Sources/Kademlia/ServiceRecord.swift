@@ -1,0 +1,260 @@
+import Foundation
+import MeshIdentity
+
+/// One endpoint of a mesh service as the DHT carries it: where its sidecar's mTLS
+/// listener is, which app ports it serves and under which identity, signed by that
+/// workload's key with its certificate chain attached, so that no node on the way can
+/// change or invent it.
+///
+/// The DHT key of a service is the SHA-256 of `beemesh/service/<name>.<namespace>`.
+public struct ServiceRecord: Equatable, Sendable {
+    public var service: String
+    public var namespace: String
+    /// `host:port` of the endpoint sidecar's mTLS listener.
+    public var endpoint: String
+    public var ports: [UInt16]
+    public var spiffeID: String
+    public var weight: UInt16
+    /// A higher one replaces a lower one from the same endpoint.
+    public var sequence: UInt64
+    /// Nanoseconds since 1970 (the same clock as `Record.expires`).
+    public var expires: UInt64
+
+    public init(
+        service: String,
+        namespace: String,
+        endpoint: String,
+        ports: [UInt16],
+        spiffeID: String,
+        weight: UInt16 = 100,
+        sequence: UInt64,
+        expires: UInt64
+    ) {
+        self.service = service
+        self.namespace = namespace
+        self.endpoint = endpoint
+        self.ports = ports
+        self.spiffeID = spiffeID
+        self.weight = weight
+        self.sequence = sequence
+        self.expires = expires
+    }
+
+    public static func key(service: String, namespace: String) -> NodeID {
+        NodeID(bytes: Digest.sha256(Array("beemesh/service/\(service).\(namespace)".utf8)))!
+    }
+
+    public var key: NodeID { Self.key(service: service, namespace: namespace) }
+
+    /// The bytes that are signed: every field, length-prefixed, in a fixed order.
+    var canonicalBytes: [UInt8] {
+        var writer = BinaryWriter()
+        writer.string("beemesh.service-record.v1")
+        writer.string(service)
+        writer.string(namespace)
+        writer.string(endpoint)
+        writer.integer(UInt16(ports.count))
+        for port in ports { writer.integer(port) }
+        writer.string(spiffeID)
+        writer.integer(weight)
+        writer.integer(sequence)
+        writer.integer(expires)
+        return writer.bytes
+    }
+}
+
+/// A `ServiceRecord` with the publisher's signature and certificate chain (DER, leaf
+/// first), as stored in the value of a DHT `Record`.
+public struct SignedServiceRecord: Equatable, Sendable {
+    public var record: ServiceRecord
+    public var signature: [UInt8]
+    public var chain: [[UInt8]]
+
+    /// Signs `record` with the workload's key; `chain` is its certificate chain.
+    public static func sign(
+        _ record: ServiceRecord,
+        with credentials: WorkloadCredentials
+    ) throws(IdentityError) -> SignedServiceRecord {
+        SignedServiceRecord(
+            record: record,
+            signature: try credentials.key.sign(record.canonicalBytes),
+            chain: credentials.chain.map(\.derEncoded)
+        )
+    }
+
+    /// The DHT record carrying it.
+    public var dhtRecord: Record {
+        var writer = BinaryWriter()
+        writer.bytes(record.canonicalBytes)
+        writer.bytes(signature)
+        writer.integer(UInt8(chain.count))
+        for certificate in chain { writer.bytes(certificate) }
+        return Record(key: record.key, value: writer.bytes, sequence: record.sequence, expires: record.expires)
+    }
+
+    /// Reads the value of a DHT record; throws what is malformed.
+    public init(decoding value: [UInt8]) throws(ServiceRecordError) {
+        var outer = BinaryReader(value[...])
+        var inner = BinaryReader(try outer.bytes("record")[...])
+        guard try inner.string("format") == "beemesh.service-record.v1" else {
+            throw ServiceRecordError(.malformed, "unknown record format")
+        }
+        let service = try inner.string("service")
+        let namespace = try inner.string("namespace")
+        let endpoint = try inner.string("endpoint")
+        let portCount = Int(try inner.integer(UInt16.self, "ports"))
+        var ports: [UInt16] = []
+        for _ in 0..<portCount { ports.append(try inner.integer(UInt16.self, "port")) }
+        record = ServiceRecord(
+            service: service,
+            namespace: namespace,
+            endpoint: endpoint,
+            ports: ports,
+            spiffeID: try inner.string("spiffeID"),
+            weight: try inner.integer(UInt16.self, "weight"),
+            sequence: try inner.integer(UInt64.self, "sequence"),
+            expires: try inner.integer(UInt64.self, "expires")
+        )
+        guard inner.isEmpty else { throw ServiceRecordError(.malformed, "bytes after the record") }
+        signature = try outer.bytes("signature")
+        let count = Int(try outer.integer(UInt8.self, "chain"))
+        guard (1...8).contains(count) else { throw ServiceRecordError(.malformed, "a chain of \(count) certificates") }
+        chain = []
+        for _ in 0..<count { chain.append(try outer.bytes("certificate")) }
+        guard outer.isEmpty else { throw ServiceRecordError(.malformed, "bytes after the chain") }
+    }
+
+    private init(record: ServiceRecord, signature: [UInt8], chain: [[UInt8]]) {
+        self.record = record
+        self.signature = signature
+        self.chain = chain
+    }
+}
+
+/// Why a service record is not believed.
+public struct ServiceRecordError: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        case malformed
+        /// The DHT record's key, sequence or expiry is not the signed one's.
+        case mismatch
+        case untrustedChain = "untrusted_chain"
+        case badSignature = "bad_signature"
+        /// The signer's identity may not serve this service.
+        case notAuthorized = "not_authorized"
+        case expired
+    }
+
+    public let code: Code
+    public let reason: String
+
+    public init(_ code: Code, _ reason: String) {
+        self.code = code
+        self.reason = reason
+    }
+
+    public var description: String { "\(code.rawValue): \(reason)" }
+}
+
+/// Believes a service record only if its chain verifies to the trust bundle, its
+/// signature is the leaf's, and the leaf's SPIFFE ID may serve the service: the same
+/// namespace, and the service account named like the service.
+public struct ServiceRecordValidator: RecordValidator {
+    public let bundle: TrustBundle
+    /// Wall time in nanoseconds since 1970 (injected: tests use a fixed one).
+    public let now: @Sendable () -> UInt64
+
+    public init(bundle: TrustBundle, now: @escaping @Sendable () -> UInt64) {
+        self.bundle = bundle
+        self.now = now
+    }
+
+    public func validate(_ record: Record) -> Bool {
+        (try? check(record)) != nil
+    }
+
+    /// The service record inside `record`, or why it is refused.
+    public func check(_ record: Record) throws(ServiceRecordError) -> ServiceRecord {
+        let signed = try SignedServiceRecord(decoding: record.value)
+        let service = signed.record
+        guard record.key == service.key, record.sequence == service.sequence, record.expires == service.expires else {
+            throw ServiceRecordError(.mismatch, "the DHT record's key, sequence or expiry differs from the signed ones")
+        }
+        let time = now()
+        guard service.expires > time else {
+            throw ServiceRecordError(.expired, "expired \((time - service.expires) / 1_000_000_000) s ago")
+        }
+        var chain: [Certificate] = []
+        for der in signed.chain {
+            do {
+                chain.append(try Certificate(der: der))
+            } catch {
+                throw ServiceRecordError(.malformed, "certificate: \(error.reason)")
+            }
+        }
+        let identity: SpiffeID
+        switch bundle.verify(chain: chain, at: Date(timeIntervalSince1970: Double(time) / 1e9)) {
+        case .success(let verified): identity = verified
+        case .failure(let failure): throw ServiceRecordError(.untrustedChain, "\(failure)")
+        }
+        guard chain[0].verify(signature: signed.signature, over: service.canonicalBytes) else {
+            throw ServiceRecordError(.badSignature, "the signature is not the leaf key's")
+        }
+        guard identity.description == service.spiffeID else {
+            throw ServiceRecordError(.notAuthorized, "signed by \(identity), names \(service.spiffeID)")
+        }
+        guard identity.namespace == service.namespace, identity.serviceAccount == service.service else {
+            throw ServiceRecordError(
+                .notAuthorized,
+                "\(identity) may not serve \(service.service).\(service.namespace)"
+            )
+        }
+        return service
+    }
+}
+
+/// Length-prefixed binary fields, big-endian.
+struct BinaryWriter {
+    var bytes: [UInt8] = []
+
+    mutating func integer(_ value: some FixedWidthInteger) {
+        for shift in (0..<(value.bitWidth / 8)).reversed() {
+            bytes.append(UInt8(truncatingIfNeeded: value >> (8 * shift)))
+        }
+    }
+
+    mutating func bytes(_ value: [UInt8]) {
+        integer(UInt32(value.count))
+        bytes += value
+    }
+
+    mutating func string(_ value: String) { bytes(Array(value.utf8)) }
+}
+
+struct BinaryReader {
+    private var rest: ArraySlice<UInt8>
+
+    init(_ bytes: ArraySlice<UInt8>) { rest = bytes }
+
+    var isEmpty: Bool { rest.isEmpty }
+
+    mutating func integer<T: FixedWidthInteger>(_ type: T.Type, _ what: String) throws(ServiceRecordError) -> T {
+        let width = T.bitWidth / 8
+        guard rest.count >= width else { throw ServiceRecordError(.malformed, "\(what): truncated") }
+        defer { rest = rest.dropFirst(width) }
+        return rest.prefix(width).reduce(0) { $0 << 8 | T($1) }
+    }
+
+    mutating func bytes(_ what: String) throws(ServiceRecordError) -> [UInt8] {
+        let count = Int(try integer(UInt32.self, what + " length"))
+        guard count <= rest.count else { throw ServiceRecordError(.malformed, "\(what): truncated") }
+        defer { rest = rest.dropFirst(count) }
+        return Array(rest.prefix(count))
+    }
+
+    mutating func string(_ what: String) throws(ServiceRecordError) -> String {
+        guard let text = String(validating: try bytes(what), as: UTF8.self) else {
+            throw ServiceRecordError(.malformed, "\(what): not UTF-8")
+        }
+        return text
+    }
+}
