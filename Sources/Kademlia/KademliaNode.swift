@@ -60,9 +60,18 @@ public struct KademliaNode: Sendable {
     public let contact: Contact
     public let configuration: Configuration
     public private(set) var table: RoutingTable
-    /// Records held for others (and our own), by key.
-    public private(set) var records: [NodeID: Record] = [:]
+    /// Records held for others (and our own), by key, then publisher.
+    private var held: [NodeID: [NodeID: Record]] = [:]
+    /// Records we published, by key (one per key: we are one publisher).
     private var owned: [NodeID: (record: Record, published: UInt64)] = [:]
+
+    /// Publishers whose records one key may hold; more are refused (`key_full`).
+    public static let maximumPublishersPerKey = WireCodec.maximumRecords
+
+    /// The unexpired records held under `key`, in publisher order.
+    public func records(under key: NodeID, now: UInt64 = 0) -> [Record] {
+        (held[key] ?? [:]).values.filter { $0.expires > now }.sorted { $0.publisher < $1.publisher }
+    }
     private var lookups: [UInt64: (lookup: Lookup, purpose: Purpose)] = [:]
     private var requests: [UInt64: Request] = [:]
     /// Request IDs in the order their deadlines fall (every request gets the same
@@ -111,22 +120,16 @@ public struct KademliaNode: Sendable {
         startLookup(target: target, kind: .node, purpose: .caller, now: now)
     }
 
-    /// Looks a key up; a record held here answers at once.
+    /// Looks a key up: the records of every publisher that the k closest nodes hold.
     public mutating func findValue(_ key: NodeID, now: UInt64) -> (lookup: UInt64, directives: [Directive]) {
-        if let record = records[key], record.expires > now {
-            let id = nextLookupID
-            nextLookupID += 1
-            let result = LookupResult(target: key, closest: [], record: record, hops: 0, messages: 0)
-            return (id, [.finished(lookup: id, result)])
-        }
-        return startLookup(target: key, kind: .value, purpose: .caller, now: now)
+        startLookup(target: key, kind: .value, purpose: .caller, now: now)
     }
 
     /// Publishes a record: stores it on the k nodes closest to its key (found by a
     /// lookup) and republishes it every `republishInterval` while it is ours.
     public mutating func put(_ record: Record, now: UInt64) -> [Directive] {
         owned[record.key] = (record, now)
-        if !configuration.isClient { records[record.key] = record }
+        if !configuration.isClient { held[record.key, default: [:]][record.publisher] = record }
         return startLookup(target: record.key, kind: .node, purpose: .put(record), now: now).1
     }
 
@@ -167,13 +170,13 @@ public struct KademliaNode: Sendable {
             case .nodes(let contacts):
                 let sane = contacts.filter { $0.id != contact.id }.prefix(configuration.k)
                 entry.lookup.answered(by: envelope.from.id, contacts: Array(sane))
-            case .value(let record) where entry.lookup.kind == .value:
-                if record.key == entry.lookup.target, record.expires > now, validator.validate(record) {
-                    entry.lookup.foundValue(record, from: envelope.from.id)
-                } else {
-                    reject("invalid_record")
-                    entry.lookup.answered(by: envelope.from.id, contacts: [])
+            case .values(let records) where entry.lookup.kind == .value:
+                let believed = records.filter { record in
+                    let ok = record.key == entry.lookup.target && record.expires > now && validator.validate(record)
+                    if !ok { reject("invalid_record") }
+                    return ok
                 }
+                entry.lookup.foundValues(believed, from: envelope.from.id)
             default:
                 reject("unexpected_response")
                 entry.lookup.failed(envelope.from.id)
@@ -242,14 +245,15 @@ public struct KademliaNode: Sendable {
         case .findNode(let target):
             message = .nodes(table.closest(to: target, count: configuration.k, excluding: envelope.from.id))
         case .findValue(let key):
-            if let record = records[key], record.expires > now {
-                message = .value(record)
+            let records = self.records(under: key, now: now)
+            if !records.isEmpty {
+                message = .values(records)
             } else {
                 message = .nodes(table.closest(to: key, count: configuration.k, excluding: envelope.from.id))
             }
         case .store(let record):
             message = .stored(accept(record, now: now))
-        case .pong, .nodes, .value, .stored:
+        case .pong, .nodes, .values, .stored:
             preconditionFailure("answer(_:) called with a response: \(envelope.message)")
         }
         return Envelope(
@@ -270,11 +274,18 @@ public struct KademliaNode: Sendable {
             reject("invalid_record")
             return false
         }
-        if let held = records[record.key], held.expires > now, held.sequence > record.sequence {
+        var publishers = held[record.key] ?? [:]
+        publishers = publishers.filter { $0.value.expires > now }
+        if let current = publishers[record.publisher], current.sequence > record.sequence {
             reject("rolled_back_record")
             return false
         }
-        records[record.key] = record
+        guard publishers[record.publisher] != nil || publishers.count < Self.maximumPublishersPerKey else {
+            reject("key_full")
+            return false
+        }
+        publishers[record.publisher] = record
+        held[record.key] = publishers
         return true
     }
 
@@ -315,7 +326,7 @@ public struct KademliaNode: Sendable {
         let result = LookupResult(
             target: entry.lookup.target,
             closest: entry.lookup.closest,
-            record: entry.lookup.found?.record,
+            records: entry.lookup.records,
             hops: entry.lookup.hops,
             messages: entry.lookup.messages
         )
@@ -376,7 +387,10 @@ public struct KademliaNode: Sendable {
             settlePending = false
             directives += startLookup(target: contact.id, kind: .node, purpose: .refresh, now: now).1
         }
-        records = records.filter { $0.value.expires > now }
+        held = held.compactMapValues { publishers in
+            let live = publishers.filter { $0.value.expires > now }
+            return live.isEmpty ? nil : live
+        }
         for (key, entry) in owned where now - entry.published >= configuration.republishInterval {
             owned[key] = (entry.record, now)
             directives += startLookup(target: key, kind: .node, purpose: .put(entry.record), now: now).1

@@ -1,6 +1,8 @@
 /// One iterative lookup: ask the `alpha` closest unasked contacts at a time, learn
 /// closer ones from their answers, and stop when the `k` closest that answered have
-/// all been asked (or, for a value, when a holder returns it).
+/// all been asked. A value lookup goes on past the first holder too: each holder may
+/// keep records of publishers the others lack, and they are merged (the newest of each
+/// publisher).
 struct Lookup: Sendable {
     enum Kind: Sendable, Equatable {
         case node
@@ -35,10 +37,10 @@ struct Lookup: Sendable {
     private var known: Set<NodeID> = []
     private(set) var inFlight = 0
     private(set) var messages = 0
-    private(set) var found: (record: Record, hops: Int)?
-    /// Holders asked that did not have the value: the record is stored on the closest
-    /// of them afterwards (caching along the path, as in the paper).
-    private(set) var withoutValue: [Contact] = []
+    /// The newest record of each publisher found so far.
+    private(set) var found: [NodeID: Record] = [:]
+    /// Round trips to the first holder that answered with records.
+    private var valueHops: Int?
 
     init(id: UInt64, target: NodeID, kind: Kind, k: Int, alpha: Int, seeds: [Contact], own: NodeID) {
         self.id = id
@@ -67,7 +69,6 @@ struct Lookup: Sendable {
 
     /// The contacts to ask now (each is marked asked).
     mutating func next() -> [Contact] {
-        guard found == nil else { return [] }
         var picked: [Contact] = []
         var considered = 0
         for index in entries.indices {
@@ -108,15 +109,16 @@ struct Lookup: Sendable {
     mutating func answered(by id: NodeID, contacts: [Contact]) {
         guard let index = settle(id) else { return }
         entries[index].state = .answered
-        if kind == .value { withoutValue.append(entries[index].contact) }
         add(contacts, hops: entries[index].hops + 1)
     }
 
-    mutating func foundValue(_ record: Record, from id: NodeID) {
+    /// A holder answered with (already validated) records.
+    mutating func foundValues(_ records: [Record], from id: NodeID) {
         guard let index = settle(id) else { return }
         entries[index].state = .answered
-        if found == nil || record.sequence > found!.record.sequence {
-            found = (record, entries[index].hops)
+        if valueHops == nil, !records.isEmpty { valueHops = entries[index].hops }
+        for record in records where record.sequence >= found[record.publisher]?.sequence ?? 0 {
+            found[record.publisher] = record
         }
     }
 
@@ -125,9 +127,8 @@ struct Lookup: Sendable {
         entries[index].state = .failed
     }
 
-    /// Done: a value was found, or the k closest live contacts have all answered.
+    /// Done: the k closest live contacts have all answered.
     var isFinished: Bool {
-        if found != nil { return true }
         guard inFlight == 0 else { return false }
         var considered = 0
         for entry in entries where entry.state != .failed {
@@ -143,11 +144,14 @@ struct Lookup: Sendable {
         Array(entries.lazy.filter { $0.state == .answered }.prefix(k).map(\.contact))
     }
 
-    /// Round trips to the closest answering contact (or to the holder of the value).
+    /// Round trips to the closest answering contact (or to the first holder of a value).
     var hops: Int {
-        if let found { return found.hops }
+        if let valueHops { return valueHops }
         return entries.first { $0.state == .answered }?.hops ?? 0
     }
+
+    /// The records found, one per publisher, in publisher order.
+    var records: [Record] { found.values.sorted { $0.publisher < $1.publisher } }
 }
 
 /// How a lookup ended, as the caller sees it.
@@ -155,8 +159,9 @@ public struct LookupResult: Sendable, Equatable {
     public var target: NodeID
     /// The k closest live nodes found, closest first.
     public var closest: [Contact]
-    /// For value lookups: the newest valid record found.
-    public var record: Record?
+    /// For value lookups: the newest valid record of each publisher found, in publisher
+    /// order (empty: none).
+    public var records: [Record]
     public var hops: Int
     /// Requests sent.
     public var messages: Int

@@ -1,18 +1,24 @@
-/// A value stored under a key: published by its owner, kept by the `k` nodes closest to
-/// the key until it expires, republished by the owner before that.
+/// A value stored under a key by one publisher: kept by the `k` nodes closest to the key
+/// until it expires, republished by its publisher before that. Several publishers may
+/// store under one key (the endpoints of one service); holders keep one record per
+/// publisher and answer with all of them.
 ///
-/// A higher `sequence` replaces a lower one; an expired record is dropped by holders and
-/// refused when offered. Whether a record may be stored at all (its signature and what
-/// its signer may publish) is the `RecordValidator`'s call.
+/// From one publisher, a higher `sequence` replaces a lower one; an expired record is
+/// dropped by holders and refused when offered. Whether a record may be stored at all
+/// (its signature, what its signer may publish, that it is the publisher it claims) is
+/// the `RecordValidator`'s call.
 public struct Record: Hashable, Sendable {
     public var key: NodeID
+    /// Who published it (for a service record: its endpoint).
+    public var publisher: NodeID
     public var value: [UInt8]
     public var sequence: UInt64
     /// Virtual or wall time in nanoseconds, as the caller's clock counts.
     public var expires: UInt64
 
-    public init(key: NodeID, value: [UInt8], sequence: UInt64, expires: UInt64) {
+    public init(key: NodeID, publisher: NodeID, value: [UInt8], sequence: UInt64, expires: UInt64) {
         self.key = key
+        self.publisher = publisher
         self.value = value
         self.sequence = sequence
         self.expires = expires
@@ -32,15 +38,15 @@ public enum Message: Hashable, Sendable {
     case findNode(NodeID)
     case nodes([Contact])
     case findValue(NodeID)
-    /// The answer to `findValue` from a holder.
-    case value(Record)
+    /// The answer to `findValue` from a holder: every record it keeps under the key.
+    case values([Record])
     case store(Record)
     case stored(Bool)
 
     var isRequest: Bool {
         switch self {
         case .ping, .findNode, .findValue, .store: true
-        case .pong, .nodes, .value, .stored: false
+        case .pong, .nodes, .values, .stored: false
         }
     }
 }

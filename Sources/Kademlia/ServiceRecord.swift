@@ -46,6 +46,10 @@ public struct ServiceRecord: Equatable, Sendable {
 
     public var key: NodeID { Self.key(service: service, namespace: namespace) }
 
+    /// The publisher under the service key: its endpoint (a pod), so that the endpoints
+    /// of one service, which share an identity, are kept side by side.
+    public var publisher: NodeID { NodeID(bytes: Digest.sha256(Array("beemesh/endpoint/\(endpoint)".utf8)))! }
+
     /// The bytes that are signed: every field, length-prefixed, in a fixed order.
     var canonicalBytes: [UInt8] {
         var writer = BinaryWriter()
@@ -89,7 +93,13 @@ public struct SignedServiceRecord: Equatable, Sendable {
         writer.bytes(signature)
         writer.integer(UInt8(chain.count))
         for certificate in chain { writer.bytes(certificate) }
-        return Record(key: record.key, value: writer.bytes, sequence: record.sequence, expires: record.expires)
+        return Record(
+            key: record.key,
+            publisher: record.publisher,
+            value: writer.bytes,
+            sequence: record.sequence,
+            expires: record.expires
+        )
     }
 
     /// Reads the value of a DHT record; throws what is malformed.
@@ -135,7 +145,7 @@ public struct SignedServiceRecord: Equatable, Sendable {
 public struct ServiceRecordError: Error, Equatable, Sendable, CustomStringConvertible {
     public enum Code: String, Sendable {
         case malformed
-        /// The DHT record's key, sequence or expiry is not the signed one's.
+        /// The DHT record's key, publisher, sequence or expiry is not the signed one's.
         case mismatch
         case untrustedChain = "untrusted_chain"
         case badSignature = "bad_signature"
@@ -176,8 +186,13 @@ public struct ServiceRecordValidator: RecordValidator {
     public func check(_ record: Record) throws(ServiceRecordError) -> ServiceRecord {
         let signed = try SignedServiceRecord(decoding: record.value)
         let service = signed.record
-        guard record.key == service.key, record.sequence == service.sequence, record.expires == service.expires else {
-            throw ServiceRecordError(.mismatch, "the DHT record's key, sequence or expiry differs from the signed ones")
+        guard record.key == service.key, record.publisher == service.publisher, record.sequence == service.sequence,
+            record.expires == service.expires
+        else {
+            throw ServiceRecordError(
+                .mismatch,
+                "the DHT record's key, publisher, sequence or expiry differs from the signed ones"
+            )
         }
         let time = now()
         guard service.expires > time else {

@@ -1,7 +1,7 @@
 /// The node-to-node wire format: one length-prefixed binary frame per message.
 ///
 /// ```
-/// frame    := length:u32 body                 length of body, at most 65,536
+/// frame    := length:u32 body                 length of body, at most 262,144
 /// body     := version:u8=1 type:u8 requestID:u64 flags:u8 sender payload
 /// flags    := bit 0: the sender is a client
 /// sender   := contact
@@ -9,10 +9,12 @@
 /// payload  := ping | pong                     (empty)
 ///           | findNode | findValue            target:32 bytes
 ///           | nodes                           count:u8 (at most 20) contact*
-///           | value | store                   record
+///           | values                          count:u8 (at most 16) record*
+///           | store                           record
 ///           | stored                          accepted:u8 (0 or 1)
-/// record   := key:32 bytes sequence:u64 expires:u64 valueLength:u32 (at most 16,384) value
-/// types    := ping 1, pong 2, findNode 3, nodes 4, findValue 5, value 6, store 7, stored 8
+/// record   := key:32 bytes publisher:32 bytes sequence:u64 expires:u64
+///             valueLength:u32 (at most 8,192) value
+/// types    := ping 1, pong 2, findNode 3, nodes 4, findValue 5, values 6, store 7, stored 8
 /// ```
 ///
 /// Integers are big-endian. A frame with trailing bytes, an unknown version or type,
@@ -20,9 +22,10 @@
 /// reads past what it was given.
 public enum WireCodec {
     public static let version: UInt8 = 1
-    public static let maximumFrame = 65_536
+    public static let maximumFrame = 262_144
     public static let maximumContacts = 20
-    public static let maximumValue = 16_384
+    public static let maximumRecords = 16
+    public static let maximumValue = 8192
 
     public static func encode(_ envelope: Envelope) -> [UInt8] {
         var body: [UInt8] = [version, type(of: envelope.message)]
@@ -37,13 +40,11 @@ public enum WireCodec {
         case .nodes(let contacts):
             body.append(UInt8(min(contacts.count, maximumContacts)))
             for contact in contacts.prefix(maximumContacts) { append(contact, to: &body) }
-        case .value(let record), .store(let record):
-            body += record.key.bytes
-            append(record.sequence, to: &body)
-            append(record.expires, to: &body)
-            let value = record.value.prefix(maximumValue)
-            append(UInt32(value.count), to: &body)
-            body += value
+        case .values(let records):
+            body.append(UInt8(min(records.count, maximumRecords)))
+            for record in records.prefix(maximumRecords) { append(record, to: &body) }
+        case .store(let record):
+            append(record, to: &body)
         case .stored(let accepted):
             body.append(accepted ? 1 : 0)
         }
@@ -59,7 +60,7 @@ public enum WireCodec {
         case .findNode: 3
         case .nodes: 4
         case .findValue: 5
-        case .value: 6
+        case .values: 6
         case .store: 7
         case .stored: 8
         }
@@ -68,6 +69,16 @@ public enum WireCodec {
     private static func append(_ value: some FixedWidthInteger, to bytes: inout [UInt8]) {
         let width = value.bitWidth / 8
         for shift in (0..<width).reversed() { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * shift))) }
+    }
+
+    private static func append(_ record: Record, to bytes: inout [UInt8]) {
+        bytes += record.key.bytes
+        bytes += record.publisher.bytes
+        append(record.sequence, to: &bytes)
+        append(record.expires, to: &bytes)
+        let value = record.value.prefix(maximumValue)
+        append(UInt32(value.count), to: &bytes)
+        bytes += value
     }
 
     private static func append(_ contact: Contact, to bytes: inout [UInt8]) {
@@ -161,6 +172,7 @@ private struct Reader {
 
     mutating func record() throws(WireError) -> Record {
         let key = try id("record.key")
+        let publisher = try id("record.publisher")
         let sequence = try integer(UInt64.self, "record.sequence")
         let expires = try integer(UInt64.self, "record.expires")
         let length = Int(try integer(UInt32.self, "record.valueLength"))
@@ -170,7 +182,13 @@ private struct Reader {
                 reason: "record value of \(length) bytes (at most \(WireCodec.maximumValue))"
             )
         }
-        return Record(key: key, value: Array(try take(length, "record.value")), sequence: sequence, expires: expires)
+        return Record(
+            key: key,
+            publisher: publisher,
+            value: Array(try take(length, "record.value")),
+            sequence: sequence,
+            expires: expires
+        )
     }
 
     mutating func envelope() throws(WireError) -> Envelope {
@@ -197,7 +215,14 @@ private struct Reader {
             for index in 0..<count { contacts.append(try contact("contacts[\(index)]")) }
             message = .nodes(contacts)
         case 5: message = .findValue(try id("key"))
-        case 6: message = .value(try record())
+        case 6:
+            let count = Int(try integer(UInt8.self, "count"))
+            guard count <= WireCodec.maximumRecords else {
+                throw WireError(code: .oversized, reason: "\(count) records (at most \(WireCodec.maximumRecords))")
+            }
+            var records: [Record] = []
+            for _ in 0..<count { records.append(try record()) }
+            message = .values(records)
         case 7: message = .store(try record())
         case 8:
             let accepted = try integer(UInt8.self, "accepted")

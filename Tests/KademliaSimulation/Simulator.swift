@@ -9,10 +9,12 @@ public struct SimulatedSignatures: RecordValidator {
 
     public init(secret: UInt64) { self.secret = secret }
 
-    public func sign(key: NodeID, payload: [UInt8], sequence: UInt64, expires: UInt64) -> Record {
+    public func sign(key: NodeID, publisher: NodeID, payload: [UInt8], sequence: UInt64, expires: UInt64) -> Record {
         Record(
             key: key,
-            value: payload + tag(key: key, payload: payload, sequence: sequence, expires: expires, secret: secret),
+            publisher: publisher,
+            value: payload
+                + tag(key: key ^ publisher, payload: payload, sequence: sequence, expires: expires, secret: secret),
             sequence: sequence,
             expires: expires
         )
@@ -23,7 +25,7 @@ public struct SimulatedSignatures: RecordValidator {
         let payload = Array(record.value.dropLast(8))
         return Array(record.value.suffix(8))
             == tag(
-                key: record.key,
+                key: record.key ^ record.publisher,
                 payload: payload,
                 sequence: record.sequence,
                 expires: record.expires,
@@ -87,6 +89,8 @@ public final class Simulation {
         public var records = 0
         public var recordsPublished = 0
         public var recordsFoundAfterDeparture = 0
+        public var mergedKeys = 0
+        public var mergedKeysComplete = 0
         public var churnLookups = 0
         public var churnLookupsSucceeded = 0
         public var churnUnfinished = 0
@@ -163,41 +167,48 @@ public final class Simulation {
         report.lookups = steady.issued
         report.lookupsSucceeded = steady.succeeded
 
-        // Records, then a third of the nodes leave at once.
-        var keys: [NodeID] = []
+        // Records, then a third of the nodes leave at once. One key in ten has three
+        // publishers (the endpoints of one service), which every lookup must merge.
+        var keys: [(key: NodeID, publishers: Int)] = []
         for number in 0..<configuration.records {
-            let owner = randomAlive()
             let key = NodeID.random(using: &random)
-            let record = validator.sign(
-                key: key,
-                payload: Array("record \(number)".utf8),
-                sequence: 1,
-                expires: now + 3_600_000 * ms
-            )
-            keys.append(key)
-            apply(members[owner].node.put(record, now: now), of: owner)
+            let publishers = number % 10 == 0 ? 3 : 1
+            keys.append((key, publishers))
+            for _ in 0..<publishers {
+                let owner = randomAlive()
+                let record = validator.sign(
+                    key: key,
+                    publisher: members[owner].node.contact.id,
+                    payload: Array("record \(number)".utf8),
+                    sequence: 1,
+                    expires: now + 3_600_000 * ms
+                )
+                apply(members[owner].node.put(record, now: now), of: owner)
+            }
         }
         advance(by: 20_000 * ms)
         report.records = keys.count
-        report.recordsPublished = keys.filter { (published[$0] ?? 0) > 0 }.count
-        offerForgeries(keys)
+        report.recordsPublished = keys.filter { (published[$0.key] ?? 0) > 0 }.count
+        report.mergedKeys = keys.filter { $0.publishers > 1 }.count
+        offerForgeries(keys.map(\.key))
 
         let leaving = Array(
             aliveIndices().shuffled(using: &random).prefix(Int(Double(aliveIndices().count) * configuration.churn))
         )
         for index in leaving { members[index].alive = false }
-        var valueLookups: [(Int, UInt64, NodeID)] = []
-        for key in keys {
+        var valueLookups: [(Int, UInt64, NodeID, Int)] = []
+        for (key, publishers) in keys {
             let asker = randomAlive()
             let (id, directives) = members[asker].node.findValue(key, now: now)
-            valueLookups.append((asker, id, key))
+            valueLookups.append((asker, id, key, publishers))
             apply(directives, of: asker)
         }
         advance(by: 30_000 * ms)
-        report.recordsFoundAfterDeparture =
-            valueLookups.filter { asker, id, key in
-                finished[asker]?[id]?.record?.key == key
-            }.count
+        for (asker, id, key, publishers) in valueLookups {
+            let found = finished[asker]?[id]?.records.filter { $0.key == key }.count ?? 0
+            if found == publishers { report.recordsFoundAfterDeparture += 1 }
+            if publishers > 1, found == publishers { report.mergedKeysComplete += 1 }
+        }
 
         // Churn: one leaves and one joins every 20 ms while lookups run.
         let replaced = Int(Double(configuration.nodes) * configuration.churn)
@@ -267,17 +278,26 @@ public final class Simulation {
     private func offerForgeries(_ keys: [NodeID]) {
         let forger = Contact(id: NodeID.random(using: &random), address: "forger")
         for key in keys.prefix(50) {
+            let publisher = NodeID.random(using: &random)
             let real = validator.sign(
                 key: key,
+                publisher: publisher,
                 payload: Array("genuine".utf8),
                 sequence: 5,
                 expires: now + 3_600_000_000_000
             )
             var forged = real
             forged.value = Array("evil".utf8) + Array(real.value.suffix(8))
-            let expired = validator.sign(key: key, payload: Array("old".utf8), sequence: 9, expires: now)
+            let expired = validator.sign(
+                key: key,
+                publisher: publisher,
+                payload: Array("old".utf8),
+                sequence: 9,
+                expires: now
+            )
             let rolledBack = validator.sign(
                 key: key,
+                publisher: publisher,
                 payload: Array("rollback".utf8),
                 sequence: 0,
                 expires: now + 3_600_000_000_000
@@ -447,7 +467,7 @@ extension Simulation.Report {
             messages per lookup               \(String(format: "%.1f", messagesPerLookup))
             routing-table accuracy            \(percent(tableAccuracy)) of live nodes know >= 18 of their 20 closest
             records published                 \(recordsPublished) of \(records)
-            records found after \(percent(configuration.churn)) left   \(recordsFoundAfterDeparture) of \(records)
+            records found after \(percent(configuration.churn)) left   \(recordsFoundAfterDeparture) of \(records) (all publishers of the \(mergedKeys) keys with three: \(mergedKeysComplete))
             lookup success (churn)            \(percent(churnSuccessRate)) of \(churnLookups) (\(churnUnfinished) unfinished)
             forged/expired/rolled-back stored \(forgedAccepted) of \(forgedOffered)
             events \(events), virtual time \(String(format: "%.1f", virtualSeconds)) s

@@ -5,6 +5,7 @@ import Testing
 /// The state machine event by event: what goes in, exactly what comes out.
 @Suite struct KademliaNodeTests {
     static let signatures = SimulatedSignatures(secret: 42)
+    static let publisher = NodeID(4, 4, 4, 4)
     static let second: UInt64 = 1_000_000_000
 
     static func node(_ id: NodeID, client: Bool = false) -> KademliaNode {
@@ -106,27 +107,118 @@ import Testing
             let out = server.receive(Envelope(from: a, requestID: 1, message: .store(record)), now: 10 * Self.second)
             return out.contains(.send(Envelope(from: b, requestID: 1, message: .stored(true)), to: a))
         }
-        let v2 = Self.signatures.sign(key: key, payload: [1], sequence: 2, expires: 100 * Self.second)
+        let v2 = Self.signatures.sign(
+            key: key,
+            publisher: Self.publisher,
+            payload: [1],
+            sequence: 2,
+            expires: 100 * Self.second
+        )
         #expect(offer(v2))
         var forged = v2
         forged.value[0] = 7
         #expect(!offer(forged))
-        #expect(!offer(Self.signatures.sign(key: key, payload: [1], sequence: 1, expires: 100 * Self.second)))
-        #expect(!offer(Self.signatures.sign(key: key, payload: [1], sequence: 3, expires: 10 * Self.second)))
-        #expect(offer(Self.signatures.sign(key: key, payload: [2], sequence: 3, expires: 100 * Self.second)))
-        #expect(server.records[key]?.sequence == 3)
+        #expect(
+            !offer(
+                Self.signatures.sign(
+                    key: key,
+                    publisher: Self.publisher,
+                    payload: [1],
+                    sequence: 1,
+                    expires: 100 * Self.second
+                )
+            )
+        )
+        #expect(
+            !offer(
+                Self.signatures.sign(
+                    key: key,
+                    publisher: Self.publisher,
+                    payload: [1],
+                    sequence: 3,
+                    expires: 10 * Self.second
+                )
+            )
+        )
+        #expect(
+            offer(
+                Self.signatures.sign(
+                    key: key,
+                    publisher: Self.publisher,
+                    payload: [2],
+                    sequence: 3,
+                    expires: 100 * Self.second
+                )
+            )
+        )
+        #expect(server.records(under: key).map(\.sequence) == [3])
         #expect(server.rejected == ["invalid_record": 1, "rolled_back_record": 1, "expired_record": 1])
         // A value lookup for it is answered with the record.
         let answer = server.receive(Envelope(from: a, requestID: 5, message: .findValue(key)), now: 11 * Self.second)
         #expect(
             answer.contains {
-                if case .send(let envelope, _) = $0, case .value(let record) = envelope.message {
-                    record.sequence == 3
+                if case .send(let envelope, _) = $0, case .values(let records) = envelope.message {
+                    records.map(\.sequence) == [3]
                 } else {
                     false
                 }
             }
         )
+    }
+
+    @Test func aKeyKeepsOneRecordPerPublisherAndALookupMergesWhatHoldersKeep() {
+        let key = NodeID(9, 9, 9, 9)
+        let one = Self.signatures.sign(
+            key: key,
+            publisher: NodeID(1, 0, 0, 0),
+            payload: [1],
+            sequence: 1,
+            expires: 100 * Self.second
+        )
+        let two = Self.signatures.sign(
+            key: key,
+            publisher: NodeID(2, 0, 0, 0),
+            payload: [2],
+            sequence: 4,
+            expires: 100 * Self.second
+        )
+        let twoOlder = Self.signatures.sign(
+            key: key,
+            publisher: NodeID(2, 0, 0, 0),
+            payload: [2],
+            sequence: 3,
+            expires: 100 * Self.second
+        )
+        // b holds one and the newer two; c holds only the older two.
+        var node = Self.node(a.id)
+        _ = node.receive(Envelope(from: b, requestID: 0, message: .ping), now: 0)
+        _ = node.receive(Envelope(from: c, requestID: 0, message: .ping), now: 0)
+        let (lookup, start) = node.findValue(key, now: 0)
+        var done: LookupResult?
+        for (envelope, to) in Self.sends(start) {
+            let records = to == b ? [one, two] : [twoOlder]
+            for case .finished(let id, let result) in node.receive(
+                Envelope(from: to, requestID: envelope.requestID, message: .values(records)),
+                now: 1
+            ) where id == lookup {
+                done = result
+            }
+        }
+        #expect(done?.records == [one, two], "the newest record of each publisher, from either holder")
+
+        var holder = Self.node(b.id)
+        for publisher in 0..<UInt64(KademliaNode.maximumPublishersPerKey + 1) {
+            let record = Self.signatures.sign(
+                key: key,
+                publisher: NodeID(publisher, 1, 0, 0),
+                payload: [],
+                sequence: 1,
+                expires: 100 * Self.second
+            )
+            _ = holder.receive(Envelope(from: a, requestID: 1, message: .store(record)), now: 0)
+        }
+        #expect(holder.records(under: key).count == KademliaNode.maximumPublishersPerKey)
+        #expect(holder.rejected["key_full"] == 1)
     }
 
     @Test func aHeldRecordExpiresAtMaintenance() {
@@ -136,14 +228,22 @@ import Testing
             Envelope(
                 from: a,
                 requestID: 1,
-                message: .store(Self.signatures.sign(key: key, payload: [1], sequence: 1, expires: 30 * Self.second))
+                message: .store(
+                    Self.signatures.sign(
+                        key: key,
+                        publisher: Self.publisher,
+                        payload: [1],
+                        sequence: 1,
+                        expires: 30 * Self.second
+                    )
+                )
             ),
             now: 0
         )
-        #expect(server.records[key] != nil)
+        #expect(!server.records(under: key).isEmpty)
         _ = server.bootstrap(seeds: [], now: 0)  // schedules maintenance at 60 s
         _ = server.tick(now: 60 * Self.second)
-        #expect(server.records[key] == nil)
+        #expect(server.records(under: key).isEmpty)
     }
 
     private func table(of node: inout KademliaNode, knowing contacts: [Contact]) -> Bool {

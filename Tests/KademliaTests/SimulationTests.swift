@@ -13,6 +13,7 @@ import Testing
         #expect(report.successRate >= 0.999)
         #expect(report.churnSuccessRate >= 0.99)
         #expect(report.recordsFoundAfterDeparture == report.records)
+        #expect(report.mergedKeys == 10 && report.mergedKeysComplete == report.mergedKeys)
         #expect(report.forgedAccepted == 0)
     }
 }

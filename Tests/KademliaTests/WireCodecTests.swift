@@ -8,8 +8,18 @@ import Testing
     static let messages: [Message] = [
         .ping, .pong, .findNode(NodeID(9, 8, 7, 6)), .findValue(NodeID(5, 5, 5, 5)),
         .nodes([]), .nodes((0..<20).map { Contact(id: NodeID(UInt64($0), 0, 0, 1), address: "[fd00::\($0)]:15012") }),
-        .value(Record(key: NodeID(1, 1, 1, 1), value: Array("orders".utf8), sequence: 7, expires: 99)),
-        .store(Record(key: NodeID(2, 2, 2, 2), value: [], sequence: .max, expires: 0)),
+        .values([]),
+        .values([
+            Record(
+                key: NodeID(1, 1, 1, 1),
+                publisher: NodeID(3, 0, 0, 0),
+                value: Array("orders".utf8),
+                sequence: 7,
+                expires: 99
+            ),
+            Record(key: NodeID(1, 1, 1, 1), publisher: NodeID(4, 0, 0, 0), value: [1, 2], sequence: 1, expires: 98),
+        ]),
+        .store(Record(key: NodeID(2, 2, 2, 2), publisher: NodeID(5, 5, 5, 5), value: [], sequence: .max, expires: 0)),
         .stored(true), .stored(false),
     ]
 
@@ -43,7 +53,7 @@ import Testing
         }
         let good = Array(WireCodec.encode(Envelope(from: Self.sender, requestID: 1, message: .ping)).dropFirst(4))
         let cases: [([UInt8], WireError.Code)] = [
-            ([0x00, 0x01, 0x00, 0x01], .oversized),
+            ([0x00, 0x04, 0x00, 0x01], .oversized),
             (frame([2] + good.dropFirst()), .unknownVersion),
             (frame([1, 99] + good.dropFirst(2)), .unknownType),
             (frame(good + [0]), .malformed),
