@@ -268,54 +268,107 @@ struct HTTPMessageParser {
     }
 
     /// Start line and headers; tokens checked, obsolete line folding refused.
+    ///
+    /// Works on the UTF-8 bytes: every request and response on an HTTP port comes
+    /// through here, and character-level parsing (grapheme breaking, Unicode whitespace
+    /// tables) was the largest cost of the HTTP gate. Lines end at CR LF; a lone CR or
+    /// LF inside a line is refused by the token checks, as before.
     static func parseHead(_ bytes: ByteBuffer) throws(HTTPFramingError) -> HTTPHead {
-        let text = String(decoding: bytes.readableBytesView, as: UTF8.self)
-        var lines = text.split(separator: "\r\n", omittingEmptySubsequences: false)
-        guard lines.count >= 3, lines.suffix(2).allSatisfy(\.isEmpty) else {
+        let head = Array(bytes.readableBytesView)
+        var lines: [ArraySlice<UInt8>] = []
+        var lineStart = 0
+        var index = 0
+        while index + 1 < head.count {
+            if head[index] == 13, head[index + 1] == 10 {
+                lines.append(head[lineStart..<index])
+                index += 2
+                lineStart = index
+            } else {
+                index += 1
+            }
+        }
+        // The head ends with an empty line: its last two lines are the last header's
+        // CR LF and the blank one.
+        guard lineStart == head.count, lines.count >= 2, lines[lines.count - 1].isEmpty else {
             throw HTTPFramingError(code: .malformedHeader, detail: "head not ended by an empty line")
         }
-        lines.removeLast(2)
-        let start = lines.removeFirst().split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+        lines.removeLast()
+        let startLine = lines.removeFirst()
+        let start = Self.splitStartLine(startLine)
         guard start.count >= 2, !start[0].isEmpty, !start[1].isEmpty else {
-            throw HTTPFramingError(code: .malformedStartLine, detail: "'\(lines.first ?? "")'")
+            throw HTTPFramingError(code: .malformedStartLine, detail: "'\(String(decoding: startLine, as: UTF8.self))'")
         }
-        let head: HTTPHead
-        if start[0].hasPrefix("HTTP/") {
-            guard start[0] == "HTTP/1.1" || start[0] == "HTTP/1.0", start[1].count == 3,
-                start[1].allSatisfy(\.isASCII), Int(start[1]) != nil
+        var result: HTTPHead
+        if start[0].starts(with: Array("HTTP/".utf8)) {
+            let version = String(decoding: start[0], as: UTF8.self)
+            guard version == "HTTP/1.1" || version == "HTTP/1.0", start[1].count == 3,
+                start[1].allSatisfy({ $0 < 0x80 }), Int(String(decoding: start[1], as: UTF8.self)) != nil
             else {
                 throw HTTPFramingError(code: .malformedStartLine, detail: "status line")
             }
-            head = HTTPHead(
-                first: String(start[1]),
-                second: start.count > 2 ? String(start[2]) : "",
-                version: String(start[0]),
+            result = HTTPHead(
+                first: String(decoding: start[1], as: UTF8.self),
+                second: start.count > 2 ? String(decoding: start[2], as: UTF8.self) : "",
+                version: version,
                 headers: []
             )
         } else {
-            guard start.count == 3, start[2] == "HTTP/1.1" || start[2] == "HTTP/1.0",
-                start[0].allSatisfy({ $0.isASCII && ($0.isLetter || $0 == "-") }),
-                start[1].allSatisfy({ $0.isASCII && !$0.isWhitespace })
+            let version = start.count == 3 ? String(decoding: start[2], as: UTF8.self) : ""
+            guard start.count == 3, version == "HTTP/1.1" || version == "HTTP/1.0",
+                start[0].allSatisfy({ Self.isLetter($0) || $0 == UInt8(ascii: "-") }),
+                start[1].allSatisfy({ $0 < 0x80 && !Self.isWhitespace($0) })
             else {
                 throw HTTPFramingError(code: .malformedStartLine, detail: "request line")
             }
-            head = HTTPHead(first: String(start[0]), second: String(start[1]), version: String(start[2]), headers: [])
+            result = HTTPHead(
+                first: String(decoding: start[0], as: UTF8.self),
+                second: String(decoding: start[1], as: UTF8.self),
+                version: version,
+                headers: []
+            )
         }
-        var result = head
+        result.headers.reserveCapacity(lines.count)
         for line in lines {
-            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex,
-                line.first != " ", line.first != "\t"
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon != line.startIndex,
+                line.first != UInt8(ascii: " "), line.first != UInt8(ascii: "\t")
             else {
-                throw HTTPFramingError(code: .malformedHeader, detail: "'\(line.prefix(64))'")
+                throw HTTPFramingError(
+                    code: .malformedHeader,
+                    detail: "'\(String(decoding: line.prefix(64), as: UTF8.self))'"
+                )
             }
             let name = line[..<colon]
-            guard name.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != ":" }) else {
-                throw HTTPFramingError(code: .malformedHeader, detail: "header name '\(name.prefix(64))'")
+            guard name.allSatisfy({ $0 < 0x80 && !Self.isWhitespace($0) }) else {
+                throw HTTPFramingError(
+                    code: .malformedHeader,
+                    detail: "header name '\(String(decoding: name.prefix(64), as: UTF8.self))'"
+                )
             }
-            result.headers.append((name.lowercased(), line[line.index(after: colon)...].trimmingSpaces))
+            var value = line[(colon + 1)...]
+            while let first = value.first, first == 0x20 || first == 0x09 { value = value.dropFirst() }
+            while let last = value.last, last == 0x20 || last == 0x09 { value = value.dropLast() }
+            let lowered = name.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+            result.headers.append((String(decoding: lowered, as: UTF8.self), String(decoding: value, as: UTF8.self)))
         }
         return result
     }
+
+    /// The start line split at its first two spaces (empty parts kept).
+    private static func splitStartLine(_ line: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] {
+        var parts: [ArraySlice<UInt8>] = []
+        var rest = line
+        while parts.count < 2, let space = rest.firstIndex(of: 0x20) {
+            parts.append(rest[..<space])
+            rest = rest[(space + 1)...]
+        }
+        parts.append(rest)
+        return parts
+    }
+
+    /// ASCII whitespace as `Character.isWhitespace` sees it: tab, LF, VT, FF, CR, space.
+    private static func isWhitespace(_ byte: UInt8) -> Bool { (0x09...0x0D).contains(byte) || byte == 0x20 }
+
+    private static func isLetter(_ byte: UInt8) -> Bool { (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) }
 }
 
 extension StringProtocol {
