@@ -119,6 +119,13 @@ public struct AdminClient: Sendable {
         }
     }
 
+    /// Whether something accepts connections at the endpoint now.
+    public func isReachable() -> Bool {
+        guard let fd = try? connect() else { return false }
+        close(fd)
+        return true
+    }
+
     private func connect() throws(AdminClientError) -> Int32 {
         switch endpoint {
         case .unix(let path):

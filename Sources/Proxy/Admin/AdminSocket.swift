@@ -1,4 +1,5 @@
 import Foundation
+import MeshAPI
 
 /// The admin API's unix socket path: its directory is created, and a socket file left
 /// by a sidecar that died is removed, but one that another live process still serves
@@ -18,27 +19,9 @@ enum AdminSocket {
         guard status.st_mode & S_IFMT == S_IFSOCK else {
             throw Unusable(path: path, reason: "exists and is not a socket; not replacing it")
         }
-        if answers(path) { throw Unusable(path: path, reason: "another process serves the admin API on this socket") }
+        if AdminClient(endpoint: .unix(path: path), timeout: 1).isReachable() {
+            throw Unusable(path: path, reason: "another process serves the admin API on this socket")
+        }
         unlink(path)
-    }
-
-    /// Whether something accepts connections on the socket at `path`.
-    private static func answers(_ path: String) -> Bool {
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
-            }
-        }
     }
 }

@@ -54,9 +54,12 @@ final class Flow: Sendable {
 
     /// The decision that admitted or refused the flow; a flow-start event follows it.
     func decided(_ decision: PolicyDecision) {
-        let verdict: FlowRecord.Verdict =
-            !decision.isAllowed ? .denied : decision.audits.isEmpty ? .allowed : .audit
-        decided(verdict, policy: decision.policyLabel, rule: decision.decidedBy?.rule, audits: decision.audits)
+        decided(
+            FlowRecord.Verdict(decision),
+            policy: decision.policyLabel,
+            rule: decision.decidedBy?.rule,
+            audits: decision.audits
+        )
         if !decision.isAllowed { update { $0.reason = "policy_denied" } }
     }
 
@@ -176,5 +179,13 @@ final class Flow: Sendable {
     /// The downstream connection closed: the flow is over.
     func finish() {
         recorder.finish(self)
+    }
+}
+
+extension FlowRecord.Verdict {
+    /// What a policy decision makes of a flow or request: denied, allowed, or allowed
+    /// with an AUDIT rule recording it.
+    init(_ decision: PolicyDecision) {
+        self = !decision.isAllowed ? .denied : decision.audits.isEmpty ? .allowed : .audit
     }
 }

@@ -87,10 +87,10 @@ final class FlowRecorder: Sendable {
             id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue,
             start: now(),
             direction: direction,
-            source: .init(address: channel.remoteAddress.map(Self.format), identity: "unauthenticated"),
+            source: .init(address: channel.remoteAddress.map(\.text), identity: "unauthenticated"),
             destination: .init(
                 service: nil,
-                address: local.map(Self.format),
+                address: local.map(\.text),
                 port: UInt16(truncatingIfNeeded: local?.port ?? 0),
                 identity: nil
             )
@@ -202,11 +202,6 @@ final class FlowRecorder: Sendable {
             state.withLockedValue { $0.overruns += dropped }
             Counter(label: "beemesh_flow_events_dropped_total").increment(by: Int64(dropped))
         }
-    }
-
-    static func format(_ address: SocketAddress) -> String {
-        guard let host = address.ipAddress, let port = address.port else { return "\(address)" }
-        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
 }
 

@@ -121,7 +121,7 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
                 path: head.second,
                 status: decision.isAllowed ? nil : 403,
                 latency: decision.isAllowed ? nil : 0,
-                verdict: !decision.isAllowed ? .denied : decision.audits.isEmpty ? .allowed : .audit,
+                verdict: FlowRecord.Verdict(decision),
                 policy: decision.policyLabel,
                 rule: decision.decidedBy?.rule
             ),

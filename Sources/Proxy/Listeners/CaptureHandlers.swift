@@ -44,11 +44,11 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     private func dispatch(to destination: SocketAddress, context: ChannelHandlerContext) {
-        logger[metadataKey: "original_dst"] = "\(Self.format(destination))"
+        logger[metadataKey: "original_dst"] = "\(destination.text)"
         let identity = environment.identity
         flow?.update { flow in
             flow.source.identity = identity ?? "unauthenticated"
-            flow.destination.address = Self.format(destination)
+            flow.destination.address = destination.text
             flow.destination.port = UInt16(truncatingIfNeeded: destination.port ?? 0)
         }
         // Dialled the listener itself (not redirected): relaying would loop.
@@ -152,11 +152,6 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
         if result != "egress_denied" { flow?.failed(result) }
         context.close(promise: nil)
     }
-
-    static func format(_ address: SocketAddress) -> String {
-        guard let host = address.ipAddress, let port = address.port else { return "\(address)" }
-        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-    }
 }
 
 @available(*, unavailable)
@@ -184,7 +179,7 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let peer = context.channel.remoteAddress.map(CapturedOutboundHandler.format) ?? "unknown"
+        let peer = context.channel.remoteAddress.map(\.text) ?? "unknown"
         logger[metadataKey: "peer"] = "\(peer)"
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         OriginalDestination.lookup(context.channel).whenComplete { result in
@@ -193,10 +188,10 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
                 handler.refuse("no original destination (not a redirected connection)", context: context)
                 return
             }
-            handler.logger[metadataKey: "original_dst"] = "\(CapturedOutboundHandler.format(destination))"
+            handler.logger[metadataKey: "original_dst"] = "\(destination.text)"
             let identity = handler.environment.identity
             handler.flow?.update { flow in
-                flow.destination.address = CapturedOutboundHandler.format(destination)
+                flow.destination.address = destination.text
                 flow.destination.port = UInt16(truncatingIfNeeded: port)
                 flow.destination.identity = identity
             }
