@@ -89,10 +89,10 @@ public struct SignedServiceRecord: Equatable, Sendable {
     /// The DHT record carrying it.
     public var dhtRecord: Record {
         var writer = BinaryWriter()
-        writer.bytes(record.canonicalBytes)
-        writer.bytes(signature)
+        writer.lengthPrefixed(record.canonicalBytes)
+        writer.lengthPrefixed(signature)
         writer.integer(UInt8(chain.count))
-        for certificate in chain { writer.bytes(certificate) }
+        for certificate in chain { writer.lengthPrefixed(certificate) }
         return Record(
             key: record.key,
             publisher: record.publisher,
@@ -104,8 +104,8 @@ public struct SignedServiceRecord: Equatable, Sendable {
 
     /// Reads the value of a DHT record; throws what is malformed.
     public init(decoding value: [UInt8]) throws(ServiceRecordError) {
-        var outer = BinaryReader(value[...])
-        var inner = BinaryReader(try outer.bytes("record")[...])
+        var outer = BinaryReader(record: value[...])
+        var inner = BinaryReader(record: try outer.lengthPrefixed("record")[...])
         guard try inner.string("format") == "beemesh.service-record.v1" else {
             throw ServiceRecordError(.malformed, "unknown record format")
         }
@@ -126,11 +126,11 @@ public struct SignedServiceRecord: Equatable, Sendable {
             expires: try inner.integer(UInt64.self, "expires")
         )
         guard inner.isEmpty else { throw ServiceRecordError(.malformed, "bytes after the record") }
-        signature = try outer.bytes("signature")
+        signature = try outer.lengthPrefixed("signature")
         let count = Int(try outer.integer(UInt8.self, "chain"))
         guard (1...8).contains(count) else { throw ServiceRecordError(.malformed, "a chain of \(count) certificates") }
         chain = []
-        for _ in 0..<count { chain.append(try outer.bytes("certificate")) }
+        for _ in 0..<count { chain.append(try outer.lengthPrefixed("certificate")) }
         guard outer.isEmpty else { throw ServiceRecordError(.malformed, "bytes after the chain") }
     }
 
@@ -227,47 +227,13 @@ public struct ServiceRecordValidator: RecordValidator {
     }
 }
 
-/// Length-prefixed binary fields, big-endian.
-struct BinaryWriter {
-    var bytes: [UInt8] = []
-
-    mutating func integer(_ value: some FixedWidthInteger) {
-        for shift in (0..<(value.bitWidth / 8)).reversed() {
-            bytes.append(UInt8(truncatingIfNeeded: value >> (8 * shift)))
-        }
-    }
-
-    mutating func bytes(_ value: [UInt8]) {
-        integer(UInt32(value.count))
-        bytes += value
-    }
-
-    mutating func string(_ value: String) { bytes(Array(value.utf8)) }
-}
-
-struct BinaryReader {
-    private var rest: ArraySlice<UInt8>
-
-    init(_ bytes: ArraySlice<UInt8>) { rest = bytes }
-
-    var isEmpty: Bool { rest.isEmpty }
-
-    mutating func integer<T: FixedWidthInteger>(_ type: T.Type, _ what: String) throws(ServiceRecordError) -> T {
-        let width = T.bitWidth / 8
-        guard rest.count >= width else { throw ServiceRecordError(.malformed, "\(what): truncated") }
-        defer { rest = rest.dropFirst(width) }
-        return rest.prefix(width).reduce(0) { $0 << 8 | T($1) }
-    }
-
-    mutating func bytes(_ what: String) throws(ServiceRecordError) -> [UInt8] {
-        let count = Int(try integer(UInt32.self, what + " length"))
-        guard count <= rest.count else { throw ServiceRecordError(.malformed, "\(what): truncated") }
-        defer { rest = rest.dropFirst(count) }
-        return Array(rest.prefix(count))
+extension BinaryReader where Failure == ServiceRecordError {
+    init(record bytes: ArraySlice<UInt8>) {
+        self.init(bytes) { ServiceRecordError(.malformed, $0) }
     }
 
     mutating func string(_ what: String) throws(ServiceRecordError) -> String {
-        guard let text = String(validating: try bytes(what), as: UTF8.self) else {
+        guard let text = String(validating: try lengthPrefixed(what), as: UTF8.self) else {
             throw ServiceRecordError(.malformed, "\(what): not UTF-8")
         }
         return text

@@ -28,29 +28,30 @@ public enum WireCodec {
     public static let maximumValue = 8192
 
     public static func encode(_ envelope: Envelope) -> [UInt8] {
-        var body: [UInt8] = [version, type(of: envelope.message)]
-        append(envelope.requestID, to: &body)
-        body.append(envelope.fromClient ? 1 : 0)
+        var body = BinaryWriter()
+        body.raw([version, type(of: envelope.message)])
+        body.integer(envelope.requestID)
+        body.integer(UInt8(envelope.fromClient ? 1 : 0))
         append(envelope.from, to: &body)
         switch envelope.message {
         case .ping, .pong:
             break
         case .findNode(let target), .findValue(let target):
-            body += target.bytes
+            body.raw(target.bytes)
         case .nodes(let contacts):
-            body.append(UInt8(min(contacts.count, maximumContacts)))
+            body.integer(UInt8(min(contacts.count, maximumContacts)))
             for contact in contacts.prefix(maximumContacts) { append(contact, to: &body) }
         case .values(let records):
-            body.append(UInt8(min(records.count, maximumRecords)))
+            body.integer(UInt8(min(records.count, maximumRecords)))
             for record in records.prefix(maximumRecords) { append(record, to: &body) }
         case .store(let record):
             append(record, to: &body)
         case .stored(let accepted):
-            body.append(accepted ? 1 : 0)
+            body.integer(UInt8(accepted ? 1 : 0))
         }
-        var frame: [UInt8] = []
-        append(UInt32(body.count), to: &frame)
-        return frame + body
+        var frame = BinaryWriter()
+        frame.lengthPrefixed(body.bytes)
+        return frame.bytes
     }
 
     private static func type(of message: Message) -> UInt8 {
@@ -66,26 +67,19 @@ public enum WireCodec {
         }
     }
 
-    private static func append(_ value: some FixedWidthInteger, to bytes: inout [UInt8]) {
-        let width = value.bitWidth / 8
-        for shift in (0..<width).reversed() { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * shift))) }
+    private static func append(_ record: Record, to writer: inout BinaryWriter) {
+        writer.raw(record.key.bytes)
+        writer.raw(record.publisher.bytes)
+        writer.integer(record.sequence)
+        writer.integer(record.expires)
+        writer.lengthPrefixed(Array(record.value.prefix(maximumValue)))
     }
 
-    private static func append(_ record: Record, to bytes: inout [UInt8]) {
-        bytes += record.key.bytes
-        bytes += record.publisher.bytes
-        append(record.sequence, to: &bytes)
-        append(record.expires, to: &bytes)
-        let value = record.value.prefix(maximumValue)
-        append(UInt32(value.count), to: &bytes)
-        bytes += value
-    }
-
-    private static func append(_ contact: Contact, to bytes: inout [UInt8]) {
-        bytes += contact.id.bytes
+    private static func append(_ contact: Contact, to writer: inout BinaryWriter) {
+        writer.raw(contact.id.bytes)
         let address = Array(contact.address.utf8.prefix(255))
-        bytes.append(UInt8(address.count))
-        bytes += address
+        writer.integer(UInt8(address.count))
+        writer.raw(address)
     }
 }
 
@@ -125,7 +119,7 @@ public struct WireDecoder: Sendable {
                     )
                 }
                 guard buffer.count - offset - 4 >= length else { break }
-                var reader = Reader(bytes: buffer[(offset + 4)..<(offset + 4 + length)])
+                var reader = BinaryReader(frame: buffer[(offset + 4)..<(offset + 4 + length)])
                 envelopes.append(try reader.envelope())
                 offset += 4 + length
             }
@@ -141,20 +135,10 @@ public struct WireDecoder: Sendable {
     public var pending: Int { buffer.count }
 }
 
-/// Reads one frame body; every read checks what is left.
-private struct Reader {
-    var bytes: ArraySlice<UInt8>
-
-    mutating func take(_ count: Int, _ what: String) throws(WireError) -> ArraySlice<UInt8> {
-        guard bytes.count >= count else {
-            throw WireError(code: .truncated, reason: "\(what): needs \(count) bytes, \(bytes.count) left")
-        }
-        defer { bytes = bytes.dropFirst(count) }
-        return bytes.prefix(count)
-    }
-
-    mutating func integer<T: FixedWidthInteger>(_ type: T.Type, _ what: String) throws(WireError) -> T {
-        try take(T.bitWidth / 8, what).reduce(0) { $0 << 8 | T($1) }
+/// Reading one frame body.
+extension BinaryReader where Failure == WireError {
+    init(frame: ArraySlice<UInt8>) {
+        self.init(frame) { WireError(code: .truncated, reason: $0) }
     }
 
     mutating func id(_ what: String) throws(WireError) -> NodeID {
@@ -231,8 +215,8 @@ private struct Reader {
         default:
             throw WireError(code: .unknownType, reason: "message type \(type)")
         }
-        guard bytes.isEmpty else {
-            throw WireError(code: .malformed, reason: "\(bytes.count) bytes after the message")
+        guard rest.isEmpty else {
+            throw WireError(code: .malformed, reason: "\(rest.count) bytes after the message")
         }
         return Envelope(from: sender, requestID: requestID, message: message, fromClient: flags & 1 == 1)
     }
