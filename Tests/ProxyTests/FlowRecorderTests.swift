@@ -130,6 +130,47 @@ import Testing
         _ = try? channel.finish()
     }
 
+    @Test func aPipelineThatNeverEmptiesAnswersEachRequestInOrder() throws {
+        let recorder = FlowRecorder(capacity: 10, recording: true)
+        let channel = EmbeddedChannel()
+        let flow = try #require(recorder.open(channel, direction: .inbound))
+        // Two requests in flight at all times for 300 requests, every fifth one denied
+        // (answered 403 at once, never waiting for the app).
+        func request(_ number: Int) {
+            let denied = number % 5 == 4
+            flow.httpRequest(
+                HTTPExchange(
+                    method: "GET",
+                    authority: nil,
+                    path: "/\(number)",
+                    status: denied ? 403 : nil,
+                    latency: denied ? 0 : nil,
+                    verdict: denied ? .denied : .allowed,
+                    policy: "p/q"
+                ),
+                now: .now()
+            )
+        }
+        request(0)
+        var forwarded = [0]
+        for number in 1..<300 {
+            request(number)
+            if number % 5 != 4 { forwarded.append(number) }
+            if forwarded.count > 2 { flow.httpResponse(status: 200 + forwarded.removeFirst() % 100, now: .now()) }
+        }
+        for number in forwarded { flow.httpResponse(status: 200 + number % 100, now: .now()) }
+        flow.httpResponse(status: 599, now: .now())  // no request waits: ignored
+        let record = flow.snapshot
+        #expect(record.requests == 300 && record.http.map(\.path) == (268..<300).map { "/\($0)" })
+        #expect(
+            record.http.allSatisfy { exchange in
+                let number = Int(exchange.path.dropFirst())!
+                return exchange.status == (number % 5 == 4 ? 403 : 200 + number % 100)
+            }
+        )
+        _ = try? channel.finish()
+    }
+
     @Test func aFlowCutAtTheDrainDeadlineEndsAsTimeout() throws {
         let recorder = FlowRecorder(capacity: 10, recording: true)
         let channel = EmbeddedChannel()

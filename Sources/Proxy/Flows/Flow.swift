@@ -19,8 +19,10 @@ final class Flow: Sendable {
     private let record: NIOLockedValueBox<FlowRecord>
     private let bytesIn = Atomic<UInt64>(0)
     private let bytesOut = Atomic<UInt64>(0)
-    /// Forwarded HTTP requests still waiting for their response, by sequence number.
-    private let awaitingResponse = NIOLockedValueBox<[(sequence: UInt64, started: NIODeadline)]>([])
+    /// The HTTP requests seen, the newest `keptRequests` in full, and those forwarded
+    /// and waiting for their response: apart from the record, so that a request takes
+    /// one lock and copies no strings of the record.
+    private let exchanges = NIOLockedValueBox(HTTPExchanges(capacity: Flow.keptRequests))
     let direction: FlowRecord.Direction
 
     init(id: UInt64, record: FlowRecord, recorder: FlowRecorder) {
@@ -30,9 +32,15 @@ final class Flow: Sendable {
         self.recorder = recorder
     }
 
-    /// The record as of now, byte counts included.
+    /// The record as of now, byte counts and HTTP requests included.
     var snapshot: FlowRecord {
         var copy = record.withLockedValue { $0 }
+        exchanges.withLockedValue { exchanges in
+            guard exchanges.count > 0 else { return }
+            copy.protocol = "http"
+            copy.requests = exchanges.count
+            copy.http = exchanges.kept
+        }
         copy.bytesIn = bytesIn.load(ordering: .relaxed)
         copy.bytesOut = bytesOut.load(ordering: .relaxed)
         return copy
@@ -129,46 +137,33 @@ final class Flow: Sendable {
     static let keptRequests = 32
 
     /// A request was decided. Denied requests are answered at once (403 by the gate);
-    /// allowed ones wait for the app's response head.
+    /// allowed ones wait for the app's response head. One lock acquisition.
     func httpRequest(_ exchange: HTTPExchange, now: NIODeadline) {
-        let sequence = record.withLockedValue { record in
-            record.protocol = "http"
-            if record.http.count == Self.keptRequests { record.http.removeFirst() }
-            record.http.append(exchange)
-            record.requests += 1
-            return record.requests - 1
+        let awaiting = exchange.status == nil
+        exchanges.withLockedValue { exchanges in
+            exchanges.append(exchange, awaitingSince: awaiting ? now : nil)
         }
-        if exchange.status != nil {
-            answered(exchange)
-        } else {
-            awaitingResponse.withLockedValue { $0.append((sequence, now)) }
-        }
+        if !awaiting { answered(exchange) }
     }
 
-    /// The response head of the oldest forwarded request arrived.
+    /// The response head of the oldest forwarded request arrived. One lock acquisition.
     func httpResponse(status: Int, now: NIODeadline) {
-        guard let (sequence, started) = awaitingResponse.withLockedValue({ $0.isEmpty ? nil : $0.removeFirst() })
-        else { return }
-        let latency = Double((now - started).nanoseconds) / 1e9
-        let kept = record.withLockedValue { record -> HTTPExchange? in
-            let position = Int(sequence) - (Int(record.requests) - record.http.count)
-            guard position >= 0 else { return nil }  // pipelined deeper than the flow keeps
-            record.http[position].status = status
-            record.http[position].latency = latency
-            return record.http[position]
-        }
-        guard let kept else {
+        let answered = exchanges.withLockedValue { $0.answerOldest(status: status, now: now) }
+        guard let (exchange, latency) = answered else { return }
+        guard let exchange else {
+            // Pipelined deeper than the flow keeps: counted, not kept.
             recorder.requestAnswered(status: status, latency: latency, direction: direction)
             return
         }
-        answered(kept)
+        self.answered(exchange)
     }
 
     private func answered(_ exchange: HTTPExchange) {
         recorder.requestAnswered(status: exchange.status, latency: exchange.latency, direction: direction)
         guard recorder.hasFollowers else { return }
         var summary = record.withLockedValue { $0 }
-        summary.http = []
+        summary.protocol = "http"
+        summary.requests = exchanges.withLockedValue { $0.count }
         summary.bytesIn = bytesIn.load(ordering: .relaxed)
         summary.bytesOut = bytesOut.load(ordering: .relaxed)
         recorder.publish(.httpRequest(summary, exchange))
@@ -187,5 +182,59 @@ extension FlowRecord.Verdict {
     /// with an AUDIT rule recording it.
     init(_ decision: PolicyDecision) {
         self = !decision.isAllowed ? .denied : decision.audits.isEmpty ? .allowed : .audit
+    }
+}
+
+/// A flow's HTTP requests: a ring of the newest ones in full, the total count, and the
+/// forwarded ones waiting for a response (oldest first: HTTP/1.1 answers in order).
+struct HTTPExchanges: Sendable {
+    private var ring: [HTTPExchange] = []
+    private let capacity: Int
+    /// Requests seen in all; request number `n` is in `ring[n % capacity]` while kept.
+    private(set) var count: UInt64 = 0
+    private var awaiting: [(number: UInt64, since: NIODeadline)] = []
+    private var awaitingHead = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        ring.reserveCapacity(capacity)
+    }
+
+    mutating func append(_ exchange: HTTPExchange, awaitingSince: NIODeadline?) {
+        if ring.count < capacity {
+            ring.append(exchange)
+        } else {
+            ring[Int(count % UInt64(capacity))] = exchange
+        }
+        if let awaitingSince { awaiting.append((count, awaitingSince)) }
+        count += 1
+    }
+
+    /// Answers the oldest waiting request: its exchange if still kept (nil if pushed out
+    /// of the ring) and its latency in seconds; nil when no request waits.
+    mutating func answerOldest(status: Int, now: NIODeadline) -> (HTTPExchange?, Double)? {
+        guard awaitingHead < awaiting.count else { return nil }
+        let (number, since) = awaiting[awaitingHead]
+        awaitingHead += 1
+        if awaitingHead == awaiting.count {
+            awaiting.removeAll(keepingCapacity: true)
+            awaitingHead = 0
+        } else if awaitingHead >= 64 {  // a pipeline that never empties
+            awaiting.removeFirst(awaitingHead)
+            awaitingHead = 0
+        }
+        let latency = Double((now - since).nanoseconds) / 1e9
+        guard number + UInt64(ring.count) >= count else { return (nil, latency) }
+        let slot = Int(number % UInt64(capacity))
+        ring[slot].status = status
+        ring[slot].latency = latency
+        return (ring[slot], latency)
+    }
+
+    /// The kept requests, oldest first.
+    var kept: [HTTPExchange] {
+        guard ring.count == capacity else { return ring }
+        let oldest = Int(count % UInt64(capacity))
+        return Array(ring[oldest...] + ring[..<oldest])
     }
 }
