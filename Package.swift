@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "beemesh-proxy", targets: ["beemesh-proxy"]),
         .executable(name: "beectl", targets: ["beectl"]),
+        .executable(name: "beemesh-agent", targets: ["beemesh-agent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
@@ -68,6 +69,7 @@ let package = Package(
             name: "Proxy",
             dependencies: [
                 "Capture",
+                "Kademlia",
                 "MeshAPI",
                 "MeshNet",
                 "MeshIdentity",
@@ -111,6 +113,32 @@ let package = Package(
                     ],
                     .when(platforms: [.linux])
                 )
+            ]
+        ),
+        .target(
+            name: "Agent",
+            dependencies: [
+                "Kademlia",
+                "MeshAPI",
+                "MeshIdentity",
+                "MeshTLS",
+                "Policy",
+                "Proxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "beemesh-agent",
+            dependencies: [
+                "Agent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(

@@ -18,7 +18,7 @@ public struct CaptureOptionError: Error, Equatable, CustomStringConvertible {
 /// What `beemesh-proxy capture install` programs into a pod's network namespace.
 ///
 /// Defaults are the mesh's port conventions (DESIGN.md, "Data path"): outbound TCP to
-/// 15001, inbound TCP to 15006, DNS to 15053 (off until the mesh DNS exists), and the
+/// 15001, inbound TCP to 15006, DNS to 15053 (the proxy's mesh DNS), and the
 /// proxy's own listeners (15008 mTLS, 15000 admin, 15090 metrics) never redirected.
 public struct CaptureOptions: Sendable, Equatable {
     /// Sockets owned by this uid or this gid are the proxy's: never redirected.
@@ -27,8 +27,8 @@ public struct CaptureOptions: Sendable, Equatable {
     public var outboundPort: UInt16 = 15001
     public var inboundPort: UInt16 = 15006
     public var dnsPort: UInt16 = 15053
-    /// UDP and TCP to port 53 redirected to `dnsPort`. Default off.
-    public var captureDNS = false
+    /// UDP and TCP to port 53 redirected to `dnsPort`. Default on.
+    public var captureDNS = true
     /// Inbound ports that reach the proxy itself and are never redirected.
     public var proxyPorts: [UInt16] = [15008, 15000, 15090]
     public var excludeOutboundPorts: [UInt16] = []

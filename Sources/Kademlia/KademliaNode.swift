@@ -72,6 +72,11 @@ public struct KademliaNode: Sendable {
     public func records(under key: NodeID, now: UInt64 = 0) -> [Record] {
         (held[key] ?? [:]).values.filter { $0.expires > now }.sorted { $0.publisher < $1.publisher }
     }
+    /// Unexpired records held, all keys together.
+    public func heldRecordCount(now: UInt64) -> Int {
+        held.values.reduce(0) { $0 + $1.values.count { $0.expires > now } }
+    }
+
     private var lookups: [UInt64: (lookup: Lookup, purpose: Purpose)] = [:]
     private var requests: [UInt64: Request] = [:]
     /// Request IDs in the order their deadlines fall (every request gets the same

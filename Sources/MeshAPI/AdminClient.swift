@@ -79,20 +79,42 @@ public struct AdminClient: Sendable {
         }
     }
 
-    /// `GET path`, handing over the status and body bytes as they arrive until `onBody`
-    /// returns false or the body ends. Returns the status.
+    /// `method path` with `body` (sent as JSON): the status and the whole answer.
+    public func send(
+        _ method: String,
+        _ path: String,
+        body: [UInt8]
+    ) throws(AdminClientError) -> (status: Int, body: [UInt8]) {
+        var answer: [UInt8] = []
+        let status = try stream(path, method: method, body: body) { _, bytes in
+            answer.append(contentsOf: bytes)
+            return true
+        }
+        return (status, answer)
+    }
+
+    /// `method path` (GET unless told), handing over the status and body bytes as they
+    /// arrive until `onBody` returns false or the body ends. Returns the status.
     @discardableResult
-    public func stream(_ path: String, onBody: (Int, [UInt8]) -> Bool) throws(AdminClientError) -> Int {
+    public func stream(
+        _ path: String,
+        method: String = "GET",
+        body: [UInt8]? = nil,
+        onBody: (Int, [UInt8]) -> Bool
+    ) throws(AdminClientError) -> Int {
         let fd = try connect()
         defer { close(fd) }
         let host = if case .tcp(let host, let port) = endpoint { "\(host):\(port)" } else { "localhost" }
-        let request = Array(
-            "GET \(path) HTTP/1.1\r\nhost: \(host)\r\nuser-agent: beectl\r\nconnection: close\r\n\r\n".utf8
-        )
+        let framing = body.map { "content-type: application/json\r\ncontent-length: \($0.count)\r\n" } ?? ""
+        let request =
+            Array(
+                "\(method) \(path) HTTP/1.1\r\nhost: \(host)\r\nuser-agent: beectl\r\n\(framing)connection: close\r\n\r\n"
+                    .utf8
+            ) + (body ?? [])
         let sendFailure: String? = request.withUnsafeBytes { bytes in
             var offset = 0
             while offset < bytes.count {
-                let sent = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                let sent = Glibc.send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
                 guard sent > 0 else { return String(cString: strerror(errno)) }
                 offset += sent
             }
@@ -194,7 +216,7 @@ public struct AdminClientError: Error, Sendable, CustomStringConvertible {
 
     public init(_ reason: String) { self.reason = reason }
 
-    init(status: Int, body: [UInt8]) {
+    public init(status: Int, body: [UInt8]) {
         let message = (try? MeshJSON.decoder().decode(AdminError.self, from: Data(body)))?.error
         self.reason = "HTTP \(status): " + (message ?? String(decoding: body.prefix(200), as: UTF8.self))
         self.status = status

@@ -92,6 +92,14 @@ public final class Certificate: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// Whether the basicConstraints extension says cA=TRUE.
+    /// The DER SubjectPublicKeyInfo of the certificate's key.
+    public var publicKeyDER: [UInt8] {
+        guard let key = X509_get0_pubkey(pointer) else { return [] }
+        let bio = MemoryBIO()
+        i2d_PUBKEY_bio(bio.pointer, key)
+        return bio.bytes
+    }
+
     public var isCA: Bool { X509_check_ca(pointer) != 0 && basicConstraintsCA }
 
     private var basicConstraintsCA: Bool {

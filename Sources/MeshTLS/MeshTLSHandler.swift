@@ -51,14 +51,39 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// - Parameters:
     ///   - context: credentials and settings; the handler keeps this one for its lifetime.
     ///   - expectedPeer: for a client, the identity the server must have; nil on a server.
-    public init(
+    public convenience init(
         context: TLSContext,
         expectedPeer: SpiffeID?,
         handshakeTimeout: TimeAmount = .seconds(10),
         logger: Logger
     ) {
+        self.init(
+            context: context,
+            role: expectedPeer.map { .client(expectedPeer: $0) } ?? .server,
+            handshakeTimeout: handshakeTimeout,
+            logger: logger
+        )
+    }
+
+    /// A client that accepts any identity of the trust domain: for peers known by
+    /// something other than their SPIFFE ID (a DHT node by the SHA-256 of its key,
+    /// which `TLSHandshakeCompleted.peerPublicKey` lets the caller check).
+    public static func client(
+        anyPeerOf context: TLSContext,
+        handshakeTimeout: TimeAmount = .seconds(10),
+        logger: Logger
+    ) -> MeshTLSHandler {
+        MeshTLSHandler(
+            context: context,
+            role: .client(expectedPeer: nil),
+            handshakeTimeout: handshakeTimeout,
+            logger: logger
+        )
+    }
+
+    private init(context: TLSContext, role: TLSConnection.Role, handshakeTimeout: TimeAmount, logger: Logger) {
         self.tlsContext = context
-        self.role = expectedPeer.map { .client(expectedPeer: $0) } ?? .server
+        self.role = role
         self.handshakeTimeout = handshakeTimeout
         self.logger = logger
     }
@@ -164,7 +189,8 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
                 TLSHandshakeCompleted(
                     peer: peer,
                     protocolVersion: connection.protocolVersion,
-                    cipher: connection.cipher
+                    cipher: connection.cipher,
+                    peerPublicKey: connection.peerPublicKeyDER
                 )
             )
             let writes = pendingWrites

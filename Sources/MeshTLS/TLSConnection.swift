@@ -10,8 +10,9 @@ import NIOCore
 final class TLSConnection {
     enum Role {
         case server
-        /// A client that insists on one peer identity (the route's endpoint).
-        case client(expectedPeer: SpiffeID)
+        /// A client that insists on one peer identity (the route's endpoint), or with
+        /// nil accepts any identity of the trust domain (DHT nodes, bound by their key).
+        case client(expectedPeer: SpiffeID?)
     }
 
     enum HandshakeResult {
@@ -61,6 +62,12 @@ final class TLSConnection {
 
     /// The negotiated protocol version, e.g. `TLSv1.3`.
     var protocolVersion: String { String(cString: SSL_get_version(ssl)) }
+
+    /// The DER SubjectPublicKeyInfo of the peer's leaf (empty before the handshake).
+    var peerPublicKeyDER: [UInt8] {
+        guard let leaf = SSL_get0_peer_certificate(ssl) else { return [] }
+        return Certificate(retaining: leaf).publicKeyDER
+    }
 
     /// The negotiated cipher suite, e.g. `TLS_AES_128_GCM_SHA256`.
     var cipher: String {

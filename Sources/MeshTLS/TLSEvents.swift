@@ -73,4 +73,7 @@ public struct TLSHandshakeCompleted: Sendable, Hashable {
     public let protocolVersion: String
     /// e.g. `TLS_AES_128_GCM_SHA256`.
     public let cipher: String
+    /// The DER SubjectPublicKeyInfo of the peer's leaf: the DHT binds a node's ID (the
+    /// SHA-256 of its public key) to the connection it speaks on.
+    public let peerPublicKey: [UInt8]
 }

@@ -37,6 +37,8 @@ public final class ProxyServer: Service, Sendable {
         public let admin: SocketAddress?
         /// The Prometheus listener (`metrics.listen`), if any.
         public let metrics: SocketAddress?
+        /// Mesh DNS (UDP; TCP is on the same port), one per `dns.listen` address.
+        public let dns: [SocketAddress]
     }
 
     private let configuration: ProxyConfiguration
@@ -66,6 +68,15 @@ public final class ProxyServer: Service, Sendable {
             logger: logger
         )
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.workers)
+        let discovery = try configuration.discovery.agent.map { agent in
+            try MeshDiscovery(
+                configuration: configuration.discovery,
+                agent: agent,
+                inbound: configuration.inbound,
+                credentials: credentials,
+                logger: logger
+            )
+        }
         let namespace = configuration.workload.namespace ?? credentials.current.identity?.namespace ?? "default"
         let policies = PolicyStore(
             directory: configuration.policies.directory,
@@ -80,6 +91,7 @@ public final class ProxyServer: Service, Sendable {
             policies: policies,
             liveFlows: LiveFlows(),
             flows: FlowRecorder(capacity: configuration.flows.capacity, recording: configuration.flows.record),
+            discovery: discovery,
             logger: logger
         )
         self.policyWatcher = PolicyWatcher(directory: configuration.policies.directory) { [environment] in
@@ -182,6 +194,14 @@ public final class ProxyServer: Service, Sendable {
             captureInbound.append(listener.localAddress!)
             logger.info("inbound plaintext capture listener up", metadata: ["address": "\(listener.localAddress!)"])
         }
+        var dns: [SocketAddress] = []
+        if let discovery = environment.discovery {
+            discovery.start(on: group.next())
+            let server = MeshDNSServer(discovery: discovery, configuration: configuration.dns, logger: logger)
+            let channels = try await server.start(group: group, listen: configuration.dnsListeners)
+            listeners.withLockedValue { $0 += channels }
+            dns = channels.enumerated().filter { $0.offset % 2 == 0 }.compactMap { $0.element.localAddress }
+        }
         let (admin, metricsAddress) = try await startAdmin()
         readiness.ready.store(true, ordering: .relaxed)
         return BoundAddresses(
@@ -190,7 +210,8 @@ public final class ProxyServer: Service, Sendable {
             captureOutbound: captureOutbound,
             captureInbound: captureInbound,
             admin: admin,
-            metrics: metricsAddress
+            metrics: metricsAddress,
+            dns: dns
         )
     }
 
@@ -289,6 +310,7 @@ public final class ProxyServer: Service, Sendable {
         }
         for channel in channels { try? await channel.close() }
         policyWatcher.stop()
+        await environment.discovery?.stop()
         let seconds = drain ?? configuration.timeouts.drain
         let live = environment.tracker.count
         logger.info("draining", metadata: ["connections": "\(live)", "deadline_seconds": "\(seconds)"])

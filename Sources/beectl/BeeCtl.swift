@@ -7,7 +7,7 @@ struct BeeCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "beectl",
         abstract: "Operate a BeeMesh trust domain and its workloads.",
-        subcommands: [CACommand.self, PolicyCommand.self, FlowsCommand.self]
+        subcommands: [CACommand.self, PolicyCommand.self, FlowsCommand.self, DHTCommand.self]
     )
 }
 

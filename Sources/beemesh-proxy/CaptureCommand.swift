@@ -50,8 +50,8 @@ struct CaptureCommand: ParsableCommand {
         @Option(help: "Where inbound TCP is redirected.")
         var inboundPort = 15006
 
-        @Flag(help: "Also redirect DNS (UDP and TCP port 53) to --dns-port.")
-        var captureDns = false
+        @Flag(inversion: .prefixedNo, help: "Redirect DNS (UDP and TCP port 53) to --dns-port, the mesh DNS.")
+        var captureDns = true
 
         @Option(help: "Where DNS is redirected with --capture-dns.")
         var dnsPort = 15053

@@ -4,14 +4,14 @@ import MeshAPI
 /// The admin API's unix socket path: its directory is created, and a socket file left
 /// by a sidecar that died is removed, but one that another live process still serves
 /// is not taken over (two sidecars must not share a socket).
-enum AdminSocket {
-    struct Unusable: Error, CustomStringConvertible {
+package enum AdminSocket {
+    package struct Unusable: Error, CustomStringConvertible {
         let path: String
         let reason: String
-        var description: String { "\(path): \(reason)" }
+        package var description: String { "\(path): \(reason)" }
     }
 
-    static func prepare(_ path: String) throws {
+    package static func prepare(_ path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var status = stat()

@@ -37,7 +37,7 @@ extension ProxyConfiguration {
         }
         let top = try reader.mapping(allowed: [
             "identity", "inbound", "routes", "capture", "workload", "policies", "admin", "metrics", "flows", "timeouts",
-            "workers", "logLevel",
+            "workers", "logLevel", "discovery", "dns",
         ])
 
         let identityNode = try top.required("identity")
@@ -145,14 +145,7 @@ extension ProxyConfiguration {
         if let adminNode = top.optional("admin") {
             let map = try adminNode.mapping(allowed: ["listen", "socket"])
             if let node = map.optional("listen") { configuration.admin.listen = try node.optionalHostPort() }
-            if let node = map.optional("socket") {
-                let path = try node.string()
-                guard path == "off" || path.hasPrefix("/") else {
-                    throw node.error("'\(path)' is not an absolute socket path (or off)")
-                }
-                guard path.utf8.count < 108 else { throw node.error("a unix socket path must be under 108 bytes") }
-                configuration.admin.socket = path == "off" ? nil : path
-            }
+            if let node = map.optional("socket") { configuration.admin.socket = try node.socketPath() }
         }
         if let metricsNode = top.optional("metrics") {
             let map = try metricsNode.mapping(allowed: ["listen"])
@@ -180,6 +173,84 @@ extension ProxyConfiguration {
             if let node = map.optional("idle") { configuration.timeouts.idle = try node.duration(positive: true) }
             if let node = map.optional("drain") { configuration.timeouts.drain = try node.duration(positive: false) }
         }
+        if let discoveryNode = top.optional("discovery") {
+            let map = try discoveryNode.mapping(allowed: ["agent", "publish", "cacheTTL"])
+            if let node = map.optional("agent") {
+                let text = try node.string()
+                if text != "off" {
+                    guard text.hasPrefix("/") || text.hasPrefix("http://") else {
+                        throw node.error("'\(text)' is neither a socket path nor http://host:port (or off)")
+                    }
+                    configuration.discovery.agent = text
+                }
+            }
+            if let node = map.optional("cacheTTL") {
+                configuration.discovery.cacheTTL = try node.duration(positive: false)
+            }
+            if let publishNode = map.optional("publish") {
+                let publish = try publishNode.mapping(allowed: ["service", "endpoint", "ports", "weight", "ttl"])
+                var value = Publish(service: try publish.required("service").serviceName())
+                if let node = publish.optional("endpoint") { value.endpoint = try node.hostPort() }
+                if let node = publish.optional("ports") {
+                    value.ports = try node.sequence().map { item throws(ConfigurationError) in try item.port() }
+                }
+                if let node = publish.optional("weight") {
+                    let weight = try node.integer()
+                    guard (1...10_000).contains(weight) else { throw node.error("must be between 1 and 10000") }
+                    value.weight = UInt16(weight)
+                }
+                if let node = publish.optional("ttl") {
+                    value.ttl = try node.duration(positive: true)
+                    guard value.ttl >= 3 else { throw node.error("at least 3s (republished every third of it)") }
+                }
+                let endpoint = value.endpoint ?? configuration.inbound.listen
+                guard endpoint.host != "0.0.0.0", endpoint.host != "::", endpoint.port != 0 else {
+                    throw (publish.optional("endpoint") ?? publishNode)
+                        .error("other sidecars cannot dial \(endpoint): set publish.endpoint to a reachable host:port")
+                }
+                guard configuration.discovery.agent != nil else {
+                    throw publishNode.error("publishing needs discovery.agent")
+                }
+                configuration.discovery.publish = value
+            }
+        }
+        if let dnsNode = top.optional("dns") {
+            let map = try dnsNode.mapping(allowed: ["listen", "suffix", "upstreams", "resolvConf", "ttl"])
+            if let node = map.optional("listen") {
+                if (try? node.string()) == "off" {
+                    configuration.dns.listen = []
+                } else {
+                    guard configuration.discovery.agent != nil else {
+                        throw node.error("mesh DNS needs discovery.agent (or listen: off)")
+                    }
+                    configuration.dns.listen = try node.sequence().map { item throws(ConfigurationError) in
+                        try item.hostPort()
+                    }
+                }
+            }
+            if let node = map.optional("suffix") {
+                let suffix = try node.string().lowercased()
+                guard !suffix.isEmpty, !suffix.hasPrefix("."), !suffix.hasSuffix("."), suffix.utf8.count < 64 else {
+                    throw node.error("'\(suffix)' is not a domain suffix such as mesh")
+                }
+                configuration.dns.suffix = suffix
+            }
+            if let node = map.optional("upstreams") {
+                configuration.dns.upstreams = try node.sequence().map { item throws(ConfigurationError) in
+                    let text = try item.string()
+                    // A bare address means port 53.
+                    if let value = HostPort(text), IPNetwork.parseAddress(value.host) != nil { return value }
+                    guard IPNetwork.parseAddress(text) != nil else { throw item.error("'\(text)' is not an address") }
+                    return HostPort(host: text, port: 53)
+                }
+            }
+            if let node = map.optional("resolvConf") { configuration.dns.resolvConf = try node.string() }
+            if let node = map.optional("ttl") {
+                let ttl = try node.integer()
+                guard (0...86_400).contains(ttl) else { throw node.error("between 0 and 86400 seconds") }
+                configuration.dns.ttl = UInt32(ttl)
+            }
+        }
         if let node = top.optional("workers") {
             let workers = try node.integer()
             guard (1...64).contains(workers) else { throw node.error("must be between 1 and 64, got \(workers)") }
@@ -198,18 +269,18 @@ extension ProxyConfiguration {
 }
 
 extension YAMLField {
-    func hostPort() throws(ConfigurationError) -> HostPort {
+    package func hostPort() throws(ConfigurationError) -> HostPort {
         let text = try string()
         guard let value = HostPort(text) else { throw error("'\(text)' is not host:port") }
         return value
     }
 
     /// `host:port`, or `off` for none.
-    func optionalHostPort() throws(ConfigurationError) -> HostPort? {
+    package func optionalHostPort() throws(ConfigurationError) -> HostPort? {
         try string() == "off" ? nil : try hostPort()
     }
 
-    func duration(positive: Bool) throws(ConfigurationError) -> Double {
+    package func duration(positive: Bool) throws(ConfigurationError) -> Double {
         let text = try string()
         guard let seconds = DurationString.parse(text), !positive || seconds > 0 else {
             throw error("'\(text)' is not a duration such as 500ms, 10s, 5m, 1h")
@@ -217,7 +288,7 @@ extension YAMLField {
         return seconds
     }
 
-    func spiffeID() throws(ConfigurationError) -> SpiffeID {
+    package func spiffeID() throws(ConfigurationError) -> SpiffeID {
         do {
             return try SpiffeID(try string())
         } catch let failure as IdentityError {
@@ -229,7 +300,7 @@ extension YAMLField {
         }
     }
 
-    func serviceName() throws(ConfigurationError) -> String {
+    package func serviceName() throws(ConfigurationError) -> String {
         let text = try string()
         do {
             _ = try PrefaceRequest(service: text, port: 1)
@@ -238,6 +309,16 @@ extension YAMLField {
         }
         guard text.contains(".") else { throw error("'\(text)' must be <name>.<namespace>") }
         return text
+    }
+
+    /// An absolute unix socket path, or `off` for none.
+    package func socketPath() throws(ConfigurationError) -> String? {
+        let path = try string()
+        guard path == "off" || path.hasPrefix("/") else {
+            throw error("'\(path)' is not an absolute socket path (or off)")
+        }
+        guard path.utf8.count < 108 else { throw error("a unix socket path must be under 108 bytes") }
+        return path == "off" ? nil : path
     }
 
     /// `{network: 10.0.0.12, port: 8080}`: an address or CIDR, and an optional port.

@@ -131,6 +131,58 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         public var record = true
     }
 
+    /// Service discovery through the node agent's DHT node (`beemesh-agent`).
+    public struct Discovery: Sendable, Equatable, Encodable {
+        /// The agent's API: a unix socket path or `http://host:port`. Nil (`off`, the
+        /// default): no DHT; only static `routes`.
+        public var agent: String?
+        /// This workload's service record, signed with its key and stored in the DHT
+        /// through the agent; nil: the sidecar publishes nothing (a client only).
+        public var publish: Publish?
+        /// How long a lookup's answer is reused. Default 5 s; never beyond a record's expiry.
+        public var cacheTTL: Double = 5
+    }
+
+    public struct Publish: Sendable, Equatable, Encodable {
+        /// `name.namespace`; the workload's identity must be allowed to serve it (same
+        /// namespace, service account named like the service).
+        public var service: String
+        /// The address other sidecars dial for this workload's mTLS listener. Default
+        /// `inbound.listen` (which must then not be a wildcard address).
+        public var endpoint: HostPort?
+        /// App ports offered; default `inbound.ports`.
+        public var ports: [UInt16] = []
+        /// Relative share of new connections. Default 100.
+        public var weight: UInt16 = 100
+        /// How long a record is believed; it is republished every third of that.
+        /// Default 30 s: an endpoint that stops is forgotten within it.
+        public var ttl: Double = 30
+    }
+
+    /// Mesh DNS: `<service>.<namespace>.<suffix>` answered with a virtual IP, every other
+    /// name forwarded to the upstream resolvers.
+    public struct DNS: Sendable, Equatable, Encodable {
+        /// UDP and TCP listeners. Default `127.0.0.1:15053` when `discovery.agent` is set,
+        /// none otherwise (mesh names need the DHT); `off`: none.
+        public var listen: [HostPort]?
+        /// Default `mesh`.
+        public var suffix = "mesh"
+        /// Resolvers for other names; default the `nameserver` lines of `resolvConf`.
+        public var upstreams: [HostPort] = []
+        /// Default `/etc/resolv.conf`.
+        public var resolvConf = "/etc/resolv.conf"
+        /// TTL of mesh answers. Default 5 s.
+        public var ttl: UInt32 = 5
+    }
+
+    public var discovery = Discovery()
+    public var dns = DNS()
+
+    /// Where mesh DNS listens: `dns.listen`, or by default `127.0.0.1:15053` when there
+    /// is an agent to resolve through.
+    public var dnsListeners: [HostPort] {
+        dns.listen ?? (discovery.agent != nil ? [HostPort(host: "127.0.0.1", port: 15053)] : [])
+    }
     public var workload = Workload()
     public var policies = Policies()
     public var admin = Admin()

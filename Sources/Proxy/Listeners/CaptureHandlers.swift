@@ -56,25 +56,27 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
             refuse("connection to the capture listener itself", result: "loop", context: context)
             return
         }
+        if let discovery = environment.discovery, let host = destination.ipAddress, let port = destination.port,
+            let (family, address) = IPNetwork.parseAddress(host),
+            let service = discovery.service(atVirtual: IPNetwork.bytes(address, family: family))
+        {
+            meshService(service, port: UInt16(truncatingIfNeeded: port), discovery: discovery, context: context)
+            return
+        }
         if let entry = routes.route(for: destination) {
             logger.info(
                 "captured outbound connection",
                 metadata: ["service": "\(entry.route.service)", "port": "\(entry.route.port)"]
             )
-            let next = OutboundRouteHandler(
-                route: entry.route,
-                rotation: entry.rotation,
-                environment: environment,
-                flow: flow
+            handOver(
+                to: OutboundRouteHandler(
+                    route: entry.route,
+                    rotation: entry.rotation,
+                    environment: environment,
+                    flow: flow
+                ),
+                context: context
             )
-            do {
-                try context.pipeline.syncOperations.addHandler(next, position: .after(self))
-            } catch {
-                context.close(promise: nil)
-                return
-            }
-            context.fireChannelActive()
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             return
         }
         // Not a mesh service: egress policies decide (none that allows it: refused).
@@ -106,6 +108,61 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
             return
         }
         passThrough(to: destination, context: context)
+    }
+
+    /// A virtual IP that mesh DNS gave out: the service's endpoints come from the DHT
+    /// (through the cache), then the connection goes on as on a configured route.
+    private func meshService(
+        _ service: String,
+        port: UInt16,
+        discovery: MeshDiscovery,
+        context: ChannelHandlerContext
+    ) {
+        logger[metadataKey: "service"] = "\(service)"
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        discovery.resolve(service, on: context.eventLoop).whenComplete { result in
+            let (handler, context) = bound.value
+            guard context.channel.isActive else { return }
+            handler.flow?.update { flow in
+                flow.destination.service = service
+                flow.destination.port = port
+            }
+            guard let resolution = try? result.get() else {
+                handler.refuse("the node agent cannot be asked for \(service)", result: "no_endpoint", context: context)
+                return
+            }
+            guard let rotation = resolution.rotation(for: port) else {
+                handler.refuse(
+                    "no endpoint of \(service) serves port \(port) (\(resolution.endpoints.count) endpoints known)",
+                    result: "no_endpoint",
+                    context: context
+                )
+                return
+            }
+            handler.logger.info("captured outbound connection to a mesh service", metadata: ["port": "\(port)"])
+            let route = ProxyConfiguration.Route(service: service, port: port, endpoints: rotation.endpoints)
+            handler.handOver(
+                to: OutboundRouteHandler(
+                    route: route,
+                    rotation: rotation,
+                    environment: handler.environment,
+                    flow: handler.flow
+                ),
+                context: context
+            )
+        }
+    }
+
+    /// Puts `next` in this handler's place and lets it start.
+    private func handOver(to next: OutboundRouteHandler, context: ChannelHandlerContext) {
+        do {
+            try context.pipeline.syncOperations.addHandler(next, position: .after(self))
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelActive()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 
     /// Allowed egress: a plaintext connection to the original destination. The proxy's

@@ -14,6 +14,9 @@ struct ProxyEnvironment: Sendable {
     let policies: PolicyStore
     let liveFlows: LiveFlows
     let flows: FlowRecorder
+    /// Services found through the node agent's DHT, and mesh DNS's virtual IPs; nil
+    /// without `discovery.agent`.
+    let discovery: MeshDiscovery?
     let logger: Logger
     /// The ports this proxy listens on, as bound.
     let listenerPorts = ListenerPorts()

@@ -1,0 +1,136 @@
+import Foundation
+import Logging
+import Policy
+import Proxy
+
+/// The node agent's configuration: `beemesh-agent run --config FILE` (YAML).
+///
+/// Every field, its default and meaning is listed in the README ("Agent configuration");
+/// keep the two in step. Validated once, at load, with errors naming file, line and field.
+public struct AgentConfiguration: Sendable, Equatable {
+    /// This machine in the mesh.
+    public struct Node: Sendable, Equatable {
+        /// The node's name: its DHT identity is `spiffe://<trust-domain>/node/<name>`.
+        public var name: String
+        /// The node CA directory written by `beectl ca intermediate` (`ca.pem`, `ca.key`,
+        /// `bundle.pem`): the agent issues its own node certificate from it at start.
+        public var ca: String
+        /// Where the node key is kept (0600), so that the node ID (the SHA-256 of its
+        /// public key) survives restarts. Default `/var/lib/beemesh`.
+        public var stateDirectory = "/var/lib/beemesh"
+    }
+
+    /// The DHT server: mutual TLS between node identities, on a TCP port.
+    public struct DHT: Sendable, Equatable {
+        /// Default `0.0.0.0:15010`.
+        public var listen = HostPort(host: "0.0.0.0", port: 15010)
+        /// The address other nodes dial; default `listen` (which then must not be a
+        /// wildcard address).
+        public var advertise: HostPort?
+        /// Other agents to join through (`host:port` of their DHT listener). Empty: this
+        /// node starts a DHT of its own, which others join.
+        public var bootstrap: [HostPort] = []
+        /// One request's answer is awaited this long. Default 2 s.
+        public var requestTimeout: Double = 2
+        /// Expired records dropped, buckets refreshed, own records republished. Default 60 s.
+        public var maintenanceInterval: Double = 60
+
+        /// The address this node tells others.
+        public var advertised: HostPort { advertise ?? listen }
+    }
+
+    /// The agent's local API (JSON over HTTP/1.1) for sidecars and `beectl`.
+    public struct API: Sendable, Equatable {
+        /// Default `/var/run/beemesh/agent.sock`; nil (`off`): none.
+        public var socket: String? = "/var/run/beemesh/agent.sock"
+        /// A TCP listener besides the socket. Default nil (`off`).
+        public var listen: HostPort?
+    }
+
+    public var node: Node
+    public var dht = DHT()
+    public var api = API()
+    public var logLevel: Logger.Level = .info
+
+    public init(node: Node) {
+        self.node = node
+    }
+}
+
+extension AgentConfiguration {
+    public static func load(path: String) throws(ConfigurationError) -> AgentConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigurationError(
+                file: path,
+                line: nil,
+                field: "",
+                reason: "cannot read: \(error.localizedDescription)"
+            )
+        }
+        return try parse(yaml: text, file: path)
+    }
+
+    public static func parse(yaml: String, file: String) throws(ConfigurationError) -> AgentConfiguration {
+        let documents = try YAMLField.documents(yaml, file: file)
+        guard let reader = documents.first else {
+            throw ConfigurationError(file: file, line: nil, field: "", reason: "empty document")
+        }
+        guard documents.count == 1 else { throw documents[1].error("one document expected, found \(documents.count)") }
+        let top = try reader.mapping(allowed: ["node", "dht", "api", "logLevel"])
+
+        let nodeMap = try top.required("node").mapping(allowed: ["name", "ca", "stateDirectory"])
+        let nameNode = try nodeMap.required("name")
+        let name = try nameNode.string()
+        guard !name.isEmpty, name.utf8.count <= 63,
+            name.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || (0x30...0x39).contains($0) || (0x61...0x7a).contains($0) }
+            )
+        else {
+            throw nameNode.error("'\(name)' is not a node name (lower-case letters, digits and '-', at most 63)")
+        }
+        var configuration = AgentConfiguration(node: Node(name: name, ca: try nodeMap.required("ca").string()))
+        if let node = nodeMap.optional("stateDirectory") { configuration.node.stateDirectory = try node.string() }
+
+        if let dhtNode = top.optional("dht") {
+            let map = try dhtNode.mapping(allowed: [
+                "listen", "advertise", "bootstrap", "requestTimeout", "maintenanceInterval",
+            ])
+            if let node = map.optional("listen") { configuration.dht.listen = try node.hostPort() }
+            if let node = map.optional("advertise") { configuration.dht.advertise = try node.hostPort() }
+            if let node = map.optional("bootstrap") {
+                configuration.dht.bootstrap = try node.sequence().map { item throws(ConfigurationError) in
+                    try item.hostPort()
+                }
+            }
+            if let node = map.optional("requestTimeout") {
+                configuration.dht.requestTimeout = try node.duration(positive: true)
+            }
+            if let node = map.optional("maintenanceInterval") {
+                configuration.dht.maintenanceInterval = try node.duration(positive: true)
+            }
+            let advertised = configuration.dht.advertised
+            if advertised.host == "0.0.0.0" || advertised.host == "::" || advertised.port == 0 {
+                throw (map.optional("advertise") ?? map.optional("listen") ?? dhtNode)
+                    .error("other nodes cannot dial \(advertised): set dht.advertise to a reachable host:port")
+            }
+        } else {
+            throw top.owner.error("dht.advertise is needed: other nodes cannot dial 0.0.0.0:15010")
+        }
+
+        if let apiNode = top.optional("api") {
+            let map = try apiNode.mapping(allowed: ["socket", "listen"])
+            if let node = map.optional("socket") { configuration.api.socket = try node.socketPath() }
+            if let node = map.optional("listen") { configuration.api.listen = try node.optionalHostPort() }
+        }
+        if let node = top.optional("logLevel") {
+            let text = try node.string()
+            guard let level = Logger.Level(rawValue: text) else {
+                throw node.error("'\(text)' is not one of trace, debug, info, notice, warning, error, critical")
+            }
+            configuration.logLevel = level
+        }
+        return configuration
+    }
+}

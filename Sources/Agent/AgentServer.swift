@@ -1,0 +1,70 @@
+import Foundation
+import Kademlia
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Proxy
+import ServiceLifecycle
+
+/// `beemesh-agent run`: the DHT server and the local API that sidecars and `beectl`
+/// use. Runs until its service group is told to shut down.
+public final class AgentServer: Service, Sendable {
+    public let configuration: AgentConfiguration
+    public let dht: DHTService
+    private let group: MultiThreadedEventLoopGroup
+    private let logger: Logger
+
+    public init(configuration: AgentConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let identity = try NodeIdentity.load(configuration.node)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        dht = try DHTService(
+            identity: identity,
+            configuration: configuration.dht,
+            loop: group.next(),
+            logger: logger
+        )
+    }
+
+    public func run() async throws {
+        try await dht.start().get()
+        let api = AgentAPI(
+            dht: dht,
+            validator: ServiceRecordValidator(bundle: dht.identity.credentials.bundle, now: DHTService.now)
+        )
+        var listeners: [any Channel] = []
+        if let socket = configuration.api.socket {
+            try AdminSocket.prepare(socket)
+            let channel = try await apiBootstrap(api).bind(unixDomainSocketPath: socket).get()
+            // Sidecars run as another user (1337); what they may do here is publish records
+            // they signed and read public ones, so the socket is open to local users.
+            chmod(socket, 0o666)
+            listeners.append(channel)
+            logger.info("agent API listening", metadata: ["socket": "\(socket)"])
+        }
+        if let listen = configuration.api.listen {
+            let channel = try await apiBootstrap(api).bind(host: listen.host, port: listen.port).get()
+            listeners.append(channel)
+            logger.info("agent API listening", metadata: ["listen": "\(channel.localAddress?.description ?? "?")"])
+        }
+        try? await gracefulShutdown()
+        logger.info("agent stopping")
+        for channel in listeners { try? await channel.close().get() }
+        if let socket = configuration.api.socket { unlink(socket) }
+        try? await dht.stop().get()
+        try await group.shutdownGracefully()
+    }
+
+    private func apiBootstrap(_ api: AgentAPI) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(AgentAPIHandler(api: api))
+                }
+            }
+    }
+}

@@ -1,0 +1,200 @@
+import Foundation
+import Kademlia
+import Logging
+import MeshAPI
+import MeshIdentity
+import MeshTLS
+import Metrics
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Service discovery through the node agent: this workload's signed service record
+/// published into the DHT (and republished before it expires), the endpoints of other
+/// services looked up and cached, and the virtual IPs mesh DNS hands out.
+///
+/// The agent is asked over its local API with a blocking client on a one-thread pool,
+/// never on an event loop. Every record it returns is verified again here against this
+/// sidecar's own trust bundle: a compromised agent cannot redirect traffic either.
+final class MeshDiscovery: Sendable {
+    /// One service's endpoints as last looked up, and the rotation per app port.
+    struct Resolution: Sendable {
+        let endpoints: [(endpoint: ProxyConfiguration.Endpoint, ports: [UInt16])]
+        let rotations: [UInt16: EndpointRotation]
+        let freshUntil: NIODeadline
+
+        /// The rotation over the endpoints that serve `port` (nil: none does).
+        func rotation(for port: UInt16) -> EndpointRotation? { rotations[port] }
+    }
+
+    let configuration: ProxyConfiguration.Discovery
+    private let client: AdminClient
+    private let pool = NIOThreadPool(numberOfThreads: 1)
+    private let credentials: TLSCredentialsSource
+    private let logger: Logger
+    private let cache = NIOLockedValueBox<[String: Resolution]>([:])
+    private let vips = NIOLockedValueBox(VirtualIPs())
+    private let publishTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    private let inbound: ProxyConfiguration.Inbound
+
+    init(
+        configuration: ProxyConfiguration.Discovery,
+        agent: String,
+        inbound: ProxyConfiguration.Inbound,
+        credentials: TLSCredentialsSource,
+        logger: Logger
+    ) throws {
+        self.configuration = configuration
+        self.client = AdminClient(endpoint: try AdminClient.Endpoint(agent), timeout: 5)
+        self.inbound = inbound
+        self.credentials = credentials
+        self.logger = logger
+    }
+
+    func start(on loop: any EventLoop) {
+        pool.start()
+        guard let publish = configuration.publish else { return }
+        let interval = TimeAmount.seconds(publish.ttl / 3)
+        let task = loop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: interval) { _ in
+            self.publishOnce(publish, on: loop)
+        }
+        publishTask.withLockedValue { $0 = task }
+    }
+
+    func stop() async {
+        publishTask.withLockedValue { task in
+            task?.cancel()
+            task = nil
+        }
+        try? await pool.shutdownGracefully()
+    }
+
+    // MARK: publishing
+
+    /// Signs a fresh record (sequence: the wall clock in milliseconds, so that a restarted
+    /// sidecar's record replaces its predecessor's) and stores it through the agent.
+    private func publishOnce(_ publish: ProxyConfiguration.Publish, on loop: any EventLoop) -> EventLoopFuture<Void> {
+        let parts = publish.service.split(separator: ".", maxSplits: 1).map(String.init)
+        let context = credentials.current
+        let now = Date().timeIntervalSince1970
+        let record = ServiceRecord(
+            service: parts[0],
+            namespace: parts[1],
+            endpoint: (publish.endpoint ?? inbound.listen).description,
+            ports: publish.ports.isEmpty ? inbound.ports : publish.ports,
+            spiffeID: context.identity?.description ?? "",
+            weight: publish.weight,
+            sequence: UInt64(now * 1000),
+            expires: UInt64((now + publish.ttl) * 1e9)
+        )
+        let client = self.client
+        let logger = self.logger
+        return pool.runIfActive(eventLoop: loop) {
+            let signed = try SignedServiceRecord.sign(record, with: context.credentials)
+            let body = try MeshJSON.encoder().encode(
+                PublishRequest(record: Data(signed.dhtRecord.value).base64EncodedString())
+            )
+            let (status, answer) = try client.send("PUT", "/dht/records", body: Array(body))
+            guard status == 200 else { throw AdminClientError(status: status, body: answer) }
+            return try MeshJSON.decoder().decode(PublishResult.self, from: Data(answer))
+        }.map { result in
+            Counter(label: "beemesh_dht_publish_total", dimensions: [("result", "ok")]).increment()
+            logger.debug(
+                "service record published",
+                metadata: ["service": "\(publish.service)", "replicas": "\(result.replicas)"]
+            )
+        }.recover { error in
+            Counter(label: "beemesh_dht_publish_total", dimensions: [("result", "failed")]).increment()
+            logger.warning(
+                "cannot publish the service record",
+                metadata: ["service": "\(publish.service)", "error": "\(error)"]
+            )
+        }
+    }
+
+    // MARK: resolving
+
+    /// The endpoints of `service` (`name.namespace`): from the cache while fresh,
+    /// otherwise looked up through the agent. When the agent cannot answer, a stale
+    /// answer is used rather than none.
+    func resolve(_ service: String, on loop: any EventLoop) -> EventLoopFuture<Resolution> {
+        let now = NIODeadline.now()
+        let cached = cache.withLockedValue { $0[service] }
+        if let cached, cached.freshUntil > now { return loop.makeSucceededFuture(cached) }
+        let client = self.client
+        let bundle = credentials.current.credentials.bundle
+        let cacheTTL = configuration.cacheTTL
+        let logger = self.logger
+        return pool.runIfActive(eventLoop: loop) {
+            try client.get("/dht/services/\(service)", as: ServiceLookup.self)
+        }.map { lookup in
+            let resolution = Self.verify(lookup, bundle: bundle, cacheTTL: cacheTTL, logger: logger)
+            self.cache.withLockedValue { $0[service] = resolution }
+            Counter(label: "beemesh_dht_lookups_total", dimensions: [("result", "ok")]).increment()
+            return resolution
+        }.flatMapError { error in
+            Counter(label: "beemesh_dht_lookups_total", dimensions: [("result", "failed")]).increment()
+            logger.warning("service lookup failed", metadata: ["service": "\(service)", "error": "\(error)"])
+            if let cached { return loop.makeSucceededFuture(cached) }
+            return loop.makeFailedFuture(error)
+        }
+    }
+
+    /// The endpoints whose records verify against `bundle`; the rest are counted and dropped.
+    static func verify(
+        _ lookup: ServiceLookup,
+        bundle: TrustBundle,
+        cacheTTL: Double,
+        logger: Logger
+    ) -> Resolution {
+        let validator = ServiceRecordValidator(bundle: bundle) {
+            UInt64(Date().timeIntervalSince1970 * 1e9)
+        }
+        var endpoints: [(endpoint: ProxyConfiguration.Endpoint, ports: [UInt16])] = []
+        var earliestExpiry = Double.infinity
+        for endpoint in lookup.endpoints {
+            do throws(ServiceRecordError) {
+                guard let value = Data(base64Encoded: endpoint.record) else {
+                    throw ServiceRecordError(.malformed, "record is not base64")
+                }
+                let service = try validator.check(try SignedServiceRecord(decoding: Array(value)).dhtRecord)
+                guard let address = HostPort(service.endpoint), let identity = try? SpiffeID(service.spiffeID)
+                else {
+                    throw ServiceRecordError(.malformed, "endpoint or identity unreadable")
+                }
+                endpoints.append((ProxyConfiguration.Endpoint(address: address, identity: identity), service.ports))
+                earliestExpiry = min(earliestExpiry, Double(service.expires) / 1e9)
+            } catch {
+                Counter(label: "beemesh_dht_records_rejected_total", dimensions: [("reason", error.code.rawValue)])
+                    .increment()
+                logger.warning(
+                    "service record refused",
+                    metadata: ["service": "\(lookup.service)", "endpoint": "\(endpoint.endpoint)", "error": "\(error)"]
+                )
+            }
+        }
+        var byPort: [UInt16: [ProxyConfiguration.Endpoint]] = [:]
+        for (endpoint, ports) in endpoints {
+            for port in ports { byPort[port, default: []].append(endpoint) }
+        }
+        let untilExpiry = earliestExpiry - Date().timeIntervalSince1970
+        let fresh = max(0, min(cacheTTL, untilExpiry))
+        return Resolution(
+            endpoints: endpoints,
+            rotations: byPort.mapValues(EndpointRotation.init),
+            freshUntil: .now() + .seconds(fresh)
+        )
+    }
+
+    // MARK: virtual IPs
+
+    /// The virtual addresses of `service`, allocated on first use.
+    func virtualAddresses(for service: String) -> (v4: [UInt8], v6: [UInt8]) {
+        vips.withLockedValue { $0.addresses(for: service) }
+    }
+
+    /// The service a virtual address stands for (4 or 16 bytes).
+    func service(atVirtual address: [UInt8]) -> String? {
+        vips.withLockedValue { $0.service(at: address) }
+    }
+}

@@ -1,0 +1,53 @@
+import Agent
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+
+@main
+struct BeeMeshAgent: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "beemesh-agent",
+        abstract: "The BeeMesh node agent: the DHT server and the local API of a machine's sidecars.",
+        subcommands: [Run.self]
+    )
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run the agent until SIGTERM or SIGINT.")
+
+        @Option(help: "YAML configuration file (fields and defaults: see the README).")
+        var config: String
+
+        func run() async throws {
+            let configuration: AgentConfiguration
+            do {
+                configuration = try AgentConfiguration.load(path: config)
+            } catch {
+                FileHandle.standardError.write(Data("beemesh-agent: invalid configuration: \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+            let level = configuration.logLevel
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+            let logger = Logger(label: "beemesh-agent")
+            let server: AgentServer
+            do {
+                server = try AgentServer(configuration: configuration, logger: logger)
+            } catch {
+                logger.critical("cannot start", metadata: ["error": "\(error)"])
+                throw ExitCode(3)
+            }
+            let group = ServiceGroup(
+                configuration: ServiceGroupConfiguration(
+                    services: [.init(service: server)],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger
+                )
+            )
+            try await group.run()
+        }
+    }
+}
