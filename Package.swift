@@ -129,6 +129,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
@@ -136,6 +137,7 @@ let package = Package(
             name: "beemesh-agent",
             dependencies: [
                 "Agent",
+                "Proxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -169,7 +171,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Capture", "MeshIdentity", "MeshNet", "MeshTestSupport"]
+            dependencies: ["Capture", "MeshAPI", "MeshIdentity", "MeshNet", "MeshTestSupport"]
         ),
         .testTarget(
             name: "PolicyTests",
@@ -190,6 +192,21 @@ let package = Package(
             dependencies: [
                 "KademliaSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "AgentTests",
+            dependencies: [
+                "Agent",
+                "Proxy",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                "Kademlia",
+                "MeshAPI",
+                "MeshIdentity",
+                "MeshTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
@@ -216,6 +233,7 @@ let package = Package(
             name: "ProxyTests",
             dependencies: [
                 "Capture",
+                "Kademlia",
                 "MeshNet",
                 "Proxy",
                 "MeshIdentity",

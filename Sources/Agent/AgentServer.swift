@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Prometheus
 import Proxy
 import ServiceLifecycle
 
@@ -14,10 +15,13 @@ public final class AgentServer: Service, Sendable {
     public let dht: DHTService
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
+    private let metrics: PrometheusCollectorRegistry?
 
-    public init(configuration: AgentConfiguration, logger: Logger) throws {
+    /// - Parameter metrics: the registry swift-metrics reports to, served at `/metrics`.
+    public init(configuration: AgentConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) throws {
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
         let identity = try NodeIdentity.load(configuration.node)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         dht = try DHTService(
@@ -32,7 +36,8 @@ public final class AgentServer: Service, Sendable {
         try await dht.start().get()
         let api = AgentAPI(
             dht: dht,
-            validator: ServiceRecordValidator(bundle: dht.identity.credentials.bundle, now: DHTService.now)
+            validator: ServiceRecordValidator(bundle: dht.identity.credentials.bundle, now: DHTService.now),
+            metrics: metrics
         )
         var listeners: [any Channel] = []
         if let socket = configuration.api.socket {

@@ -2,6 +2,7 @@ import Agent
 import ArgumentParser
 import Foundation
 import Logging
+import Proxy
 import ServiceLifecycle
 
 @main
@@ -35,7 +36,7 @@ struct BeeMeshAgent: AsyncParsableCommand {
             let logger = Logger(label: "beemesh-agent")
             let server: AgentServer
             do {
-                server = try AgentServer(configuration: configuration, logger: logger)
+                server = try AgentServer(configuration: configuration, logger: logger, metrics: ProxyMetrics.registry)
             } catch {
                 logger.critical("cannot start", metadata: ["error": "\(error)"])
                 throw ExitCode(3)

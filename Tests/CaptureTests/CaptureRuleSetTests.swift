@@ -13,6 +13,8 @@ import Testing
                 [.socketUID(1337)],
                 [.socketGID(1337)],
                 [.outputInterface("lo")],
+                [.destinationPort(.udp, 53)],
+                [.destinationPort(.tcp, 53)],
                 [.destinationAddress(inSet: "outbound_excluded_v4", family: .ipv4)],
                 [.destinationAddress(inSet: "outbound_excluded_v6", family: .ipv6)],
                 [.destinationPortInSet("outbound_excluded_ports", negated: false)],
@@ -20,15 +22,20 @@ import Testing
             ]
         )
         #expect(
-            outbound.map(\.action) == [.return, .return, .return, .return, .return, .return, .redirect(port: 15001)]
+            outbound.map(\.action) == [
+                .return, .return, .return, .redirect(port: 15053), .redirect(port: 15053), .return, .return, .return,
+                .redirect(port: 15001),
+            ]
         )
         let inbound = ruleSet.rules.filter { $0.chain == "inbound" }
         #expect(inbound.last?.action == .redirect(port: 15006))
         #expect(inbound.first?.matches == [.inputInterface("lo")])
         let proxyPorts = ruleSet.sets.first { $0.name == "inbound_proxy_ports" }
         #expect(proxyPorts?.elements == [.port(15000), .port(15008), .port(15090)])
-        // DNS stays uncaptured until the mesh resolver exists.
-        #expect(!ruleSet.rules.contains { $0.action == .redirect(port: 15053) })
+        // Without DNS capture, port 53 is left alone.
+        var noDNS = CaptureOptions()
+        noDNS.captureDNS = false
+        #expect(!CaptureRuleSet(options: noDNS).rules.contains { $0.action == .redirect(port: 15053) })
     }
 
     @Test func optionsShapeTheRules() throws {

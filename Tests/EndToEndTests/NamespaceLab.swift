@@ -57,6 +57,8 @@ final class NamespaceLab: @unchecked Sendable {
         }
         _ = try? runProcess(["ip", "netns", "del", a], input: [])
         _ = try? runProcess(["ip", "netns", "del", b], input: [])
+        try? FileManager.default.removeItem(atPath: "/etc/netns/\(a)")
+        try? FileManager.default.removeItem(atPath: "/etc/netns/\(b)")
     }
 
     /// Runs a command to completion; throws with its output when it fails.
@@ -80,9 +82,10 @@ final class NamespaceLab: @unchecked Sendable {
         try runProcess(Self.command(in: namespace, as: user, arguments), input: [], timeout: 15)
     }
 
-    /// Starts a long-running command in `namespace` (killed by `tearDown`); its output
-    /// goes to `log`.
-    func start(in namespace: String, as user: UInt32? = nil, _ arguments: [String], log: String) throws {
+    /// Starts a long-running command in `namespace` (nil: on the host), killed by
+    /// `tearDown` unless stopped before; its output goes to `log`.
+    @discardableResult
+    func start(in namespace: String?, as user: UInt32? = nil, _ arguments: [String], log: String) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = Self.command(in: namespace, as: user, arguments)
@@ -92,10 +95,19 @@ final class NamespaceLab: @unchecked Sendable {
         process.standardError = handle
         try process.run()
         lock.withLock { processes.append(process) }
+        return process
     }
 
-    private static func command(in namespace: String, as user: UInt32?, _ arguments: [String]) -> [String] {
-        var command = ["ip", "netns", "exec", namespace]
+    /// The resolv.conf that `ip netns exec` shows processes in `namespace` (removed by
+    /// `tearDown`).
+    func setResolvConf(in namespace: String, _ text: String) throws {
+        let directory = "/etc/netns/\(namespace)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try text.write(toFile: directory + "/resolv.conf", atomically: true, encoding: .utf8)
+    }
+
+    private static func command(in namespace: String?, as user: UInt32?, _ arguments: [String]) -> [String] {
+        var command = namespace.map { ["ip", "netns", "exec", $0] } ?? []
         if let user {
             command += ["setpriv", "--reuid", "\(user)", "--regid", "\(user)", "--clear-groups"]
         }

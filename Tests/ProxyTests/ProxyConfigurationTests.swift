@@ -82,6 +82,23 @@ import Testing
         ),
         ("capture: {outboundMode: ALLOW_ANY}", "proxy.yaml:5: capture.outboundMode: unknown field"),
         ("capture: {outbound: [localhost]}", "proxy.yaml:5: capture.outbound[0]: 'localhost' is not host:port"),
+        ("discovery: {agent: agent.sock}", "proxy.yaml:5: discovery.agent: 'agent.sock' is neither a socket path"),
+        ("discovery: {publish: {service: orders.default}}", "proxy.yaml:5: discovery.publish: publishing needs"),
+        (
+            "discovery: {agent: /a.sock, publish: {service: orders.default}}",
+            "proxy.yaml:5: discovery.publish: other sidecars cannot dial 0.0.0.0:15008"
+        ),
+        (
+            "discovery: {agent: /a.sock, publish: {service: orders, endpoint: 10.0.0.1:15008}}",
+            "proxy.yaml:5: discovery.publish.service: 'orders' must be <name>.<namespace>"
+        ),
+        (
+            "discovery: {agent: /a.sock, publish: {service: o.d, endpoint: 10.0.0.1:1, ttl: 1s}}",
+            "proxy.yaml:5: discovery.publish.ttl: at least 3s"
+        ),
+        ("dns: {listen: [127.0.0.1:53]}", "proxy.yaml:5: dns.listen: mesh DNS needs discovery.agent"),
+        ("dns: {suffix: .mesh}", "proxy.yaml:5: dns.suffix: '.mesh' is not a domain suffix"),
+        ("dns: {upstreams: [resolver]}", "proxy.yaml:5: dns.upstreams[0]: 'resolver' is not an address"),
     ])
     func errorsNameFileLineAndField(_ extra: String, _ expected: String) {
         #expect {
@@ -94,6 +111,32 @@ import Testing
                     print("got: \(text)"); return false
                 }()
         }
+    }
+
+    @Test func discoveryAndMeshDNS() throws {
+        let plain = try ProxyConfiguration.parse(yaml: identity, file: "proxy.yaml")
+        #expect(plain.discovery.agent == nil && plain.dnsListeners.isEmpty, "no agent, no DHT and no mesh DNS")
+        let configuration = try ProxyConfiguration.parse(
+            yaml: identity + """
+                inbound: {listen: 10.0.0.5:15008, ports: [8080]}
+                discovery:
+                  agent: /var/run/beemesh/agent.sock
+                  publish: {service: orders.default, weight: 50}
+                  cacheTTL: 2s
+                dns: {upstreams: [10.0.0.53, "[fd00::53]:5353"], suffix: Mesh.Internal}
+                """,
+            file: "proxy.yaml"
+        )
+        #expect(configuration.discovery.publish?.endpoint == nil && configuration.discovery.publish?.weight == 50)
+        #expect(configuration.discovery.publish?.ttl == 30 && configuration.discovery.cacheTTL == 2)
+        #expect(configuration.dnsListeners == [HostPort(host: "127.0.0.1", port: 15053)])
+        #expect(configuration.dns.upstreams.map(\.description) == ["10.0.0.53:53", "[fd00::53]:5353"])
+        #expect(configuration.dns.suffix == "mesh.internal" && configuration.dns.ttl == 5)
+        let off = try ProxyConfiguration.parse(
+            yaml: identity + "discovery: {agent: http://127.0.0.1:15020}\ndns: {listen: off}",
+            file: "proxy.yaml"
+        )
+        #expect(off.dnsListeners.isEmpty)
     }
 
     @Test func identityIsRequired() {

@@ -5,12 +5,14 @@ import MeshAPI
 import Metrics
 import NIOCore
 import NIOHTTP1
+import Prometheus
 
 /// The agent's local API, JSON over HTTP/1.1 on a unix socket (and optionally TCP):
 ///
 /// | request | answer |
 /// |---|---|
 /// | `GET /live`, `GET /ready` | `ok` |
+/// | `GET /metrics` | Prometheus text format (`beemesh_dht_…`) |
 /// | `GET /dht/peers` | `DHTPeers`: this node, its routing table, records held |
 /// | `GET /dht/services/NAME.NAMESPACE` | `ServiceLookup`: the checked, signed endpoints |
 /// | `PUT /dht/records` | `PublishRequest` in, `PublishResult` out: a signed record stored |
@@ -20,6 +22,8 @@ import NIOHTTP1
 struct AgentAPI: Sendable {
     let dht: DHTService
     let validator: ServiceRecordValidator
+    /// The process's metrics (nil: `/metrics` answers 404).
+    var metrics: PrometheusCollectorRegistry?
 
     struct Response: Sendable {
         var status: HTTPResponseStatus
@@ -34,13 +38,22 @@ struct AgentAPI: Sendable {
         switch (method, route) {
         case (.GET, "/live"), (.GET, "/ready"):
             return loop.makeSucceededFuture(Response(status: .ok, body: Array("ok\n".utf8), contentType: "text/plain"))
+        case (.GET, "/metrics"):
+            guard let metrics else { return loop.makeSucceededFuture(failure(.notFound, "no metrics")) }
+            return loop.makeSucceededFuture(
+                Response(
+                    status: .ok,
+                    body: metrics.emitToBuffer(),
+                    contentType: "text/plain; version=0.0.4; charset=utf-8"
+                )
+            )
         case (.GET, "/dht/peers"):
             return dht.peers().map { json($0) }
         case (.GET, _) where route.hasPrefix("/dht/services/"):
             return lookup(String(route.dropFirst("/dht/services/".count)), on: loop)
         case (.PUT, "/dht/records"):
             return publish(body, on: loop)
-        case (_, "/live"), (_, "/ready"), (_, "/dht/peers"), (_, "/dht/records"):
+        case (_, "/live"), (_, "/ready"), (_, "/metrics"), (_, "/dht/peers"), (_, "/dht/records"):
             return loop.makeSucceededFuture(failure(.methodNotAllowed, "\(method) is not allowed on \(route)"))
         default:
             return loop.makeSucceededFuture(failure(.notFound, "no such resource: \(route)"))

@@ -203,13 +203,13 @@ extension ProxyConfiguration {
                     value.ttl = try node.duration(positive: true)
                     guard value.ttl >= 3 else { throw node.error("at least 3s (republished every third of it)") }
                 }
+                guard configuration.discovery.agent != nil else {
+                    throw publishNode.error("publishing needs discovery.agent")
+                }
                 let endpoint = value.endpoint ?? configuration.inbound.listen
                 guard endpoint.host != "0.0.0.0", endpoint.host != "::", endpoint.port != 0 else {
                     throw (publish.optional("endpoint") ?? publishNode)
                         .error("other sidecars cannot dial \(endpoint): set publish.endpoint to a reachable host:port")
-                }
-                guard configuration.discovery.agent != nil else {
-                    throw publishNode.error("publishing needs discovery.agent")
                 }
                 configuration.discovery.publish = value
             }

@@ -120,30 +120,35 @@ final class MeshDNSServer: Sendable {
 
     /// Asks the upstreams in turn over UDP; SERVFAIL when none answers.
     private func forward(_ message: [UInt8], on loop: any EventLoop) -> EventLoopFuture<[UInt8]?> {
-        func attempt(_ remaining: ArraySlice<SocketAddress>) -> EventLoopFuture<[UInt8]?> {
-            guard let upstream = remaining.first else {
-                self.count("servfail")
-                let failure = DNSQuery.formatError(for: message).map { header -> [UInt8] in
-                    var answer = header
-                    answer[3] = 0x02  // SERVFAIL
-                    return answer
-                }
-                return loop.makeSucceededFuture(failure)
+        forward(message, to: upstreams[...], on: loop)
+    }
+
+    private func forward(
+        _ message: [UInt8],
+        to remaining: ArraySlice<SocketAddress>,
+        on loop: any EventLoop
+    ) -> EventLoopFuture<[UInt8]?> {
+        guard let upstream = remaining.first else {
+            count("servfail")
+            let failure = DNSQuery.formatError(for: message).map { header -> [UInt8] in
+                var answer = header
+                answer[3] = 0x02  // SERVFAIL
+                return answer
             }
-            return UpstreamExchange.ask(upstream, message, timeout: Self.upstreamTimeout, on: loop)
-                .map { answer -> [UInt8]? in
-                    self.count("forwarded")
-                    return answer
-                }
-                .flatMapError { error in
-                    self.logger.debug(
-                        "upstream resolver failed",
-                        metadata: ["upstream": "\(upstream)", "error": "\(error)"]
-                    )
-                    return attempt(remaining.dropFirst())
-                }
+            return loop.makeSucceededFuture(failure)
         }
-        return attempt(upstreams[...])
+        return UpstreamExchange.ask(upstream, message, timeout: Self.upstreamTimeout, on: loop)
+            .map { answer -> [UInt8]? in
+                self.count("forwarded")
+                return answer
+            }
+            .flatMapError { error in
+                self.logger.debug(
+                    "upstream resolver failed",
+                    metadata: ["upstream": "\(upstream)", "error": "\(error)"]
+                )
+                return self.forward(message, to: remaining.dropFirst(), on: loop)
+            }
     }
 }
 

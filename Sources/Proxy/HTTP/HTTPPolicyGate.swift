@@ -100,10 +100,11 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func decide(_ head: HTTPHead, bytes: ByteBuffer, context: ChannelHandlerContext) {
         let path = head.second.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        let host = head.header("host")
         let http = PolicyRequest.HTTP(
             method: head.first,
             path: path,
-            host: head.header("host"),
+            host: host,
             headers: head.headers
         )
         let decision = policies.current.evaluate(PolicyRequest(peer: peer, port: port, http: http))
@@ -117,7 +118,7 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
         flow?.httpRequest(
             HTTPExchange(
                 method: head.first,
-                authority: head.header("host"),
+                authority: host,
                 path: head.second,
                 status: decision.isAllowed ? nil : 403,
                 latency: decision.isAllowed ? nil : 0,

@@ -1,0 +1,42 @@
+import Agent
+import Testing
+
+@Suite struct AgentConfigurationTests {
+    @Test func aFullConfigurationReadsBackWithDefaultsFilledIn() throws {
+        let configuration = try AgentConfiguration.parse(
+            yaml: """
+                node: {name: node-a, ca: /etc/beemesh/node-ca}
+                dht:
+                  listen: 0.0.0.0:15010
+                  advertise: 10.0.0.5:15010
+                  bootstrap: [10.0.0.6:15010, "[fd00::7]:15010"]
+                  requestTimeout: 500ms
+                api: {socket: off, listen: 127.0.0.1:15020}
+                logLevel: debug
+                """,
+            file: "agent.yaml"
+        )
+        #expect(configuration.node.name == "node-a" && configuration.node.stateDirectory == "/var/lib/beemesh")
+        #expect(configuration.dht.advertised.description == "10.0.0.5:15010")
+        #expect(configuration.dht.bootstrap.map(\.description) == ["10.0.0.6:15010", "[fd00::7]:15010"])
+        #expect(configuration.dht.requestTimeout == 0.5 && configuration.dht.maintenanceInterval == 60)
+        #expect(configuration.api.socket == nil && configuration.api.listen?.port == 15020)
+        #expect(configuration.logLevel == .debug)
+    }
+
+    @Test(arguments: [
+        ("node: {name: Node_A, ca: /x}\ndht: {listen: 127.0.0.1:1}", 1, "node.name"),
+        ("node: {name: a, ca: /x}\ndht: {listen: 0.0.0.0:15010}", 2, "dht.listen"),
+        ("node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1, advertise: 127.0.0.1:0}", 2, "dht.advertise"),
+        ("node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1}\napi: {socket: relative.sock}", 3, "api.socket"),
+        ("node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1, peers: []}", 2, "dht.peers"),
+        ("node: {name: a}\ndht: {listen: 127.0.0.1:1}", 1, "node.ca"),
+    ])
+    func mistakesNameTheirLineAndField(yaml: String, line: Int, field: String) {
+        #expect {
+            _ = try AgentConfiguration.parse(yaml: yaml, file: "agent.yaml")
+        } throws: { error in
+            "\(error)".hasPrefix("agent.yaml:\(line): \(field)")
+        }
+    }
+}
