@@ -331,7 +331,8 @@ public struct KademliaNode: Sendable {
         let result = LookupResult(
             target: entry.lookup.target,
             closest: entry.lookup.closest,
-            records: entry.lookup.records,
+            records: entry.lookup.kind == .value
+                ? withHeld(entry.lookup.records, under: entry.lookup.target, now: now) : entry.lookup.records,
             hops: entry.lookup.hops,
             messages: entry.lookup.messages
         )
@@ -355,6 +356,18 @@ public struct KademliaNode: Sendable {
             }
         }
         return directives
+    }
+
+    /// A value lookup's records merged with those this node holds itself under the key
+    /// (it may be one of the closest nodes, or the only one): per publisher the newest.
+    private func withHeld(_ found: [Record], under key: NodeID, now: UInt64) -> [Record] {
+        let own = records(under: key, now: now)
+        guard !own.isEmpty else { return found }
+        var newest: [NodeID: Record] = [:]
+        for record in found + own where record.sequence >= newest[record.publisher]?.sequence ?? 0 {
+            newest[record.publisher] = record
+        }
+        return newest.values.sorted { $0.publisher < $1.publisher }
     }
 
     private mutating func storeAnswered(key: NodeID, accepted: Bool, counted: Bool = true) -> [Directive] {

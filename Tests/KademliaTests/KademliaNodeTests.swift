@@ -221,6 +221,32 @@ import Testing
         #expect(holder.rejected["key_full"] == 1)
     }
 
+    @Test func aLoneNodeFindsWhatItHoldsItself() {
+        // A one-node DHT (one agent on one machine): the record put is held locally and a
+        // value lookup, which has nobody to ask, still returns it.
+        var lone = Self.node(a.id)
+        _ = lone.bootstrap(seeds: [], now: 0)
+        let key = NodeID(9, 9, 9, 9)
+        let record = Self.signatures.sign(
+            key: key,
+            publisher: Self.publisher,
+            payload: [1],
+            sequence: 1,
+            expires: 100 * Self.second
+        )
+        _ = lone.put(record, now: Self.second)
+        let (id, directives) = lone.findValue(key, now: 2 * Self.second)
+        #expect(Self.sends(directives).isEmpty)
+        let finished = directives.compactMap {
+            if case .finished(let lookup, let result) = $0 { (lookup, result) } else { nil }
+        }
+        #expect(finished.count == 1 && finished.first?.0 == id)
+        #expect(finished.first?.1.records == [record])
+        // Once expired, it is not returned.
+        let later = lone.findValue(key, now: 200 * Self.second).directives
+        #expect(later.contains { if case .finished(_, let result) = $0 { result.records.isEmpty } else { false } })
+    }
+
     @Test func aHeldRecordExpiresAtMaintenance() {
         var server = Self.node(b.id)
         let key = NodeID(9, 9, 9, 9)
