@@ -118,6 +118,7 @@ let package = Package(
         .target(
             name: "Agent",
             dependencies: [
+                "Capture",
                 "Kademlia",
                 "MeshAPI",
                 "MeshIdentity",

@@ -41,15 +41,38 @@ public struct AgentConfiguration: Sendable, Equatable {
 
     /// The agent's local API (JSON over HTTP/1.1) for sidecars and `beectl`.
     public struct API: Sendable, Equatable {
-        /// Default `/var/run/beemesh/agent.sock`; nil (`off`): none.
-        public var socket: String? = "/var/run/beemesh/agent.sock"
+        /// Default `/var/run/beemesh/agent/agent.sock`; nil (`off`): none. Its directory
+        /// is mounted into every sidecar: keep nothing else in it.
+        public var socket: String? = "/var/run/beemesh/agent/agent.sock"
         /// A TCP listener besides the socket. Default nil (`off`).
         public var listen: HostPort?
+    }
+
+    /// Running workloads as podman pods with the injected sidecar. Nil (no `pods`
+    /// section): the agent is a DHT server only.
+    public struct Pods: Sendable, Equatable {
+        /// podman's API socket; the agent starts `podman system service` on it when
+        /// nothing answers. Default `/run/podman/podman.sock`.
+        public var podmanSocket = "/run/podman/podman.sock"
+        /// The sidecar image, built locally by `deploy/build-images`. Default
+        /// `localhost/beemesh-proxy:latest`.
+        public var sidecarImage = "localhost/beemesh-proxy:latest"
+        /// `beemesh-proxy` on the host, run to install each pod's capture rules. Default:
+        /// next to `beemesh-agent`.
+        public var proxyBinary: String?
+        /// Per-pod configuration, identity and admin socket. Default `/run/beemesh/pods`
+        /// (tmpfs: private keys never reach a disk).
+        public var runDirectory = "/run/beemesh/pods"
+        /// Mounted read-only into every sidecar. Default `/etc/beemesh/policies`.
+        public var policies = "/etc/beemesh/policies"
+        /// Workload certificates live this long and are renewed at half-life. Default 24 h.
+        public var certificateTTL: Double = 86_400
     }
 
     public var node: Node
     public var dht = DHT()
     public var api = API()
+    public var pods: Pods?
     public var logLevel: Logger.Level = .info
 
     public init(node: Node) {
@@ -79,7 +102,7 @@ extension AgentConfiguration {
             throw ConfigurationError(file: file, line: nil, field: "", reason: "empty document")
         }
         guard documents.count == 1 else { throw documents[1].error("one document expected, found \(documents.count)") }
-        let top = try reader.mapping(allowed: ["node", "dht", "api", "logLevel"])
+        let top = try reader.mapping(allowed: ["node", "dht", "api", "pods", "logLevel"])
 
         let nodeMap = try top.required("node").mapping(allowed: ["name", "ca", "stateDirectory"])
         let nameNode = try nodeMap.required("name")
@@ -123,6 +146,24 @@ extension AgentConfiguration {
             let map = try apiNode.mapping(allowed: ["socket", "listen"])
             if let node = map.optional("socket") { configuration.api.socket = try node.socketPath() }
             if let node = map.optional("listen") { configuration.api.listen = try node.optionalHostPort() }
+        }
+        if let podsNode = top.optional("pods") {
+            var pods = Pods()
+            if podsNode.node.mapping != nil {
+                let map = try podsNode.mapping(allowed: [
+                    "podmanSocket", "sidecarImage", "proxyBinary", "runDirectory", "policies", "certificateTTL",
+                ])
+                if let node = map.optional("podmanSocket") { pods.podmanSocket = try node.string() }
+                if let node = map.optional("sidecarImage") { pods.sidecarImage = try node.string() }
+                if let node = map.optional("proxyBinary") { pods.proxyBinary = try node.string() }
+                if let node = map.optional("runDirectory") { pods.runDirectory = try node.string() }
+                if let node = map.optional("policies") { pods.policies = try node.string() }
+                if let node = map.optional("certificateTTL") {
+                    pods.certificateTTL = try node.duration(positive: true)
+                    guard pods.certificateTTL >= 60 else { throw node.error("at least 1m") }
+                }
+            }
+            configuration.pods = pods
         }
         if let node = top.optional("logLevel") {
             let text = try node.string()

@@ -16,6 +16,8 @@ public final class AgentServer: Service, Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
     private let metrics: PrometheusCollectorRegistry?
+    /// Runs the node's pods; nil for a DHT-only agent.
+    let reconciler: Reconciler?
 
     /// - Parameter metrics: the registry swift-metrics reports to, served at `/metrics`.
     public init(configuration: AgentConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) throws {
@@ -28,8 +30,29 @@ public final class AgentServer: Service, Sendable {
             identity: identity,
             configuration: configuration.dht,
             loop: group.next(),
-            logger: logger
+            logger: logger,
+            recordDirectory: configuration.node.stateDirectory + "/records"
         )
+        if let pods = configuration.pods {
+            let here = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            reconciler = Reconciler(
+                settings: Reconciler.Settings(
+                    podmanSocket: pods.podmanSocket,
+                    sidecarImage: pods.sidecarImage,
+                    proxyBinary: pods.proxyBinary ?? here.appendingPathComponent("beemesh-proxy").path,
+                    runDirectory: pods.runDirectory,
+                    policies: pods.policies,
+                    agentSocket: configuration.api.socket,
+                    certificateTTL: pods.certificateTTL,
+                    node: configuration.node.name
+                ),
+                store: try WorkloadStore(directory: configuration.node.stateDirectory + "/workloads"),
+                nodeCA: identity.nodeCA,
+                logger: logger
+            )
+        } else {
+            reconciler = nil
+        }
     }
 
     public func run() async throws {
@@ -37,7 +60,8 @@ public final class AgentServer: Service, Sendable {
         let api = AgentAPI(
             dht: dht,
             validator: ServiceRecordValidator(bundle: dht.identity.credentials.bundle, now: DHTService.now),
-            metrics: metrics
+            metrics: metrics,
+            reconciler: reconciler
         )
         var listeners: [any Channel] = []
         if let socket = configuration.api.socket {
@@ -54,8 +78,14 @@ public final class AgentServer: Service, Sendable {
             listeners.append(channel)
             logger.info("agent API listening", metadata: ["listen": "\(channel.localAddress?.description ?? "?")"])
         }
+        if let pods = configuration.pods {
+            try FileManager.default.createDirectory(atPath: pods.runDirectory, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: pods.policies, withIntermediateDirectories: true)
+        }
+        reconciler?.start()
         try? await gracefulShutdown()
         logger.info("agent stopping")
+        reconciler?.stop()
         for channel in listeners { try? await channel.close().get() }
         if let socket = configuration.api.socket { unlink(socket) }
         try? await dht.stop().get()

@@ -21,6 +21,8 @@ import Foundation
 /// | `http_status`  | `--http-status`  | a request answered with it: `404`, or a class `4xx`    |
 /// | `since`        | `--since`        | open, or ended, within the last so many seconds        |
 /// | `limit`        | `--last`         | only the newest N that match                           |
+/// | `pod`          | `--pod`          | the pod whose sidecar recorded it (node agent only)    |
+/// | `namespace`    | `--namespace`    | that pod's namespace (node agent only)                 |
 public struct FlowFilter: Sendable, Equatable {
     public var from: String?
     public var to: String?
@@ -33,6 +35,9 @@ public struct FlowFilter: Sendable, Equatable {
     /// Seconds.
     public var since: Double?
     public var limit: Int?
+    /// A glob on the recording pod's name (flows merged by the node agent).
+    public var pod: String?
+    public var namespace: String?
 
     public init() {}
 
@@ -67,6 +72,12 @@ public struct FlowFilter: Sendable, Equatable {
             }
         }
         if let since, let end = flow.end, end < now.addingTimeInterval(-since) { return false }
+        if pod != nil || namespace != nil {
+            let parts = flow.pod?.split(separator: "/", maxSplits: 1).map(String.init) ?? []
+            guard parts.count == 2 else { return false }
+            if let namespace, parts[0] != namespace { return false }
+            if let pod, !Self.glob(pod, parts[1]) { return false }
+        }
         return true
     }
 
@@ -137,6 +148,8 @@ extension FlowFilter {
         if let httpStatus { items.append(("http_status", httpStatus)) }
         if let since { items.append(("since", String(since))) }
         if let limit { items.append(("limit", String(limit))) }
+        if let pod { items.append(("pod", pod)) }
+        if let namespace { items.append(("namespace", namespace)) }
         return items
     }
 
@@ -188,6 +201,8 @@ extension FlowFilter {
                     throw Error(parameter: name, reason: "'\(value)' is not a positive count")
                 }
                 limit = count
+            case "pod": pod = value
+            case "namespace": namespace = value
             default:
                 continue
             }

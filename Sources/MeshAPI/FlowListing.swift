@@ -18,16 +18,19 @@ public struct FlowListing: Sendable {
 
     public let format: Format
     public let colour: Bool
+    /// A POD column after TIME: the node agent's merged view of its sidecars.
+    public let pods: Bool
 
-    public init(format: Format, colour: Bool) {
+    public init(format: Format, colour: Bool, pods: Bool = false) {
         self.format = format
         self.colour = colour
+        self.pods = pods
     }
 
     public var header: [String] {
-        let base = [
-            "TIME", "DIR", "SOURCE", "DESTINATION", "PORT", "PROTO", "VERDICT", "POLICY", "BYTES", "DURATION", "HTTP",
-        ]
+        let base =
+            ["TIME"] + (pods ? ["POD"] : [])
+            + ["DIR", "SOURCE", "DESTINATION", "PORT", "PROTO", "VERDICT", "POLICY", "BYTES", "DURATION", "HTTP"]
         guard format == .wide else { return base }
         return ["ID"] + base + ["TLS", "REASON", "CLOSE"]
     }
@@ -66,6 +69,7 @@ public struct FlowListing: Sendable {
             flow.end == nil ? "open" : Self.duration(flow.duration(now: now)),
             http,
         ]
+        if pods { cells.insert(flow.pod ?? "-", at: 1) }
         if wide {
             cells.insert(String(flow.id), at: 0)
             cells += [

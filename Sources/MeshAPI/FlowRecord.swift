@@ -116,6 +116,9 @@ public struct FlowRecord: Codable, Sendable, Equatable {
     /// The newest HTTP requests, in order: at most the last 32 of `requests`, so that a
     /// long keep-alive connection keeps a bounded record.
     public var http: [HTTPExchange]
+    /// `namespace/name` of the pod whose sidecar recorded the flow: set by the node
+    /// agent when it merges its sidecars' flows (nil from a sidecar itself).
+    public var pod: String?
 
     public init(
         id: UInt64,
@@ -150,7 +153,7 @@ public struct FlowRecord: Codable, Sendable, Equatable {
 
     private enum CodingKeys: String, CodingKey {
         case id, start, end, duration, direction, source, destination, `protocol`, tls, verdict, policy, rule
-        case audits, reason, bytesIn, bytesOut, closeReason, requests, http
+        case audits, reason, bytesIn, bytesOut, closeReason, requests, http, pod
     }
 
     public init(from decoder: any Decoder) throws {
@@ -173,6 +176,7 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         closeReason = try values.decodeIfPresent(CloseReason.self, forKey: .closeReason)
         http = try values.decodeIfPresent([HTTPExchange].self, forKey: .http) ?? []
         requests = try values.decodeIfPresent(UInt64.self, forKey: .requests) ?? UInt64(http.count)
+        pod = try values.decodeIfPresent(String.self, forKey: .pod)
     }
 
     /// Encodes every field, plus `duration` (seconds) for finished flows, so that a
@@ -198,6 +202,7 @@ public struct FlowRecord: Codable, Sendable, Equatable {
         try values.encodeIfPresent(closeReason, forKey: .closeReason)
         if requests > 0 { try values.encode(requests, forKey: .requests) }
         if !http.isEmpty { try values.encode(http, forKey: .http) }
+        try values.encodeIfPresent(pod, forKey: .pod)
     }
 }
 

@@ -7,7 +7,10 @@ struct BeeCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "beectl",
         abstract: "Operate a BeeMesh trust domain and its workloads.",
-        subcommands: [CACommand.self, PolicyCommand.self, FlowsCommand.self, DHTCommand.self]
+        subcommands: [
+            CACommand.self, ApplyCommand.self, GetCommand.self, DeleteCommand.self, LogsCommand.self, FlowsCommand.self,
+            PolicyCommand.self, DHTCommand.self,
+        ]
     )
 }
 

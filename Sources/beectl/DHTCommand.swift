@@ -12,7 +12,7 @@ struct DHTCommand: ParsableCommand {
 
     struct AgentOptions: ParsableArguments {
         @Option(help: "The node agent's API socket or http://host:port.")
-        var agent = "/var/run/beemesh/agent.sock"
+        var agent = "/var/run/beemesh/agent/agent.sock"
 
         @Flag(help: "JSON instead of a table.")
         var json = false

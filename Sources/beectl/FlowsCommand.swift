@@ -19,8 +19,17 @@ struct FlowsCommand: ParsableCommand {
         case table, wide, json
     }
 
-    @Option(help: "The sidecar's admin socket or http://host:port.")
-    var proxy = "/var/run/beemesh/proxy.sock"
+    @Option(help: "A sidecar's admin socket or http://host:port (default: every sidecar on the node, through its agent).")
+    var proxy: String?
+
+    @Option(help: "The node agent's API socket or http://host:port, when no --proxy is given.")
+    var agent = "/var/run/beemesh/agent/agent.sock"
+
+    @Option(help: "Pod name (a glob; through the agent only).")
+    var pod: String?
+
+    @Option(name: .shortAndLong, help: "The pod's namespace (through the agent only).")
+    var namespace: String?
 
     @Option(help: "Source SPIFFE ID, service account or address.")
     var from: String?
@@ -58,11 +67,18 @@ struct FlowsCommand: ParsableCommand {
     @Option(name: .shortAndLong, help: "table, wide or json (json with --follow: one event per line).")
     var output: Output = .table
 
+    func validate() throws {
+        if proxy != nil, pod != nil || namespace != nil {
+            throw ValidationError("--pod and --namespace filter the agent's merged view: leave out --proxy")
+        }
+        if proxy == nil, follow { throw ValidationError("--follow streams one sidecar: give its --proxy") }
+    }
+
     func run() throws {
         let filter = try makeFilter()
         let endpoint: AdminClient.Endpoint
         do {
-            endpoint = try AdminClient.Endpoint(proxy)
+            endpoint = try AdminClient.Endpoint(proxy ?? agent)
         } catch {
             throw ValidationError(error.reason)
         }
@@ -96,6 +112,8 @@ struct FlowsCommand: ParsableCommand {
             items.append(("since", String(seconds)))
         }
         if let last { items.append(("limit", String(last))) }
+        if let pod { items.append(("pod", pod)) }
+        if let namespace { items.append(("namespace", namespace)) }
         do {
             return try FlowFilter(query: items)
         } catch {
@@ -107,7 +125,8 @@ struct FlowsCommand: ParsableCommand {
     private var listing: FlowListing {
         FlowListing(
             format: output == .wide ? .wide : .table,
-            colour: isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil
+            colour: isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil,
+            pods: proxy == nil
         )
     }
 

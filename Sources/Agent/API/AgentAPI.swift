@@ -16,6 +16,12 @@ import Prometheus
 /// | `GET /dht/peers` | `DHTPeers`: this node, its routing table, records held |
 /// | `GET /dht/services/NAME.NAMESPACE` | `ServiceLookup`: the checked, signed endpoints |
 /// | `PUT /dht/records` | `PublishRequest` in, `PublishResult` out: a signed record stored |
+/// | `POST /v1/apply?file=NAME` | Kubernetes YAML in, `ApplyResult` out (all objects or none) |
+/// | `POST /v1/delete?file=NAME` | the objects named in the YAML removed |
+/// | `DELETE /v1/objects/KIND/NAMESPACE/NAME` | one object removed |
+/// | `GET /v1/pods`, `GET /v1/deployments` | `[PodStatus]`, `[DeploymentStatus]` |
+/// | `GET /v1/logs/NAMESPACE/POD?container=&follow=1&tail=N` | the container's output (streamed) |
+/// | `GET /flows?…` | the flows of every sidecar on the node, merged (`FlowList`, `pod` set) |
 ///
 /// Errors are `AdminError` JSON with a 4xx or 5xx status. A record that does not verify
 /// is refused with 400 and the reason, before anything is sent into the DHT.
@@ -24,6 +30,8 @@ struct AgentAPI: Sendable {
     let validator: ServiceRecordValidator
     /// The process's metrics (nil: `/metrics` answers 404).
     var metrics: PrometheusCollectorRegistry?
+    /// The pods side (nil: a DHT-only agent, whose `/v1` answers 404).
+    var reconciler: Reconciler?
 
     struct Response: Sendable {
         var status: HTTPResponseStatus
@@ -49,6 +57,14 @@ struct AgentAPI: Sendable {
             )
         case (.GET, "/dht/peers"):
             return dht.peers().map { json($0) }
+        case (_, _) where route.hasPrefix("/v1/") || route == "/flows":
+            guard let reconciler else {
+                return loop.makeSucceededFuture(failure(.notFound, "this agent runs no pods (no pods: section)"))
+            }
+            let query = QueryString.decode(path.split(separator: "?", maxSplits: 1).dropFirst().first ?? "")
+            return loop.makeSucceededFuture(
+                workloads(method: method, route: route, query: query, body: body, reconciler: reconciler)
+            )
         case (.GET, _) where route.hasPrefix("/dht/services/"):
             return lookup(String(route.dropFirst("/dht/services/".count)), on: loop)
         case (.PUT, "/dht/records"):
@@ -58,6 +74,103 @@ struct AgentAPI: Sendable {
         default:
             return loop.makeSucceededFuture(failure(.notFound, "no such resource: \(route)"))
         }
+    }
+
+    // MARK: workloads
+
+    private func workloads(
+        method: HTTPMethod,
+        route: String,
+        query: [(name: String, value: String)],
+        body: [UInt8],
+        reconciler: Reconciler
+    ) -> Response {
+        let parts = route.split(separator: "/").map(String.init)
+        switch (method, parts.count > 1 ? parts[1] : parts.first ?? "") {
+        case (.POST, "apply"), (.POST, "delete"):
+            let file = query.first { $0.name == "file" }?.value ?? "manifest"
+            let parsed: [Workload]
+            do {
+                parsed = try Workload.parse(yaml: String(decoding: body, as: UTF8.self), file: file)
+            } catch {
+                Counter(label: "beemesh_manifests_refused_total").increment()
+                return failure(.badRequest, "\(error)")
+            }
+            do {
+                let lines =
+                    parts[1] == "apply" ? try reconciler.apply(parsed) : try reconciler.delete(parsed.map(\.key))
+                return json(ApplyResult(objects: lines))
+            } catch {
+                return failure(.internalServerError, "cannot store: \(error)")
+            }
+        case (.DELETE, "objects") where parts.count == 5:
+            guard let kind = Workload.Kind(name: parts[2]) else {
+                return failure(.badRequest, "unknown kind '\(parts[2])'")
+            }
+            let key = "\(kind.rawValue)/\(parts[3])/\(parts[4])"
+            do {
+                let lines = try reconciler.delete([key])
+                return lines.first?.hasSuffix("not found") == true
+                    ? failure(.notFound, "\(kind.rawValue.lowercased())/\(parts[4]) not found in \(parts[3])")
+                    : json(ApplyResult(objects: lines))
+            } catch {
+                return failure(.internalServerError, "cannot store: \(error)")
+            }
+        case (.GET, "pods"):
+            let namespace = query.first { $0.name == "namespace" }?.value
+            return json(reconciler.pods.filter { namespace == nil || $0.namespace == namespace })
+        case (.GET, "deployments"):
+            let namespace = query.first { $0.name == "namespace" }?.value
+            return json(reconciler.deployments.filter { namespace == nil || $0.namespace == namespace })
+        case (.GET, "flows"):
+            return mergedFlows(query: query, reconciler: reconciler)
+        default:
+            return failure(.notFound, "no such resource: \(method) \(route)")
+        }
+    }
+
+    /// Every sidecar's flows that match, each marked with its pod, oldest first.
+    private func mergedFlows(query: [(name: String, value: String)], reconciler: Reconciler) -> Response {
+        guard !query.contains(where: { $0.name == "follow" }) else {
+            return failure(.badRequest, "follow: stream one sidecar's flows with --proxy")
+        }
+        let filter: FlowFilter
+        do {
+            filter = try FlowFilter(query: query)
+        } catch {
+            return failure(.badRequest, "\(error)")
+        }
+        var forwarded = filter
+        forwarded.pod = nil
+        forwarded.namespace = nil
+        let path = "/flows" + (forwarded.queryItems.isEmpty ? "" : "?" + QueryString.encode(forwarded.queryItems))
+        var flows: [FlowRecord] = []
+        var capacity = 0
+        var evicted: UInt64 = 0
+        var overruns: UInt64 = 0
+        for (pod, socket) in reconciler.sidecarSockets {
+            if let namespace = filter.namespace, !pod.hasPrefix(namespace + "/") { continue }
+            guard let list = try? AdminClient(endpoint: .unix(path: socket), timeout: 5).get(path, as: FlowList.self)
+            else { continue }
+            flows += list.flows.map { flow in
+                var flow = flow
+                flow.pod = pod
+                return flow
+            }
+            capacity += list.capacity
+            evicted += list.evicted
+            overruns += list.overruns
+        }
+        flows.sort { ($0.start, $0.pod ?? "", $0.id) < ($1.start, $1.pod ?? "", $1.id) }
+        return json(
+            FlowList(
+                flows: filter.apply(flows, now: Date()),
+                capacity: capacity,
+                evicted: evicted,
+                overruns: overruns,
+                recording: true
+            )
+        )
     }
 
     private func lookup(_ name: String, on loop: any EventLoop) -> EventLoopFuture<Response> {
@@ -154,6 +267,10 @@ final class AgentAPIHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
+            if head.method == .GET, head.uri.hasPrefix("/v1/logs/"), let reconciler = api.reconciler {
+                streamLogs(head: head, reconciler: reconciler, context: context)
+                return
+            }
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             let answer: EventLoopFuture<AgentAPI.Response> =
                 oversized
@@ -167,6 +284,51 @@ final class AgentAPIHandler: ChannelInboundHandler {
                     (try? result.get())
                     ?? AgentAPI.Response(status: .internalServerError, body: Array("{\"error\":\"failed\"}\n".utf8))
                 handler.write(response, keepAlive: head.isKeepAlive, context: context)
+            }
+        }
+    }
+
+    /// `GET /v1/logs/NAMESPACE/POD?container=&follow=1&tail=N`: podman's log stream,
+    /// demultiplexed, passed on in chunks until it ends or the client goes.
+    private func streamLogs(head: HTTPRequestHead, reconciler: Reconciler, context: ChannelHandlerContext) {
+        let (route, queryText) = head.uri.split(separator: "?", maxSplits: 1).map(String.init).splitFirst()
+        let parts = route.split(separator: "/").map(String.init)
+        let query = QueryString.decode(Substring(queryText ?? ""))
+        func value(_ name: String) -> String? { query.first { $0.name == name }?.value }
+        guard parts.count == 4,
+            let container = reconciler.containerName(pod: parts[3], namespace: parts[2], container: value("container"))
+        else {
+            let body = Array("{\"error\":\"no such pod or container\"}\n".utf8)
+            write(AgentAPI.Response(status: .notFound, body: body), keepAlive: false, context: context)
+            return
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "transfer-encoding", value: "chunked")
+        headers.add(name: "connection", value: "close")
+        context.writeAndFlush(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))),
+            promise: nil
+        )
+        let channel = context.channel
+        let follow = value("follow") == "1" || value("follow") == "true"
+        let tail = value("tail").flatMap(Int.init)
+        let podman = reconciler.podmanClient
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        Thread.detachNewThread {
+            try? podman.logs(container, follow: follow, tail: tail) { bytes in
+                guard channel.isActive else { return false }
+                channel.eventLoop.execute {
+                    var buffer = channel.allocator.buffer(capacity: bytes.count)
+                    buffer.writeBytes(bytes)
+                    channel.writeAndFlush(bound.value.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+                }
+                return true
+            }
+            channel.eventLoop.execute {
+                channel.writeAndFlush(bound.value.wrapOutboundOut(.end(nil))).whenComplete { _ in
+                    channel.close(promise: nil)
+                }
             }
         }
     }
@@ -189,4 +351,9 @@ final class AgentAPIHandler: ChannelInboundHandler {
             done.whenComplete { _ in bound.value.close(promise: nil) }
         }
     }
+}
+
+extension Array where Element == String {
+    /// The first element and the second, if any (`path?query`).
+    fileprivate func splitFirst() -> (String, String?) { (first ?? "", count > 1 ? self[1] : nil) }
 }

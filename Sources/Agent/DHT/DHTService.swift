@@ -26,6 +26,9 @@ public final class DHTService: @unchecked Sendable {
     private var wake: (at: UInt64, task: Scheduled<Void>)?
     private var joined = false
     private var reportedRejections: [String: Int] = [:]
+    /// Where records published through this agent are kept, so that a restarted agent
+    /// stores them again at once instead of waiting for their sidecars to republish.
+    private let recordDirectory: String?
 
     /// Retry interval for bootstrap peers while none answers.
     static let bootstrapRetry: TimeAmount = .seconds(2)
@@ -34,9 +37,11 @@ public final class DHTService: @unchecked Sendable {
         identity: NodeIdentity,
         configuration: AgentConfiguration.DHT,
         loop: any EventLoop,
-        logger: Logger
+        logger: Logger,
+        recordDirectory: String? = nil
     ) throws {
         self.identity = identity
+        self.recordDirectory = recordDirectory
         self.configuration = configuration
         self.loop = loop
         self.logger = logger
@@ -107,7 +112,8 @@ public final class DHTService: @unchecked Sendable {
 
     /// Stores `record` on the nodes closest to its key; the answer is how many took it.
     public func publish(_ record: Record) -> EventLoopFuture<Int> {
-        loop.flatSubmit {
+        keep(record)
+        return loop.flatSubmit {
             let promise = self.loop.makePromise(of: Int.self)
             self.publishes[record.key, default: []].append(promise)
             self.apply(self.node.put(record, now: Self.now()))
@@ -136,6 +142,37 @@ public final class DHTService: @unchecked Sendable {
         }
     }
 
+    // MARK: records kept across restarts
+
+    private func file(for record: Record) -> String? {
+        recordDirectory.map { "\($0)/\(record.key.bytes.hexString)-\(record.publisher.bytes.hexString).record" }
+    }
+
+    private func keep(_ record: Record) {
+        guard let path = file(for: record) else { return }
+        try? FileManager.default.createDirectory(atPath: recordDirectory!, withIntermediateDirectories: true)
+        try? WorkloadStore.replace(path: path, with: record.value)
+    }
+
+    /// The kept records that have not expired (expired ones are deleted).
+    private func keptRecords() -> [Record] {
+        guard let recordDirectory else { return [] }
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: recordDirectory)) ?? []
+        var records: [Record] = []
+        for name in files where name.hasSuffix(".record") {
+            let path = recordDirectory + "/" + name
+            guard let data = FileManager.default.contents(atPath: path),
+                let record = try? SignedServiceRecord(decoding: Array(data)).dhtRecord,
+                record.expires > Self.now()
+            else {
+                unlink(path)
+                continue
+            }
+            records.append(record)
+        }
+        return records
+    }
+
     // MARK: driving the state machine
 
     private func join() {
@@ -143,6 +180,7 @@ public final class DHTService: @unchecked Sendable {
         guard !seeds.isEmpty else {
             joined = true
             apply(node.bootstrap(seeds: [], now: Self.now()))
+            republishKept()
             return
         }
         let identified = seeds.map { address in
@@ -158,7 +196,15 @@ public final class DHTService: @unchecked Sendable {
             self.joined = true
             self.logger.info("joined the DHT", metadata: ["through": "\(contacts.map(\.address))"])
             self.apply(self.node.bootstrap(seeds: contacts, now: Self.now()))
+            self.republishKept()
         }
+    }
+
+    private func republishKept() {
+        let records = keptRecords()
+        guard !records.isEmpty else { return }
+        logger.info("storing the records kept from before the restart", metadata: ["records": "\(records.count)"])
+        for record in records { apply(node.put(record, now: Self.now())) }
     }
 
     private func apply(_ directives: [KademliaNode.Directive]) {
@@ -201,4 +247,8 @@ public final class DHTService: @unchecked Sendable {
         }
         reportedRejections = current
     }
+}
+
+extension Array where Element == UInt8 {
+    var hexString: String { map { String(format: "%02x", $0) }.joined() }
 }

@@ -1,0 +1,527 @@
+import Foundation
+import Logging
+import MeshAPI
+import MeshIdentity
+import NIOConcurrencyHelpers
+
+/// Keeps podman running what the stored objects ask for, on a thread of its own
+/// (podman's API is called blocking): every second, and at once after an apply or a
+/// delete.
+///
+/// For each pod it creates, in this order: the pod (its infra container holds the
+/// network namespace), the pod's identity (an X.509-SVID from the node CA, in a
+/// per-pod directory on tmpfs, replaced atomically and renewed at half-life), the
+/// capture rules (installed from the host by `beemesh-proxy capture install --netns`,
+/// so no container holds NET_ADMIN), the sidecar (uid/gid 1337, the policies mounted
+/// read-only), and only once the sidecar answers `/ready`, the app containers. A
+/// container that exits is restarted with exponential backoff (1 s doubling to 30 s);
+/// a pod whose objects changed is replaced; a pod no object asks for is removed, app
+/// containers first and the sidecar last, so that it drains their connections.
+///
+/// Pods are found again by their labels after an agent restart: they keep running.
+final class Reconciler: @unchecked Sendable {
+    struct Settings: Sendable {
+        var podmanSocket: String
+        var sidecarImage: String
+        var proxyBinary: String
+        var runDirectory: String
+        var policies: String
+        /// The directory holding the agent's API socket, mounted into every sidecar.
+        var agentSocket: String?
+        var certificateTTL: Double
+        var node: String
+        var sidecarUser: UInt32 = 1337
+    }
+
+    static let managedLabel = "beemesh.io/managed"
+    static let specLabel = "beemesh.io/spec"
+    static let ownerLabel = "beemesh.io/owner"
+
+    private let settings: Settings
+    private let store: WorkloadStore
+    private let podman: PodmanClient
+    private let nodeCA: CertificateAuthority
+    private let logger: Logger
+
+    /// Shared with API readers.
+    private struct Shared {
+        var workloads: [String: Workload] = [:]
+        var pods: [String: PodStatus] = [:]
+        var stopping = false
+    }
+    private let shared = NIOLockedValueBox(Shared())
+    private let wake = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+
+    // Reconciler thread only.
+    private struct ContainerHistory {
+        var restarts = 0
+        var retryAt: Date?
+    }
+    private var histories: [String: ContainerHistory] = [:]
+    private var podRetryAt: [String: (at: Date, failures: Int)] = [:]
+    private var podMessages: [String: String] = [:]
+    private var podmanService: Process?
+
+    init(settings: Settings, store: WorkloadStore, nodeCA: CertificateAuthority, logger: Logger) {
+        self.settings = settings
+        self.store = store
+        self.podman = PodmanClient(socket: settings.podmanSocket)
+        self.nodeCA = nodeCA
+        self.logger = logger
+        let (workloads, errors) = store.load()
+        for error in errors { logger.error("stored object unreadable; skipped", metadata: ["error": "\(error)"]) }
+        shared.withLockedValue { $0.workloads = workloads }
+    }
+
+    func start() {
+        let thread = Thread { [self] in run() }
+        thread.name = "beemesh-reconciler"
+        thread.start()
+    }
+
+    /// Stops the loop (pods keep running: they are the node's, not the agent's).
+    func stop() {
+        shared.withLockedValue { $0.stopping = true }
+        wake.signal()
+        _ = finished.wait(timeout: .now() + 30)
+    }
+
+    // MARK: desired state
+
+    /// Stores `workloads` (all or nothing: they were all parsed and checked before) and
+    /// reconciles at once. One line per object, as kubectl prints them.
+    func apply(_ workloads: [Workload]) throws -> [String] {
+        var lines: [String] = []
+        for var workload in workloads {
+            let previous = shared.withLockedValue { $0.workloads[workload.key] }
+            workload.created = previous?.created ?? Date()
+            let label = "\(workload.kind.rawValue.lowercased())/\(workload.name)"
+            if previous == workload {
+                lines.append("\(label) unchanged")
+                continue
+            }
+            try store.save(workload)
+            shared.withLockedValue { $0.workloads[workload.key] = workload }
+            lines.append("\(label) \(previous == nil ? "created" : "configured")")
+        }
+        wake.signal()
+        return lines
+    }
+
+    /// Removes the objects with these keys; their pods go at the next pass (at once).
+    func delete(_ keys: [String]) throws -> [String] {
+        var lines: [String] = []
+        for key in keys {
+            guard let workload = shared.withLockedValue({ $0.workloads[key] }) else {
+                let parts = key.split(separator: "/")
+                lines.append("\(parts[0].lowercased())/\(parts.last ?? "") not found")
+                continue
+            }
+            try store.remove(key)
+            shared.withLockedValue { $0.workloads[key] = nil }
+            lines.append("\(workload.kind.rawValue.lowercased())/\(workload.name) deleted")
+        }
+        wake.signal()
+        return lines
+    }
+
+    var workloads: [Workload] { shared.withLockedValue { Array($0.workloads.values) } }
+
+    var pods: [PodStatus] {
+        shared.withLockedValue { $0.pods.values.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) } }
+    }
+
+    var deployments: [DeploymentStatus] {
+        shared.withLockedValue { shared in
+            shared.workloads.values.filter { $0.kind == .deployment || $0.kind == .statefulSet }
+                .sorted { $0.key < $1.key }
+                .map { workload in
+                    let ready = shared.pods.values.filter { $0.owner == workload.key && $0.phase == "Running" }.count
+                    return DeploymentStatus(
+                        kind: workload.kind.rawValue,
+                        name: workload.name,
+                        namespace: workload.namespace,
+                        replicas: workload.replicas,
+                        ready: ready,
+                        created: workload.created ?? Date()
+                    )
+                }
+        }
+    }
+
+    /// The admin sockets of the sidecars of running pods, by `namespace/name`.
+    var sidecarSockets: [(pod: String, socket: String)] {
+        pods.filter(\.injected).map { pod in
+            ("\(pod.namespace)/\(pod.name)", "\(settings.runDirectory)/\(pod.name).\(pod.namespace)/run/proxy.sock")
+        }
+    }
+
+    /// podman's name of a container of a pod, for logs.
+    func containerName(pod: String, namespace: String, container: String?) -> String? {
+        guard let status = shared.withLockedValue({ $0.pods["\(pod).\(namespace)"] }) else { return nil }
+        let name = container ?? status.containers.first { !$0.sidecar }?.name ?? DesiredPod.sidecarName
+        guard status.containers.contains(where: { $0.name == name }) else { return nil }
+        return "\(pod).\(namespace).\(name)"
+    }
+
+    var podmanClient: PodmanClient { podman }
+
+    // MARK: the loop
+
+    private func run() {
+        defer { finished.signal() }
+        ensurePodmanService()
+        while !shared.withLockedValue({ $0.stopping }) {
+            reconcileOnce()
+            _ = wake.wait(timeout: .now() + 1)
+        }
+        podmanService?.terminate()
+    }
+
+    /// Starts `podman system service` on the configured socket when nothing answers there.
+    private func ensurePodmanService() {
+        guard !podman.ping() else { return }
+        logger.info("podman service not answering; starting it", metadata: ["socket": "\(settings.podmanSocket)"])
+        try? FileManager.default.createDirectory(
+            atPath: (settings.podmanSocket as NSString).deletingLastPathComponent,
+            withIntermediateDirectories: true
+        )
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["podman", "system", "service", "--time=0", "unix://\(settings.podmanSocket)"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        do {
+            try process.run()
+            podmanService = process
+        } catch {
+            logger.error("cannot start podman system service", metadata: ["error": "\(error)"])
+            return
+        }
+        for _ in 0..<100 where !podman.ping() { Thread.sleep(forTimeInterval: 0.1) }
+    }
+
+    func reconcileOnce() {
+        let workloads = shared.withLockedValue { $0.workloads }
+        let desired = DesiredPod.plan(workloads.values)
+        let summaries: [PodmanClient.PodSummary]
+        do {
+            summaries = try podman.listPods(label: "\(Self.managedLabel)=true")
+        } catch {
+            logger.warning("cannot list pods", metadata: ["error": "\(error)"])
+            return
+        }
+        let existing = Dictionary(summaries.map { ($0.Name, $0) }, uniquingKeysWith: { first, _ in first })
+        let wanted = Dictionary(desired.map { ($0.podmanName, $0) }, uniquingKeysWith: { first, _ in first })
+        let unwanted = existing.values.filter { summary in
+            guard let pod = wanted[summary.Name] else { return true }
+            return summary.Labels?[Self.specLabel] != pod.specDigest
+        }
+        if !unwanted.isEmpty {
+            shared.withLockedValue { shared in
+                for summary in unwanted { shared.pods[summary.Name]?.phase = "Terminating" }
+            }
+            // In parallel: each waits for its containers to stop.
+            DispatchQueue.concurrentPerform(iterations: unwanted.count) { index in
+                let name = unwanted[index].Name
+                teardown(name, reason: wanted[name] == nil ? "no longer asked for" : "its objects changed")
+            }
+            for summary in unwanted { forget(summary.Name) }
+        }
+        var statuses: [String: PodStatus] = [:]
+        for pod in desired {
+            let summary = existing[pod.podmanName]
+            let running = summary?.Labels?[Self.specLabel] == pod.specDigest
+            let since = (running ? summary?.createdDate : nil) ?? Date()
+            if !running {
+                if let retry = podRetryAt[pod.podmanName], retry.at > Date() {
+                    statuses[pod.podmanName] = status(of: pod, created: since, phase: "Pending")
+                    continue
+                }
+                create(pod)
+            }
+            statuses[pod.podmanName] = check(pod, created: since)
+        }
+        shared.withLockedValue { $0.pods = statuses }
+    }
+
+    // MARK: creating
+
+    private func create(_ pod: DesiredPod) {
+        let directory = "\(settings.runDirectory)/\(pod.podmanName)"
+        do {
+            try? podman.removePod(pod.podmanName)  // a half-made one from an earlier attempt
+            try prepareDirectories(directory)
+            if pod.injected { try issueIdentity(for: pod, into: directory + "/identity") }
+            try podman.createPod(
+                PodmanClient.PodSpec(
+                    name: pod.podmanName,
+                    labels: [
+                        Self.managedLabel: "true", Self.specLabel: pod.specDigest, Self.ownerLabel: pod.owner,
+                        "beemesh.io/namespace": pod.namespace, "beemesh.io/name": pod.name,
+                    ],
+                    hostname: pod.name
+                )
+            )
+            try podman.startPod(pod.podmanName)
+            if pod.injected {
+                let infra = try infraContainer(of: pod)
+                try ("\(pod.proxyConfiguration(podIP: infra.ip, agentSocket: settings.agentSocket.map { _ in Self.agentSocketInPod }))")
+                    .write(toFile: directory + "/config/proxy.yaml", atomically: true, encoding: .utf8)
+                try installCapture(pod, netns: infra.netns)
+                try podman.createContainer(sidecarSpec(pod, directory: directory))
+                try podman.startContainer(pod.containerName(DesiredPod.sidecarName))
+                try waitForSidecar(directory + "/run/proxy.sock")
+            }
+            for container in pod.template.containers {
+                try podman.createContainer(appSpec(pod, container))
+                try podman.startContainer(pod.containerName(container.name))
+            }
+            podRetryAt[pod.podmanName] = nil
+            podMessages[pod.podmanName] = nil
+            logger.info("pod started", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "injected": "\(pod.injected)"])
+        } catch {
+            let failures = (podRetryAt[pod.podmanName]?.failures ?? 0) + 1
+            let delay = min(30, pow(2, Double(failures - 1)))
+            podRetryAt[pod.podmanName] = (Date() + delay, failures)
+            podMessages[pod.podmanName] = "\(error)"
+            logger.error(
+                "cannot start pod; retrying",
+                metadata: ["pod": "\(pod.namespace)/\(pod.name)", "error": "\(error)", "retry_in_s": "\(delay)"]
+            )
+            try? podman.removePod(pod.podmanName)
+        }
+    }
+
+    static let agentSocketInPod = "/var/run/beemesh-agent/agent.sock"
+
+    private func prepareDirectories(_ directory: String) throws {
+        let manager = FileManager.default
+        for (name, owner, mode) in [
+            ("", 0 as UInt32, 0o711 as Int), ("config", 0, 0o755), ("identity", settings.sidecarUser, 0o700),
+            ("run", settings.sidecarUser, 0o755),
+        ] {
+            let path = name.isEmpty ? directory : "\(directory)/\(name)"
+            try manager.createDirectory(atPath: path, withIntermediateDirectories: true)
+            chmod(path, mode_t(mode))
+            chown(path, owner, owner)
+        }
+    }
+
+    /// Issues the pod's SVID and writes `cert.pem`, `key.pem` (0600, the sidecar's) and
+    /// `bundle.pem`, each replaced atomically.
+    private func issueIdentity(for pod: DesiredPod, into directory: String) throws {
+        let id = try SpiffeID(trustDomain: nodeCA.trustDomain, namespace: pod.namespace, serviceAccount: pod.template.serviceAccount)
+        let credentials = try nodeCA.issueWorkload(id, validity: settings.certificateTTL)
+        let files: [(String, String, mode_t)] = [
+            ("bundle.pem", credentials.bundle.pemEncoded, 0o644),
+            ("key.pem", credentials.key.pemEncoded, 0o600),
+            ("cert.pem", credentials.chain.map(\.pemEncoded).joined(), 0o644),
+        ]
+        for (name, contents, mode) in files {
+            let path = "\(directory)/\(name)"
+            try WorkloadStore.replace(path: path, with: Array(contents.utf8), mode: mode)
+            chown(path, settings.sidecarUser, settings.sidecarUser)
+        }
+    }
+
+    private func infraContainer(of pod: DesiredPod) throws -> (ip: String?, netns: String) {
+        guard let inspect = try podman.inspectPod(pod.podmanName), let infra = inspect.InfraContainerID,
+            let container = try podman.inspectContainer(infra), let netns = container.NetworkSettings?.SandboxKey,
+            !netns.isEmpty
+        else {
+            throw PodmanError(status: nil, message: "pod \(pod.podmanName) has no network namespace")
+        }
+        let ip = container.NetworkSettings?.IPAddress
+        return (ip?.isEmpty == false ? ip : nil, netns)
+    }
+
+    private func installCapture(_ pod: DesiredPod, netns: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: settings.proxyBinary)
+        process.arguments = pod.captureArguments(netns: netns)
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw PodmanError(status: nil, message: "capture install failed: \(text)")
+        }
+    }
+
+    private func waitForSidecar(_ socket: String) throws {
+        let client = AdminClient(endpoint: .unix(path: socket), timeout: 1)
+        for _ in 0..<300 {
+            if let (status, _) = try? client.get("/ready"), status == 200 { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw PodmanError(status: nil, message: "the sidecar did not become ready within 15 s")
+    }
+
+    private func sidecarSpec(_ pod: DesiredPod, directory: String) -> PodmanClient.ContainerSpec {
+        var mounts = [
+            PodmanClient.Mount(destination: "/etc/beemesh/pod", source: directory + "/config", options: ["ro"]),
+            PodmanClient.Mount(destination: "/etc/beemesh/identity", source: directory + "/identity", options: ["ro"]),
+            PodmanClient.Mount(destination: "/etc/beemesh/policies", source: settings.policies, options: ["ro"]),
+            PodmanClient.Mount(destination: "/var/run/beemesh", source: directory + "/run", options: ["rw"]),
+        ]
+        if let agentSocket = settings.agentSocket {
+            mounts.append(
+                PodmanClient.Mount(
+                    destination: (Self.agentSocketInPod as NSString).deletingLastPathComponent,
+                    source: (agentSocket as NSString).deletingLastPathComponent,
+                    options: ["rw"]
+                )
+            )
+        }
+        return PodmanClient.ContainerSpec(
+            name: pod.containerName(DesiredPod.sidecarName),
+            pod: pod.podmanName,
+            image: settings.sidecarImage,
+            command: ["run", "--config", "/etc/beemesh/pod/proxy.yaml"],
+            entrypoint: ["/usr/local/bin/beemesh-proxy"],
+            env: [:],
+            user: "\(settings.sidecarUser):\(settings.sidecarUser)",
+            labels: ["beemesh.io/container": DesiredPod.sidecarName],
+            mounts: mounts,
+            work_dir: nil,
+            stop_timeout: 35,
+            init: nil
+        )
+    }
+
+    private func appSpec(_ pod: DesiredPod, _ container: Container) -> PodmanClient.ContainerSpec {
+        PodmanClient.ContainerSpec(
+            name: pod.containerName(container.name),
+            pod: pod.podmanName,
+            image: container.image,
+            command: container.args.isEmpty ? nil : container.args,
+            entrypoint: container.command.isEmpty ? nil : container.command,
+            env: Dictionary(container.env.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last }),
+            user: nil,
+            labels: ["beemesh.io/container": container.name],
+            mounts: [],
+            work_dir: container.workingDir,
+            stop_timeout: 10,
+            init: true
+        )
+    }
+
+    // MARK: running
+
+    /// The pod's containers as podman reports them; exited ones restarted with backoff;
+    /// the identity renewed at half-life.
+    private func check(_ pod: DesiredPod, created: Date?) -> PodStatus {
+        if podRetryAt[pod.podmanName] != nil { return status(of: pod, created: created, phase: "Pending") }
+        let names = (pod.injected ? [DesiredPod.sidecarName] : []) + pod.template.containers.map(\.name)
+        var containers: [PodStatus.ContainerStatus] = []
+        var waiting = false
+        for name in names {
+            let full = pod.containerName(name)
+            let inspect = try? podman.inspectContainer(full)
+            var history = histories[full] ?? ContainerHistory()
+            var state = inspect?.State.Status ?? "missing"
+            if let inspect, !inspect.State.Running, ["exited", "stopped", "created", "configured"].contains(state) {
+                if let retryAt = history.retryAt, retryAt > Date() {
+                    waiting = true
+                } else {
+                    history.restarts += 1
+                    history.retryAt = Date() + min(30, pow(2, Double(history.restarts - 1)))
+                    logger.warning(
+                        "container exited; restarting",
+                        metadata: [
+                            "pod": "\(pod.namespace)/\(pod.name)", "container": "\(name)",
+                            "exit_code": "\(inspect.State.ExitCode)", "restarts": "\(history.restarts)",
+                        ]
+                    )
+                    if (try? podman.startContainer(full)) != nil { state = "running" }
+                }
+            } else if inspect?.State.Running == true, let retryAt = history.retryAt, retryAt < Date() - 60 {
+                history.retryAt = nil  // ran a minute: the next exit starts the backoff afresh
+            }
+            histories[full] = history
+            containers.append(
+                PodStatus.ContainerStatus(
+                    name: name,
+                    image: name == DesiredPod.sidecarName
+                        ? settings.sidecarImage : pod.template.containers.first { $0.name == name }?.image ?? "",
+                    state: state,
+                    restarts: history.restarts,
+                    exitCode: inspect.map { $0.State.Running ? nil : $0.State.ExitCode } ?? nil,
+                    sidecar: name == DesiredPod.sidecarName
+                )
+            )
+        }
+        if pod.injected { renewIdentityIfDue(pod) }
+        let allRunning = containers.allSatisfy { $0.state == "running" }
+        var status = status(of: pod, created: created, phase: allRunning ? "Running" : waiting ? "CrashLoopBackOff" : "Pending")
+        status.containers = containers
+        return status
+    }
+
+    private func status(of pod: DesiredPod, created: Date?, phase: String) -> PodStatus {
+        let ip = (try? podman.inspectPod(pod.podmanName)).flatMap { $0?.InfraContainerID }
+            .flatMap { try? podman.inspectContainer($0) }?.NetworkSettings?.IPAddress
+        let identity = pod.injected
+            ? (try? SpiffeID(trustDomain: nodeCA.trustDomain, namespace: pod.namespace, serviceAccount: pod.template.serviceAccount))?.description
+            : nil
+        return PodStatus(
+            name: pod.name,
+            namespace: pod.namespace,
+            phase: phase,
+            owner: pod.owner,
+            ip: ip?.isEmpty == false ? ip : nil,
+            node: settings.node,
+            identity: identity,
+            injected: pod.injected,
+            created: created ?? Date(),
+            containers: [],
+            message: podMessages[pod.podmanName]
+        )
+    }
+
+    private func renewIdentityIfDue(_ pod: DesiredPod) {
+        let directory = "\(settings.runDirectory)/\(pod.podmanName)/identity"
+        guard let pem = try? PEMFile.read(directory + "/cert.pem"),
+            let leaf = try? Certificate.parseChain(pem: pem).first
+        else { return }
+        let lifetime = leaf.notAfter.timeIntervalSince(leaf.notBefore)
+        guard Date() > leaf.notBefore + lifetime / 2 else { return }
+        do {
+            try issueIdentity(for: pod, into: directory)
+            logger.info("pod identity renewed", metadata: ["pod": "\(pod.namespace)/\(pod.name)"])
+        } catch {
+            logger.error("cannot renew the pod identity", metadata: ["pod": "\(pod.name)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: removing
+
+    /// App containers first, then the sidecar (which drains what is left), then the pod.
+    private func teardown(_ name: String, reason: String) {
+        logger.info("removing pod", metadata: ["pod": "\(name)", "reason": "\(reason)"])
+        let members = (try? podman.inspectPod(name))??.Containers ?? []
+        let sidecar = "\(name).\(DesiredPod.sidecarName)"
+        for member in members where member.Name != sidecar && !member.Name.hasSuffix("-infra") {
+            try? podman.stopContainer(member.Name, timeout: 10)
+        }
+        try? podman.stopContainer(sidecar, timeout: 35)
+        do {
+            try podman.removePod(name)
+        } catch {
+            logger.error("cannot remove pod", metadata: ["pod": "\(name)", "error": "\(error)"])
+            return
+        }
+        try? FileManager.default.removeItem(atPath: "\(settings.runDirectory)/\(name)")
+    }
+
+    /// Drops what the loop remembered of a removed pod (on the loop's thread).
+    private func forget(_ name: String) {
+        histories = histories.filter { !$0.key.hasPrefix(name + ".") }
+        podRetryAt[name] = nil
+        podMessages[name] = nil
+    }
+}
