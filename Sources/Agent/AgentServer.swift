@@ -44,7 +44,8 @@ public final class AgentServer: Service, Sendable {
                     policies: pods.policies,
                     agentSocket: configuration.api.socket,
                     certificateTTL: pods.certificateTTL,
-                    node: configuration.node.name
+                    node: configuration.node.name,
+                    agentID: identity.id.description
                 ),
                 store: try WorkloadStore(directory: configuration.node.stateDirectory + "/workloads"),
                 nodeCA: identity.nodeCA,

@@ -19,7 +19,9 @@ struct FlowsCommand: ParsableCommand {
         case table, wide, json
     }
 
-    @Option(help: "A sidecar's admin socket or http://host:port (default: every sidecar on the node, through its agent).")
+    @Option(
+        help: "A sidecar's admin socket or http://host:port (default: every sidecar on the node, through its agent)."
+    )
     var proxy: String?
 
     @Option(help: "The node agent's API socket or http://host:port, when no --proxy is given.")

@@ -100,7 +100,9 @@ struct DeleteCommand: ParsableCommand {
             let file = name.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? "manifest"
             try printResult(try connection.send("POST", "/v1/delete?file=\(file)", body: bytes))
         } else {
-            try printResult(try connection.send("DELETE", "/v1/objects/\(object[0])/\(namespace)/\(object[1])", body: []))
+            try printResult(
+                try connection.send("DELETE", "/v1/objects/\(object[0])/\(namespace)/\(object[1])", body: [])
+            )
         }
     }
 }
@@ -238,7 +240,9 @@ struct LogsCommand: ParsableCommand {
 /// Left-aligned columns, three spaces apart (as kubectl prints them).
 func printColumns(_ rows: [[String]]) {
     guard let first = rows.first else { return }
-    let widths = first.indices.map { column in rows.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
+    let widths = first.indices.map { column in
+        rows.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0
+    }
     for row in rows {
         let cells = row.enumerated().map { index, cell in
             index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
@@ -277,10 +281,14 @@ enum YAMLWriter {
     private static func scalar(_ value: Any) -> String {
         switch value {
         case let string as String:
-            let plain = !string.isEmpty && string.allSatisfy { $0.isLetter || $0.isNumber || "-_./".contains($0) }
+            let plain =
+                !string.isEmpty && string.allSatisfy { $0.isLetter || $0.isNumber || "-_./".contains($0) }
                 && Double(string) == nil && !["true", "false", "null", "yes", "no", "on", "off"].contains(string)
-            return plain ? string : "\"" + string.replacingOccurrences(of: "\\", with: "\\\\")
-                .replacingOccurrences(of: "\"", with: "\\\"") + "\""
+            return plain
+                ? string
+                : "\""
+                    + string.replacingOccurrences(of: "\\", with: "\\\\")
+                    .replacingOccurrences(of: "\"", with: "\\\"") + "\""
         case let number as NSNumber:
             // JSON booleans come back as NSNumbers of type `c`; JSON numbers never do.
             return String(cString: number.objCType) == "c" ? (number.boolValue ? "true" : "false") : "\(number)"

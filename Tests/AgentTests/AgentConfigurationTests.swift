@@ -1,4 +1,5 @@
 import Agent
+import Foundation
 import Testing
 
 @Suite struct AgentConfigurationTests {
@@ -22,6 +23,16 @@ import Testing
         #expect(configuration.dht.requestTimeout == 0.5 && configuration.dht.maintenanceInterval == 60)
         #expect(configuration.api.socket == nil && configuration.api.listen?.port == 15020)
         #expect(configuration.logLevel == .debug)
+    }
+
+    @Test func theDeployExampleParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let configuration = try AgentConfiguration.load(path: root.path + "/deploy/agent.example.yaml")
+        #expect(configuration.dht.advertised.description == "10.0.0.5:15010")
+        #expect(configuration.pods?.sidecarImage == "localhost/beemesh-proxy:latest")
+        #expect(configuration.pods?.podmanSocket == "/run/podman/podman.sock")
+        #expect(configuration.api.socket == "/var/run/beemesh/agent/agent.sock")
     }
 
     @Test(arguments: [

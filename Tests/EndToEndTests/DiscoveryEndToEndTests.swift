@@ -260,13 +260,4 @@ import Testing
               to: [{ports: [8080]}]
         """.write(toFile: "\(directory)/policies/orders.yaml", atomically: true, encoding: .utf8)
     }
-
-    private func waitUntil(_ what: String, timeout: Double, _ condition: () throws -> Bool) throws {
-        let deadline = Date() + timeout
-        while Date() < deadline {
-            if try condition() { return }
-            Thread.sleep(forTimeInterval: 0.2)
-        }
-        throw LabError("timed out after \(timeout) s: \(what)")
-    }
 }

@@ -126,6 +126,16 @@ final class NamespaceLab: @unchecked Sendable {
     }
 }
 
+/// Polls `condition` (errors count as false) until it holds or `timeout` seconds pass.
+func waitUntil(_ what: String, timeout: Double, _ condition: () throws -> Bool) throws {
+    let deadline = Date() + timeout
+    while Date() < deadline {
+        if (try? condition()) == true { return }
+        Thread.sleep(forTimeInterval: 0.2)
+    }
+    throw LabError("timed out after \(timeout) s: \(what)")
+}
+
 struct LabError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }

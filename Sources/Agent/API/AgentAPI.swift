@@ -314,19 +314,18 @@ final class AgentAPIHandler: ChannelInboundHandler {
         let follow = value("follow") == "1" || value("follow") == "true"
         let tail = value("tail").flatMap(Int.init)
         let podman = reconciler.podmanClient
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         Thread.detachNewThread {
             try? podman.logs(container, follow: follow, tail: tail) { bytes in
                 guard channel.isActive else { return false }
                 channel.eventLoop.execute {
                     var buffer = channel.allocator.buffer(capacity: bytes.count)
                     buffer.writeBytes(bytes)
-                    channel.writeAndFlush(bound.value.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+                    channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
                 }
                 return true
             }
             channel.eventLoop.execute {
-                channel.writeAndFlush(bound.value.wrapOutboundOut(.end(nil))).whenComplete { _ in
+                channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in
                     channel.close(promise: nil)
                 }
             }

@@ -228,7 +228,9 @@ extension Workload {
         let containersField = try map.required("containers")
         for item in try containersField.sequence() {
             let container = try item.mapping(
-                allowed: ignoredContainerFields.union(["name", "image", "command", "args", "env", "ports", "workingDir"])
+                allowed: ignoredContainerFields.union([
+                    "name", "image", "command", "args", "env", "ports", "workingDir",
+                ])
             )
             let nameField = try container.required("name")
             let name = try nameField.string()

@@ -37,7 +37,8 @@ struct DesiredPod: Sendable, Equatable {
         text += "|\(template.labels.sorted { $0.key < $1.key })|\(template.annotations.sorted { $0.key < $1.key })"
         for container in template.containers {
             text += "|\(container.name)|\(container.image)|\(container.command)|\(container.args)"
-            text += "|\(container.env.map { "\($0.name)=\($0.value)" })|\(container.ports)|\(container.workingDir ?? "")"
+            text +=
+                "|\(container.env.map { "\($0.name)=\($0.value)" })|\(container.ports)|\(container.workingDir ?? "")"
         }
         return Digest.sha256(Array(text.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
     }
@@ -108,9 +109,13 @@ struct DesiredPod: Sendable, Equatable {
     func captureArguments(netns: String) -> [String] {
         var arguments = ["capture", "install", "--netns", netns]
         let annotations = template.annotations
-        if let ports = annotations[Annotations.excludeOutboundPorts] { arguments += ["--exclude-outbound-ports", ports] }
+        if let ports = annotations[Annotations.excludeOutboundPorts] {
+            arguments += ["--exclude-outbound-ports", ports]
+        }
         if let ports = annotations[Annotations.excludeInboundPorts] { arguments += ["--exclude-inbound-ports", ports] }
-        if let cidrs = annotations[Annotations.excludeOutboundCIDRs] { arguments += ["--exclude-outbound-cidrs", cidrs] }
+        if let cidrs = annotations[Annotations.excludeOutboundCIDRs] {
+            arguments += ["--exclude-outbound-cidrs", cidrs]
+        }
         return arguments
     }
 }

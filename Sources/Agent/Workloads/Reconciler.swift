@@ -30,10 +30,13 @@ final class Reconciler: @unchecked Sendable {
         var agentSocket: String?
         var certificateTTL: Double
         var node: String
+        /// This agent's node ID: its pods carry it, and it manages no others (two agents
+        /// sharing one podman must not remove each other's pods).
+        var agentID: String
         var sidecarUser: UInt32 = 1337
     }
 
-    static let managedLabel = "beemesh.io/managed"
+    static let managedLabel = "beemesh.io/agent"
     static let specLabel = "beemesh.io/spec"
     static let ownerLabel = "beemesh.io/owner"
 
@@ -207,7 +210,7 @@ final class Reconciler: @unchecked Sendable {
         let desired = DesiredPod.plan(workloads.values)
         let summaries: [PodmanClient.PodSummary]
         do {
-            summaries = try podman.listPods(label: "\(Self.managedLabel)=true")
+            summaries = try podman.listPods(label: "\(Self.managedLabel)=\(settings.agentID)")
         } catch {
             logger.warning("cannot list pods", metadata: ["error": "\(error)"])
             return
@@ -258,7 +261,7 @@ final class Reconciler: @unchecked Sendable {
                 PodmanClient.PodSpec(
                     name: pod.podmanName,
                     labels: [
-                        Self.managedLabel: "true", Self.specLabel: pod.specDigest, Self.ownerLabel: pod.owner,
+                        Self.managedLabel: settings.agentID, Self.specLabel: pod.specDigest, Self.ownerLabel: pod.owner,
                         "beemesh.io/namespace": pod.namespace, "beemesh.io/name": pod.name,
                     ],
                     hostname: pod.name
@@ -267,7 +270,8 @@ final class Reconciler: @unchecked Sendable {
             try podman.startPod(pod.podmanName)
             if pod.injected {
                 let infra = try infraContainer(of: pod)
-                try ("\(pod.proxyConfiguration(podIP: infra.ip, agentSocket: settings.agentSocket.map { _ in Self.agentSocketInPod }))")
+                try
+                    ("\(pod.proxyConfiguration(podIP: infra.ip, agentSocket: settings.agentSocket.map { _ in Self.agentSocketInPod }))")
                     .write(toFile: directory + "/config/proxy.yaml", atomically: true, encoding: .utf8)
                 try installCapture(pod, netns: infra.netns)
                 try podman.createContainer(sidecarSpec(pod, directory: directory))
@@ -280,7 +284,10 @@ final class Reconciler: @unchecked Sendable {
             }
             podRetryAt[pod.podmanName] = nil
             podMessages[pod.podmanName] = nil
-            logger.info("pod started", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "injected": "\(pod.injected)"])
+            logger.info(
+                "pod started",
+                metadata: ["pod": "\(pod.namespace)/\(pod.name)", "injected": "\(pod.injected)"]
+            )
         } catch {
             let failures = (podRetryAt[pod.podmanName]?.failures ?? 0) + 1
             let delay = min(30, pow(2, Double(failures - 1)))
@@ -312,7 +319,11 @@ final class Reconciler: @unchecked Sendable {
     /// Issues the pod's SVID and writes `cert.pem`, `key.pem` (0600, the sidecar's) and
     /// `bundle.pem`, each replaced atomically.
     private func issueIdentity(for pod: DesiredPod, into directory: String) throws {
-        let id = try SpiffeID(trustDomain: nodeCA.trustDomain, namespace: pod.namespace, serviceAccount: pod.template.serviceAccount)
+        let id = try SpiffeID(
+            trustDomain: nodeCA.trustDomain,
+            namespace: pod.namespace,
+            serviceAccount: pod.template.serviceAccount
+        )
         let credentials = try nodeCA.issueWorkload(id, validity: settings.certificateTTL)
         let files: [(String, String, mode_t)] = [
             ("bundle.pem", credentials.bundle.pemEncoded, 0o644),
@@ -457,7 +468,11 @@ final class Reconciler: @unchecked Sendable {
         }
         if pod.injected { renewIdentityIfDue(pod) }
         let allRunning = containers.allSatisfy { $0.state == "running" }
-        var status = status(of: pod, created: created, phase: allRunning ? "Running" : waiting ? "CrashLoopBackOff" : "Pending")
+        var status = status(
+            of: pod,
+            created: created,
+            phase: allRunning ? "Running" : waiting ? "CrashLoopBackOff" : "Pending"
+        )
         status.containers = containers
         return status
     }
@@ -465,8 +480,13 @@ final class Reconciler: @unchecked Sendable {
     private func status(of pod: DesiredPod, created: Date?, phase: String) -> PodStatus {
         let ip = (try? podman.inspectPod(pod.podmanName)).flatMap { $0?.InfraContainerID }
             .flatMap { try? podman.inspectContainer($0) }?.NetworkSettings?.IPAddress
-        let identity = pod.injected
-            ? (try? SpiffeID(trustDomain: nodeCA.trustDomain, namespace: pod.namespace, serviceAccount: pod.template.serviceAccount))?.description
+        let identity =
+            pod.injected
+            ? (try? SpiffeID(
+                trustDomain: nodeCA.trustDomain,
+                namespace: pod.namespace,
+                serviceAccount: pod.template.serviceAccount
+            ))?.description
             : nil
         return PodStatus(
             name: pod.name,

@@ -22,7 +22,10 @@ struct WorkloadStore {
         for file in files.sorted() where file.hasSuffix(".json") {
             let path = directory + "/" + file
             do {
-                let workload = try MeshJSON.decoder().decode(Workload.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+                let workload = try MeshJSON.decoder().decode(
+                    Workload.self,
+                    from: Data(contentsOf: URL(fileURLWithPath: path))
+                )
                 workloads[workload.key] = workload
             } catch {
                 errors.append("\(path): \(error)")

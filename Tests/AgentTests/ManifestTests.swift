@@ -1,0 +1,118 @@
+import Testing
+
+@testable import Agent
+
+@Suite struct ManifestTests {
+    static let demo = """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: orders}
+        spec:
+          selector: {app: orders}
+          ports: [{port: 8080, targetPort: 8080, protocol: TCP}]
+        ---
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: orders, namespace: default, labels: {team: shop}}
+        spec:
+          replicas: 2
+          selector: {matchLabels: {app: orders}}
+          template:
+            metadata:
+              labels: {app: orders, tier: api}
+              annotations: {beemesh.io/exclude-outbound-ports: "5432"}
+            spec:
+              serviceAccountName: orders
+              containers:
+                - name: web
+                  image: localhost/app:1
+                  imagePullPolicy: IfNotPresent
+                  command: [/bin/httpd]
+                  args: [-f, -p, "8080"]
+                  env: [{name: MODE, value: demo}]
+                  ports: [{containerPort: 8080, name: http}]
+                  resources: {limits: {cpu: 100m}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: tool, namespace: ops, annotations: {beemesh.io/inject: "false"}}
+        spec:
+          containers: [{name: sh, image: localhost/app:1}]
+        """
+
+    @Test func aDemoManifestBecomesObjectsAndPods() throws {
+        let workloads = try Workload.parse(yaml: Self.demo, file: "demo.yaml")
+        #expect(workloads.map(\.key) == ["Service/default/orders", "Deployment/default/orders", "Pod/ops/tool"])
+        let deployment = workloads[1]
+        #expect(deployment.replicas == 2 && deployment.template?.serviceAccount == "orders")
+        #expect(deployment.template?.containers.first?.env == [EnvVar(name: "MODE", value: "demo")])
+        #expect(workloads[0].service == ServiceSpec(selector: ["app": "orders"], ports: [8080]))
+
+        let pods = DesiredPod.plan(workloads)
+        #expect(pods.map(\.podmanName) == ["orders-0.default", "orders-1.default", "tool.ops"])
+        #expect(pods[0].published?.service == "orders" && pods[0].published?.ports == [8080])
+        #expect(pods[0].injected && !pods[2].injected && pods[2].published == nil)
+        #expect(pods[0].specDigest == pods[1].specDigest && pods[0].specDigest != pods[2].specDigest)
+        #expect(pods[0].captureArguments(netns: "/run/netns/x").suffix(2) == ["--exclude-outbound-ports", "5432"])
+        let proxy = pods[0].proxyConfiguration(podIP: "10.88.0.7", agentSocket: "/var/run/beemesh-agent/agent.sock")
+        #expect(proxy.contains("    service: orders.default\n    endpoint: 10.88.0.7:15008\n    ports: [8080]"))
+        #expect(proxy.contains("  ports: [8080]") && proxy.contains("\"app\": \"orders\""))
+    }
+
+    @Test func aServiceIsPublishedOnlyUnderTheAccountNamedLikeIt() throws {
+        let yaml = Self.demo.replacingOccurrences(of: "serviceAccountName: orders", with: "serviceAccountName: other")
+        let pods = DesiredPod.plan(try Workload.parse(yaml: yaml, file: "demo.yaml"))
+        #expect(pods[0].published == nil, "a record signed by 'other' would be refused for orders")
+    }
+
+    @Test(arguments: [
+        ("kind: Job\napiVersion: batch/v1\nmetadata: {name: a}\nspec: {}", "m.yaml:1: kind: unknown kind 'Job'"),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers: [{name: web}]",
+            "m.yaml:5: spec.containers[0].image: is required"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: Orders_1}\nspec: {containers: [{name: w, image: i}]}",
+            "m.yaml:3: metadata.name: 'Orders_1' is not a valid name"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers:\n    - {name: w, image: i, ports: [{containerPort: 80}]}\n    - {name: x, image: i, ports: [{containerPort: 80}]}",
+            "m.yaml:7: spec.containers[1].ports[0].containerPort: duplicate port 80 (also in container 'w')"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: w, image: i, ports: [{containerPort: 15008}]}]}",
+            "m.yaml:4: spec.containers[0].ports[0].containerPort: port 15008 is the sidecar's"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: w, image: i, imagePull: x}]}",
+            "m.yaml:4: spec.containers[0].imagePull: unknown field"
+        ),
+        (
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\nspec:\n  selector: {matchLabels: {app: b}}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: w, image: i}]}",
+            "m.yaml:5: spec.selector: selector.matchLabels must be non-empty and match"
+        ),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}", "m.yaml:1: spec: is required"),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {selector: {a: b}, ports: [{port: 80, targetPort: 8080}]}",
+            "m.yaml:4: spec.ports[0].targetPort: a targetPort other than the port is not supported"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, annotations: {beemesh.io/exclude-outbound-ports: \"http\"}}\nspec: {containers: [{name: w, image: i}]}",
+            "m.yaml:4: spec: annotation"
+        ),
+        ("", "m.yaml: no objects in this file"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: [", "m.yaml:5: not valid YAML"),
+    ])
+    func badManifestsNameFileLineAndField(_ yaml: String, _ expected: String) {
+        #expect {
+            _ = try Workload.parse(yaml: yaml, file: "m.yaml")
+        } throws: { error in
+            "\(error)".hasPrefix(expected)
+        }
+    }
+
+    @Test func anObjectTwiceInOneFileIsRefused() {
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: w, image: i}]}\n"
+        #expect(throws: (any Error).self) { try Workload.parse(yaml: pod + "---\n" + pod, file: "m.yaml") }
+    }
+}

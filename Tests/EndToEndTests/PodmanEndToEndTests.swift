@@ -1,0 +1,231 @@
+import Foundation
+import MeshAPI
+import MeshTestSupport
+import Testing
+
+/// The node agent on real podman: the demo manifests (frontend → orders) applied with
+/// `beectl`, pods with injected sidecars, frontend reaching `orders.default.mesh`, a
+/// denying policy, a killed app container, a killed and restarted agent, bad
+/// manifests, deletion. Needs root, podman with runc, busybox-static and curl
+/// (`tools/setup` installs them); the images are built from this build's binaries.
+@Suite(.serialized) struct PodmanEndToEndTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    private var beectl: String { NamespaceLab.binaries + "/beectl" }
+    private var agentBinary: String { NamespaceLab.binaries + "/beemesh-agent" }
+
+    /// One agent with its own state, sockets, podman service socket and pod directory.
+    final class Node: @unchecked Sendable {
+        let directory = TemporaryDirectory()
+        let runDirectory = "/run/beemesh-test-\(getpid())"
+        var agent: Process?
+        var socket: String { directory.path + "/api/agent.sock" }
+        var policies: String { directory.path + "/policies" }
+
+        func stopAgent(signal: Int32 = SIGTERM) {
+            guard let agent, agent.isRunning else { return }
+            kill(agent.processIdentifier, signal)
+            agent.waitUntilExit()
+        }
+
+        deinit {
+            stopAgent(signal: SIGKILL)
+            try? FileManager.default.removeItem(atPath: runDirectory)
+        }
+    }
+
+    @Test func theDemoRunsOnPodmanWithSidecarsPoliciesRestartsAndDeletion() async throws {
+        try await blocking { try demo() }
+    }
+
+    private func demo() throws {
+        let node = Node()
+        let directory = node.directory.path
+        try NamespaceLab.run([Self.root + "/deploy/build-images", NamespaceLab.binaries], timeout: 120)
+        try NamespaceLab.run([beectl, "ca", "init", "--trust-domain", "demo.local", "--dir", directory + "/ca"])
+        try NamespaceLab.run([
+            beectl, "ca", "intermediate", "--dir", directory + "/ca", "--name", "node-1", "--out", directory + "/node",
+        ])
+        try FileManager.default.createDirectory(atPath: node.policies, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(
+            atPath: Self.root + "/deploy/policies/demo-allow.yaml",
+            toPath: node.policies + "/demo-allow.yaml"
+        )
+        try """
+        node: {name: node-1, ca: \(directory)/node, stateDirectory: \(directory)/state}
+        dht: {listen: 127.0.0.1:\(try freePort())}
+        api: {socket: \(node.socket)}
+        pods:
+          podmanSocket: \(node.runDirectory)/podman.sock
+          runDirectory: \(node.runDirectory)/pods
+          policies: \(node.policies)
+        """.write(toFile: directory + "/agent.yaml", atomically: true, encoding: .utf8)
+        defer { cleanUp(node) }
+        try startAgent(node, log: "agent-1.log")
+        do {
+            try run(node)
+        } catch {
+            Issue.record("\(error)\n\(diagnostics(node))")
+        }
+    }
+
+    private func run(_ node: Node) throws {
+        let directory = node.directory.path
+
+        // Bad manifests are refused with their place and change nothing.
+        let bad = directory + "/bad.yaml"
+        for (manifest, reason) in [
+            ("apiVersion: batch/v1\nkind: Job\nmetadata: {name: x}\nspec: {}", "bad.yaml:2: kind: unknown kind 'Job'"),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: a}]}",
+                "bad.yaml:4: spec.containers[0].image: is required"
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: X_1}\nspec: {containers: [{name: a, image: i}]}",
+                "bad.yaml:3: metadata.name: 'X_1' is not a valid name"
+            ),
+            (
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: a, image: i, ports: [{containerPort: 80}, {containerPort: 80}]}]}",
+                "duplicate port 80"
+            ),
+        ] {
+            try manifest.write(toFile: bad, atomically: true, encoding: .utf8)
+            let (status, output) = try runProcess([beectl, "apply", "-f", bad, "--agent", node.socket], input: [])
+            #expect(status == 1 && output.contains(reason), "\(output)")
+        }
+        #expect(try pods(node).isEmpty)
+
+        // The demo: both pods run with their sidecars; frontend reaches orders by name.
+        let applied = try NamespaceLab.run([
+            beectl, "apply", "-f", Self.root + "/deploy/manifests/demo.yaml", "--agent", node.socket,
+        ])
+        #expect(applied.contains("deployment/orders created") && applied.contains("service/orders created"))
+        try waitUntil("both pods running with their sidecars", timeout: 90) {
+            let pods = try self.pods(node)
+            return pods.count == 2 && pods.allSatisfy { $0.phase == "Running" && $0.containers.count == 2 }
+        }
+        let answer = try waitForAnswer(node, matching: "orders-0 answered")
+        // The orders app only ever sees its own sidecar (loopback), never frontend's address.
+        #expect(answer.contains("(peer [::ffff:127.0.0.1])"), "\(answer)")
+        let ordersIP = try #require(try pods(node).first { $0.name == "orders-0" }?.ip)
+        let (direct, _) = try runProcess(
+            ["curl", "-sS", "-m", "3", "http://\(ordersIP):8080/cgi-bin/hello"],
+            input: []
+        )
+        #expect(direct != 0, "a plaintext client outside the mesh is not admitted")
+
+        // A denying policy: requests fail within a second, and show as denied.
+        try FileManager.default.copyItem(
+            atPath: Self.root + "/deploy/policies/demo-deny.yaml",
+            toPath: node.policies + "/demo-deny.yaml"
+        )
+        Thread.sleep(forTimeInterval: 1)
+        let denied = try exec(["curl", "-sS", "-m", "3", "http://orders.default.mesh:8080/cgi-bin/hello"])
+        #expect(denied.status != 0, "\(denied.output)")
+        let flows = try flowList(node, ["--verdict", "denied", "--pod", "orders-*"])
+        #expect(
+            flows.contains { $0.policy == "default/orders-deny-frontend" && $0.pod == "default/orders-0" },
+            "\(flows.map { "\($0.pod ?? "-") \($0.verdict) \($0.policy ?? "-")" }) \(denied.output)\n\(diagnostics(node))"
+        )
+        try FileManager.default.removeItem(atPath: node.policies + "/demo-deny.yaml")
+        Thread.sleep(forTimeInterval: 1)
+        let allowed = try exec(["curl", "-sS", "-m", "3", "http://orders.default.mesh:8080/cgi-bin/hello"])
+        #expect(allowed.status == 0, "\(allowed.output)\n\(diagnostics(node))")
+
+        // A killed app container is restarted.
+        try NamespaceLab.run(["podman", "kill", "orders-0.default.orders"])
+        try waitUntil("the killed container restarted", timeout: 30) {
+            let orders = try self.pods(node).first { $0.name == "orders-0" }
+            return orders?.phase == "Running" && (orders?.restarts ?? 0) >= 1
+        }
+
+        // The agent dies (SIGKILL) and comes back: the pods ran on, and are adopted.
+        let infraBefore = try NamespaceLab.run([
+            "podman", "pod", "inspect", "orders-0.default", "--format", "{{.InfraContainerID}}",
+        ])
+        node.stopAgent(signal: SIGKILL)
+        #expect(try exec(["curl", "-sS", "-m", "3", "http://orders.default.mesh:8080/cgi-bin/hello"]).status == 0)
+        try startAgent(node, log: "agent-2.log")
+        try waitUntil("the pods are reported again", timeout: 30) {
+            try self.pods(node).filter { $0.phase == "Running" }.count == 2
+        }
+        let infraAfter = try NamespaceLab.run([
+            "podman", "pod", "inspect", "orders-0.default", "--format", "{{.InfraContainerID}}",
+        ])
+        #expect(infraAfter == infraBefore, "the pod was not recreated")
+        let deployments = try NamespaceLab.run([beectl, "get", "deployments", "--agent", node.socket])
+        #expect(deployments.contains("orders") && deployments.contains("frontend"), "\(deployments)")
+        _ = try waitForAnswer(node, matching: "orders-0 answered")
+
+        // Deleting the manifest removes the pods.
+        try NamespaceLab.run([
+            beectl, "delete", "-f", Self.root + "/deploy/manifests/demo.yaml", "--agent", node.socket,
+        ])
+        try waitUntil("the pods are gone", timeout: 60) {
+            let (status, _) = try runProcess(["podman", "pod", "exists", "orders-0.default"], input: [])
+            let (other, _) = try runProcess(["podman", "pod", "exists", "frontend-0.default"], input: [])
+            return status != 0 && other != 0
+        }
+    }
+
+    // MARK: helpers
+
+    private func startAgent(_ node: Node, log: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: agentBinary)
+        process.arguments = ["run", "--config", node.directory.path + "/agent.yaml"]
+        _ = FileManager.default.createFile(atPath: node.directory.path + "/" + log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: node.directory.path + "/" + log))
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        node.agent = process
+        try waitUntil("the agent's API answers", timeout: 30) {
+            AdminClient(endpoint: .unix(path: node.socket), timeout: 1).isReachable()
+        }
+    }
+
+    private func pods(_ node: Node) throws -> [PodStatus] {
+        try AdminClient(endpoint: .unix(path: node.socket)).get("/v1/pods", as: [PodStatus].self)
+    }
+
+    private func flowList(_ node: Node, _ arguments: [String]) throws -> [FlowRecord] {
+        let output = try NamespaceLab.run([beectl, "flows", "--agent", node.socket, "-o", "json"] + arguments)
+        return try MeshJSON.decoder().decode(FlowList.self, from: Data(output.utf8)).flows
+    }
+
+    /// A command in frontend's app container (its traffic is captured like the app's).
+    private func exec(_ command: [String]) throws -> (status: Int32, output: String) {
+        try runProcess(["podman", "exec", "frontend-0.default.frontend"] + command, input: [], timeout: 15)
+    }
+
+    /// frontend's newest log line once it contains `text`.
+    private func waitForAnswer(_ node: Node, matching text: String) throws -> String {
+        var last = ""
+        try waitUntil("frontend logs '\(text)'", timeout: 45) {
+            last = try NamespaceLab.run([beectl, "logs", "frontend-0", "--tail", "1", "--agent", node.socket])
+            return last.contains(text)
+        }
+        return last
+    }
+
+    /// What the agent saw, for a failure's message.
+    private func diagnostics(_ node: Node) -> String {
+        let pods = (try? runProcess([beectl, "get", "pods", "-o", "wide", "--agent", node.socket], input: []))?.output
+        let logs = ["agent-1.log", "agent-2.log"].compactMap { name in
+            (try? String(contentsOfFile: node.directory.path + "/" + name, encoding: .utf8))
+                .map { "\(name):\n" + $0.split(separator: "\n").suffix(15).joined(separator: "\n") }
+        }
+        return (pods ?? "") + "\n" + logs.joined(separator: "\n")
+    }
+
+    private func cleanUp(_ node: Node) {
+        for pod in ["orders-0.default", "frontend-0.default"] {
+            _ = try? runProcess(["podman", "pod", "rm", "-f", pod], input: [], timeout: 60)
+        }
+        node.stopAgent()
+        // The podman service the first (killed) agent started outlives it.
+        _ = try? runProcess(["pkill", "-f", "podman system service .*\(node.runDirectory)/podman.sock"], input: [])
+    }
+}
