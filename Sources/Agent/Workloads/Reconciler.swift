@@ -318,7 +318,7 @@ final class Reconciler: @unchecked Sendable {
 
     /// Issues the pod's SVID and writes `cert.pem`, `key.pem` (0600, the sidecar's) and
     /// `bundle.pem`, each replaced atomically.
-    private func issueIdentity(for pod: DesiredPod, into directory: String) throws {
+    func issueIdentity(for pod: DesiredPod, into directory: String) throws {
         let id = try SpiffeID(
             trustDomain: nodeCA.trustDomain,
             namespace: pod.namespace,
@@ -503,18 +503,25 @@ final class Reconciler: @unchecked Sendable {
         )
     }
 
-    private func renewIdentityIfDue(_ pod: DesiredPod) {
+    @discardableResult
+    func renewIdentityIfDue(_ pod: DesiredPod) -> Bool {
         let directory = "\(settings.runDirectory)/\(pod.podmanName)/identity"
         guard let pem = try? PEMFile.read(directory + "/cert.pem"),
             let leaf = try? Certificate.parseChain(pem: pem).first
-        else { return }
-        let lifetime = leaf.notAfter.timeIntervalSince(leaf.notBefore)
-        guard Date() > leaf.notBefore + lifetime / 2 else { return }
+        else { return false }
+        // Half its lifetime left (certificates are backdated a minute for clock skew,
+        // so the lifetime is the configured one, not notAfter - notBefore), and a new
+        // one would last longer (the node CA's own expiry caps both).
+        guard leaf.notAfter.timeIntervalSinceNow < settings.certificateTTL / 2,
+            nodeCA.certificate.notAfter.timeIntervalSince(leaf.notAfter) > 1
+        else { return false }
         do {
             try issueIdentity(for: pod, into: directory)
             logger.info("pod identity renewed", metadata: ["pod": "\(pod.namespace)/\(pod.name)"])
+            return true
         } catch {
             logger.error("cannot renew the pod identity", metadata: ["pod": "\(pod.name)", "error": "\(error)"])
+            return false
         }
     }
 

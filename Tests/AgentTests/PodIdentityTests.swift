@@ -1,0 +1,64 @@
+import Foundation
+import Logging
+import MeshIdentity
+import MeshTestSupport
+import Testing
+
+@testable import Agent
+
+/// A pod's identity files: issued from the node CA for the pod's service account, and
+/// replaced when half their lifetime is left, not before. Needs root (the files are
+/// given to the sidecar's uid).
+@Suite struct PodIdentityTests {
+    @Test func anIdentityIsRenewedAtHalfLifeAndNotBefore() throws {
+        let directory = TemporaryDirectory()
+        let root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("pods.test"))
+        let nodeCA = try root.issueIntermediate(nodeName: "node-1")
+        let reconciler = Reconciler(
+            settings: Reconciler.Settings(
+                podmanSocket: directory.path + "/none.sock",
+                sidecarImage: "image",
+                proxyBinary: "/bin/false",
+                runDirectory: directory.path + "/pods",
+                policies: directory.path + "/policies",
+                agentSocket: nil,
+                certificateTTL: 4,
+                node: "node-1",
+                agentID: "test"
+            ),
+            store: try WorkloadStore(directory: directory.path + "/workloads"),
+            nodeCA: nodeCA,
+            logger: Logger(label: "test")
+        )
+        let yaml = """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: orders, namespace: shop}
+            spec: {serviceAccountName: orders, containers: [{name: web, image: i}]}
+            """
+        let pod = try #require(DesiredPod.plan(try Workload.parse(yaml: yaml, file: "pod.yaml")).first)
+        let identity = "\(directory.path)/pods/\(pod.podmanName)/identity"
+        try FileManager.default.createDirectory(atPath: identity, withIntermediateDirectories: true)
+        try reconciler.issueIdentity(for: pod, into: identity)
+
+        func leaf() throws -> Certificate {
+            try #require(try Certificate.parseChain(pem: try PEMFile.read(identity + "/cert.pem")).first)
+        }
+        let first = try leaf()
+        #expect(first.spiffeID?.description == "spiffe://pods.test/ns/shop/sa/orders")
+        let key = try FileManager.default.attributesOfItem(atPath: identity + "/key.pem")
+        #expect((key[.posixPermissions] as? Int) == 0o600 && (key[.ownerAccountID] as? Int) == 1337)
+        let loaded = try WorkloadCredentials.load(
+            certificate: identity + "/cert.pem",
+            key: identity + "/key.pem",
+            bundle: identity + "/bundle.pem"
+        )
+        #expect(loaded.leaf.serialNumber == first.serialNumber, "cert, key and bundle belong together")
+
+        #expect(!reconciler.renewIdentityIfDue(pod), "4 s left of 4 s: not due")
+        Thread.sleep(forTimeInterval: 2.2)
+        #expect(reconciler.renewIdentityIfDue(pod), "under half left: renewed")
+        #expect(try leaf().serialNumber != first.serialNumber)
+        #expect(!reconciler.renewIdentityIfDue(pod), "just renewed: not due again")
+    }
+}
