@@ -6,7 +6,7 @@ usage: flows_report.py RESULTS_FILE
 Lines: meta.<name>=..., flows_on.<metric>=<n> and flows_off.<metric>=<n> (one per
 round; the same sidecar pair with flow recording and metrics on, and off), and
 flows_on.recorded=<flows> <requests> (flows the server's table held or evicted, and
-HTTP requests counted in the flows it held: proof that it recorded). Ratios are on/off per round, paired because both ran back to back; the
+HTTP requests counted in the flows it held: proof that it recorded). Ratios are on/off per round, paired because both pairs were loaded at the same moment; the
 table shows the medians of both figures and of the ratios. Target: recording costs
 less than 5% of throughput and of keep-alive req/s (ratio >= 0.95); the CPU both
 sidecars spend per request, steadier than req/s on a shared machine, shows the same
