@@ -82,26 +82,11 @@ public struct AgentConfiguration: Sendable, Equatable {
 
 extension AgentConfiguration {
     public static func load(path: String) throws(ConfigurationError) -> AgentConfiguration {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigurationError(
-                file: path,
-                line: nil,
-                field: "",
-                reason: "cannot read: \(error.localizedDescription)"
-            )
-        }
-        return try parse(yaml: text, file: path)
+        try parse(yaml: try YAMLField.read(path), file: path)
     }
 
     public static func parse(yaml: String, file: String) throws(ConfigurationError) -> AgentConfiguration {
-        let documents = try YAMLField.documents(yaml, file: file)
-        guard let reader = documents.first else {
-            throw ConfigurationError(file: file, line: nil, field: "", reason: "empty document")
-        }
-        guard documents.count == 1 else { throw documents[1].error("one document expected, found \(documents.count)") }
+        let reader = try YAMLField.singleDocument(yaml, file: file)
         let top = try reader.mapping(allowed: ["node", "dht", "api", "pods", "logLevel"])
 
         let nodeMap = try top.required("node").mapping(allowed: ["name", "ca", "stateDirectory"])

@@ -55,6 +55,27 @@ public struct YAMLField {
         }
     }
 
+    /// The one document of a configuration text (none or several is an error).
+    public static func singleDocument(_ text: String, file: String) throws(LocatedError) -> YAMLField {
+        let documents = try documents(text, file: file)
+        guard let document = documents.first else {
+            throw LocatedError(file: file, line: nil, field: "", reason: "empty document")
+        }
+        guard documents.count == 1 else {
+            throw documents[1].error("one document expected, found \(documents.count)")
+        }
+        return document
+    }
+
+    /// A file's text; an unreadable file is an error naming it.
+    public static func read(_ path: String) throws(LocatedError) -> String {
+        do {
+            return try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw LocatedError(file: path, line: nil, field: "", reason: "cannot read: \(error.localizedDescription)")
+        }
+    }
+
     private static func line(of error: YamlError) -> Int? {
         switch error {
         case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):

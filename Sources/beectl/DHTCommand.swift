@@ -11,28 +11,13 @@ struct DHTCommand: ParsableCommand {
     )
 
     struct AgentOptions: ParsableArguments {
-        @Option(help: "The node agent's API socket or http://host:port.")
-        var agent = "/var/run/beemesh/agent/agent.sock"
+        @OptionGroup var connection: AgentConnection
 
         @Flag(help: "JSON instead of a table.")
         var json = false
 
-        func client() throws -> AdminClient {
-            do {
-                return AdminClient(endpoint: try AdminClient.Endpoint(agent), timeout: 15)
-            } catch {
-                throw ValidationError(error.reason)
-            }
-        }
-
-        func fetch<T: Codable>(_ path: String, as type: T.Type) throws -> T {
-            let client = try client()
-            do throws(AdminClientError) {
-                return try client.get(path, as: type)
-            } catch {
-                FileHandle.standardError.write(Data("beectl: \(error.reason)\n".utf8))
-                throw ExitCode(error.status == nil ? 2 : 1)
-            }
+        func fetch<T: Decodable>(_ path: String, as type: T.Type) throws -> T {
+            try connection.fetch(path, as: type)
         }
 
         func printJSON(_ value: some Encodable) throws {

@@ -27,13 +27,7 @@ struct BeeMeshAgent: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("beemesh-agent: invalid configuration: \(error)\n".utf8))
                 throw ExitCode(2)
             }
-            let level = configuration.logLevel
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
-            let logger = Logger(label: "beemesh-agent")
+            let logger = ProcessMain.logger("beemesh-agent", level: configuration.logLevel)
             let server: AgentServer
             do {
                 server = try AgentServer(configuration: configuration, logger: logger, metrics: ProxyMetrics.registry)
@@ -41,14 +35,7 @@ struct BeeMeshAgent: AsyncParsableCommand {
                 logger.critical("cannot start", metadata: ["error": "\(error)"])
                 throw ExitCode(3)
             }
-            let group = ServiceGroup(
-                configuration: ServiceGroupConfiguration(
-                    services: [.init(service: server)],
-                    gracefulShutdownSignals: [.sigterm, .sigint],
-                    logger: logger
-                )
-            )
-            try await group.run()
+            try await ProcessMain.run(server, logger: logger)
         }
     }
 }

@@ -29,13 +29,7 @@ struct BeeMeshProxy: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             tuneAllocator()
-            let level = configuration.logLevel
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
-            let logger = Logger(label: "beemesh-proxy")
+            let logger = ProcessMain.logger("beemesh-proxy", level: configuration.logLevel)
             let server: ProxyServer
             do {
                 server = try ProxyServer(
@@ -47,14 +41,7 @@ struct BeeMeshProxy: AsyncParsableCommand {
                 logger.critical("cannot load the workload identity", metadata: ["error": "\(error)"])
                 throw ExitCode(3)
             }
-            let group = ServiceGroup(
-                configuration: ServiceGroupConfiguration(
-                    services: [.init(service: server)],
-                    gracefulShutdownSignals: [.sigterm, .sigint],
-                    logger: logger
-                )
-            )
-            try await group.run()
+            try await ProcessMain.run(server, logger: logger)
         }
     }
 }

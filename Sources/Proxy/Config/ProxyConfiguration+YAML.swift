@@ -12,29 +12,12 @@ public typealias ConfigurationError = LocatedError
 extension ProxyConfiguration {
     /// Loads and validates a configuration file.
     public static func load(path: String) throws(ConfigurationError) -> ProxyConfiguration {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw ConfigurationError(
-                file: path,
-                line: nil,
-                field: "",
-                reason: "cannot read: \(error.localizedDescription)"
-            )
-        }
-        return try parse(yaml: text, file: path)
+        try parse(yaml: try YAMLField.read(path), file: path)
     }
 
     /// Parses and validates configuration text; `file` names it in errors.
     public static func parse(yaml: String, file: String) throws(ConfigurationError) -> ProxyConfiguration {
-        let documents = try YAMLField.documents(yaml, file: file)
-        guard let reader = documents.first else {
-            throw ConfigurationError(file: file, line: nil, field: "", reason: "empty document")
-        }
-        guard documents.count == 1 else {
-            throw documents[1].error("one document expected, found \(documents.count)")
-        }
+        let reader = try YAMLField.singleDocument(yaml, file: file)
         let top = try reader.mapping(allowed: [
             "identity", "inbound", "routes", "capture", "workload", "policies", "admin", "metrics", "flows", "timeouts",
             "workers", "logLevel", "discovery", "dns",
