@@ -23,9 +23,14 @@ import Testing
         var socket: String { directory.path + "/api/agent.sock" }
         var policies: String { directory.path + "/policies" }
 
+        /// SIGTERM (or `signal`), then SIGKILL if it is still there after 10 s: a child
+        /// of a test thread may have inherited a mask that blocks SIGTERM.
         func stopAgent(signal: Int32 = SIGTERM) {
             guard let agent, agent.isRunning else { return }
             kill(agent.processIdentifier, signal)
+            let deadline = Date() + 10
+            while agent.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+            if agent.isRunning { kill(agent.processIdentifier, SIGKILL) }
             agent.waitUntilExit()
         }
 
@@ -40,6 +45,12 @@ import Testing
     }
 
     private func demo() throws {
+        // An agent of an earlier run whose test process was killed would fight this one
+        // over the pod names: stop it, and remove what it left.
+        _ = try? runProcess(["pkill", "-f", "beemesh-agent run --config .*/podman-agent.yaml"], input: [])
+        for pod in ["orders-0.default", "frontend-0.default"] {
+            _ = try? runProcess(["podman", "pod", "rm", "-f", pod], input: [], timeout: 60)
+        }
         let node = Node()
         let directory = node.directory.path
         try NamespaceLab.run([Self.root + "/deploy/build-images", NamespaceLab.binaries], timeout: 120)
@@ -60,7 +71,7 @@ import Testing
           podmanSocket: \(node.runDirectory)/podman.sock
           runDirectory: \(node.runDirectory)/pods
           policies: \(node.policies)
-        """.write(toFile: directory + "/agent.yaml", atomically: true, encoding: .utf8)
+        """.write(toFile: directory + "/podman-agent.yaml", atomically: true, encoding: .utf8)
         defer { cleanUp(node) }
         try startAgent(node, log: "agent-1.log")
         do {
@@ -108,6 +119,25 @@ import Testing
         let answer = try waitForAnswer(node, matching: "orders-0 answered")
         // The orders app only ever sees its own sidecar (loopback), never frontend's address.
         #expect(answer.contains("(peer [::ffff:127.0.0.1])"), "\(answer)")
+        // `beectl logs -f` streams: frontend logs a line a second.
+        let follower = Process()
+        follower.executableURL = URL(fileURLWithPath: beectl)
+        follower.arguments = ["logs", "frontend-0", "-f", "--tail", "0", "--agent", node.socket]
+        let output = Pipe()
+        follower.standardOutput = output
+        try follower.run()
+        try output.fileHandleForWriting.close()  // only the child writes: EOF when it ends
+        Thread.sleep(forTimeInterval: 3.5)
+        kill(follower.processIdentifier, SIGKILL)  // SIGTERM may be blocked (see stopAgent)
+        follower.waitUntilExit()
+        let streamed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(streamed.split(separator: "\n").count >= 2, "followed: \(streamed)")
+        let (missing, why) = try runProcess(
+            [beectl, "logs", "frontend-0", "-c", "nosuch", "--agent", node.socket],
+            input: []
+        )
+        #expect(missing == 1 && why.contains("no such pod or container"), "\(why)")
+
         let ordersIP = try #require(try pods(node).first { $0.name == "orders-0" }?.ip)
         let (direct, _) = try runProcess(
             ["curl", "-sS", "-m", "3", "http://\(ordersIP):8080/cgi-bin/hello"],
@@ -174,7 +204,7 @@ import Testing
     private func startAgent(_ node: Node, log: String) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: agentBinary)
-        process.arguments = ["run", "--config", node.directory.path + "/agent.yaml"]
+        process.arguments = ["run", "--config", node.directory.path + "/podman-agent.yaml"]
         _ = FileManager.default.createFile(atPath: node.directory.path + "/" + log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: node.directory.path + "/" + log))
         process.standardOutput = handle
