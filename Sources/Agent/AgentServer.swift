@@ -60,7 +60,7 @@ public final class AgentServer: Service, Sendable {
         try await dht.start().get()
         let api = AgentAPI(
             dht: dht,
-            validator: ServiceRecordValidator(bundle: dht.identity.credentials.bundle, now: DHTService.now),
+            validator: ServiceRecordValidator(bundle: dht.identity.credentials.bundle),
             metrics: metrics,
             reconciler: reconciler
         )

@@ -173,7 +173,14 @@ public struct ServiceRecordValidator: RecordValidator {
     /// Wall time in nanoseconds since 1970 (injected: tests use a fixed one).
     public let now: @Sendable () -> UInt64
 
-    public init(bundle: TrustBundle, now: @escaping @Sendable () -> UInt64) {
+    /// The wall clock in nanoseconds since 1970: what record expiries count in.
+    @Sendable public static func wallClock() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+
+    public init(bundle: TrustBundle, now: @escaping @Sendable () -> UInt64 = ServiceRecordValidator.wallClock) {
         self.bundle = bundle
         self.now = now
     }

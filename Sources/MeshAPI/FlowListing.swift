@@ -83,19 +83,7 @@ public struct FlowListing: Sendable {
 
     /// Rows aligned under the header, two spaces between columns.
     public func render(_ rows: [[String]]) -> String {
-        let all = [header] + rows
-        var widths = [Int](repeating: 0, count: header.count)
-        for row in all {
-            for (index, cell) in row.enumerated() where index < widths.count {
-                widths[index] = max(widths[index], Self.visibleWidth(cell))
-            }
-        }
-        return all.map { row in
-            row.enumerated().map { index, cell in
-                index == row.count - 1
-                    ? cell : cell + String(repeating: " ", count: widths[index] - Self.visibleWidth(cell))
-            }.joined(separator: "  ").trimmingTrailingSpaces()
-        }.joined(separator: "\n") + "\n"
+        TextTable.render([header] + rows)
     }
 
     /// A row for a follow stream, whose widths cannot be known in advance: fixed widths
@@ -183,5 +171,25 @@ extension String {
         var text = self
         while text.last == " " { text.removeLast() }
         return text
+    }
+}
+
+/// Rows aligned in columns, two spaces apart, the last column unpadded; widths count
+/// what a terminal shows (colour escapes take none). `beectl`'s tables.
+public enum TextTable {
+    public static func render(_ rows: [[String]]) -> String {
+        var widths: [Int] = []
+        for row in rows {
+            for (index, cell) in row.enumerated() {
+                if index == widths.count { widths.append(0) }
+                widths[index] = max(widths[index], FlowListing.visibleWidth(cell))
+            }
+        }
+        return rows.map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1
+                    ? cell : cell + String(repeating: " ", count: widths[index] - FlowListing.visibleWidth(cell))
+            }.joined(separator: "  ").trimmingTrailingSpaces()
+        }.joined(separator: "\n") + "\n"
     }
 }

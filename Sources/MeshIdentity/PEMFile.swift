@@ -43,12 +43,18 @@ public enum PEMFile {
 
     /// Replaces `path` atomically with `contents`, created with `mode`.
     public static func write(_ path: String, _ contents: String, mode: mode_t = 0o644) throws(IdentityError) {
+        try write(path, bytes: Array(contents.utf8), mode: mode)
+    }
+
+    /// Replaces `path` atomically and durably with `bytes`: written to a temporary file,
+    /// flushed, renamed over `path`, and the directory flushed, so that a crash leaves
+    /// the old or the new contents, never a mix. (Also the agent's state files.)
+    public static func write(_ path: String, bytes: [UInt8], mode: mode_t = 0o644) throws(IdentityError) {
         let temporary = "\(path).tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
         guard fd >= 0 else {
             throw IdentityError(.io, "cannot create \(temporary): \(String(cString: strerror(errno)))")
         }
-        let bytes = Array(contents.utf8)
         var written = 0
         while written < bytes.count {
             let n = bytes[written...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
@@ -68,6 +74,11 @@ public enum PEMFile {
             let reason = String(cString: strerror(errno))
             unlink(temporary)
             throw IdentityError(.io, "cannot rename \(temporary) to \(path): \(reason)")
+        }
+        let directory = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directory >= 0 {
+            fsync(directory)
+            close(directory)
         }
     }
 }

@@ -60,7 +60,7 @@ struct DHTCommand: ParsableCommand {
                         "\(max(0, Int(endpoint.expires.timeIntervalSinceNow)))s",
                     ]
                 }
-            printTable(rows)
+            print(TextTable.render(rows), terminator: "")
             print("\(lookup.endpoints.count) endpoint(s); \(lookup.hops) hop(s), \(lookup.messages) request(s)")
         }
     }
@@ -74,19 +74,12 @@ struct DHTCommand: ParsableCommand {
             let peers = try options.fetch("/dht/peers", as: DHTPeers.self)
             if options.json { return try options.printJSON(peers) }
             print("node \(peers.node) at \(peers.address) (\(peers.identity)), \(peers.records) record(s) held")
-            printTable([["PEER", "ADDRESS", "BUCKET"]] + peers.peers.map { [$0.id, $0.address, "\($0.bucket)"] })
+            print(
+                TextTable.render(
+                    [["PEER", "ADDRESS", "BUCKET"]] + peers.peers.map { [$0.id, $0.address, "\($0.bucket)"] }
+                ),
+                terminator: ""
+            )
         }
-    }
-}
-
-/// Left-aligned columns, two spaces apart.
-private func printTable(_ rows: [[String]]) {
-    guard let first = rows.first else { return }
-    let widths = first.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
-    for row in rows {
-        let cells = row.enumerated().map { index, cell in
-            index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
-        }
-        print(cells.joined(separator: "  "))
     }
 }

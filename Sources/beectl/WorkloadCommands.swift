@@ -147,7 +147,7 @@ struct GetCommand: ParsableCommand {
                 }
                 rows.append(row)
             }
-            printColumns(rows)
+            print(TextTable.render(rows), terminator: "")
         case .deployments, .deployment, .deploy:
             let deployments = try connection.fetch("/v1/deployments" + query, as: [DeploymentStatus].self)
             if try printStructured(deployments) { return }
@@ -161,7 +161,7 @@ struct GetCommand: ParsableCommand {
                 if output == .wide { row.append(deployment.kind) }
                 rows.append(row)
             }
-            printColumns(rows)
+            print(TextTable.render(rows), terminator: "")
         }
     }
 
@@ -234,20 +234,6 @@ struct LogsCommand: ParsableCommand {
             FileHandle.standardError.write(Data("beectl: \(error.reason)\n".utf8))
             throw ExitCode(error.status == nil ? 2 : 1)
         }
-    }
-}
-
-/// Left-aligned columns, three spaces apart (as kubectl prints them).
-func printColumns(_ rows: [[String]]) {
-    guard let first = rows.first else { return }
-    let widths = first.indices.map { column in
-        rows.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0
-    }
-    for row in rows {
-        let cells = row.enumerated().map { index, cell in
-            index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
-        }
-        print(cells.joined(separator: "   "))
     }
 }
 

@@ -48,7 +48,7 @@ import Testing
             loop: loop,
             logger: Logger(label: "test-\(name)")
         )
-        let validator = ServiceRecordValidator(bundle: identity.credentials.bundle, now: DHTService.now)
+        let validator = ServiceRecordValidator(bundle: identity.credentials.bundle)
         return Node(service: service, api: AgentAPI(dht: service, validator: validator), loop: loop)
     }
 

@@ -313,7 +313,7 @@ final class AgentAPIHandler: ChannelInboundHandler {
         let channel = context.channel
         let follow = value("follow") == "1" || value("follow") == "true"
         let tail = value("tail").flatMap(Int.init)
-        let podman = reconciler.podmanClient
+        let podman = reconciler.podman
         Thread.detachNewThread {
             try? podman.logs(container, follow: follow, tail: tail) { bytes in
                 guard channel.isActive else { return false }

@@ -60,15 +60,11 @@ public final class DHTService: @unchecked Sendable {
             contact: Contact(id: identity.id, address: configuration.advertised.description),
             configuration: settings,
             seed: UInt64.random(in: .min ... .max),
-            validator: ServiceRecordValidator(bundle: bundle, now: DHTService.now)
+            validator: ServiceRecordValidator(bundle: bundle)
         )
     }
 
-    @Sendable public static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
+    @Sendable public static func now() -> UInt64 { ServiceRecordValidator.wallClock() }
 
     /// Binds the listener and joins through the bootstrap peers (retrying until one
     /// answers). Returns once the listener is bound.
@@ -151,7 +147,7 @@ public final class DHTService: @unchecked Sendable {
     private func keep(_ record: Record) {
         guard let path = file(for: record) else { return }
         try? FileManager.default.createDirectory(atPath: recordDirectory!, withIntermediateDirectories: true)
-        try? WorkloadStore.replace(path: path, with: record.value)
+        try? PEMFile.write(path, bytes: record.value, mode: 0o600)
     }
 
     /// The kept records that have not expired (expired ones are deleted).

@@ -18,7 +18,7 @@ import Proxy
 final class DHTTransport: @unchecked Sendable {
     let loop: any EventLoop
     private let tls: TLSContext
-    private let logger: Logger
+    let logger: Logger
     private let requestTimeout: TimeAmount
     private var onEnvelope: (Envelope) -> Void = { _ in }
     private var byPeer: [NodeID: any Channel] = [:]
@@ -164,8 +164,6 @@ final class DHTTransport: @unchecked Sendable {
     fileprivate func rejected(_ reason: String) {
         Counter(label: "beemesh_dht_messages_rejected_total", dimensions: [("reason", reason)]).increment()
     }
-
-    fileprivate var log: Logger { logger }
 }
 
 struct DHTTransportError: Error, CustomStringConvertible {
@@ -266,7 +264,7 @@ private final class DHTConnectionHandler: ChannelDuplexHandler {
 
     private func refuse(_ reason: String, _ detail: String, context: ChannelHandlerContext) {
         transport.rejected(reason)
-        transport.log.warning("DHT connection refused", metadata: ["reason": "\(reason)", "detail": "\(detail)"])
+        transport.logger.warning("DHT connection refused", metadata: ["reason": "\(reason)", "detail": "\(detail)"])
         identify(.failure(DHTTransportError(detail)))
         context.close(promise: nil)
     }

@@ -40,7 +40,7 @@ struct DesiredPod: Sendable, Equatable {
             text +=
                 "|\(container.env.map { "\($0.name)=\($0.value)" })|\(container.ports)|\(container.workingDir ?? "")"
         }
-        return Digest.sha256(Array(text.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        return Array(Digest.sha256(Array(text.utf8)).prefix(8)).hexString
     }
 
     /// Every pod the stored objects ask for.

@@ -42,7 +42,8 @@ final class Reconciler: @unchecked Sendable {
 
     private let settings: Settings
     private let store: WorkloadStore
-    private let podman: PodmanClient
+    /// podman's API (also read by the API's log streaming).
+    let podman: PodmanClient
     private let nodeCA: CertificateAuthority
     private let logger: Logger
 
@@ -129,8 +130,6 @@ final class Reconciler: @unchecked Sendable {
         return lines
     }
 
-    var workloads: [Workload] { shared.withLockedValue { Array($0.workloads.values) } }
-
     var pods: [PodStatus] {
         shared.withLockedValue { $0.pods.values.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) } }
     }
@@ -167,8 +166,6 @@ final class Reconciler: @unchecked Sendable {
         guard status.containers.contains(where: { $0.name == name }) else { return nil }
         return "\(pod).\(namespace).\(name)"
     }
-
-    var podmanClient: PodmanClient { podman }
 
     // MARK: the loop
 
@@ -332,7 +329,7 @@ final class Reconciler: @unchecked Sendable {
         ]
         for (name, contents, mode) in files {
             let path = "\(directory)/\(name)"
-            try WorkloadStore.replace(path: path, with: Array(contents.utf8), mode: mode)
+            try PEMFile.write(path, contents, mode: mode)
             chown(path, settings.sidecarUser, settings.sidecarUser)
         }
     }
@@ -478,8 +475,7 @@ final class Reconciler: @unchecked Sendable {
     }
 
     private func status(of pod: DesiredPod, created: Date?, phase: String) -> PodStatus {
-        let ip = (try? podman.inspectPod(pod.podmanName)).flatMap { $0?.InfraContainerID }
-            .flatMap { try? podman.inspectContainer($0) }?.NetworkSettings?.IPAddress
+        let ip = (try? infraContainer(of: pod))?.ip
         let identity =
             pod.injected
             ? (try? SpiffeID(
@@ -493,7 +489,7 @@ final class Reconciler: @unchecked Sendable {
             namespace: pod.namespace,
             phase: phase,
             owner: pod.owner,
-            ip: ip?.isEmpty == false ? ip : nil,
+            ip: ip,
             node: settings.node,
             identity: identity,
             injected: pod.injected,

@@ -147,9 +147,7 @@ final class MeshDiscovery: Sendable {
         cacheTTL: Double,
         logger: Logger
     ) -> Resolution {
-        let validator = ServiceRecordValidator(bundle: bundle) {
-            UInt64(Date().timeIntervalSince1970 * 1e9)
-        }
+        let validator = ServiceRecordValidator(bundle: bundle)
         var endpoints: [(endpoint: ProxyConfiguration.Endpoint, ports: [UInt16])] = []
         var earliestExpiry = Double.infinity
         for endpoint in lookup.endpoints {
