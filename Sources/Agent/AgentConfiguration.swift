@@ -134,7 +134,7 @@ extension AgentConfiguration {
         }
         if let podsNode = top.optional("pods") {
             var pods = Pods()
-            if podsNode.node.mapping != nil {
+            if podsNode.isMapping {
                 let map = try podsNode.mapping(allowed: [
                     "podmanSocket", "sidecarImage", "proxyBinary", "runDirectory", "policies", "certificateTTL",
                 ])

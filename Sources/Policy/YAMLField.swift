@@ -1,4 +1,4 @@
-import Yams
+import Foundation
 
 /// A file, line, field and reason: how every configuration and policy error reads
 /// (`policies/orders.yaml:12: spec.rules[0].to[0].ports[1]: port must be 1-65535`).
@@ -21,38 +21,23 @@ public struct LocatedError: Error, Sendable, Equatable, CustomStringConvertible 
     }
 }
 
-/// A YAML node with the path that led to it, so that every error names its place.
+/// A node of a YAML document, read as a configuration field: every error names the
+/// file, the line and the field's path.
 ///
-/// Scalars stay strings until a field asks for a type: composed with the basic
-/// resolver, `0x50`, `1_000`, `on` or `1:30` are never silently turned into numbers or
-/// booleans.
+/// Scalars stay strings until a field asks for a type: `0x50`, `1_000`, `on` or `1:30`
+/// are never silently turned into numbers or booleans.
 public struct YAMLField {
-    public let node: Node
-    public let path: String
-    public let file: String
+    let tree: YAMLTree
+    let node: Int32
 
-    public init(node: Node, path: String = "", file: String) {
+    init(tree: YAMLTree, node: Int32) {
+        self.tree = tree
         self.node = node
-        self.path = path
-        self.file = file
     }
 
     /// Every document of a YAML (or JSON) text; an error names the file.
     public static func documents(_ text: String, file: String) throws(LocatedError) -> [YAMLField] {
-        do {
-            // The parser, not `compose_all`: its lazy sequence ends quietly at a syntax
-            // error, which would read a broken file as an empty one.
-            let parser = try Parser(yaml: text, resolver: .basic)
-            var documents: [YAMLField] = []
-            while let node = try parser.nextRoot() {
-                documents.append(YAMLField(node: node, file: file))
-            }
-            return documents
-        } catch let error as YamlError {
-            throw LocatedError(file: file, line: Self.line(of: error), field: "", reason: "not valid YAML: \(error)")
-        } catch {
-            throw LocatedError(file: file, line: nil, field: "", reason: "not valid YAML: \(error)")
-        }
+        try YAMLTree.documents(text, file: file).map { YAMLField(tree: $0, node: YAMLTree.root) }
     }
 
     /// The one document of a configuration text (none or several is an error).
@@ -76,47 +61,46 @@ public struct YAMLField {
         }
     }
 
-    private static func line(of error: YamlError) -> Int? {
-        switch error {
-        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
-            return mark.line
-        default:
-            return nil
-        }
-    }
+    public var file: String { tree.file }
 
-    public var line: Int? { node.mark?.line }
+    /// `spec.rules[0].to[0]`; "" for a document.
+    public var path: String { tree.path(node) }
+
+    public var line: Int? { tree.line(node) }
+
+    public var isMapping: Bool { tree.kind(node) == .mapping }
+
+    /// An empty mapping or an empty scalar (a document that holds nothing).
+    public var isEmpty: Bool {
+        tree.kind(node) == .sequence ? false : tree.children(node).isEmpty && (tree.string(node) ?? "").isEmpty
+    }
 
     public func error(_ reason: String) -> LocatedError {
         LocatedError(file: file, line: line, field: path, reason: reason)
     }
 
-    public func child(_ node: Node, _ key: String) -> YAMLField {
-        YAMLField(node: node, path: path.isEmpty ? key : "\(path).\(key)", file: file)
-    }
-
-    public func mapping(allowed: Set<String>) throws(LocatedError) -> YAMLMapping {
-        guard let mapping = node.mapping else { throw error("must be a mapping") }
-        var pairs: [(key: String, value: Node)] = []
-        pairs.reserveCapacity(mapping.count)
-        for (key, value) in mapping {
-            guard let name = key.string else { throw error("keys must be strings") }
+    /// A mapping whose keys are all strings among `allowed`.
+    public func mapping(allowed: some Collection<String>) throws(LocatedError) -> YAMLMapping {
+        guard tree.kind(node) == .mapping else { throw error("must be a mapping") }
+        let items = tree.children(node)
+        for position in stride(from: items.startIndex, to: items.endIndex, by: 2) {
+            guard let name = tree.string(items[position]) else { throw error("keys must be strings") }
             guard allowed.contains(name) else {
-                throw child(value, name).error("unknown field (known: \(allowed.sorted().joined(separator: ", ")))")
+                let value = YAMLField(tree: tree, node: items[position + 1])
+                throw value.error("unknown field (known: \(allowed.sorted().joined(separator: ", ")))")
             }
-            pairs.append((name, value))
         }
-        return YAMLMapping(owner: self, pairs: pairs)
+        return YAMLMapping(owner: self)
     }
 
     public func sequence() throws(LocatedError) -> [YAMLField] {
-        guard let sequence = node.sequence else { throw error("must be a list") }
-        return sequence.enumerated().map { YAMLField(node: $1, path: "\(path)[\($0)]", file: file) }
+        guard tree.kind(node) == .sequence else { throw error("must be a list") }
+        return tree.children(node).map { YAMLField(tree: tree, node: $0) }
     }
 
     public func string() throws(LocatedError) -> String {
-        guard let scalar = node.scalar else { throw error("must be a string") }
-        return scalar.string
+        guard let text = tree.string(node) else { throw error("must be a string") }
+        return text
     }
 
     /// The string, turned into a value by `make`; its error becomes this field's error.
@@ -133,10 +117,11 @@ public struct YAMLField {
 
     /// A mapping of string keys to string values (labels).
     public func labels() throws(LocatedError) -> [String: String] {
-        guard let mapping = node.mapping else { throw error("must be a mapping") }
+        guard tree.kind(node) == .mapping else { throw error("must be a mapping") }
+        let items = tree.children(node)
         var labels: [String: String] = [:]
-        for (key, value) in mapping {
-            guard let key = key.string, let value = value.scalar?.string else {
+        for position in stride(from: items.startIndex, to: items.endIndex, by: 2) {
+            guard let key = tree.string(items[position]), let value = tree.string(items[position + 1]) else {
                 throw error("labels are string keys and string values")
             }
             labels[key] = value
@@ -150,7 +135,7 @@ public struct YAMLField {
 
     /// A plain decimal integer (not `0x50`, `1_000` or `1:30`).
     public func integer() throws(LocatedError) -> Int {
-        guard let scalar = node.scalar, let value = Int(scalar.string) else {
+        guard let text = tree.string(node), let value = Int(text) else {
             throw error("must be a decimal integer")
         }
         return value
@@ -175,17 +160,20 @@ public struct YAMLField {
 /// The keys of a mapping, read with their paths.
 public struct YAMLMapping {
     public let owner: YAMLField
-    /// The pairs with their keys as strings: a policy mapping has a handful of keys, so
-    /// a scan beats hashing (and Yams' own subscript builds a node per lookup).
-    private let pairs: [(key: String, value: Node)]
 
-    init(owner: YAMLField, pairs: [(key: String, value: Node)]) {
+    init(owner: YAMLField) {
         self.owner = owner
-        self.pairs = pairs
     }
 
+    /// A mapping has a handful of keys: a scan beats hashing.
     public func optional(_ key: String) -> YAMLField? {
-        pairs.first { $0.key == key }.map { owner.child($0.value, key) }
+        let tree = owner.tree
+        let items = tree.children(owner.node)
+        for position in stride(from: items.startIndex, to: items.endIndex, by: 2)
+        where tree.string(items[position]) == key {
+            return YAMLField(tree: tree, node: items[position + 1])
+        }
+        return nil
     }
 
     public func required(_ key: String) throws(LocatedError) -> YAMLField {

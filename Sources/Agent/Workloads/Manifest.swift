@@ -97,8 +97,7 @@ extension Workload {
         var workloads: [Workload] = []
         var keys: Set<String> = []
         for document in try YAMLField.documents(yaml, file: file) {
-            if document.node.mapping?.isEmpty ?? false { continue }
-            if document.node.scalar?.string.isEmpty ?? false { continue }
+            if document.isEmpty { continue }
             let workload = try parse(document)
             guard keys.insert(workload.key).inserted else {
                 throw document.error("\(workload.key) appears twice in this file")
