@@ -189,23 +189,49 @@ public struct IdentityPattern: Sendable, Equatable, CustomStringConvertible {
 
     public init(parsing text: String) throws(PolicyPatternError) {
         let scheme = "spiffe://"
-        guard text.utf8.starts(with: scheme.utf8) else {
+        let utf8 = text.utf8
+        guard utf8.starts(with: scheme.utf8) else {
             throw PolicyPatternError("'\(text)' is not a SPIFFE ID pattern (spiffe://trust-domain/path, * per segment)")
         }
-        let parts = text.utf8.dropFirst(scheme.utf8.count).split(
-            separator: UInt8(ascii: "/"),
-            omittingEmptySubsequences: false
-        )
-        guard let domain = parts.first, !domain.isEmpty, !domain.contains(UInt8(ascii: "*")) else {
-            throw PolicyPatternError("'\(text)': the trust domain must be written out (no *)")
+        // One pass: the trust domain, then each segment as it ends (a pattern is read
+        // for every rule of every policy file on each reload).
+        var domain: String?
+        var segments: [String] = []
+        segments.reserveCapacity(4)
+        var start = utf8.index(utf8.startIndex, offsetBy: scheme.utf8.count)
+        var stars = 0
+        var position = start
+        while true {
+            let atEnd = position == utf8.endIndex
+            let byte = atEnd ? UInt8(ascii: "/") : utf8[position]
+            if byte == UInt8(ascii: "*") {
+                stars += 1
+            } else if byte == UInt8(ascii: "/") {
+                let part = Substring(utf8[start..<position])
+                if domain == nil {
+                    guard !part.isEmpty, stars == 0 else {
+                        throw PolicyPatternError("'\(text)': the trust domain must be written out (no *)")
+                    }
+                    domain = String(part)
+                } else {
+                    guard !part.isEmpty, stars == 0 || part == "*" else {
+                        throw PolicyPatternError(
+                            "'\(text)': path segments must be non-empty, and * stands alone in its segment"
+                        )
+                    }
+                    segments.append(String(part))
+                }
+                if atEnd { break }
+                stars = 0
+                start = utf8.index(after: position)
+            }
+            position = utf8.index(after: position)
         }
-        let star = UInt8(ascii: "*")
-        let path = parts.dropFirst()
-        guard !path.isEmpty, path.allSatisfy({ !$0.isEmpty && ($0.elementsEqual([star]) || !$0.contains(star)) }) else {
+        guard !segments.isEmpty, let domain else {
             throw PolicyPatternError("'\(text)': path segments must be non-empty, and * stands alone in its segment")
         }
-        trustDomain = String(Substring(domain))
-        segments = path.map { String(Substring($0)) }
+        trustDomain = domain
+        self.segments = segments
         description = text
     }
 

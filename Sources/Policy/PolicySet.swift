@@ -31,13 +31,6 @@ public struct PolicySet: Sendable {
         }
     }
 
-    /// Where a rule is listed: the peers it can match (one exact identity, one
-    /// namespace, or anyone) and the port (0: any port).
-    struct ScopeKey: Hashable, Sendable {
-        var scope: Int32
-        var port: UInt16
-    }
-
     /// Scope 0: rules that can match a peer of any namespace.
     static let generalScope: Int32 = 0
 
@@ -50,8 +43,9 @@ public struct PolicySet: Sendable {
     static let allowKind: UInt8 = 1
     static let auditKind: UInt8 = 2
     static let simpleFlag: UInt8 = 4
-    /// Candidate rules (indices into `rules`, ascending, every action) per scope and port.
-    private let candidates: [ScopeKey: [Int32]]
+    /// Candidate rules (indices into `rules`, ascending, every action) per scope and
+    /// port (`runKey`).
+    private let candidates: RuleRuns
     /// Scopes of rules whose every peer is an exact SPIFFE ID: a hit means the peer
     /// already matched.
     private let identityScopes: [IndexKey: Int32]
@@ -78,31 +72,34 @@ public struct PolicySet: Sendable {
     ) {
         policies = all.filter { $0.selects(workload) }
         var rules: [CompiledRule] = []
-        var candidates: [ScopeKey: [Int32]] = [:]
+        var listings: [(key: UInt64, rule: Int32)] = []
         var identityScopes: [IndexKey: Int32] = [:]
         var namespaceScopes: [IndexKey: Int32] = [:]
         var lastSegmentScopes: [IndexKey: Int32] = [:]
         var nextScope = Self.generalScope
         /// The scope of `key`, numbered on first sight.
-        func scope(_ key: IndexKey, _ scopes: inout [IndexKey: Int32]) -> Int32 {
+        func scope(_ key: String, _ scopes: inout [IndexKey: Int32]) -> Int32 {
+            let key = IndexKey(key)
             if let known = scopes[key] { return known }
             nextScope += 1
             scopes[key] = nextScope
             return nextScope
         }
+        // A rule listed twice under one scope and port (the same identity named twice)
+        // is kept once by `RuleRuns`.
         func list(_ index: Int, scope: Int32, ports: [UInt16]?) {
-            for port in Set(ports ?? [0]) {
-                candidates[ScopeKey(scope: scope, port: port), default: []].append(Int32(index))
-            }
+            guard let ports else { return listings.append((Self.runKey(scope, 0), Int32(index))) }
+            for port in ports { listings.append((Self.runKey(scope, port), Int32(index))) }
         }
         var httpPorts = extraHTTPPorts
         for policy in policies {
+            let reference = policy.reference
             for (number, rule) in policy.rules.enumerated() {
                 let index = rules.count
                 let needsHTTP = rule.needsHTTP
                 rules.append(
                     CompiledRule(
-                        match: .init(policy: policy.reference, rule: number),
+                        match: .init(policy: reference, rule: number),
                         action: policy.action,
                         rule: rule,
                         needsHTTP: needsHTTP
@@ -118,14 +115,17 @@ public struct PolicySet: Sendable {
                             && !peer.identities.isEmpty && peer.identities.allSatisfy(\.isExact)
                     }
                 if exactOnly {
-                    let identities = Set(rule.from.flatMap { $0.identities.map { IndexKey($0.description) } })
-                    for identity in identities { list(index, scope: scope(identity, &identityScopes), ports: ports) }
+                    for peer in rule.from {
+                        for identity in peer.identities {
+                            list(index, scope: scope(identity.description, &identityScopes), ports: ports)
+                        }
+                    }
                 } else if let namespaces = Self.namespaces(of: rule) {
-                    for namespace in namespaces.map(IndexKey.init) {
+                    for namespace in namespaces {
                         list(index, scope: scope(namespace, &namespaceScopes), ports: ports)
                     }
                 } else if let lastSegments = Self.lastSegments(of: rule) {
-                    for segment in lastSegments.map(IndexKey.init) {
+                    for segment in lastSegments {
                         list(index, scope: scope(segment, &lastSegmentScopes), ports: ports)
                     }
                 } else {
@@ -145,7 +145,7 @@ public struct PolicySet: Sendable {
             // port and found under the peer's exact identity, it matches as it is.
             return action | (rule.needsHTTP ? 0 : Self.simpleFlag)
         }
-        self.candidates = candidates
+        self.candidates = RuleRuns(listings)
         self.identityScopes = identityScopes
         self.namespaceScopes = namespaceScopes
         self.lastSegmentScopes = lastSegmentScopes
@@ -156,71 +156,86 @@ public struct PolicySet: Sendable {
     public var ruleCount: Int { rules.count }
 
     public func evaluate(_ request: PolicyRequest) -> PolicyDecision {
-        let httpPort = httpPorts.contains(request.port)
+        var outcome = Outcome(httpPort: !httpPorts.isEmpty && httpPorts.contains(request.port))
+        if let peer = request.peer {
+            if let scope = identityScopes[peer.identityKey] { visit(scope, request, peerMatched: true, &outcome) }
+            if let namespace = peer.namespaceKey, let scope = namespaceScopes[namespace] {
+                visit(scope, request, peerMatched: false, &outcome)
+            }
+            if let segment = peer.lastSegmentKey, let scope = lastSegmentScopes[segment] {
+                visit(scope, request, peerMatched: false, &outcome)
+            }
+        }
+        visit(Self.generalScope, request, peerMatched: false, &outcome)
+        let audits = outcome.audits
+        let audited = audits.isEmpty ? [] : Set(audits).sorted().map { rules[$0].match }
+        if outcome.firstDeny != .max {
+            return PolicyDecision(verdict: .deny, decidedBy: rules[outcome.firstDeny].match, audits: audited)
+        }
+        if outcome.firstAllow != .max {
+            return PolicyDecision(verdict: .allow, decidedBy: rules[outcome.firstAllow].match, audits: audited)
+        }
+        return PolicyDecision(verdict: .deny, decidedBy: nil, audits: audited)
+    }
+
+    /// What the candidates visited so far decided.
+    private struct Outcome {
+        let httpPort: Bool
         var firstDeny = Int.max
         var firstAllow = Int.max
         var audits: [Int] = []
-        func visit(_ scope: Int32, peerMatched: Bool) {
-            visit(scope, port: request.port, peerMatched: peerMatched)
-            if request.port != 0 { visit(scope, port: 0, peerMatched: peerMatched) }
+    }
+
+    /// Where rules are listed: a scope number, and a port (0: rules for any port).
+    static func runKey(_ scope: Int32, _ port: UInt16) -> UInt64 {
+        UInt64(UInt32(bitPattern: scope)) << 16 | UInt64(port)
+    }
+
+    /// The candidates of one scope: those listed under the request's port, then those
+    /// for any port.
+    private func visit(_ scope: Int32, _ request: PolicyRequest, peerMatched: Bool, _ outcome: inout Outcome) {
+        visit(candidates.range(of: Self.runKey(scope, request.port)), request, peerMatched: peerMatched, &outcome)
+        if request.port != 0 {
+            visit(candidates.range(of: Self.runKey(scope, 0)), request, peerMatched: peerMatched, &outcome)
         }
-        func visit(_ scope: Int32, port: UInt16, peerMatched: Bool) {
-            guard let list = candidates[ScopeKey(scope: scope, port: port)] else { return }
-            do {
-                for candidate in list {
-                    let index = Int(candidate)
-                    // The action and shape come from a small contiguous array: rules
-                    // that cannot change the outcome are skipped without a cache miss.
-                    let kind = kinds[index]
-                    let action = kind & Self.actionMask
-                    if action == Self.denyKind && index >= firstDeny { continue }
-                    if action == Self.allowKind && (index >= firstAllow || index >= firstDeny) { continue }
-                    if peerMatched && kind & Self.simpleFlag != 0 {
-                        switch action {
-                        case Self.denyKind: firstDeny = index
-                        case Self.allowKind: firstAllow = index
-                        default: audits.append(index)
-                        }
-                        continue
-                    }
-                    let rule = rules[index]
-                    switch rule.action {
-                    case .deny where index < firstDeny:
-                        if matches(rule, request, httpPort: httpPort, deciding: .deny, peerMatched: peerMatched) {
-                            firstDeny = index
-                        }
-                    case .allow where index < firstAllow && index < firstDeny:
-                        if matches(rule, request, httpPort: httpPort, deciding: .allow, peerMatched: peerMatched) {
-                            firstAllow = index
-                        }
-                    case .audit:
-                        if matches(rule, request, httpPort: httpPort, deciding: .audit, peerMatched: peerMatched) {
-                            audits.append(index)
-                        }
-                    default:
-                        break
-                    }
+    }
+
+    private func visit(_ run: Range<Int>, _ request: PolicyRequest, peerMatched: Bool, _ outcome: inout Outcome) {
+        for position in run {
+            let index = Int(candidates[position])
+            // The action and shape come from a small contiguous array: rules that cannot
+            // change the outcome are skipped without a cache miss.
+            let kind = kinds[index]
+            let action = kind & Self.actionMask
+            if action == Self.denyKind && index >= outcome.firstDeny { continue }
+            if action == Self.allowKind && (index >= outcome.firstAllow || index >= outcome.firstDeny) { continue }
+            if peerMatched && kind & Self.simpleFlag != 0 {
+                switch action {
+                case Self.denyKind: outcome.firstDeny = index
+                case Self.allowKind: outcome.firstAllow = index
+                default: outcome.audits.append(index)
                 }
+                continue
+            }
+            let rule = rules[index]
+            let httpPort = outcome.httpPort
+            switch rule.action {
+            case .deny where index < outcome.firstDeny:
+                if matches(rule, request, httpPort: httpPort, deciding: .deny, peerMatched: peerMatched) {
+                    outcome.firstDeny = index
+                }
+            case .allow where index < outcome.firstAllow && index < outcome.firstDeny:
+                if matches(rule, request, httpPort: httpPort, deciding: .allow, peerMatched: peerMatched) {
+                    outcome.firstAllow = index
+                }
+            case .audit:
+                if matches(rule, request, httpPort: httpPort, deciding: .audit, peerMatched: peerMatched) {
+                    outcome.audits.append(index)
+                }
+            default:
+                break
             }
         }
-        if let peer = request.peer {
-            if let scope = identityScopes[peer.identityKey] { visit(scope, peerMatched: true) }
-            if let namespace = peer.namespaceKey, let scope = namespaceScopes[namespace] {
-                visit(scope, peerMatched: false)
-            }
-            if let segment = peer.lastSegmentKey, let scope = lastSegmentScopes[segment] {
-                visit(scope, peerMatched: false)
-            }
-        }
-        visit(Self.generalScope, peerMatched: false)
-        let audited = audits.isEmpty ? [] : Set(audits).sorted().map { rules[$0].match }
-        if firstDeny != .max {
-            return PolicyDecision(verdict: .deny, decidedBy: rules[firstDeny].match, audits: audited)
-        }
-        if firstAllow != .max {
-            return PolicyDecision(verdict: .allow, decidedBy: rules[firstAllow].match, audits: audited)
-        }
-        return PolicyDecision(verdict: .deny, decidedBy: nil, audits: audited)
     }
 
     /// The same decision without the index: every rule, in load order. The reference

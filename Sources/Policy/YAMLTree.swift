@@ -223,7 +223,7 @@ public final class YAMLTree: Sendable {
             nodes[Int(index)].first = Int32(children.count)
             nodes[Int(index)].count = Int32(items.count)
             children.append(contentsOf: items)
-            pending.removeSubrange(start...)
+            pending.removeLast(pending.count - start)
         }
 
         mutating func alias(_ anchor: UnsafeMutablePointer<yaml_char_t>?, line: Int32) throws(LocatedError) {

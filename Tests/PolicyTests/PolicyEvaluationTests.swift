@@ -201,6 +201,14 @@ import Testing
         #expect(throws: PolicyPatternError.self) { try IdentityPattern(parsing: "spiffe://*/ns/a") }
         #expect(throws: PolicyPatternError.self) { try IdentityPattern(parsing: "spiffe://x/ns/a*") }
         #expect(throws: PolicyPatternError.self) { try IdentityPattern(parsing: "https://x/ns/a") }
+        for malformed in [
+            "spiffe://x", "spiffe://x/", "spiffe:///ns/a", "spiffe://x/ns//a", "spiffe://x/ns/a/", "spiffe://x/**",
+        ] {
+            #expect(throws: PolicyPatternError.self, "\(malformed)") { try IdentityPattern(parsing: malformed) }
+        }
+        let parsed = try IdentityPattern(parsing: "spiffe://example.org/ns/*/sa/api")
+        #expect(parsed.trustDomain == "example.org" && parsed.segments == ["ns", "*", "sa", "api"])
+        #expect(parsed.description == "spiffe://example.org/ns/*/sa/api" && !parsed.isExact)
         let glob = try PathPattern(parsing: "/v*/orders/*")
         #expect(glob.matches("/v1/orders/7") && glob.matches("/v2/orders/"))
         #expect(!glob.matches("/v1/orders/7/items") && !glob.matches("/v1/x/orders/7"))
