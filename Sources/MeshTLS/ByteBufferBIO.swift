@@ -40,17 +40,22 @@ final class ByteBufferBIO {
     }
 
     fileprivate func read(into destination: UnsafeMutablePointer<CChar>, count: Int) -> Int32 {
-        guard var source = input, source.readableBytes > 0 else {
+        let available = input?.readableBytes ?? 0
+        guard available > 0 else {
             input = nil
             beemesh_BIO_set_retry_read(bio)
             return -1
         }
-        let n = min(count, source.readableBytes)
-        source.withUnsafeReadableBytes { bytes in
+        let n = min(count, available)
+        // In place: a copy of the buffer would cost a retain and a release per record.
+        input!.withUnsafeReadableBytes { bytes in
             UnsafeMutableRawPointer(destination).copyMemory(from: bytes.baseAddress!, byteCount: n)
         }
-        source.moveReaderIndex(forwardBy: n)
-        input = source.readableBytes > 0 ? source : nil
+        if n == available {
+            input = nil
+        } else {
+            input!.moveReaderIndex(forwardBy: n)
+        }
         return Int32(n)
     }
 
@@ -84,14 +89,17 @@ final class ByteBufferBIO {
         BIO_meth_set_write(method) { bio, data, length in
             guard let bio, let data, length >= 0 else { return -1 }
             beemesh_BIO_clear_retry_flags(bio)
-            return Unmanaged<ByteBufferBIO>.fromOpaque(BIO_get_data(bio)).takeUnretainedValue()
-                .write(from: data, count: Int(length))
+            // The BIO lives as long as its owner: no retain needed for the call.
+            return Unmanaged<ByteBufferBIO>.fromOpaque(BIO_get_data(bio))._withUnsafeGuaranteedRef {
+                $0.write(from: data, count: Int(length))
+            }
         }
         BIO_meth_set_read(method) { bio, data, length in
             guard let bio, let data, length >= 0 else { return -1 }
             beemesh_BIO_clear_retry_flags(bio)
-            return Unmanaged<ByteBufferBIO>.fromOpaque(BIO_get_data(bio)).takeUnretainedValue()
-                .read(into: data, count: Int(length))
+            return Unmanaged<ByteBufferBIO>.fromOpaque(BIO_get_data(bio))._withUnsafeGuaranteedRef {
+                $0.read(into: data, count: Int(length))
+            }
         }
         BIO_meth_set_ctrl(method) { _, command, _, _ in
             // OpenSSL flushes after each handshake flight; everything else is unsupported.

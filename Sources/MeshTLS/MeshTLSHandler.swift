@@ -35,6 +35,9 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let role: TLSConnection.Role
     /// Created when the handler joins a pipeline (it needs the channel's allocator).
     private var connection: TLSConnection!
+    /// The channel's allocator, kept so that decrypting a record does not go through
+    /// the channel for it.
+    private var allocator = ByteBufferAllocator()
     private let handshakeTimeout: TimeAmount
     private var logger: Logger
     private var state: State = .idle
@@ -89,7 +92,8 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
-        connection = TLSConnection(context: tlsContext, role: role, allocator: context.channel.allocator)
+        allocator = context.channel.allocator
+        connection = TLSConnection(context: tlsContext, role: role, allocator: allocator)
         if context.channel.isActive { startHandshake(context: context) }
     }
 
@@ -207,7 +211,7 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func deliverPlaintext(context: ChannelHandlerContext, hint: Int) {
-        var plaintext = context.channel.allocator.buffer(capacity: max(hint, 1024))
+        var plaintext = allocator.buffer(capacity: max(hint, 1024))
         let result = connection.read(into: &plaintext)
         if plaintext.readableBytes > 0 {
             context.fireChannelRead(wrapInboundOut(plaintext))
