@@ -48,13 +48,13 @@ public struct PolicySet: Sendable {
     private let candidates: RuleRuns
     /// Scopes of rules whose every peer is an exact SPIFFE ID: a hit means the peer
     /// already matched.
-    private let identityScopes: [IndexKey: Int32]
+    private let identityScopes: ScopeTable
     /// Scopes of rules whose every peer is confined to known namespaces (`namespaces:`,
     /// services, identity patterns with the namespace written out).
-    private let namespaceScopes: [IndexKey: Int32]
+    private let namespaceScopes: ScopeTable
     /// Scopes of the remaining rules whose every peer is an identity pattern with its
     /// last segment written out (`ns/*/sa/monitor`), by that segment.
-    private let lastSegmentScopes: [IndexKey: Int32]
+    private let lastSegmentScopes: ScopeTable
     /// Ports whose connections are parsed as HTTP/1.1 and decided per request.
     public let httpPorts: Set<UInt16>
     /// The policies that select this workload, in load order.
@@ -146,9 +146,9 @@ public struct PolicySet: Sendable {
             return action | (rule.needsHTTP ? 0 : Self.simpleFlag)
         }
         self.candidates = RuleRuns(listings)
-        self.identityScopes = identityScopes
-        self.namespaceScopes = namespaceScopes
-        self.lastSegmentScopes = lastSegmentScopes
+        self.identityScopes = ScopeTable(identityScopes)
+        self.namespaceScopes = ScopeTable(namespaceScopes)
+        self.lastSegmentScopes = ScopeTable(lastSegmentScopes)
         self.httpPorts = decidesRequests ? httpPorts : []
     }
 
@@ -167,8 +167,7 @@ public struct PolicySet: Sendable {
             }
         }
         visit(Self.generalScope, request, peerMatched: false, &outcome)
-        let audits = outcome.audits
-        let audited = audits.isEmpty ? [] : Set(audits).sorted().map { rules[$0].match }
+        let audited = outcome.auditedRules().map { rules[$0].match }
         if outcome.firstDeny != .max {
             return PolicyDecision(verdict: .deny, decidedBy: rules[outcome.firstDeny].match, audits: audited)
         }
@@ -183,7 +182,30 @@ public struct PolicySet: Sendable {
         let httpPort: Bool
         var firstDeny = Int.max
         var firstAllow = Int.max
-        var audits: [Int] = []
+        /// The first AUDIT rule that matched, and the others: most decisions match at
+        /// most one, and then allocate nothing for it here.
+        var firstAudit = -1
+        var moreAudits: [Int] = []
+
+        mutating func audit(_ index: Int) {
+            if firstAudit < 0 { firstAudit = index } else { moreAudits.append(index) }
+        }
+
+        /// Every AUDIT rule that matched, once each, in load order.
+        func auditedRules() -> [Int] {
+            guard firstAudit >= 0 else { return [] }
+            guard !moreAudits.isEmpty else { return [firstAudit] }
+            var all = moreAudits
+            all.append(firstAudit)
+            all.sort()
+            var unique = 0
+            for index in all.indices where unique == 0 || all[index] != all[unique - 1] {
+                all[unique] = all[index]
+                unique += 1
+            }
+            all.removeLast(all.count - unique)
+            return all
+        }
     }
 
     /// Where rules are listed: a scope number, and a port (0: rules for any port).
@@ -213,7 +235,7 @@ public struct PolicySet: Sendable {
                 switch action {
                 case Self.denyKind: outcome.firstDeny = index
                 case Self.allowKind: outcome.firstAllow = index
-                default: outcome.audits.append(index)
+                default: outcome.audit(index)
                 }
                 continue
             }
@@ -230,7 +252,7 @@ public struct PolicySet: Sendable {
                 }
             case .audit:
                 if matches(rule, request, httpPort: httpPort, deciding: .audit, peerMatched: peerMatched) {
-                    outcome.audits.append(index)
+                    outcome.audit(index)
                 }
             default:
                 break

@@ -193,6 +193,40 @@ import Testing
         #expect(connectionOnly.evaluate(web).description == "deny by shop/no-admin#0")
     }
 
+    /// Audits found through several index scopes (an exact identity named twice, a
+    /// namespace, any peer) come out once each, in load order, as without the index.
+    @Test func severalAuditsAreListedOnceInLoadOrder() throws {
+        let text = """
+            apiVersion: beemesh.io/v1
+            kind: MeshPolicy
+            metadata: {name: watch-all, namespace: shop}
+            spec:
+              action: AUDIT
+              rules:
+                - {}
+            ---
+            apiVersion: beemesh.io/v1
+            kind: MeshPolicy
+            metadata: {name: watch-frontend, namespace: shop}
+            spec:
+              action: AUDIT
+              rules:
+                - from: [{namespaces: [shop]}]
+                - from: [{identities: ["spiffe://example.org/ns/shop/sa/frontend", "spiffe://example.org/ns/shop/sa/frontend"]}]
+                  to: [{ports: [8080]}]
+            """
+        let set = PolicySet(try MeshPolicy.parse(text, file: "audit.yaml"), for: Self.workload)
+        let request = PolicyRequest(peer: Self.peer("ns/shop/sa/frontend"), port: 8080)
+        let decision = set.evaluate(request)
+        #expect(
+            decision.description
+                == "deny by default-deny (audit: shop/watch-all#0, shop/watch-frontend#0, shop/watch-frontend#1)"
+        )
+        #expect(decision == set.evaluateWithoutIndex(request))
+        let single = set.evaluate(PolicyRequest(peer: Self.peer("ns/ops/sa/x"), port: 8080))
+        #expect(single.description == "deny by default-deny (audit: shop/watch-all#0)")
+    }
+
     @Test func patterns() throws {
         let wildcard = try IdentityPattern(parsing: "spiffe://example.org/ns/*/sa/api")
         #expect(wildcard.matches(PeerIdentity("spiffe://example.org/ns/a/sa/api")!))
