@@ -72,7 +72,7 @@ public struct YAMLField {
 
     /// An empty mapping or an empty scalar (a document that holds nothing).
     public var isEmpty: Bool {
-        tree.kind(node) == .sequence ? false : tree.children(node).isEmpty && (tree.string(node) ?? "").isEmpty
+        tree.kind(node) == .sequence ? false : tree.childRange(node).isEmpty && (tree.string(node) ?? "").isEmpty
     }
 
     public func error(_ reason: String) -> LocatedError {
@@ -82,11 +82,11 @@ public struct YAMLField {
     /// A mapping whose keys are all strings among `allowed`.
     public func mapping(allowed: some Collection<String>) throws(LocatedError) -> YAMLMapping {
         guard tree.kind(node) == .mapping else { throw error("must be a mapping") }
-        let items = tree.children(node)
-        for position in stride(from: items.startIndex, to: items.endIndex, by: 2) {
-            guard let name = tree.string(items[position]) else { throw error("keys must be strings") }
+        let items = tree.childRange(node)
+        for position in stride(from: items.lowerBound, to: items.upperBound, by: 2) {
+            guard let name = tree.string(tree.children[position]) else { throw error("keys must be strings") }
             guard allowed.contains(name) else {
-                let value = YAMLField(tree: tree, node: items[position + 1])
+                let value = YAMLField(tree: tree, node: tree.children[position + 1])
                 throw value.error("unknown field (known: \(allowed.sorted().joined(separator: ", ")))")
             }
         }
@@ -95,7 +95,7 @@ public struct YAMLField {
 
     public func sequence() throws(LocatedError) -> [YAMLField] {
         guard tree.kind(node) == .sequence else { throw error("must be a list") }
-        return tree.children(node).map { YAMLField(tree: tree, node: $0) }
+        return tree.childRange(node).map { YAMLField(tree: tree, node: tree.children[$0]) }
     }
 
     public func string() throws(LocatedError) -> String {
@@ -118,10 +118,11 @@ public struct YAMLField {
     /// A mapping of string keys to string values (labels).
     public func labels() throws(LocatedError) -> [String: String] {
         guard tree.kind(node) == .mapping else { throw error("must be a mapping") }
-        let items = tree.children(node)
+        let items = tree.childRange(node)
         var labels: [String: String] = [:]
-        for position in stride(from: items.startIndex, to: items.endIndex, by: 2) {
-            guard let key = tree.string(items[position]), let value = tree.string(items[position + 1]) else {
+        for position in stride(from: items.lowerBound, to: items.upperBound, by: 2) {
+            guard let key = tree.string(tree.children[position]), let value = tree.string(tree.children[position + 1])
+            else {
                 throw error("labels are string keys and string values")
             }
             labels[key] = value
@@ -168,10 +169,10 @@ public struct YAMLMapping {
     /// A mapping has a handful of keys: a scan beats hashing.
     public func optional(_ key: String) -> YAMLField? {
         let tree = owner.tree
-        let items = tree.children(owner.node)
-        for position in stride(from: items.startIndex, to: items.endIndex, by: 2)
-        where tree.string(items[position]) == key {
-            return YAMLField(tree: tree, node: items[position + 1])
+        let items = tree.childRange(owner.node)
+        for position in stride(from: items.lowerBound, to: items.upperBound, by: 2)
+        where tree.scalar(tree.children[position], is: key) {
+            return YAMLField(tree: tree, node: tree.children[position + 1])
         }
         return nil
     }

@@ -138,11 +138,19 @@ public final class YAMLTree: Sendable {
         return entry.kind == .scalar ? scalars[Int(entry.first)] : nil
     }
 
-    /// A collection's children (a mapping's alternate key and value); empty for a scalar.
-    func children(_ node: Int32) -> ArraySlice<Int32> {
+    /// Where a collection's children (a mapping's alternate key and value) lie in
+    /// `children`; empty for a scalar. A range, not a slice: a slice would retain the
+    /// array for every field read.
+    func childRange(_ node: Int32) -> Range<Int> {
         let entry = nodes[Int(node)]
-        guard entry.kind != .scalar else { return [] }
-        return children[Int(entry.first)..<Int(entry.first + entry.count)]
+        guard entry.kind != .scalar else { return 0..<0 }
+        return Int(entry.first)..<Int(entry.first + entry.count)
+    }
+
+    /// Whether `node` is a scalar reading `text`.
+    func scalar(_ node: Int32, is text: String) -> Bool {
+        let entry = nodes[Int(node)]
+        return entry.kind == .scalar && scalars[Int(entry.first)] == text
     }
 
     /// The field path that leads to a node: `spec.rules[0].to[0].ports[1]`, "" for the
