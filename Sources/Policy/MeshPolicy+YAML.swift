@@ -162,7 +162,11 @@ extension MeshPolicy {
         if let methods = map.optional("methods") {
             for item in try methods.sequence() {
                 let method = try item.string()
-                guard !method.isEmpty, method.allSatisfy({ $0.isASCII && ($0.isUppercase || $0 == "-") }) else {
+                guard !method.isEmpty,
+                    method.utf8.allSatisfy({
+                        (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) || $0 == UInt8(ascii: "-")
+                    })
+                else {
                     throw item.error("'\(method)' is not an HTTP method (upper case, such as GET)")
                 }
                 destination.methods.append(method)
@@ -177,9 +181,16 @@ extension MeshPolicy {
         return destination
     }
 
+    /// Bytes, not Characters: two names per policy on every reload, and a Character's
+    /// properties are Unicode table lookups.
     static func isDNSLabel(_ text: String) -> Bool {
-        !text.isEmpty && text.utf8.count <= 63 && text.first != "-" && text.last != "-"
-            && text.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
+        let bytes = text.utf8
+        return !bytes.isEmpty && bytes.count <= 63 && bytes.first != UInt8(ascii: "-")
+            && bytes.last != UInt8(ascii: "-")
+            && bytes.allSatisfy {
+                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0)
+                    || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "-")
+            }
     }
 }
 

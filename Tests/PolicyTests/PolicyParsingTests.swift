@@ -99,6 +99,15 @@ import Testing
         }
     }
 
+    @Test func dnsLabels() {
+        for good in ["a", "orders-v2", "0a", String(repeating: "x", count: 63)] {
+            #expect(MeshPolicy.isDNSLabel(good), "\(good)")
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "ä", "٣", String(repeating: "x", count: 64)] {
+            #expect(!MeshPolicy.isDNSLabel(bad), "\(bad)")
+        }
+    }
+
     @Test func severalDocumentsAndJSON() throws {
         let yaml =
             Self.head + "spec: {action: ALLOW, rules: []}\n---\n"
