@@ -94,10 +94,17 @@ public final class Certificate: @unchecked Sendable, CustomStringConvertible {
     /// Whether the basicConstraints extension says cA=TRUE.
     /// The DER SubjectPublicKeyInfo of the certificate's key.
     public var publicKeyDER: [UInt8] {
-        guard let key = X509_get0_pubkey(pointer) else { return [] }
-        let bio = MemoryBIO()
-        i2d_PUBKEY_bio(bio.pointer, key)
-        return bio.bytes
+        // The certificate's own SubjectPublicKeyInfo, encoded again from its ASN.1
+        // fields: the same bytes as i2d_PUBKEY, without OpenSSL 3's encoder lookup.
+        guard let spki = X509_get_X509_PUBKEY(pointer) else { return [] }
+        let length = i2d_X509_PUBKEY(spki, nil)
+        guard length > 0 else { return [] }
+        var bytes = [UInt8](repeating: 0, count: Int(length))
+        let written = bytes.withUnsafeMutableBufferPointer { buffer -> Int32 in
+            var cursor: UnsafeMutablePointer<UInt8>? = buffer.baseAddress
+            return i2d_X509_PUBKEY(spki, &cursor)
+        }
+        return written == length ? bytes : []
     }
 
     public var isCA: Bool { X509_check_ca(pointer) != 0 && basicConstraintsCA }

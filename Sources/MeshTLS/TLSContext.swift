@@ -45,9 +45,13 @@ public final class TLSContext: @unchecked Sendable {
             throw TLSConfigurationError("cannot restrict to TLS 1.3: \(OpenSSLErrorQueue.drain())")
         }
         _ = beemesh_SSL_CTX_set_options(ctx, beemesh_SSL_OP_NO_TICKET() | beemesh_SSL_OP_NO_RENEGOTIATION())
+        // No automatic chain: without it OpenSSL completes a leaf-only chain from the
+        // trust store on every handshake (verifying our own leaf's signature again) and
+        // sends the root, which every peer already holds as its anchor and must then
+        // decode. Intermediates the credentials carry are still sent (below).
         _ = beemesh_SSL_CTX_set_mode(
             ctx,
-            Int(SSL_MODE_RELEASE_BUFFERS) | Int(SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER)
+            Int(SSL_MODE_RELEASE_BUFFERS) | Int(SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER) | Int(SSL_MODE_NO_AUTO_CHAIN)
         )
         _ = beemesh_SSL_CTX_set_session_cache_mode(ctx, Int(SSL_SESS_CACHE_OFF))
         SSL_CTX_set_num_tickets(ctx, 0)

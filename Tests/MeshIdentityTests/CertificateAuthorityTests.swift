@@ -30,6 +30,10 @@ import Testing
         #expect(svid.chain.count == 2)
         #expect(svid.chain[1].subject == node.certificate.subject)
         #expect(try svid.bundle.verify(chain: svid.chain).get() == orders)
+        // The certificate's SubjectPublicKeyInfo is the key's (the DHT's node IDs are
+        // the hash of one, checked against the other).
+        #expect(!leaf.publicKeyDER.isEmpty && leaf.publicKeyDER == svid.key.publicKeyDER)
+        #expect(node.certificate.publicKeyDER != leaf.publicKeyDER)
     }
 
     @Test func leafNeverOutlivesItsIssuer() throws {

@@ -39,6 +39,28 @@ import Testing
         #expect(observations.peers == [harness.id("frontend")])
     }
 
+    /// A server sends its leaf and the intermediates it holds, never the root: every
+    /// peer has the root as its anchor, and OpenSSL's automatic chain would otherwise
+    /// rebuild (and re-verify) the chain from the trust store on every handshake.
+    @Test(arguments: [false, true])
+    func serverSendsItsChainWithoutTheRoot(throughIntermediate: Bool) async throws {
+        try harness.credentials("frontend").write(to: directory.path)
+        let credentials =
+            throughIntermediate
+            ? try harness.credentials("orders") : try harness.root.issueWorkload(harness.id("orders"))
+        let server = try await harness.server(credentials, observations: Observations())
+        defer { server.close(promise: nil) }
+        let arguments = [
+            "openssl", "s_client", "-showcerts", "-tls1_3", "-connect", "127.0.0.1:\(server.localAddress!.port!)",
+            "-CAfile", directory.path + "/bundle.pem", "-verify_return_error", "-alpn", "beemesh/1",
+            "-cert", directory.path + "/cert.pem", "-key", directory.path + "/key.pem",
+            "-cert_chain", directory.path + "/cert.pem",
+        ]
+        let output = try await blocking { try runProcess(arguments, input: [], timeout: 5).output }
+        let sent = output.components(separatedBy: "-----BEGIN CERTIFICATE-----").count - 1
+        #expect(sent == (throughIntermediate ? 2 : 1), "s_client said: \(output)")
+    }
+
     @Test func noClientCertificate() async throws {
         let (port, observations, close) = try await serve()
         defer { close() }
