@@ -294,7 +294,19 @@ public struct PolicySet: Sendable {
             }
             if !peer.namespaces.isEmpty { narrow(Set(peer.namespaces)) }
             if !peer.services.isEmpty {
-                narrow(Set(peer.services.compactMap { $0.split(separator: ".", maxSplits: 1).last.map(String.init) }))
+                // `name.namespace` where the service account's name may hold dots too
+                // (`a.b.shop` is `a.b` in `shop` or `a` in `b.shop`): every suffix after
+                // a dot is a namespace the peer may be in, so the rule is listed under
+                // each, and the full match decides.
+                var names: Set<String> = []
+                for service in peer.services {
+                    var rest = Substring(service)
+                    while let dot = rest.firstIndex(of: ".") {
+                        rest = rest[rest.index(after: dot)...]
+                        names.insert(String(rest))
+                    }
+                }
+                narrow(names)
             }
             if !peer.identities.isEmpty {
                 var names: Set<String> = []

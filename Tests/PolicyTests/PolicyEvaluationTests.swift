@@ -227,6 +227,38 @@ import Testing
         #expect(single.description == "deny by default-deny (audit: shop/watch-all#0)")
     }
 
+    /// A service account's name may hold dots (`a.b` in `shop` is service `a.b.shop`):
+    /// the index must not file the rule under the wrong namespace and skip a DENY.
+    @Test func serviceNamesWithDotsAreDecidedAsWithoutTheIndex() throws {
+        let text = """
+            apiVersion: beemesh.io/v1
+            kind: MeshPolicy
+            metadata: {name: everyone, namespace: shop}
+            spec:
+              action: ALLOW
+              rules: [{}]
+            ---
+            apiVersion: beemesh.io/v1
+            kind: MeshPolicy
+            metadata: {name: no-dotted, namespace: shop}
+            spec:
+              action: DENY
+              rules:
+                - from: [{services: [a.b.shop]}]
+            """
+        let set = PolicySet(try MeshPolicy.parse(text, file: "dots.yaml"), for: Self.workload)
+        for (peer, expected) in [
+            ("ns/shop/sa/a.b", "deny by shop/no-dotted#0"),
+            ("ns/b.shop/sa/a", "deny by shop/no-dotted#0"),
+            ("ns/shop/sa/a", "allow by shop/everyone#0"),
+            ("ns/b/sa/a.shop", "allow by shop/everyone#0"),
+        ] {
+            let request = PolicyRequest(peer: Self.peer(peer), port: 8080)
+            #expect(set.evaluate(request).description == expected, "\(peer)")
+            #expect(set.evaluate(request) == set.evaluateWithoutIndex(request), "\(peer)")
+        }
+    }
+
     @Test func patterns() throws {
         let wildcard = try IdentityPattern(parsing: "spiffe://example.org/ns/*/sa/api")
         #expect(wildcard.matches(PeerIdentity("spiffe://example.org/ns/a/sa/api")!))
