@@ -95,7 +95,10 @@ public final class Certificate: @unchecked Sendable, CustomStringConvertible {
     /// The DER SubjectPublicKeyInfo of the certificate's key.
     public var publicKeyDER: [UInt8] {
         // The certificate's own SubjectPublicKeyInfo, encoded again from its ASN.1
-        // fields: the same bytes as i2d_PUBKEY, without OpenSSL 3's encoder lookup.
+        // fields, without OpenSSL 3's encoder lookup. These are the bytes the issuer
+        // wrote: for certificates whose key OpenSSL encoded (our CA's, through
+        // X509_set_pubkey) they equal `PrivateKey.publicKeyDER`, which node IDs are
+        // compared against; a non-canonical encoding would give other bytes.
         guard let spki = X509_get_X509_PUBKEY(pointer) else { return [] }
         let length = i2d_X509_PUBKEY(spki, nil)
         guard length > 0 else { return [] }

@@ -8,13 +8,17 @@ import CLibYAML
 /// - every node keeps its line and how it was reached, so that an error names its field
 ///   (`spec.rules[0].to[0].ports[1]`) without a path being built for the fields that are
 ///   read without error;
-/// - an alias is a reference to the anchored node, not a copy, and a document whose
-///   aliases would expand past ``expansionLimit`` nodes is refused (the "billion
-///   laughs"): whoever walks the tree never walks more than that;
+/// - an alias is a reference to the anchored node, not a copy, and a file whose
+///   documents together would stand for more than ``expansionLimit`` nodes once their
+///   aliases are expanded is refused (the "billion laughs"): whoever walks the trees of
+///   one file never walks more than that;
+/// - collections nest at most ``depthLimit`` deep;
 /// - a mapping with the same key twice is refused.
 public final class YAMLTree: Sendable {
-    /// The most nodes a document may stand for once its aliases are expanded.
+    /// The most nodes the documents of one file may stand for, aliases expanded.
     public static let expansionLimit = 1_000_000
+    /// The deepest nesting of collections.
+    public static let depthLimit = 256
 
     enum Kind: UInt8 {
         case scalar
@@ -74,7 +78,8 @@ public final class YAMLTree: Sendable {
         file: String
     ) throws(LocatedError) -> [YAMLTree] {
         var documents: [YAMLTree] = []
-        var builder = Builder(file: file)
+        var budget = expansionLimit
+        var builder = Builder(file: file, budget: budget)
         var event = yaml_event_t()
         while true {
             guard yaml_parser_parse(parser, &event) == 1 else { throw syntaxError(parser.pointee, file: file) }
@@ -84,20 +89,22 @@ public final class YAMLTree: Sendable {
             case YAML_STREAM_END_EVENT:
                 return documents
             case YAML_DOCUMENT_START_EVENT:
-                builder = Builder(file: file)
+                builder = Builder(file: file, budget: budget)
             case YAML_DOCUMENT_END_EVENT:
-                documents.append(try builder.finish())
+                let (tree, spent) = try builder.finish()
+                documents.append(tree)
+                budget -= spent
             case YAML_SCALAR_EVENT:
                 let scalar = event.data.scalar
                 let value = String(
                     decoding: UnsafeBufferPointer(start: scalar.value, count: scalar.length),
                     as: UTF8.self
                 )
-                builder.scalar(value, anchor: scalar.anchor, line: line)
+                try builder.scalar(value, anchor: scalar.anchor, line: line)
             case YAML_SEQUENCE_START_EVENT:
-                builder.open(.sequence, anchor: event.data.sequence_start.anchor, line: line)
+                try builder.open(.sequence, anchor: event.data.sequence_start.anchor, line: line)
             case YAML_MAPPING_START_EVENT:
-                builder.open(.mapping, anchor: event.data.mapping_start.anchor, line: line)
+                try builder.open(.mapping, anchor: event.data.mapping_start.anchor, line: line)
             case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
                 try builder.close()
             case YAML_ALIAS_EVENT:
@@ -186,19 +193,30 @@ public final class YAMLTree: Sendable {
         var children: [Int32] = []
         /// What each node stands for once its aliases are expanded.
         var sizes: [Int] = []
+        /// Nodes this document may still stand for (what the file's earlier documents
+        /// left of `expansionLimit`).
+        let budget: Int
+        /// Per node: a collection still open (an alias to it would be a cycle).
+        var isOpen: [Bool] = []
         /// The children read so far of every open collection, innermost last.
         var pending: [Int32] = []
         var open: [(node: Int32, start: Int)] = []
         var anchors: [String: Int32] = [:]
 
-        init(file: String) {
+        init(file: String, budget: Int) {
             self.file = file
+            self.budget = budget
             nodes.reserveCapacity(256)
             scalars.reserveCapacity(128)
             children.reserveCapacity(256)
         }
 
-        mutating func scalar(_ value: String, anchor: UnsafeMutablePointer<yaml_char_t>?, line: Int32) {
+        mutating func scalar(
+            _ value: String,
+            anchor: UnsafeMutablePointer<yaml_char_t>?,
+            line: Int32
+        ) throws(LocatedError) {
+            try checkRoom(line: line)
             scalars.append(value)
             add(
                 Node(kind: .scalar, line: line, parent: -1, slot: 0, first: Int32(scalars.count - 1), count: 0),
@@ -207,9 +225,38 @@ public final class YAMLTree: Sendable {
             sizes.append(1)
         }
 
-        mutating func open(_ kind: Kind, anchor: UnsafeMutablePointer<yaml_char_t>?, line: Int32) {
+        private func tooLarge(at line: Int32) -> LocatedError {
+            LocatedError(
+                file: file,
+                line: Int(line),
+                field: "",
+                reason: "this file stands for more than \(YAMLTree.expansionLimit) nodes once its aliases are expanded"
+            )
+        }
+
+        /// Nodes written out count against the budget before any collection closes, so
+        /// that a huge flat list is refused before it is held.
+        private func checkRoom(line: Int32) throws(LocatedError) {
+            guard nodes.count < budget else { throw tooLarge(at: line) }
+        }
+
+        mutating func open(
+            _ kind: Kind,
+            anchor: UnsafeMutablePointer<yaml_char_t>?,
+            line: Int32
+        ) throws(LocatedError) {
+            try checkRoom(line: line)
+            guard open.count < YAMLTree.depthLimit else {
+                throw LocatedError(
+                    file: file,
+                    line: Int(line),
+                    field: "",
+                    reason: "collections nested deeper than \(YAMLTree.depthLimit)"
+                )
+            }
             let index = add(Node(kind: kind, line: line, parent: -1, slot: 0, first: 0, count: 0), anchor: anchor)
             sizes.append(1)
+            isOpen[Int(index)] = true
             open.append((index, pending.count))
         }
 
@@ -218,15 +265,9 @@ public final class YAMLTree: Sendable {
             let items = pending[start...]
             var size = 1
             for item in items { size += sizes[Int(item)] }
-            guard size <= YAMLTree.expansionLimit else {
-                throw LocatedError(
-                    file: file,
-                    line: Int(nodes[Int(index)].line),
-                    field: "",
-                    reason: "aliases expand this document past \(YAMLTree.expansionLimit) nodes"
-                )
-            }
+            guard size <= budget else { throw tooLarge(at: nodes[Int(index)].line) }
             sizes[Int(index)] = size
+            isOpen[Int(index)] = false
             if nodes[Int(index)].kind == .mapping { try checkUniqueKeys(items) }
             nodes[Int(index)].first = Int32(children.count)
             nodes[Int(index)].count = Int32(items.count)
@@ -245,7 +286,7 @@ public final class YAMLTree: Sendable {
                 )
             }
             // An alias to a collection that is still open would be a cycle.
-            guard !open.contains(where: { $0.node == target }) else {
+            guard !isOpen[Int(target)] else {
                 throw LocatedError(
                     file: file,
                     line: Int(line),
@@ -256,11 +297,13 @@ public final class YAMLTree: Sendable {
             pending.append(target)
         }
 
-        func finish() throws(LocatedError) -> YAMLTree {
+        /// The document, and the nodes it stands for.
+        func finish() throws(LocatedError) -> (YAMLTree, spent: Int) {
             guard open.isEmpty, !nodes.isEmpty else {
                 throw LocatedError(file: file, line: nil, field: "", reason: "not valid YAML: incomplete document")
             }
-            return YAMLTree(nodes: nodes, scalars: scalars, children: children, file: file)
+            guard sizes[Int(YAMLTree.root)] <= budget else { throw tooLarge(at: nodes[Int(YAMLTree.root)].line) }
+            return (YAMLTree(nodes: nodes, scalars: scalars, children: children, file: file), sizes[Int(YAMLTree.root)])
         }
 
         @discardableResult
@@ -273,6 +316,7 @@ public final class YAMLTree: Sendable {
                 pending.append(index)
             }
             nodes.append(node)
+            isOpen.append(false)
             if let anchor { anchors[String(cString: anchor)] = index }
             return index
         }

@@ -73,6 +73,7 @@ import Testing
         ("a: 1\nb: 2\na: 3\n", "f.yaml:3: not valid YAML: key 'a' appears twice"),
         ("x: {k: 1, k: 2}\n", "f.yaml:1: not valid YAML: key 'k' appears twice"),
         ("a: *nowhere\n", "f.yaml:1: not valid YAML: unknown alias 'nowhere'"),
+        ("a: &x [1, *x]\n", "f.yaml:1: not valid YAML: alias 'x' refers to its own ancestor"),
         ("a: [1, 2\nb: 3\n", "f.yaml:2: not valid YAML:"),
         ("a: b\n  c: d\n", "f.yaml:2: not valid YAML:"),
         ("a: 'unterminated\n", "f.yaml:2: not valid YAML:"),
@@ -110,12 +111,41 @@ import Testing
         #expect {
             try YAMLField.documents(text, file: "lol.yaml")
         } throws: { error in
-            "\(error)".contains("aliases expand this document past 1000000 nodes")
+            "\(error)".contains("this file stands for more than 1000000 nodes once its aliases are expanded")
         }
         #expect(ContinuousClock.now - start < .seconds(1))
         // Up to the limit, aliases are fine: five levels stand for 111,111 nodes.
         let small = text.split(separator: "\n").prefix(5).joined(separator: "\n")
         #expect(throws: Never.self) { try YAMLField.documents(small, file: "ok.yaml") }
+    }
+
+    /// The limit holds for a file, not per document: many small bombs add up.
+    @Test func aliasExpansionIsBoundedPerFile() {
+        // 123,461 nodes per document: eight fit in 1,000,000, nine do not.
+        var document = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        for level in 1...4 {
+            document +=
+                "a\(level): &a\(level) [" + Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ", ")
+                + "]\n"
+        }
+        let eight = Array(repeating: document, count: 8).joined(separator: "---\n")
+        #expect(throws: Never.self) { try YAMLField.documents(eight, file: "ok.yaml") }
+        #expect {
+            try YAMLField.documents(eight + "---\n" + document, file: "bombs.yaml")
+        } throws: { error in
+            "\(error)".contains("this file stands for more than 1000000 nodes")
+        }
+    }
+
+    @Test func nestingIsBounded() {
+        let deep = String(repeating: "[", count: 300) + String(repeating: "]", count: 300)
+        #expect {
+            try YAMLField.documents(deep, file: "deep.yaml")
+        } throws: { error in
+            "\(error)".hasPrefix("deep.yaml:1: collections nested deeper than 256")
+        }
+        let fine = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        #expect(throws: Never.self) { try YAMLField.documents(fine, file: "fine.yaml") }
     }
 
     /// Random bytes and every prefix of a valid file: an error or a tree, never a crash.
