@@ -199,6 +199,7 @@ public struct IdentityPattern: Sendable, Equatable, CustomStringConvertible {
         var segments: [String] = []
         segments.reserveCapacity(4)
         var start = utf8.index(utf8.startIndex, offsetBy: scheme.utf8.count)
+        guard utf8.count <= 2048 else { throw PolicyPatternError("'\(text.prefix(64))…': longer than 2048 bytes") }
         var stars = 0
         var position = start
         while true {
@@ -206,7 +207,18 @@ public struct IdentityPattern: Sendable, Equatable, CustomStringConvertible {
             let byte = atEnd ? UInt8(ascii: "/") : utf8[position]
             if byte == UInt8(ascii: "*") {
                 stars += 1
-            } else if byte == UInt8(ascii: "/") {
+            } else if byte != UInt8(ascii: "/") {
+                // The SPIFFE ID grammar (as `SpiffeID` parses peers): a pattern outside it
+                // could never match, and a DENY that never matches is a silent hole.
+                guard Self.isIDByte(byte, inDomain: domain == nil) else {
+                    throw PolicyPatternError(
+                        "'\(text)': "
+                            + (domain == nil
+                                ? "the trust domain may hold only a-z 0-9 . - _"
+                                : "path segments may hold only A-Z a-z 0-9 . - _, or be *")
+                    )
+                }
+            } else {
                 let part = Substring(utf8[start..<position])
                 if domain == nil {
                     guard !part.isEmpty, stars == 0 else {
@@ -218,6 +230,9 @@ public struct IdentityPattern: Sendable, Equatable, CustomStringConvertible {
                         throw PolicyPatternError(
                             "'\(text)': path segments must be non-empty, and * stands alone in its segment"
                         )
+                    }
+                    guard part != ".", part != ".." else {
+                        throw PolicyPatternError("'\(text)': '.' and '..' path segments are not allowed")
                     }
                     segments.append(String(part))
                 }
@@ -233,6 +248,18 @@ public struct IdentityPattern: Sendable, Equatable, CustomStringConvertible {
         trustDomain = domain
         self.segments = segments
         description = text
+    }
+
+    private static func isIDByte(_ byte: UInt8, inDomain: Bool) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."),
+            UInt8(ascii: "-"), UInt8(ascii: "_"):
+            return true
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"):
+            return !inDomain
+        default:
+            return false
+        }
     }
 
     /// Exact (no wildcard): usable as a hash key.

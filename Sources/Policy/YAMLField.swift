@@ -134,9 +134,9 @@ public struct YAMLField {
         try sequence().map { item throws(LocatedError) in try item.string() }
     }
 
-    /// A plain decimal integer (not `0x50`, `1_000` or `1:30`).
+    /// A plain decimal integer (not `0x50`, `1_000`, `1:30` or `+80`).
     public func integer() throws(LocatedError) -> Int {
-        guard let text = tree.string(node), let value = Int(text) else {
+        guard let text = tree.string(node), text.first != "+", let value = Int(text) else {
             throw error("must be a decimal integer")
         }
         return value

@@ -269,9 +269,12 @@ import Testing
         #expect(throws: PolicyPatternError.self) { try IdentityPattern(parsing: "https://x/ns/a") }
         for malformed in [
             "spiffe://x", "spiffe://x/", "spiffe:///ns/a", "spiffe://x/ns//a", "spiffe://x/ns/a/", "spiffe://x/**",
+            "spiffe://Example.org/ns/a", "spiffe://x:8080/ns/a", "spiffe://u@x/ns/a", "spiffe://x/ns/a%20b",
+            "spiffe://x/ns/./sa", "spiffe://x/ns/../sa", "spiffe://x/ns/a?b", "spiffe://x/ns/é",
         ] {
             #expect(throws: PolicyPatternError.self, "\(malformed)") { try IdentityPattern(parsing: malformed) }
         }
+        #expect(throws: Never.self) { try IdentityPattern(parsing: "spiffe://my_td.example-1.org/ns/Team.A/sa/*") }
         let parsed = try IdentityPattern(parsing: "spiffe://example.org/ns/*/sa/api")
         #expect(parsed.trustDomain == "example.org" && parsed.segments == ["ns", "*", "sa", "api"])
         #expect(parsed.description == "spiffe://example.org/ns/*/sa/api" && !parsed.isExact)

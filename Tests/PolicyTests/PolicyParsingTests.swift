@@ -24,6 +24,14 @@ import Testing
             "p.yaml:4: spec.rules[0].to[0].ports[0]: must be a decimal integer"
         ),
         (
+            "spec: {action: ALLOW, rules: [{to: [{ports: [+80]}]}]}",
+            "p.yaml:4: spec.rules[0].to[0].ports[0]: must be a decimal integer"
+        ),
+        (
+            "spec: {action: DENY, rules: [{from: [{identities: [spiffe://Example.org/ns/a/sa/b]}]}]}",
+            "p.yaml:4: spec.rules[0].from[0].identities[0]: 'spiffe://Example.org/ns/a/sa/b': the trust domain may hold only"
+        ),
+        (
             "spec: {action: ALLOW, rules: [{from: [{identities: [spiffe://x/ns/a*]}]}]}",
             "p.yaml:4: spec.rules[0].from[0].identities[0]: 'spiffe://x/ns/a*'"
         ),
