@@ -211,18 +211,12 @@ public final class YAMLTree: Sendable {
             children.reserveCapacity(256)
         }
 
-        mutating func scalar(
-            _ value: String,
-            anchor: UnsafeMutablePointer<yaml_char_t>?,
-            line: Int32
-        ) throws(LocatedError) {
-            try checkRoom(line: line)
+        mutating func scalar(_ value: String, anchor: UnsafeMutablePointer<yaml_char_t>?, line: Int32)
+            throws(LocatedError)
+        {
             scalars.append(value)
-            add(
-                Node(kind: .scalar, line: line, parent: -1, slot: 0, first: Int32(scalars.count - 1), count: 0),
-                anchor: anchor
-            )
-            sizes.append(1)
+            let node = Node(kind: .scalar, line: line, parent: -1, slot: 0, first: Int32(scalars.count - 1), count: 0)
+            try add(node, anchor: anchor)
         }
 
         private func tooLarge(at line: Int32) -> LocatedError {
@@ -234,18 +228,11 @@ public final class YAMLTree: Sendable {
             )
         }
 
-        /// Nodes written out count against the budget before any collection closes, so
-        /// that a huge flat list is refused before it is held.
-        private func checkRoom(line: Int32) throws(LocatedError) {
-            guard nodes.count < budget else { throw tooLarge(at: line) }
-        }
-
         mutating func open(
             _ kind: Kind,
             anchor: UnsafeMutablePointer<yaml_char_t>?,
             line: Int32
         ) throws(LocatedError) {
-            try checkRoom(line: line)
             guard open.count < YAMLTree.depthLimit else {
                 throw LocatedError(
                     file: file,
@@ -254,8 +241,7 @@ public final class YAMLTree: Sendable {
                     reason: "collections nested deeper than \(YAMLTree.depthLimit)"
                 )
             }
-            let index = add(Node(kind: kind, line: line, parent: -1, slot: 0, first: 0, count: 0), anchor: anchor)
-            sizes.append(1)
+            let index = try add(Node(kind: kind, line: line, parent: -1, slot: 0, first: 0, count: 0), anchor: anchor)
             isOpen[Int(index)] = true
             open.append((index, pending.count))
         }
@@ -306,8 +292,14 @@ public final class YAMLTree: Sendable {
             return (YAMLTree(nodes: nodes, scalars: scalars, children: children, file: file), sizes[Int(YAMLTree.root)])
         }
 
+        /// Appends a node to the open collection. Nodes count against the budget as they
+        /// are read, so that a huge flat list is refused before it is held.
         @discardableResult
-        private mutating func add(_ node: Node, anchor: UnsafeMutablePointer<yaml_char_t>?) -> Int32 {
+        private mutating func add(
+            _ node: Node,
+            anchor: UnsafeMutablePointer<yaml_char_t>?
+        ) throws(LocatedError) -> Int32 {
+            guard nodes.count < budget else { throw tooLarge(at: node.line) }
             var node = node
             let index = Int32(nodes.count)
             if let (parent, start) = open.last {
@@ -316,6 +308,7 @@ public final class YAMLTree: Sendable {
                 pending.append(index)
             }
             nodes.append(node)
+            sizes.append(1)
             isOpen.append(false)
             if let anchor { anchors[String(cString: anchor)] = index }
             return index
