@@ -179,10 +179,13 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .inProgress:
             flushOutput(context: context)
         case .complete:
+            guard let peer = connection.peer, let certificate = connection.peerCertificate else {
+                fail(TLSHandshakeError(.protocolError, "handshake finished without a verified peer"), context: context)
+                return
+            }
             timeoutTask?.cancel()
             state = .active
             flushOutput(context: context)
-            let peer = connection.peer!
             logger.debug(
                 "mTLS established",
                 metadata: [
@@ -194,7 +197,7 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
                     peer: peer,
                     protocolVersion: connection.protocolVersion,
                     cipher: connection.cipher,
-                    peerPublicKey: connection.peerPublicKeyDER
+                    peerCertificate: certificate
                 )
             )
             let writes = pendingWrites

@@ -63,10 +63,9 @@ final class TLSConnection {
     /// The negotiated protocol version, e.g. `TLSv1.3`.
     var protocolVersion: String { String(cString: SSL_get_version(ssl)) }
 
-    /// The DER SubjectPublicKeyInfo of the peer's leaf (empty before the handshake).
-    var peerPublicKeyDER: [UInt8] {
-        guard let leaf = SSL_get0_peer_certificate(ssl) else { return [] }
-        return Certificate(retaining: leaf).publicKeyDER
+    /// The peer's leaf (nil before the handshake).
+    var peerCertificate: Certificate? {
+        SSL_get0_peer_certificate(ssl).map { Certificate(retaining: $0) }
     }
 
     /// The negotiated cipher suite, e.g. `TLS_AES_128_GCM_SHA256`.

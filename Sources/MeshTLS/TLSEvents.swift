@@ -66,14 +66,18 @@ public struct TLSStreamError: Error, Hashable, Sendable, CustomStringConvertible
 }
 
 /// Fired inbound by `MeshTLSHandler` once the peer is authenticated.
-public struct TLSHandshakeCompleted: Sendable, Hashable {
+public struct TLSHandshakeCompleted: Sendable {
     /// The peer's SPIFFE ID, verified by chain and X.509-SVID rules.
     public let peer: SpiffeID
     /// e.g. `TLSv1.3`.
     public let protocolVersion: String
     /// e.g. `TLS_AES_128_GCM_SHA256`.
     public let cipher: String
+    /// The peer's leaf certificate, as verified.
+    public let peerCertificate: Certificate
+
     /// The DER SubjectPublicKeyInfo of the peer's leaf: the DHT binds a node's ID (the
-    /// SHA-256 of its public key) to the connection it speaks on.
-    public let peerPublicKey: [UInt8]
+    /// SHA-256 of its public key) to the connection it speaks on. Encoded when asked
+    /// for, so that sidecar handshakes, which never ask, do not pay for it.
+    public var peerPublicKey: [UInt8] { peerCertificate.publicKeyDER }
 }
