@@ -32,6 +32,7 @@ let package = Package(
             pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]
         ),
+        .systemLibrary(name: "CEpoll"),
         .systemLibrary(
             name: "CNetfilter",
             pkgConfig: "libnftnl",
@@ -63,6 +64,7 @@ let package = Package(
             dependencies: [
                 "COpenSSL",
                 "MeshIdentity",
+                "MeshNet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -73,6 +75,7 @@ let package = Package(
             name: "Proxy",
             dependencies: [
                 "Capture",
+                "CEpoll",
                 "Kademlia",
                 "MeshAPI",
                 "MeshNet",

@@ -81,6 +81,9 @@ static inline void beemesh_BIO_set_retry_read(BIO *bio) {
 static inline void beemesh_BIO_clear_retry_flags(BIO *bio) {
     BIO_clear_retry_flags(bio);
 }
+static inline void beemesh_BIO_set_retry_write(BIO *bio) {
+    BIO_set_retry_write(bio);
+}
 static inline uint64_t beemesh_SSL_OP_NO_TICKET(void) {
     return SSL_OP_NO_TICKET;
 }

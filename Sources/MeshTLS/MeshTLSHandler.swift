@@ -271,6 +271,27 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
+    /// Whether `detach` would succeed now.
+    public var isDetachable: Bool {
+        state == .active && !receivedCloseNotify && pendingWrites.isEmpty && unflushedPromise == nil
+            && !writtenSinceFlush && pendingOutputClose == nil && connection.isQuiescent
+    }
+
+    /// Takes the established connection out of the channel, to run on `socket` (a
+    /// duplicate of the channel's own descriptor) without the pipeline. Returns nil,
+    /// changing nothing, unless the handshake is done, nothing waits to be written,
+    /// every byte received was decrypted and passed on, and neither side has closed.
+    /// After this the handler is inert: it is removed from the pipeline, and closing
+    /// the channel sends no close_notify.
+    public func detach(socket: CInt, context: ChannelHandlerContext) -> TLSSocketStream? {
+        guard isDetachable else { return nil }
+        state = .closed
+        timeoutTask?.cancel()
+        let stream = TLSSocketStream(connection: connection, fd: socket)
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        return stream
+    }
+
     private func closeOutput(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         guard state == .active else {
             promise?.succeed(())

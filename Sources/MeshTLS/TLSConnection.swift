@@ -29,7 +29,7 @@ final class TLSConnection {
         case failed(String)
     }
 
-    private let ssl: OpaquePointer
+    let ssl: OpaquePointer
     private let network: ByteBufferBIO
     private let verification: PeerVerification
     /// Kept alive for as long as `ssl` refers to it.
@@ -195,4 +195,12 @@ final class TLSConnection {
 
     /// Takes the ciphertext waiting for the network.
     func takeOutput() -> ByteBuffer? { network.takeOutput() }
+
+    /// Whether nothing is held between OpenSSL and the channel: every ciphertext byte
+    /// received went into OpenSSL and every byte it produced was taken. Only then can
+    /// the connection move to another transport without losing or reordering bytes (a
+    /// partial record inside OpenSSL is fine: it is completed from the new transport).
+    var isQuiescent: Bool {
+        (network.input?.readableBytes ?? 0) == 0 && network.pendingOutput == 0
+    }
 }

@@ -92,6 +92,12 @@ public final class ProxyServer: Service, Sendable {
             liveFlows: LiveFlows(),
             flows: FlowRecorder(capacity: configuration.flows.capacity, recording: configuration.flows.record),
             discovery: discovery,
+            directRelays: configuration.relayEngine == .direct
+                ? try DirectRelays(
+                    count: configuration.workers,
+                    idleTimeout: .seconds(configuration.timeouts.idle),
+                    logger: logger
+                ) : nil,
             logger: logger
         )
         self.policyWatcher = PolicyWatcher(directory: configuration.policies.directory) { [environment] in
@@ -112,6 +118,9 @@ public final class ProxyServer: Service, Sendable {
 
     /// Inbound flows admitted by policy and still open.
     public var liveFlowCount: Int { environment.liveFlows.count }
+
+    /// Relays running on the direct relay loops now.
+    public var directRelayCount: Int { environment.directRelays?.count ?? 0 }
 
     /// The identity source, so callers can trigger a reload check.
     public var credentials: TLSCredentialsSource { environment.credentials }
@@ -326,6 +335,7 @@ public final class ProxyServer: Service, Sendable {
         }
         for channel in admin { try? await channel.close() }
         if let path = configuration.admin.socket { unlink(path) }
+        environment.directRelays?.stop()
         try? await group.shutdownGracefully()
     }
 

@@ -20,7 +20,7 @@ extension ProxyConfiguration {
         let reader = try YAMLField.singleDocument(yaml, file: file)
         let top = try reader.mapping(allowed: [
             "identity", "inbound", "routes", "capture", "workload", "policies", "admin", "metrics", "flows", "timeouts",
-            "workers", "logLevel", "discovery", "dns",
+            "workers", "relayEngine", "logLevel", "discovery", "dns",
         ])
 
         let identityNode = try top.required("identity")
@@ -238,6 +238,13 @@ extension ProxyConfiguration {
             let workers = try node.integer()
             guard (1...64).contains(workers) else { throw node.error("must be between 1 and 64, got \(workers)") }
             configuration.workers = workers
+        }
+        if let node = top.optional("relayEngine") {
+            let text = try node.string()
+            guard let engine = RelayEngine(rawValue: text) else {
+                throw node.error("unknown relay engine '\(text)' (direct or channel)")
+            }
+            configuration.relayEngine = engine
         }
         if let node = top.optional("logLevel") {
             let text = try node.string()

@@ -191,11 +191,21 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
     public var timeouts = Timeouts()
     /// Event-loop threads. Default 1 (a sidecar shares its pod's CPU with the app).
     public var workers = 1
+    /// How opaque relays (no HTTP policy gate) move bytes once established: `direct`
+    /// (default) hands their sockets to a relay thread per worker; `channel` keeps them
+    /// in the SwiftNIO pipeline like gated relays.
+    public var relayEngine = RelayEngine.direct
     public var logLevel: Logger.Level = .info
 
     public init(identity: Identity) {
         self.identity = identity
     }
+}
+
+/// Which relay carries established opaque connections (`relayEngine`).
+public enum RelayEngine: String, Sendable, CaseIterable, Encodable {
+    case direct
+    case channel
 }
 
 /// A `host:port` pair as written in configuration (`[v6]:port` for IPv6).

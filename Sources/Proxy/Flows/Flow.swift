@@ -175,6 +175,19 @@ final class Flow: Sendable {
     func finish() {
         recorder.finish(self)
     }
+
+    private let handedOver = Atomic<Bool>(false)
+
+    /// A direct relay took the connection over from its channel: the relay's end, not
+    /// the channel's close, finishes the flow.
+    func handOver() {
+        handedOver.store(true, ordering: .relaxed)
+    }
+
+    /// Finishes the flow as its channel closes, unless a direct relay took it over.
+    func channelClosed() {
+        if !handedOver.load(ordering: .relaxed) { finish() }
+    }
 }
 
 extension FlowRecord.Verdict {

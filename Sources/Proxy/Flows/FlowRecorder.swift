@@ -102,7 +102,7 @@ final class FlowRecorder: Sendable {
             return state.openByDirection[direction, default: 0]
         }
         Gauge(label: "beemesh_active_flows", dimensions: [("direction", direction.rawValue)]).record(open)
-        channel.closeFuture.whenComplete { _ in flow.finish() }
+        channel.closeFuture.whenComplete { _ in flow.channelClosed() }
         return flow
     }
 

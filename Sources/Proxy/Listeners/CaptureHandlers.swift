@@ -190,7 +190,7 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
                 RelayHandler.join(
                     context,
                     to: upstream,
-                    idleTimeout: handler.environment.idleTimeout,
+                    environment: handler.environment,
                     flow: handler.flow,
                     logger: handler.logger
                 )
@@ -303,7 +303,7 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
                     RelayHandler.join(
                         context,
                         to: app,
-                        idleTimeout: handler.environment.idleTimeout,
+                        environment: handler.environment,
                         flow: handler.flow,
                         logger: handler.logger,
                         gate: gate

@@ -3,30 +3,56 @@ import NIOCore
 
 /// The proxy's live downstream connections, so that a graceful drain can wait for them
 /// and cut the ones still open at the deadline.
+///
+/// A connection is known by its downstream channel while the channel relays it; a
+/// direct relay that takes the connection over (and closes the channel) hands over how
+/// to cut it, and releases the entry when it ends.
 final class ConnectionTracker: Sendable {
-    private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    private struct Entry {
+        /// Kept so that the channel's identity stays unique while the entry lives.
+        let channel: any Channel
+        var cut: @Sendable () -> Void
+        var handedOver = false
+    }
 
-    /// Registers `channel` until it closes.
+    private let entries = NIOLockedValueBox<[ObjectIdentifier: Entry]>([:])
+
+    /// Registers `channel` until it closes, or until whatever took it over releases it.
     func track(_ channel: any Channel) {
         let id = ObjectIdentifier(channel)
-        channels.withLockedValue { $0[id] = channel }
+        entries.withLockedValue { $0[id] = Entry(channel: channel, cut: { channel.close(promise: nil) }) }
         channel.closeFuture.whenComplete { [weak self] _ in
-            self?.channels.withLockedValue { _ = $0.removeValue(forKey: id) }
+            self?.entries.withLockedValue { entries in
+                if entries[id]?.handedOver == false { entries[id] = nil }
+            }
         }
     }
 
-    var count: Int { channels.withLockedValue { $0.count } }
+    /// The connection of `channel` lives on without it; `cut` ends it.
+    func handOver(_ channel: any Channel, cut: @escaping @Sendable () -> Void) {
+        entries.withLockedValue { entries in
+            entries[ObjectIdentifier(channel)]?.cut = cut
+            entries[ObjectIdentifier(channel)]?.handedOver = true
+        }
+    }
 
-    /// Waits until every tracked connection closed, or the deadline passes; then closes
+    /// The connection handed over from `channel` ended.
+    func release(_ channel: any Channel) {
+        _ = entries.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    var count: Int { entries.withLockedValue { $0.count } }
+
+    /// Waits until every tracked connection closed, or the deadline passes; then cuts
     /// what is left. Returns how many connections were cut.
     /// `atDeadline` runs just before the cut.
     func drain(deadline: ContinuousClock.Instant, atDeadline: () -> Void = {}) async -> Int {
         while count > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
-        let remaining = channels.withLockedValue { Array($0.values) }
+        let remaining = entries.withLockedValue { $0.values.map(\.cut) }
         if !remaining.isEmpty { atDeadline() }
-        for channel in remaining { channel.close(promise: nil) }
+        for cut in remaining { cut() }
         return remaining.count
     }
 }

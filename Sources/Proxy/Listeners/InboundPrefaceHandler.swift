@@ -179,7 +179,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         RelayHandler.join(
             context,
             to: app,
-            idleTimeout: environment.idleTimeout,
+            environment: environment,
             flow: flow,
             logger: logger,
             gate: admittedRequest.flatMap { environment.httpGate(for: $0, flow: flow, logger: logger) },

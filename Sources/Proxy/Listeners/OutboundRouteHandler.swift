@@ -204,7 +204,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
             RelayHandler.join(
                 context,
                 to: upstream,
-                idleTimeout: environment.idleTimeout,
+                environment: environment,
                 flow: flow,
                 logger: logger,
                 readFromDownstream: early,

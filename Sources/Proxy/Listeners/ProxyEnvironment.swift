@@ -17,6 +17,8 @@ struct ProxyEnvironment: Sendable {
     /// Services found through the node agent's DHT, and mesh DNS's virtual IPs; nil
     /// without `discovery.agent`.
     let discovery: MeshDiscovery?
+    /// Where established opaque relays move (nil with `relayEngine: channel`).
+    let directRelays: DirectRelays?
     let logger: Logger
     /// The ports this proxy listens on, as bound.
     let listenerPorts = ListenerPorts()

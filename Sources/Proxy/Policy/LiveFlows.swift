@@ -7,23 +7,45 @@ import Policy
 /// The inbound connections a policy admitted and that are still open, with what their
 /// decision was about, so that a policy change can re-decide them: a flow the new
 /// policies deny is closed on both sides (closing the downstream connection ends its
-/// relay) and recorded as revoked, naming the policy.
+/// relay, or cuts the direct relay that took the connection over) and recorded as
+/// revoked, naming the policy.
 final class LiveFlows: Sendable {
     struct Entry: Sendable {
+        /// Kept so that the channel's identity stays unique while the entry lives.
         let channel: any Channel
         let request: PolicyRequest
         let flow: Flow?
         let logger: Logger
+        var cut: @Sendable () -> Void
+        var handedOver = false
     }
 
     private let flows = NIOLockedValueBox<[ObjectIdentifier: Entry]>([:])
 
     func register(_ channel: any Channel, request: PolicyRequest, flow: Flow?, logger: Logger) {
         let id = ObjectIdentifier(channel)
-        flows.withLockedValue { $0[id] = Entry(channel: channel, request: request, flow: flow, logger: logger) }
-        channel.closeFuture.whenComplete { [weak self] _ in
-            self?.flows.withLockedValue { _ = $0.removeValue(forKey: id) }
+        let entry = Entry(channel: channel, request: request, flow: flow, logger: logger) {
+            channel.close(promise: nil)
         }
+        flows.withLockedValue { $0[id] = entry }
+        channel.closeFuture.whenComplete { [weak self] _ in
+            self?.flows.withLockedValue { flows in
+                if flows[id]?.handedOver == false { flows[id] = nil }
+            }
+        }
+    }
+
+    /// The flow of `channel` lives on in a direct relay; `cut` ends it.
+    func handOver(_ channel: any Channel, cut: @escaping @Sendable () -> Void) {
+        flows.withLockedValue { flows in
+            flows[ObjectIdentifier(channel)]?.cut = cut
+            flows[ObjectIdentifier(channel)]?.handedOver = true
+        }
+    }
+
+    /// The flow handed over from `channel` ended.
+    func release(_ channel: any Channel) {
+        _ = flows.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 
     var count: Int { flows.withLockedValue { $0.count } }
@@ -43,7 +65,7 @@ final class LiveFlows: Sendable {
             )
             Counter(label: "beemesh_flows_revoked_total", dimensions: [("policy", decision.policyLabel)]).increment()
             entry.flow?.revoked(by: decision)
-            entry.channel.close(promise: nil)
+            entry.cut()
         }
         return revoked
     }

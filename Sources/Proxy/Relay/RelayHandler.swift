@@ -65,16 +65,17 @@ final class RelayHandler: ChannelDuplexHandler {
     }
 
     /// Turns a connection that was being set up into a relay with a freshly connected
-    /// `upstream`: installs the pair (and `gate` between the downstream connection and
-    /// its relay side), hands on what the set-up already read (`readFromDownstream`
-    /// through the gate to upstream, `readFromUpstream` to the downstream peer) and an
-    /// end of input seen meanwhile, removes the handler that owns `context`, and starts
-    /// reading. Closes both when the pair cannot be installed. Every handler that builds
-    /// a relay goes through here.
+    /// `upstream`. An opaque relay (no `gate`) moves to the proxy's direct relay loops
+    /// when it can; otherwise this installs the pair (and `gate` between the downstream
+    /// connection and its relay side), hands on what the set-up already read
+    /// (`readFromDownstream` through the gate to upstream, `readFromUpstream` to the
+    /// downstream peer) and an end of input seen meanwhile, removes the handler that
+    /// owns `context`, and starts reading. Closes both when the pair cannot be
+    /// installed. Every handler that builds a relay goes through here.
     static func join(
         _ context: ChannelHandlerContext,
         to upstream: any Channel,
-        idleTimeout: TimeAmount,
+        environment: ProxyEnvironment,
         flow: Flow?,
         logger: Logger,
         gate: (any ChannelHandler)? = nil,
@@ -82,6 +83,19 @@ final class RelayHandler: ChannelDuplexHandler {
         readFromUpstream: ByteBuffer = ByteBuffer(),
         downstreamInputEnded: Bool = false
     ) {
+        if gate == nil, let direct = environment.directRelays,
+            direct.adopt(
+                downstream: context,
+                upstream: upstream,
+                environment: environment,
+                flow: flow,
+                logger: logger,
+                early: (readFromDownstream, readFromUpstream, downstreamInputEnded)
+            )
+        {
+            return
+        }
+        let idleTimeout = environment.idleTimeout
         let (downstreamSide, upstreamSide) = pair(idleTimeout: idleTimeout, flow: flow, logger: logger)
         do {
             try upstream.pipeline.syncOperations.addHandler(upstreamSide)

@@ -1,0 +1,184 @@
+import Logging
+import MeshTLS
+import Metrics
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// An established opaque relay that left its channels: two sockets, a `RelayPump`
+/// between them, and what the proxy's bookkeeping needs when it ends.
+///
+/// Built on the connection's event loop, then owned by one `DirectRelayLoop`'s thread;
+/// other threads hold it only to name it in a command to that loop.
+final class DirectRelay: @unchecked Sendable {
+    let pump: RelayPump<RelaySocket>
+    private let downstream: RelaySocket
+    private let upstream: RelaySocket
+    let flow: Flow?
+    let logger: Logger
+    /// Bytes the set-up read before the relay existed, and whether the downstream
+    /// input had already ended.
+    private var earlyFromDownstream: [UInt8]
+    private var earlyFromUpstream: [UInt8]
+    private let downstreamEnded: Bool
+    private let onEnd: @Sendable () -> Void
+
+    // The loop's bookkeeping.
+    var slot = -1
+    var lastActivity: Int64 = 0
+    var bytesAtSweep: UInt64 = 0
+
+    init(
+        downstream: RelaySocket,
+        upstream: RelaySocket,
+        flow: Flow?,
+        logger: Logger,
+        early: (fromDownstream: ByteBuffer, fromUpstream: ByteBuffer, downstreamEnded: Bool),
+        onEnd: @escaping @Sendable () -> Void
+    ) {
+        self.downstream = downstream
+        self.upstream = upstream
+        self.pump = RelayPump(downstream: downstream, upstream: upstream, flow: flow)
+        self.flow = flow
+        self.logger = logger
+        self.earlyFromDownstream = Array(early.fromDownstream.readableBytesView)
+        self.earlyFromUpstream = Array(early.fromUpstream.readableBytesView)
+        self.downstreamEnded = early.downstreamEnded
+        self.onEnd = onEnd
+    }
+
+    func socket(_ side: RelayPump<RelaySocket>.Side) -> RelaySocket {
+        side == .downstream ? downstream : upstream
+    }
+
+    /// Writes what the set-up read, then starts moving bytes.
+    func begin(scratch: UnsafeMutableRawBufferPointer) -> RelayPump<RelaySocket>.Outcome {
+        defer {
+            earlyFromDownstream = []
+            earlyFromUpstream = []
+        }
+        for (bytes, side) in [
+            (earlyFromUpstream, RelayPump<RelaySocket>.Side.upstream), (earlyFromDownstream, .downstream),
+        ] {
+            let outcome = bytes.withUnsafeBytes { pump.forward($0, readFrom: side) }
+            if outcome != .open { return outcome }
+        }
+        return pump.start(downstreamEnded: downstreamEnded, scratch: scratch)
+    }
+
+    /// The loop closed both sockets.
+    func ended() {
+        onEnd()
+    }
+}
+
+/// The proxy's direct relay loops, one per worker thread, taking relays in turn.
+///
+/// An opaque relay (no HTTP gate between its sides) starts on the connection's event
+/// loop like any other, and moves here once its preface exchange is done: each channel's
+/// socket is duplicated, the TLS session is detached from its handler, and both channels
+/// are closed, which releases their own descriptors but not the connections. From then
+/// on the relay costs a read and a send per direction per message, with no channel
+/// bookkeeping, no pipeline and no reference counting on the path.
+final class DirectRelays: Sendable {
+    private let loops: [DirectRelayLoop]
+    private let next = Atomic<Int>(0)
+
+    init(count: Int, idleTimeout: TimeAmount, logger: Logger) throws {
+        loops = try (0..<count).map {
+            try DirectRelayLoop(name: "beemesh-relay-\($0)", idleTimeout: idleTimeout, logger: logger)
+        }
+    }
+
+    /// Relays running now.
+    var count: Int { loops.reduce(0) { $0 + $1.active.load(ordering: .relaxed) } }
+
+    func stop() {
+        for loop in loops { loop.stop() }
+    }
+
+    /// Moves the relay between `context`'s channel (downstream) and `upstream` to a
+    /// loop. Returns false, changing nothing, when the connection is not at a point
+    /// where it can move (bytes still queued in a channel, a TLS session with bytes in
+    /// flight or already closing); the caller then relays through the channels.
+    func adopt(
+        downstream context: ChannelHandlerContext,
+        upstream: any Channel,
+        environment: ProxyEnvironment,
+        flow: Flow?,
+        logger: Logger,
+        early: (fromDownstream: ByteBuffer, fromUpstream: ByteBuffer, downstreamEnded: Bool)
+    ) -> Bool {
+        let downstream = context.channel
+        guard let downTLS = Self.detachableTLS(downstream), let upTLS = Self.detachableTLS(upstream),
+            let downFD = Self.duplicateSocket(downstream)
+        else { return false }
+        guard let upFD = Self.duplicateSocket(upstream) else {
+            close(downFD)
+            return false
+        }
+        let downSocket = RelaySocket(
+            fd: downFD,
+            tls: downTLS.map { $0.handler.detach(socket: downFD, context: $0.context)! }
+        )
+        let upSocket = RelaySocket(fd: upFD, tls: upTLS.map { $0.handler.detach(socket: upFD, context: $0.context)! })
+
+        let loop = loops[next.wrappingAdd(1, ordering: .relaxed).oldValue % loops.count]
+        let tracker = environment.tracker
+        let liveFlows = environment.liveFlows
+        let relay = DirectRelay(
+            downstream: downSocket,
+            upstream: upSocket,
+            flow: flow,
+            logger: logger,
+            early: early
+        ) {
+            flow?.finish()
+            tracker.release(downstream)
+            liveFlows.release(downstream)
+        }
+        // From here the relay, not the channel, is the live connection: a drain or a
+        // revoking policy cuts it, and its end finishes the flow.
+        flow?.handOver()
+        tracker.handOver(downstream) { [weak loop, weak relay] in
+            if let relay { loop?.cut(relay) }
+        }
+        liveFlows.handOver(downstream) { [weak loop, weak relay] in
+            if let relay { loop?.cut(relay) }
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        downstream.close(promise: nil)
+        upstream.close(promise: nil)
+        Counter(label: "beemesh_relays_total", dimensions: [("engine", "direct")]).increment()
+        loop.adopt(relay)
+        return true
+    }
+
+    /// `.some(nil)` for a channel without TLS, `.some(handler)` for one whose TLS session
+    /// can be detached now, nil when it cannot (or anything is queued in the channel).
+    private static func detachableTLS(
+        _ channel: any Channel
+    ) -> (handler: MeshTLSHandler, context: ChannelHandlerContext)?? {
+        guard channel.isActive,
+            let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes), buffered == 0
+        else { return nil }
+        guard let context = try? channel.pipeline.syncOperations.context(handlerType: MeshTLSHandler.self) else {
+            return .some(nil)
+        }
+        let handler = context.handler as! MeshTLSHandler
+        guard handler.isDetachable else { return nil }
+        return .some((handler, context))
+    }
+
+    /// A descriptor of our own for the channel's socket (close-on-exec).
+    private static func duplicateSocket(_ channel: any Channel) -> CInt? {
+        let fd = try? channel.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) {
+            fcntl($0, F_DUPFD_CLOEXEC, 0)
+        }
+        guard let fd, fd >= 0 else { return nil }
+        return fd
+    }
+}

@@ -1,0 +1,235 @@
+import CEpoll
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import Synchronization
+
+/// A thread that runs direct relays: it owns their sockets, polls them with one
+/// edge-triggered epoll set, and moves bytes with plain `read`/`send` (or OpenSSL on
+/// the socket) and no channel pipeline in between.
+///
+/// Each socket is registered once, for input, output and peer close, and never
+/// modified: a stream is read until it would block (or a short read shows it empty),
+/// and is next read when epoll reports new bytes. A pair that reads its budget without
+/// emptying a stream is serviced again before the thread waits.
+///
+/// Other threads talk to the loop only through its inbox (adopt a relay, cut one,
+/// stop), woken by an eventfd. Idle relays are found by a sweep every quarter of the
+/// idle timeout that compares each pair's byte count with the last sweep's.
+final class DirectRelayLoop: @unchecked Sendable {
+    private enum Command {
+        case adopt(DirectRelay)
+        case cut(DirectRelay)
+        case stop
+    }
+
+    private let epoll: CInt
+    private let wake: CInt
+    private let inbox = NIOLockedValueBox<[Command]>([])
+    private let idleTimeout: Int64
+    private let logger: Logger
+    /// Relays on this loop, for the proxy's status and its tests.
+    let active = Atomic<Int>(0)
+
+    // Confined to the loop's thread.
+    private var relays: [DirectRelay?] = []
+    private var freeSlots: [Int] = []
+    private var busy: [Int] = []
+    private var nextSweep: Int64 = 0
+    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+    private let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: 128)
+
+    private static let wakeToken = UInt64.max
+
+    init(name: String, idleTimeout: TimeAmount, logger: Logger) throws {
+        epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
+        guard epoll >= 0 else { throw IOError(errnoCode: errno, reason: "epoll_create1") }
+        wake = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        guard wake >= 0 else {
+            let error = errno
+            close(epoll)
+            throw IOError(errnoCode: error, reason: "eventfd")
+        }
+        self.idleTimeout = idleTimeout.nanoseconds
+        self.logger = logger
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue
+        event.data.u64 = Self.wakeToken
+        epoll_ctl(epoll, EPOLL_CTL_ADD, wake, &event)
+        let thread = Thread { [self] in run() }
+        thread.name = name
+        thread.start()
+    }
+
+    /// Takes over `relay` (its sockets are already out of their channels).
+    func adopt(_ relay: DirectRelay) {
+        active.add(1, ordering: .relaxed)
+        post(.adopt(relay))
+    }
+
+    /// Ends `relay` now, both sides closed (drain deadline, revoked policy).
+    func cut(_ relay: DirectRelay) {
+        post(.cut(relay))
+    }
+
+    /// Cuts every relay left and ends the thread.
+    func stop() {
+        post(.stop)
+    }
+
+    private func post(_ command: Command) {
+        inbox.withLockedValue { $0.append(command) }
+        var one: UInt64 = 1
+        _ = write(wake, &one, 8)
+    }
+
+    // MARK: the loop's thread
+
+    private func run() {
+        while true {
+            let count = epoll_wait(epoll, events, 128, waitMilliseconds())
+            if count < 0 && errno != EINTR {
+                logger.critical("epoll_wait failed: the direct relay loop stops", metadata: ["errno": "\(errno)"])
+                break
+            }
+            for index in 0..<max(0, Int(count)) {
+                dispatch(events[index])
+            }
+            if !busy.isEmpty {
+                let pending = busy
+                busy.removeAll(keepingCapacity: true)
+                for slot in pending {
+                    guard slot < relays.count, let relay = relays[slot] else { continue }
+                    settle(relay, relay.pump.resume(scratch: scratch))
+                }
+            }
+            guard drainInbox() else { break }
+            if idleTimeout > 0 && !relays.isEmpty && now() >= nextSweep {
+                sweep()
+            }
+        }
+        for case let relay? in relays {
+            end(relay, cut: true)
+        }
+        close(epoll)
+        close(wake)
+        scratch.deallocate()
+        events.deallocate()
+    }
+
+    private func waitMilliseconds() -> Int32 {
+        if !busy.isEmpty { return 0 }
+        guard idleTimeout > 0, relays.count > freeSlots.count else { return -1 }
+        return Int32(clamping: max(1, (nextSweep - now()) / 1_000_000 + 1))
+    }
+
+    private func dispatch(_ event: epoll_event) {
+        let token = event.data.u64
+        if token == Self.wakeToken {
+            var value: UInt64 = 0
+            _ = read(wake, &value, 8)
+            return
+        }
+        let slot = Int(token >> 1)
+        guard slot < relays.count, let relay = relays[slot] else { return }
+        let side: RelayPump<RelaySocket>.Side = token & 1 == 0 ? .downstream : .upstream
+        let bits = event.events
+        let writable = bits & (EPOLLOUT.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
+        let hungUp = bits & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
+        let readable = bits & EPOLLIN.rawValue != 0 || (writable && relay.socket(side).readWantsWrite)
+        settle(
+            relay,
+            relay.pump.ready(side, readable: readable, writable: writable, hungUp: hungUp, scratch: scratch)
+        )
+    }
+
+    private func settle(_ relay: DirectRelay, _ outcome: RelayPump<RelaySocket>.Outcome) {
+        switch outcome {
+        case .open:
+            if relay.pump.hasMoreWork { busy.append(relay.slot) }
+        case .finished:
+            end(relay, cut: false)
+        case .aborted(let reason, let detail):
+            relay.logger.debug("direct relay aborted", metadata: ["reason": "\(reason)", "detail": "\(detail)"])
+            relay.flow?.closing(reason)
+            end(relay, cut: true)
+        }
+    }
+
+    /// Returns false on `stop`.
+    private func drainInbox() -> Bool {
+        let commands = inbox.withLockedValue { inbox in
+            defer { inbox.removeAll(keepingCapacity: true) }
+            return inbox
+        }
+        for command in commands {
+            switch command {
+            case .adopt(let relay):
+                start(relay)
+            case .cut(let relay):
+                if relay.slot >= 0, relays[relay.slot] === relay { end(relay, cut: true) }
+            case .stop:
+                return false
+            }
+        }
+        return true
+    }
+
+    private func start(_ relay: DirectRelay) {
+        let slot = freeSlots.popLast() ?? relays.count
+        if slot == relays.count { relays.append(nil) }
+        relays[slot] = relay
+        relay.slot = slot
+        relay.lastActivity = now()
+        if relays.count - freeSlots.count == 1 { nextSweep = relay.lastActivity + idleTimeout / 4 }
+        for side in [RelayPump<RelaySocket>.Side.downstream, .upstream] {
+            let socket = relay.socket(side)
+            var event = epoll_event()
+            event.events = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
+            event.data.u64 = UInt64(slot) << 1 | UInt64(side.rawValue)
+            guard epoll_ctl(epoll, EPOLL_CTL_ADD, socket.fd, &event) == 0 else {
+                relay.logger.error("cannot poll a relayed socket", metadata: ["errno": "\(errno)"])
+                relay.flow?.closing(.error)
+                end(relay, cut: true)
+                return
+            }
+            socket.poller = epoll
+        }
+        settle(relay, relay.begin(scratch: scratch))
+    }
+
+    /// Closes what is still open of `relay`, frees its slot and reports its end.
+    private func end(_ relay: DirectRelay, cut: Bool) {
+        if cut { relay.pump.closeAll() }
+        relays[relay.slot] = nil
+        freeSlots.append(relay.slot)
+        relay.slot = -1
+        active.subtract(1, ordering: .relaxed)
+        relay.ended()
+        if relays.count == freeSlots.count {
+            relays.removeAll(keepingCapacity: true)
+            freeSlots.removeAll(keepingCapacity: true)
+        }
+    }
+
+    private func sweep() {
+        let time = now()
+        for case let relay? in relays {
+            let moved = relay.pump.bytesMoved
+            if moved != relay.bytesAtSweep {
+                relay.bytesAtSweep = moved
+                relay.lastActivity = time
+            } else if time - relay.lastActivity >= idleTimeout {
+                relay.logger.debug("direct relay idle: closing")
+                relay.flow?.closing(.timeout)
+                end(relay, cut: true)
+            }
+        }
+        nextSweep = time + max(idleTimeout / 4, 1_000_000)
+    }
+
+    private func now() -> Int64 {
+        Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds)
+    }
+}
