@@ -49,16 +49,14 @@ public final class TLSSocketStream {
         SSL_set_read_ahead(connection.ssl, 1)
     }
 
-    /// Whether the last read found the socket empty and OpenSSL holds no undelivered
-    /// bytes: with an edge-triggered poller, reading again before the socket reports
-    /// readable would only return `wouldBlock`.
+    /// Whether the last `read` found the socket empty (its own read of the socket came
+    /// back short or would block) and OpenSSL holds no undelivered bytes: with an
+    /// edge-triggered poller, reading again before the socket reports readable would
+    /// only return `wouldBlock`. A read served from OpenSSL's buffer alone never says
+    /// drained, since the socket may have filled since it was last read.
     public var isDrained: Bool {
-        socket.drained && SSL_has_pending(connection.ssl) == 0
+        deferredEnd == nil && socket.drained && SSL_has_pending(connection.ssl) == 0
     }
-
-    /// Whether `read` wants the socket writable before it can go on (a TLS key update
-    /// answered while the socket was full).
-    public private(set) var readWantsWrite = false
 
     /// Ciphertext queued and not yet taken by the socket.
     public var queuedOutput: Int { socket.queued }
@@ -66,7 +64,9 @@ public final class TLSSocketStream {
     /// Decrypts into `buffer`: as many records as fit and have arrived.
     public func read(into buffer: UnsafeMutableRawBufferPointer) -> Step {
         if let deferredEnd { return deferredEnd }
-        readWantsWrite = false
+        socket.drained = false
+        // Reading can make OpenSSL answer (a TLS 1.3 key update): send that at once.
+        defer { if socket.queued > 0 { _ = flush() } }
         var filled = 0
         ERR_clear_error()
         while filled < buffer.count {
@@ -87,10 +87,8 @@ public final class TLSSocketStream {
 
     private func classifyRead(_ error: Int32) -> Step {
         switch error {
-        case SSL_ERROR_WANT_READ:
-            return .wouldBlock
-        case SSL_ERROR_WANT_WRITE:
-            readWantsWrite = true
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+            // Writes never block in the BIO (they queue), so WANT_WRITE does not happen.
             return .wouldBlock
         case SSL_ERROR_ZERO_RETURN:
             return .closed

@@ -72,9 +72,12 @@ import Testing
             outputEvents.append("fin")
         }
 
-        func close() {
+        var wasReset = false
+
+        func close(reset: Bool) {
             #expect(!closed, "closed twice")
             closed = true
+            wasReset = reset
         }
     }
 
@@ -199,8 +202,8 @@ import Testing
         }
         #expect(got == reason)
         #expect(up.outputEvents.isEmpty, "a failure is never passed on as a clean end")
-        pump.closeAll()
-        #expect(down.closed && up.closed)
+        pump.closeAll(reset: true)
+        #expect(down.closed && up.closed && down.wasReset && up.wasReset)
     }
 
     @Test func aResetPartnerAbortsThePair() {
@@ -210,6 +213,27 @@ import Testing
         guard case .aborted(.reset, _) = pump.ready(.downstream, readable: true, writable: false, scratch: scratch)
         else {
             Issue.record("expected an abort for a reset")
+            return
+        }
+    }
+
+    /// A reset on a side whose input already ended is seen by no read: the poller's
+    /// error report ends the pair, rather than the idle timeout much later.
+    @Test func anErrorOnAnEndedSideAbortsThePair() {
+        let (pump, down, up) = startedPump()
+        down.arrive([], end: true)
+        _ = pump.ready(.downstream, readable: true, writable: false, hungUp: true, scratch: scratch)
+        #expect(up.outputEvents == ["close_notify", "fin"])
+        guard
+            case .aborted(.reset, _) = pump.ready(
+                .downstream,
+                readable: false,
+                writable: true,
+                failed: true,
+                scratch: scratch
+            )
+        else {
+            Issue.record("expected an abort for the error")
             return
         }
     }

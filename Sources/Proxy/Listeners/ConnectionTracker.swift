@@ -50,9 +50,12 @@ final class ConnectionTracker: Sendable {
         while count > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
-        let remaining = entries.withLockedValue { $0.values.map(\.cut) }
+        let remaining = entries.withLockedValue { Array($0.keys) }
         if !remaining.isEmpty { atDeadline() }
-        for cut in remaining { cut() }
+        for id in remaining {
+            // Read now, not with the keys: a connection may have moved to a direct relay.
+            entries.withLockedValue { $0[id]?.cut }?()
+        }
         return remaining.count
     }
 }

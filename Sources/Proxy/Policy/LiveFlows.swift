@@ -18,6 +18,8 @@ final class LiveFlows: Sendable {
         let logger: Logger
         var cut: @Sendable () -> Void
         var handedOver = false
+        /// A policy change denied it and is cutting it.
+        var revoked = false
     }
 
     private let flows = NIOLockedValueBox<[ObjectIdentifier: Entry]>([:])
@@ -35,11 +37,15 @@ final class LiveFlows: Sendable {
         }
     }
 
-    /// The flow of `channel` lives on in a direct relay; `cut` ends it.
-    func handOver(_ channel: any Channel, cut: @escaping @Sendable () -> Void) {
+    /// The flow of `channel` lives on in a direct relay; `cut` ends it. False, changing
+    /// nothing, when a policy change is revoking it: it must end with its channel.
+    func handOver(_ channel: any Channel, cut: @escaping @Sendable () -> Void) -> Bool {
         flows.withLockedValue { flows in
-            flows[ObjectIdentifier(channel)]?.cut = cut
-            flows[ObjectIdentifier(channel)]?.handedOver = true
+            let id = ObjectIdentifier(channel)
+            guard flows[id]?.revoked != true else { return false }
+            flows[id]?.cut = cut
+            flows[id]?.handedOver = true
+            return true
         }
     }
 
@@ -53,11 +59,18 @@ final class LiveFlows: Sendable {
     /// Re-decides every live flow; returns how many were revoked.
     @discardableResult
     func revoke(under set: PolicySet) -> Int {
-        let snapshot = flows.withLockedValue { Array($0.values) }
+        let snapshot = flows.withLockedValue { Array($0) }
         var revoked = 0
-        for entry in snapshot {
+        for (id, entry) in snapshot {
             let decision = set.evaluate(entry.request)
             guard !decision.isAllowed else { continue }
+            // Marked and read under the lock: a hand-over to a direct relay either
+            // happened before (its cut is the one called) or is refused.
+            let cut = flows.withLockedValue { flows in
+                flows[id]?.revoked = true
+                return flows[id]?.cut
+            }
+            guard let cut else { continue }
             revoked += 1
             entry.logger.warning(
                 "flow revoked by a policy change",
@@ -65,7 +78,7 @@ final class LiveFlows: Sendable {
             )
             Counter(label: "beemesh_flows_revoked_total", dimensions: [("policy", decision.policyLabel)]).increment()
             entry.flow?.revoked(by: decision)
-            entry.cut()
+            cut()
         }
         return revoked
     }

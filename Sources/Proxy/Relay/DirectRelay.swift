@@ -1,6 +1,7 @@
 import Logging
 import MeshTLS
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 
@@ -25,6 +26,7 @@ final class DirectRelay: @unchecked Sendable {
     private var earlyFromUpstream: [UInt8]
     private let downstreamEnded: Bool
     private let onEnd: @Sendable () -> Void
+    private let cut: RelayCut
 
     // The loop's bookkeeping.
     var slot = -1
@@ -37,8 +39,10 @@ final class DirectRelay: @unchecked Sendable {
         flow: Flow?,
         logger: Logger,
         early: (fromDownstream: ByteBuffer, fromUpstream: ByteBuffer, downstreamEnded: Bool),
+        cut: RelayCut,
         onEnd: @escaping @Sendable () -> Void
     ) {
+        self.cut = cut
         self.downstream = downstream
         self.upstream = upstream
         self.pump = RelayPump(downstream: downstream, upstream: upstream, flow: flow)
@@ -69,9 +73,37 @@ final class DirectRelay: @unchecked Sendable {
         return pump.start(downstreamEnded: downstreamEnded, scratch: scratch)
     }
 
+    /// Whether another thread asked to cut the relay.
+    var cutRequested: Bool { cut.isRequested }
+
     /// The loop closed both sockets.
     func ended() {
         onEnd()
+    }
+}
+
+/// How other threads (a revoking policy, the drain deadline) end a direct relay. It is
+/// handed to the bookkeeping before the relay exists, so a cut can come at any point of
+/// the hand-off: before the relay is attached (the loop then ends it as it arrives),
+/// before the loop has it (likewise), or while it runs.
+final class RelayCut: Sendable {
+    private let state = NIOLockedValueBox<(requested: Bool, relay: DirectRelay?, loop: DirectRelayLoop?)>(
+        (false, nil, nil)
+    )
+
+    var isRequested: Bool { state.withLockedValue { $0.requested } }
+
+    func attach(_ relay: DirectRelay, to loop: DirectRelayLoop) {
+        state.withLockedValue { $0 = ($0.requested, relay, loop) }
+    }
+
+    func request() {
+        let (relay, loop) = state.withLockedValue { state in
+            state.requested = true
+            defer { state = (true, nil, nil) }
+            return (state.relay, state.loop)
+        }
+        if let relay, let loop { loop.cut(relay) }
     }
 }
 
@@ -113,20 +145,32 @@ final class DirectRelays: Sendable {
         early: (fromDownstream: ByteBuffer, fromUpstream: ByteBuffer, downstreamEnded: Bool)
     ) -> Bool {
         let downstream = context.channel
-        guard let downTLS = Self.detachableTLS(downstream), let upTLS = Self.detachableTLS(upstream),
-            let downFD = Self.duplicateSocket(downstream)
+        let loop = loops[next.wrappingAdd(1, ordering: .relaxed).oldValue % loops.count]
+        guard loop.isAccepting, let downTLS = Self.detachableTLS(downstream),
+            let upTLS = Self.detachableTLS(upstream), let downFD = Self.duplicateSocket(downstream)
         else { return false }
         guard let upFD = Self.duplicateSocket(upstream) else {
             close(downFD)
             return false
         }
+        // From here the relay, not the channel, is the live connection: a revoking
+        // policy or the drain deadline cuts it, and its end finishes the flow. A flow
+        // a policy change is revoking right now stays with its channel, which that
+        // revocation is closing.
+        let cut = RelayCut()
+        guard environment.liveFlows.handOver(downstream, cut: cut.request) else {
+            close(downFD)
+            close(upFD)
+            return false
+        }
+        environment.tracker.handOver(downstream, cut: cut.request)
+        flow?.handOver()
+
         let downSocket = RelaySocket(
             fd: downFD,
             tls: downTLS.map { $0.handler.detach(socket: downFD, context: $0.context)! }
         )
         let upSocket = RelaySocket(fd: upFD, tls: upTLS.map { $0.handler.detach(socket: upFD, context: $0.context)! })
-
-        let loop = loops[next.wrappingAdd(1, ordering: .relaxed).oldValue % loops.count]
         let tracker = environment.tracker
         let liveFlows = environment.liveFlows
         let relay = DirectRelay(
@@ -134,26 +178,23 @@ final class DirectRelays: Sendable {
             upstream: upSocket,
             flow: flow,
             logger: logger,
-            early: early
+            early: early,
+            cut: cut
         ) {
             flow?.finish()
             tracker.release(downstream)
             liveFlows.release(downstream)
         }
-        // From here the relay, not the channel, is the live connection: a drain or a
-        // revoking policy cuts it, and its end finishes the flow.
-        flow?.handOver()
-        tracker.handOver(downstream) { [weak loop, weak relay] in
-            if let relay { loop?.cut(relay) }
-        }
-        liveFlows.handOver(downstream) { [weak loop, weak relay] in
-            if let relay { loop?.cut(relay) }
-        }
+        cut.attach(relay, to: loop)
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         downstream.close(promise: nil)
         upstream.close(promise: nil)
         Counter(label: "beemesh_relays_total", dimensions: [("engine", "direct")]).increment()
-        loop.adopt(relay)
+        if !loop.adopt(relay) {
+            // The proxy is stopping: end the connection here.
+            relay.pump.closeAll(reset: false)
+            relay.ended()
+        }
         return true
     }
 

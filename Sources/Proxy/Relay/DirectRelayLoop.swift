@@ -15,7 +15,8 @@ import Synchronization
 /// emptying a stream is serviced again before the thread waits.
 ///
 /// Other threads talk to the loop only through its inbox (adopt a relay, cut one,
-/// stop), woken by an eventfd. Idle relays are found by a sweep every quarter of the
+/// stop), woken by an eventfd. Once stopped (or if polling fails) the loop refuses new
+/// relays, and ends every relay it had or was still to take. Idle relays are found by a sweep every quarter of the
 /// idle timeout that compares each pair's byte count with the last sweep's.
 final class DirectRelayLoop: @unchecked Sendable {
     private enum Command {
@@ -26,7 +27,7 @@ final class DirectRelayLoop: @unchecked Sendable {
 
     private let epoll: CInt
     private let wake: CInt
-    private let inbox = NIOLockedValueBox<[Command]>([])
+    private let inbox = NIOLockedValueBox<(commands: [Command], stopped: Bool)>(([], false))
     private let idleTimeout: Int64
     private let logger: Logger
     /// Relays on this loop, for the proxy's status and its tests.
@@ -62,26 +63,44 @@ final class DirectRelayLoop: @unchecked Sendable {
         thread.start()
     }
 
-    /// Takes over `relay` (its sockets are already out of their channels).
-    func adopt(_ relay: DirectRelay) {
+    deinit {
+        close(epoll)
+        close(wake)
+    }
+
+    /// Whether the loop still takes relays (a hint: `adopt` decides).
+    var isAccepting: Bool { inbox.withLockedValue { !$0.stopped } }
+
+    /// Takes over `relay` (its sockets are already out of their channels); false when
+    /// the loop has stopped, and the caller must end the relay itself.
+    func adopt(_ relay: DirectRelay) -> Bool {
+        guard post(.adopt(relay)) else { return false }
         active.add(1, ordering: .relaxed)
-        post(.adopt(relay))
+        return true
     }
 
     /// Ends `relay` now, both sides closed (drain deadline, revoked policy).
     func cut(_ relay: DirectRelay) {
-        post(.cut(relay))
+        _ = post(.cut(relay))
     }
 
     /// Cuts every relay left and ends the thread.
     func stop() {
-        post(.stop)
+        _ = post(.stop)
     }
 
-    private func post(_ command: Command) {
-        inbox.withLockedValue { $0.append(command) }
-        var one: UInt64 = 1
-        _ = write(wake, &one, 8)
+    private func post(_ command: Command) -> Bool {
+        let posted = inbox.withLockedValue { inbox in
+            guard !inbox.stopped else { return false }
+            if case .stop = command { inbox.stopped = true }
+            inbox.commands.append(command)
+            return true
+        }
+        if posted {
+            var one: UInt64 = 1
+            _ = write(wake, &one, 8)
+        }
+        return posted
     }
 
     // MARK: the loop's thread
@@ -91,6 +110,7 @@ final class DirectRelayLoop: @unchecked Sendable {
             let count = epoll_wait(epoll, events, 128, waitMilliseconds())
             if count < 0 && errno != EINTR {
                 logger.critical("epoll_wait failed: the direct relay loop stops", metadata: ["errno": "\(errno)"])
+                _ = post(.stop)
                 break
             }
             for index in 0..<max(0, Int(count)) {
@@ -112,8 +132,17 @@ final class DirectRelayLoop: @unchecked Sendable {
         for case let relay? in relays {
             end(relay, cut: true)
         }
-        close(epoll)
-        close(wake)
+        // Nothing more is taken; what was posted meanwhile is ended here.
+        let left = inbox.withLockedValue { inbox in
+            inbox.stopped = true
+            defer { inbox.commands = [] }
+            return inbox.commands
+        }
+        for case .adopt(let relay) in left {
+            relay.pump.closeAll(reset: false)
+            active.subtract(1, ordering: .relaxed)
+            relay.ended()
+        }
         scratch.deallocate()
         events.deallocate()
     }
@@ -136,12 +165,15 @@ final class DirectRelayLoop: @unchecked Sendable {
         let side: RelayPump<RelaySocket>.Side = token & 1 == 0 ? .downstream : .upstream
         let bits = event.events
         let writable = bits & (EPOLLOUT.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
-        let hungUp = bits & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0
-        let readable = bits & EPOLLIN.rawValue != 0 || (writable && relay.socket(side).readWantsWrite)
-        settle(
-            relay,
-            relay.pump.ready(side, readable: readable, writable: writable, hungUp: hungUp, scratch: scratch)
+        let outcome = relay.pump.ready(
+            side,
+            readable: bits & EPOLLIN.rawValue != 0,
+            writable: writable,
+            hungUp: bits & (EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0,
+            failed: bits & EPOLLERR.rawValue != 0,
+            scratch: scratch
         )
+        settle(relay, outcome)
     }
 
     private func settle(_ relay: DirectRelay, _ outcome: RelayPump<RelaySocket>.Outcome) {
@@ -153,16 +185,17 @@ final class DirectRelayLoop: @unchecked Sendable {
         case .aborted(let reason, let detail):
             relay.logger.debug("direct relay aborted", metadata: ["reason": "\(reason)", "detail": "\(detail)"])
             relay.flow?.closing(reason)
-            end(relay, cut: true)
+            end(relay, cut: true, reset: true)
         }
     }
 
     /// Returns false on `stop`.
     private func drainInbox() -> Bool {
         let commands = inbox.withLockedValue { inbox in
-            defer { inbox.removeAll(keepingCapacity: true) }
-            return inbox
+            defer { inbox.commands.removeAll(keepingCapacity: true) }
+            return inbox.commands
         }
+        var stop = false
         for command in commands {
             switch command {
             case .adopt(let relay):
@@ -170,10 +203,10 @@ final class DirectRelayLoop: @unchecked Sendable {
             case .cut(let relay):
                 if relay.slot >= 0, relays[relay.slot] === relay { end(relay, cut: true) }
             case .stop:
-                return false
+                stop = true
             }
         }
-        return true
+        return !stop
     }
 
     private func start(_ relay: DirectRelay) {
@@ -181,6 +214,11 @@ final class DirectRelayLoop: @unchecked Sendable {
         if slot == relays.count { relays.append(nil) }
         relays[slot] = relay
         relay.slot = slot
+        if relay.cutRequested {
+            // Cut (a revoking policy, the drain deadline) before it got here.
+            end(relay, cut: true)
+            return
+        }
         relay.lastActivity = now()
         if relays.count - freeSlots.count == 1 { nextSweep = relay.lastActivity + idleTimeout / 4 }
         for side in [RelayPump<RelaySocket>.Side.downstream, .upstream] {
@@ -200,8 +238,8 @@ final class DirectRelayLoop: @unchecked Sendable {
     }
 
     /// Closes what is still open of `relay`, frees its slot and reports its end.
-    private func end(_ relay: DirectRelay, cut: Bool) {
-        if cut { relay.pump.closeAll() }
+    private func end(_ relay: DirectRelay, cut: Bool, reset: Bool = false) {
+        if cut { relay.pump.closeAll(reset: reset) }
         relays[relay.slot] = nil
         freeSlots.append(relay.slot)
         relay.slot = -1

@@ -20,8 +20,10 @@ protocol RelayStream: AnyObject {
     func closeOutput() -> StreamStep
     /// Ends the output at the transport (TCP FIN), once nothing waits.
     func shutdownWrite()
-    /// Releases the stream; no call follows.
-    func close()
+    /// Releases the stream; no call follows. `reset`: the relay failed, so the peer is
+    /// told so (a plain TCP peer gets an RST rather than a FIN that would look like a
+    /// clean end).
+    func close(reset: Bool)
 }
 
 /// The byte-moving logic of a direct relay, for one pair of streams: what to read,
@@ -107,14 +109,20 @@ final class RelayPump<Stream: RelayStream> {
         }
     }
 
-    /// The poller reported `side` readable and/or writable, or its peer's end.
+    /// The poller reported `side` readable and/or writable, its peer's end, or an
+    /// error on it.
     func ready(
         _ side: Side,
         readable: Bool,
         writable: Bool,
         hungUp: Bool = false,
+        failed: Bool = false,
         scratch: UnsafeMutableRawBufferPointer
     ) -> Outcome {
+        if failed && states[side.rawValue].inputEnded && !states[side.rawValue].closed {
+            // Its input is not read any more, so no read would report the error.
+            return .aborted(.reset, "\(side) failed after its input ended")
+        }
         if hungUp { states[side.rawValue].hungUp = true }
         if readable || hungUp { states[side.rawValue].readable = true }
         if writable { states[side.rawValue].writable = true }
@@ -134,7 +142,7 @@ final class RelayPump<Stream: RelayStream> {
             let state = states[side.rawValue]
             if state.inputEnded && state.outputShut && !state.closed {
                 states[side.rawValue].closed = true
-                streams[side.rawValue].close()
+                streams[side.rawValue].close(reset: false)
             }
         }
         return states[0].closed && states[1].closed ? .finished : .open
@@ -230,11 +238,11 @@ final class RelayPump<Stream: RelayStream> {
         }
     }
 
-    /// Closes the streams still open (after an abort, or to cut the pair).
-    func closeAll() {
+    /// Closes the streams still open: `reset` after an abort, not for a cut.
+    func closeAll(reset: Bool) {
         for side in [Side.downstream, .upstream] where !states[side.rawValue].closed {
             states[side.rawValue].closed = true
-            streams[side.rawValue].close()
+            streams[side.rawValue].close(reset: reset)
         }
     }
 }

@@ -24,9 +24,6 @@ final class RelaySocket: RelayStream {
 
     var isTLS: Bool { tls != nil }
 
-    /// TLS only: a read is waiting for the socket to be writable.
-    var readWantsWrite: Bool { tls?.readWantsWrite ?? false }
-
     func read(into buffer: UnsafeMutableRawBufferPointer) -> StreamStep {
         if let tls { return tls.read(into: buffer) }
         while true {
@@ -76,8 +73,13 @@ final class RelaySocket: RelayStream {
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }
 
-    func close() {
+    func close(reset: Bool) {
         if poller >= 0 { epoll_ctl(poller, EPOLL_CTL_DEL, fd, nil) }
+        if reset && tls == nil {
+            // A TLS peer learns of the failure from the missing close_notify.
+            var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+            _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        }
         tls = nil
         _ = Glibc.close(fd)
     }
