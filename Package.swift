@@ -32,7 +32,7 @@ let package = Package(
             pkgConfig: "yaml-0.1",
             providers: [.apt(["libyaml-dev"])]
         ),
-        .systemLibrary(name: "CEpoll"),
+        .systemLibrary(name: "CLinux"),
         .systemLibrary(
             name: "CNetfilter",
             pkgConfig: "libnftnl",
@@ -75,7 +75,7 @@ let package = Package(
             name: "Proxy",
             dependencies: [
                 "Capture",
-                "CEpoll",
+                "CLinux",
                 "Kademlia",
                 "MeshAPI",
                 "MeshNet",

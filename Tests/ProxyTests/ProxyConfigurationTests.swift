@@ -22,6 +22,7 @@ import Testing
         #expect(configuration.timeouts.drain == 30)
         #expect(configuration.identity.reloadInterval == 1)
         #expect(configuration.workers == 1)
+        #expect(configuration.relayEngine == .direct)
         #expect(configuration.logLevel == .info)
     }
 
@@ -40,6 +41,7 @@ import Testing
                       - {address: 10.0.0.2:15008, identity: spiffe://example.org/ns/default/sa/orders}
                 timeouts: {connect: 2s, handshake: 3s, preface: 1s, idle: 10m, drain: 0s}
                 workers: 2
+                relayEngine: channel
                 logLevel: debug
                 """
         let configuration = try ProxyConfiguration.parse(yaml: yaml, file: "proxy.yaml")
@@ -49,6 +51,7 @@ import Testing
         #expect(configuration.timeouts.idle == 600)
         #expect(configuration.timeouts.drain == 0)
         #expect(configuration.workers == 2)
+        #expect(configuration.relayEngine == .channel)
     }
 
     @Test(arguments: [
@@ -56,6 +59,7 @@ import Testing
         ("timeouts: {idle: forever}", "proxy.yaml:5: timeouts.idle: 'forever' is not a duration"),
         ("colour: blue", "proxy.yaml:5: colour: unknown field"),
         ("workers: 0", "proxy.yaml:5: workers: must be between 1 and 64"),
+        ("relayEngine: splice", "proxy.yaml:5: relayEngine: unknown relay engine 'splice' (direct or channel)"),
         ("logLevel: loud", "proxy.yaml:5: logLevel: unknown level 'loud'"),
         (
             "routes:\n  - {listen: 127.0.0.1:1, service: a.b, port: 1, endpoints: [{address: 1.2.3.4:5, identity: spiffe://X/y}]}",

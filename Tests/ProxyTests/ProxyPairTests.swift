@@ -12,14 +12,15 @@ import Testing
 @Suite(.serialized) struct ProxyPairTests {
     init() { raiseOpenFileLimit() }
 
-    private func echoPair() async throws -> (app: any Channel, pair: MeshPair) {
-        try await MeshPair.serving { TestApp.Echo() }
+    private func echoPair(engine: RelayEngine = .direct) async throws -> (app: any Channel, pair: MeshPair) {
+        try await MeshPair.serving({ TestApp.Echo() }, engine: engine)
     }
 
     /// 256 MiB of random bytes out and back through the pair: the SHA-256 of what was
-    /// sent equals that of what came back.
-    @Test func relays256MiBBothWaysByteExact() async throws {
-        let (app, pair) = try await echoPair()
+    /// sent equals that of what came back. Both relay engines.
+    @Test(arguments: RelayEngine.allCases)
+    func relays256MiBBothWaysByteExact(engine: RelayEngine) async throws {
+        let (app, pair) = try await echoPair(engine: engine)
         let port = pair.routePort()
         let total = 256 << 20
         let (count, sent, received) = try await blocking {
@@ -58,12 +59,14 @@ import Testing
     }
 
     /// The client shuts its write side after the request; the app answers only after it
-    /// sees end of input, and the client still receives the whole answer.
-    @Test func halfCloseCarriedEndToEnd() async throws {
+    /// sees end of input, and the client still receives the whole answer. Both engines.
+    @Test(arguments: RelayEngine.allCases)
+    func halfCloseCarriedEndToEnd(engine: RelayEngine) async throws {
         let app = try await TestApp.start { TestApp.ReadAllThenReply() }
         let pair = try await MeshPair(
             routes: [("orders.default", app.localAddress!.port!)],
-            allowedPorts: [app.localAddress!.port!]
+            allowedPorts: [app.localAddress!.port!],
+            engine: engine
         )
         let port = pair.routePort()
         let reply = try await blocking {
@@ -76,6 +79,33 @@ import Testing
         }
         #expect(String(decoding: reply.prefix(40), as: UTF8.self).hasPrefix("received 300000 bytes\n"))
         #expect(reply.count == "received 300000 bytes\n".utf8.count + TestApp.replyPadding)
+        await pair.shutdown()
+        try await app.close()
+    }
+
+    /// An opaque connection leaves SwiftNIO for a direct relay loop on both sidecars (with
+    /// `relayEngine: channel` it stays), and when it ends its relays end and its live
+    /// flow is released, so a later policy change or drain does not see it.
+    @Test(arguments: RelayEngine.allCases)
+    func anOpaqueConnectionMovesToTheDirectRelayAndLeavesNothingBehind(engine: RelayEngine) async throws {
+        let (app, pair) = try await echoPair(engine: engine)
+        let port = pair.routePort()
+        let socket = try await blocking { try BlockingSocket(port: port) }
+        #expect(try await blocking { try socket.roundTrip("hello;") } == "hello;")
+        let expected = engine == .direct ? 1 : 0
+        #expect(pair.client.directRelayCount == expected)
+        #expect(pair.server.directRelayCount == expected)
+        #expect(pair.server.liveFlowCount == 1)
+        socket.shutdownWrite()
+        #expect(try await blocking { try socket.receiveAll() }.isEmpty)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while pair.server.liveFlowCount + pair.server.directRelayCount + pair.client.directRelayCount > 0,
+            ContinuousClock.now < deadline
+        {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(pair.server.liveFlowCount == 0)
+        #expect(pair.server.directRelayCount == 0 && pair.client.directRelayCount == 0)
         await pair.shutdown()
         try await app.close()
     }

@@ -1,4 +1,4 @@
-import CEpoll
+import CLinux
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -58,8 +58,11 @@ final class DirectRelayLoop: @unchecked Sendable {
         event.events = EPOLLIN.rawValue
         event.data.u64 = Self.wakeToken
         epoll_ctl(epoll, EPOLL_CTL_ADD, wake, &event)
-        let thread = Thread { [self] in run() }
-        thread.name = name
+        let thread = Thread { [self] in
+            // Named from inside: `top -H` and `perf` show the loop, not its creator.
+            _ = beemesh_name_thread(name)
+            run()
+        }
         thread.start()
     }
 

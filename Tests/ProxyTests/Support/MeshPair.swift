@@ -42,7 +42,8 @@ final class MeshPair {
         allowedPorts: [Int],
         policies: String = MeshPair.allowDefaultNamespace,
         idle: String = "1h",
-        serverInboundPort: Int = 0
+        serverInboundPort: Int = 0,
+        engine: RelayEngine = .direct
     ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("beemesh-pair-\(UUID())").path
         root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("example.org"))
@@ -63,6 +64,7 @@ final class MeshPair {
             admin: {listen: 127.0.0.1:0, socket: \(directory)/orders-admin.sock}
             metrics: {listen: 127.0.0.1:0}
             timeouts: {idle: \(idle)}
+            relayEngine: \(engine.rawValue)
             """
         server = try ProxyServer(
             configuration: try .parse(yaml: serverYAML, file: "server.yaml"),
@@ -86,6 +88,7 @@ final class MeshPair {
             admin: {listen: 127.0.0.1:0, socket: \(directory)/frontend-admin.sock}
             metrics: {listen: 127.0.0.1:0}
             timeouts: {idle: \(idle)}
+            relayEngine: \(engine.rawValue)
             routes:\(routes.isEmpty ? " []" : "\n" + routeYAML)
             """
         client = try ProxyServer(
@@ -100,14 +103,16 @@ final class MeshPair {
     /// it; `policies` writes the server's policy file for the app's port.
     static func serving(
         _ makeHandler: @escaping @Sendable () -> any ChannelHandler,
-        policies: (Int) -> String = { _ in MeshPair.allowDefaultNamespace }
+        policies: (Int) -> String = { _ in MeshPair.allowDefaultNamespace },
+        engine: RelayEngine = .direct
     ) async throws -> (app: any Channel, pair: MeshPair) {
         let app = try await TestApp.start(makeHandler)
         let port = app.localAddress!.port!
         let pair = try await MeshPair(
             routes: [("orders.default", port)],
             allowedPorts: [port],
-            policies: policies(port)
+            policies: policies(port),
+            engine: engine
         )
         return (app, pair)
     }

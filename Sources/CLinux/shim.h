@@ -1,0 +1,18 @@
+/*
+ * CLinux: Linux calls that Glibc's Swift module leaves out, for the proxy's direct
+ * relay loops: epoll and eventfd (they poll the sockets they own without SwiftNIO),
+ * and prctl to name their threads.
+ */
+#ifndef BEEMESH_CLINUX_SHIM_H
+#define BEEMESH_CLINUX_SHIM_H
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+
+/* Names the calling thread (at most 15 bytes are kept), as `top -H` shows it. */
+static inline int beemesh_name_thread(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+}
+
+#endif
