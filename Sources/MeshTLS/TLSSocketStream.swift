@@ -130,14 +130,19 @@ public final class TLSSocketStream {
         socket.flush()
     }
 
-    /// Queues close_notify and sends it (TLS 1.3 half-close: reading goes on). The
-    /// caller shuts the socket's write side once `queuedOutput` is zero.
+    /// Queues close_notify (once) and sends it (TLS 1.3 half-close: reading goes on).
+    /// The caller shuts the socket's write side once `queuedOutput` is zero.
     public func closeOutput() -> Step {
-        ERR_clear_error()
-        _ = SSL_shutdown(connection.ssl)
-        ERR_clear_error()
+        if !sentCloseNotify {
+            sentCloseNotify = true
+            ERR_clear_error()
+            _ = SSL_shutdown(connection.ssl)
+            ERR_clear_error()
+        }
         return flush()
     }
+
+    private var sentCloseNotify = false
 }
 
 /// The BIO under a `TLSSocketStream`: reads go straight to the socket (with OpenSSL's

@@ -72,12 +72,12 @@ import Testing
             outputEvents.append("fin")
         }
 
-        var wasReset = false
+        var closedAs: RelayClose?
 
-        func close(reset: Bool) {
+        func close(_ how: RelayClose) {
             #expect(!closed, "closed twice")
             closed = true
-            wasReset = reset
+            closedAs = how
         }
     }
 
@@ -152,7 +152,7 @@ import Testing
         #expect(pump.ready(.upstream, readable: true, writable: false, hungUp: true, scratch: scratch) == .finished)
         #expect(down.written == bytes(2000, seed: 9))
         #expect(down.outputEvents == ["close_notify", "fin"])
-        #expect(down.closed && up.closed)
+        #expect(down.closedAs == .finished && up.closedAs == .finished)
     }
 
     /// The poller reports a peer's FIN once, here together with the last bytes. The
@@ -202,8 +202,8 @@ import Testing
         }
         #expect(got == reason)
         #expect(up.outputEvents.isEmpty, "a failure is never passed on as a clean end")
-        pump.closeAll(reset: true)
-        #expect(down.closed && up.closed && down.wasReset && up.wasReset)
+        pump.closeAll(.failed)
+        #expect(down.closedAs == .failed && up.closedAs == .failed)
     }
 
     @Test func aResetPartnerAbortsThePair() {

@@ -192,7 +192,7 @@ final class DirectRelays: Sendable {
         Counter(label: "beemesh_relays_total", dimensions: [("engine", "direct")]).increment()
         if !loop.adopt(relay) {
             // The proxy is stopping: end the connection here.
-            relay.pump.closeAll(reset: false)
+            relay.pump.closeAll(.cut)
             relay.ended()
         }
         return true

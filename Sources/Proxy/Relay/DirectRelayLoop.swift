@@ -133,7 +133,7 @@ final class DirectRelayLoop: @unchecked Sendable {
             }
         }
         for case let relay? in relays {
-            end(relay, cut: true)
+            end(relay, closing: .cut)
         }
         // Nothing more is taken; what was posted meanwhile is ended here.
         let left = inbox.withLockedValue { inbox in
@@ -142,7 +142,7 @@ final class DirectRelayLoop: @unchecked Sendable {
             return inbox.commands
         }
         for case .adopt(let relay) in left {
-            relay.pump.closeAll(reset: false)
+            relay.pump.closeAll(.cut)
             active.subtract(1, ordering: .relaxed)
             relay.ended()
         }
@@ -184,11 +184,11 @@ final class DirectRelayLoop: @unchecked Sendable {
         case .open:
             if relay.pump.hasMoreWork { busy.append(relay.slot) }
         case .finished:
-            end(relay, cut: false)
+            end(relay, closing: nil)
         case .aborted(let reason, let detail):
             relay.logger.debug("direct relay aborted", metadata: ["reason": "\(reason)", "detail": "\(detail)"])
             relay.flow?.closing(reason)
-            end(relay, cut: true, reset: true)
+            end(relay, closing: .failed)
         }
     }
 
@@ -204,7 +204,7 @@ final class DirectRelayLoop: @unchecked Sendable {
             case .adopt(let relay):
                 start(relay)
             case .cut(let relay):
-                if relay.slot >= 0, relays[relay.slot] === relay { end(relay, cut: true) }
+                if relay.slot >= 0, relays[relay.slot] === relay { end(relay, closing: .cut) }
             case .stop:
                 stop = true
             }
@@ -219,7 +219,7 @@ final class DirectRelayLoop: @unchecked Sendable {
         relay.slot = slot
         if relay.cutRequested {
             // Cut (a revoking policy, the drain deadline) before it got here.
-            end(relay, cut: true)
+            end(relay, closing: .cut)
             return
         }
         relay.lastActivity = now()
@@ -232,7 +232,7 @@ final class DirectRelayLoop: @unchecked Sendable {
             guard epoll_ctl(epoll, EPOLL_CTL_ADD, socket.fd, &event) == 0 else {
                 relay.logger.error("cannot poll a relayed socket", metadata: ["errno": "\(errno)"])
                 relay.flow?.closing(.error)
-                end(relay, cut: true)
+                end(relay, closing: .failed)
                 return
             }
             socket.poller = epoll
@@ -241,8 +241,9 @@ final class DirectRelayLoop: @unchecked Sendable {
     }
 
     /// Closes what is still open of `relay`, frees its slot and reports its end.
-    private func end(_ relay: DirectRelay, cut: Bool, reset: Bool = false) {
-        if cut { relay.pump.closeAll(reset: reset) }
+    /// `how` closes what is still open; nil when the pump closed both streams itself.
+    private func end(_ relay: DirectRelay, closing how: RelayClose?) {
+        if let how { relay.pump.closeAll(how) }
         relays[relay.slot] = nil
         freeSlots.append(relay.slot)
         relay.slot = -1
@@ -264,7 +265,7 @@ final class DirectRelayLoop: @unchecked Sendable {
             } else if time - relay.lastActivity >= idleTimeout {
                 relay.logger.debug("direct relay idle: closing")
                 relay.flow?.closing(.timeout)
-                end(relay, cut: true)
+                end(relay, closing: .cut)
             }
         }
         nextSweep = time + max(idleTimeout / 4, 1_000_000)

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 
 /// Moves bytes between two channels, one handler at each end.
@@ -95,6 +96,7 @@ final class RelayHandler: ChannelDuplexHandler {
         {
             return
         }
+        Counter(label: "beemesh_relays_total", dimensions: [("engine", "channel")]).increment()
         let idleTimeout = environment.idleTimeout
         let (downstreamSide, upstreamSide) = pair(idleTimeout: idleTimeout, flow: flow, logger: logger)
         do {

@@ -4,6 +4,19 @@ import MeshTLS
 /// What one call on a relayed stream achieved (shared with `TLSSocketStream`).
 typealias StreamStep = TLSSocketStream.Step
 
+/// How a relay's stream is closed, which its peer can tell apart.
+enum RelayClose {
+    /// Both directions ended cleanly: nothing more to say.
+    case finished
+    /// The proxy ends the connection (idle timeout, drain deadline, revoking policy,
+    /// shutdown): a TLS peer gets close_notify, a plain peer a FIN, as from the channel
+    /// relay.
+    case cut
+    /// The relay failed (a reset, a truncation, an error): a TLS peer gets no
+    /// close_notify (it sees a truncation), a plain peer an RST, never a clean end.
+    case failed
+}
+
 /// One end of a direct relay: a non-blocking byte stream, plain TCP or TLS.
 protocol RelayStream: AnyObject {
     /// Reads what has arrived into `buffer`.
@@ -20,10 +33,8 @@ protocol RelayStream: AnyObject {
     func closeOutput() -> StreamStep
     /// Ends the output at the transport (TCP FIN), once nothing waits.
     func shutdownWrite()
-    /// Releases the stream; no call follows. `reset`: the relay failed, so the peer is
-    /// told so (a plain TCP peer gets an RST rather than a FIN that would look like a
-    /// clean end).
-    func close(reset: Bool)
+    /// Releases the stream; no call follows.
+    func close(_ how: RelayClose)
 }
 
 /// The byte-moving logic of a direct relay, for one pair of streams: what to read,
@@ -142,7 +153,7 @@ final class RelayPump<Stream: RelayStream> {
             let state = states[side.rawValue]
             if state.inputEnded && state.outputShut && !state.closed {
                 states[side.rawValue].closed = true
-                streams[side.rawValue].close(reset: false)
+                streams[side.rawValue].close(.finished)
             }
         }
         return states[0].closed && states[1].closed ? .finished : .open
@@ -238,11 +249,11 @@ final class RelayPump<Stream: RelayStream> {
         }
     }
 
-    /// Closes the streams still open: `reset` after an abort, not for a cut.
-    func closeAll(reset: Bool) {
+    /// Closes the streams still open (after an abort, or to cut the pair).
+    func closeAll(_ how: RelayClose) {
         for side in [Side.downstream, .upstream] where !states[side.rawValue].closed {
             states[side.rawValue].closed = true
-            streams[side.rawValue].close(reset: reset)
+            streams[side.rawValue].close(how)
         }
     }
 }

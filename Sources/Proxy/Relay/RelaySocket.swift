@@ -73,9 +73,13 @@ final class RelaySocket: RelayStream {
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }
 
-    func close(reset: Bool) {
+    func close(_ how: RelayClose) {
         if poller >= 0 { epoll_ctl(poller, EPOLL_CTL_DEL, fd, nil) }
-        if reset && tls == nil {
+        if how == .cut, let tls {
+            // Best effort: whatever the socket takes now.
+            _ = tls.closeOutput()
+        }
+        if how == .failed && tls == nil {
             // A TLS peer learns of the failure from the missing close_notify.
             var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
             _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
