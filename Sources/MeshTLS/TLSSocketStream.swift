@@ -149,9 +149,8 @@ public final class TLSSocketStream {
 /// read-ahead, as much as its record buffer holds), writes gather in a queue that
 /// `flush` sends in one call. The queue is released whenever it empties, so an idle
 /// connection holds none.
-private final class SocketBIO {
+private final class SocketBIO: SwiftBIO {
     let fd: CInt
-    let bio: OpaquePointer
     /// The last read found the socket empty (EAGAIN, or fewer bytes than asked for).
     var drained = false
     /// errno of the last failed socket call; 0 for end of file.
@@ -162,11 +161,10 @@ private final class SocketBIO {
 
     init(fd: CInt) {
         self.fd = fd
-        self.bio = BIO_new(SocketBIO.method.pointer)!
-        BIO_set_data(bio, Unmanaged.passUnretained(self).toOpaque())
+        super.init()
     }
 
-    fileprivate func read(into destination: UnsafeMutablePointer<CChar>, count: Int) -> Int32 {
+    override func bioRead(into destination: UnsafeMutablePointer<CChar>, count: Int) -> Int32 {
         let n = Glibc.read(fd, destination, count)
         if n > 0 {
             drained = n < count
@@ -185,7 +183,7 @@ private final class SocketBIO {
         return -1
     }
 
-    fileprivate func append(_ source: UnsafePointer<CChar>, count: Int) -> Int32 {
+    override func bioWrite(from source: UnsafePointer<CChar>, count: Int) -> Int32 {
         queue.append(UnsafeRawBufferPointer(start: source, count: count))
         return Int32(count)
     }
@@ -202,37 +200,4 @@ private final class SocketBIO {
             return .failed("send: \(String(cString: strerror(error)))")
         }
     }
-
-    /// The BIO method table, registered with OpenSSL once per process.
-    private struct Method: @unchecked Sendable {
-        let pointer: OpaquePointer
-    }
-
-    private static let method: Method = {
-        let method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "beemesh-socket")!
-        BIO_meth_set_write(method) { bio, data, length in
-            guard let bio, let data, length >= 0 else { return -1 }
-            beemesh_BIO_clear_retry_flags(bio)
-            return Unmanaged<SocketBIO>.fromOpaque(BIO_get_data(bio))._withUnsafeGuaranteedRef {
-                $0.append(data, count: Int(length))
-            }
-        }
-        BIO_meth_set_read(method) { bio, data, length in
-            guard let bio, let data, length >= 0 else { return -1 }
-            beemesh_BIO_clear_retry_flags(bio)
-            return Unmanaged<SocketBIO>.fromOpaque(BIO_get_data(bio))._withUnsafeGuaranteedRef {
-                $0.read(into: data, count: Int(length))
-            }
-        }
-        BIO_meth_set_ctrl(method) { _, command, _, _ in
-            // Sending is the stream's job (flush); OpenSSL's own flush requests succeed.
-            command == BIO_CTRL_FLUSH ? 1 : 0
-        }
-        BIO_meth_set_create(method) { bio in
-            BIO_set_init(bio, 1)
-            return 1
-        }
-        BIO_meth_set_destroy(method) { _ in 1 }
-        return Method(pointer: method)
-    }()
 }
