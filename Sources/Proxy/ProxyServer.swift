@@ -122,6 +122,9 @@ public final class ProxyServer: Service, Sendable {
     /// Relays running on the direct relay loops now.
     public var directRelayCount: Int { environment.directRelays?.count ?? 0 }
 
+    /// Direct relays still in memory, running or not (for leak checks).
+    public var directRelaysInMemory: Int { environment.directRelays?.inMemory ?? 0 }
+
     /// The identity source, so callers can trigger a reload check.
     public var credentials: TLSCredentialsSource { environment.credentials }
 

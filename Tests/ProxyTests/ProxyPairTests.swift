@@ -99,13 +99,17 @@ import Testing
         socket.shutdownWrite()
         #expect(try await blocking { try socket.receiveAll() }.isEmpty)
         let deadline = ContinuousClock.now + .seconds(5)
-        while pair.server.liveFlowCount + pair.server.directRelayCount + pair.client.directRelayCount > 0,
-            ContinuousClock.now < deadline
-        {
+        let left = { [pair] in
+            pair.server.liveFlowCount + pair.server.directRelayCount + pair.client.directRelayCount
+                + pair.server.directRelaysInMemory + pair.client.directRelaysInMemory
+        }
+        while left() > 0, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(pair.server.liveFlowCount == 0)
         #expect(pair.server.directRelayCount == 0 && pair.client.directRelayCount == 0)
+        // Freed, not only ended (a relay and its cut once held each other).
+        #expect(pair.server.directRelaysInMemory == 0 && pair.client.directRelaysInMemory == 0)
         await pair.shutdown()
         try await app.close()
     }

@@ -27,6 +27,7 @@ final class DirectRelay: @unchecked Sendable {
     private let downstreamEnded: Bool
     private let onEnd: @Sendable () -> Void
     private let cut: RelayCut
+    private let census: RelayCensus
 
     // The loop's bookkeeping.
     var slot = -1
@@ -40,9 +41,12 @@ final class DirectRelay: @unchecked Sendable {
         logger: Logger,
         early: (fromDownstream: ByteBuffer, fromUpstream: ByteBuffer, downstreamEnded: Bool),
         cut: RelayCut,
+        census: RelayCensus,
         onEnd: @escaping @Sendable () -> Void
     ) {
         self.cut = cut
+        self.census = census
+        census.count.add(1, ordering: .relaxed)
         self.downstream = downstream
         self.upstream = upstream
         self.pump = RelayPump(downstream: downstream, upstream: upstream, flow: flow)
@@ -52,6 +56,10 @@ final class DirectRelay: @unchecked Sendable {
         self.earlyFromUpstream = Array(early.fromUpstream.readableBytesView)
         self.downstreamEnded = early.downstreamEnded
         self.onEnd = onEnd
+    }
+
+    deinit {
+        census.count.subtract(1, ordering: .relaxed)
     }
 
     func socket(_ side: RelayPump<RelaySocket>.Side) -> RelaySocket {
@@ -78,8 +86,16 @@ final class DirectRelay: @unchecked Sendable {
 
     /// The loop closed both sockets.
     func ended() {
+        // The cut refers to the relay (and the relay to its cut) until here.
+        cut.release()
         onEnd()
     }
+}
+
+/// How many direct relays exist in memory, ended or not: a relay that ended but was
+/// never freed (a reference cycle) shows here, for the proxy's tests.
+final class RelayCensus: Sendable {
+    let count = Atomic<Int>(0)
 }
 
 /// How other threads (a revoking policy, the drain deadline) end a direct relay. It is
@@ -95,6 +111,11 @@ final class RelayCut: Sendable {
 
     func attach(_ relay: DirectRelay, to loop: DirectRelayLoop) {
         state.withLockedValue { $0 = ($0.requested, relay, loop) }
+    }
+
+    /// The relay ended: nothing is left to cut.
+    func release() {
+        state.withLockedValue { $0 = (true, nil, nil) }
     }
 
     func request() {
@@ -118,6 +139,7 @@ final class RelayCut: Sendable {
 final class DirectRelays: Sendable {
     private let loops: [DirectRelayLoop]
     private let next = Atomic<Int>(0)
+    private let census = RelayCensus()
 
     init(count: Int, idleTimeout: TimeAmount, logger: Logger) throws {
         loops = try (0..<count).map {
@@ -127,6 +149,9 @@ final class DirectRelays: Sendable {
 
     /// Relays running now.
     var count: Int { loops.reduce(0) { $0 + $1.active.load(ordering: .relaxed) } }
+
+    /// Relays in memory (running, or ended and not yet freed).
+    var inMemory: Int { census.count.load(ordering: .relaxed) }
 
     func stop() {
         for loop in loops { loop.stop() }
@@ -179,7 +204,8 @@ final class DirectRelays: Sendable {
             flow: flow,
             logger: logger,
             early: early,
-            cut: cut
+            cut: cut,
+            census: census
         ) {
             flow?.finish()
             tracker.release(downstream)
