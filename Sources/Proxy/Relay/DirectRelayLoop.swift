@@ -16,8 +16,10 @@ import Synchronization
 ///
 /// Other threads talk to the loop only through its inbox (adopt a relay, cut one,
 /// stop), woken by an eventfd. Once stopped (or if polling fails) the loop refuses new
-/// relays, and ends every relay it had or was still to take. Idle relays are found by a sweep every quarter of the
-/// idle timeout that compares each pair's byte count with the last sweep's.
+/// relays, and ends every relay it had or was still to take. Idle relays are found by
+/// a sweep every quarter of the idle timeout (a timerfd in the same epoll set, so the
+/// loop waits with no timeout of its own) that compares each pair's byte count with
+/// the last sweep's.
 final class DirectRelayLoop: @unchecked Sendable {
     private enum Command {
         case adopt(DirectRelay)
@@ -27,6 +29,9 @@ final class DirectRelayLoop: @unchecked Sendable {
 
     private let epoll: CInt
     private let wake: CInt
+    /// Fires every quarter of the idle timeout (none without one), so that the loop
+    /// waits with no timeout of its own.
+    private let sweepTimer: CInt
     private let inbox = NIOLockedValueBox<(commands: [Command], stopped: Bool)>(([], false))
     private let idleTimeout: Int64
     private let logger: Logger
@@ -37,27 +42,36 @@ final class DirectRelayLoop: @unchecked Sendable {
     private var relays: [DirectRelay?] = []
     private var freeSlots: [Int] = []
     private var busy: [Int] = []
-    private var nextSweep: Int64 = 0
     private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
     private let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: 128)
 
     private static let wakeToken = UInt64.max
+    private static let sweepToken = UInt64.max - 1
 
     init(name: String, idleTimeout: TimeAmount, logger: Logger) throws {
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epoll >= 0 else { throw IOError(errnoCode: errno, reason: "epoll_create1") }
         wake = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        guard wake >= 0 else {
+        sweepTimer = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK | TFD_CLOEXEC))
+        guard wake >= 0, sweepTimer >= 0 else {
             let error = errno
-            close(epoll)
-            throw IOError(errnoCode: error, reason: "eventfd")
+            for fd in [epoll, wake, sweepTimer] where fd >= 0 { close(fd) }
+            throw IOError(errnoCode: error, reason: "eventfd/timerfd_create")
         }
         self.idleTimeout = idleTimeout.nanoseconds
         self.logger = logger
-        var event = epoll_event()
-        event.events = EPOLLIN.rawValue
-        event.data.u64 = Self.wakeToken
-        epoll_ctl(epoll, EPOLL_CTL_ADD, wake, &event)
+        for (fd, token) in [(wake, Self.wakeToken), (sweepTimer, Self.sweepToken)] {
+            var event = epoll_event()
+            event.events = EPOLLIN.rawValue
+            event.data.u64 = token
+            epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event)
+        }
+        if self.idleTimeout > 0 {
+            let period = max(self.idleTimeout / 4, 1_000_000)
+            let interval = timespec(tv_sec: Int(period / 1_000_000_000), tv_nsec: Int(period % 1_000_000_000))
+            var schedule = itimerspec(it_interval: interval, it_value: interval)
+            timerfd_settime(sweepTimer, 0, &schedule, nil)
+        }
         let thread = Thread { [self] in
             // Named from inside: `top -H` and `perf` show the loop, not its creator.
             _ = beemesh_name_thread(name)
@@ -69,6 +83,7 @@ final class DirectRelayLoop: @unchecked Sendable {
     deinit {
         close(epoll)
         close(wake)
+        close(sweepTimer)
     }
 
     /// Whether the loop still takes relays (a hint: `adopt` decides).
@@ -110,7 +125,7 @@ final class DirectRelayLoop: @unchecked Sendable {
 
     private func run() {
         while true {
-            let count = epoll_wait(epoll, events, 128, waitMilliseconds())
+            let count = epoll_wait(epoll, events, 128, busy.isEmpty ? -1 : 0)
             if count < 0 && errno != EINTR {
                 logger.critical("epoll_wait failed: the direct relay loop stops", metadata: ["errno": "\(errno)"])
                 _ = post(.stop)
@@ -128,9 +143,6 @@ final class DirectRelayLoop: @unchecked Sendable {
                 }
             }
             guard drainInbox() else { break }
-            if idleTimeout > 0 && !relays.isEmpty && now() >= nextSweep {
-                sweep()
-            }
         }
         for case let relay? in relays {
             end(relay, closing: .cut)
@@ -150,17 +162,12 @@ final class DirectRelayLoop: @unchecked Sendable {
         events.deallocate()
     }
 
-    private func waitMilliseconds() -> Int32 {
-        if !busy.isEmpty { return 0 }
-        guard idleTimeout > 0, relays.count > freeSlots.count else { return -1 }
-        return Int32(clamping: max(1, (nextSweep - now()) / 1_000_000 + 1))
-    }
-
     private func dispatch(_ event: epoll_event) {
         let token = event.data.u64
-        if token == Self.wakeToken {
+        if token >= Self.sweepToken {
             var value: UInt64 = 0
-            _ = read(wake, &value, 8)
+            _ = read(token == Self.wakeToken ? wake : sweepTimer, &value, 8)
+            if token == Self.sweepToken { sweep() }
             return
         }
         let slot = Int(token >> 1)
@@ -223,7 +230,6 @@ final class DirectRelayLoop: @unchecked Sendable {
             return
         }
         relay.lastActivity = now()
-        if relays.count - freeSlots.count == 1 { nextSweep = relay.lastActivity + idleTimeout / 4 }
         for side in [RelayPump<RelaySocket>.Side.downstream, .upstream] {
             let socket = relay.socket(side)
             var event = epoll_event()
@@ -268,7 +274,6 @@ final class DirectRelayLoop: @unchecked Sendable {
                 end(relay, closing: .cut)
             }
         }
-        nextSweep = time + max(idleTimeout / 4, 1_000_000)
     }
 
     private func now() -> Int64 {
