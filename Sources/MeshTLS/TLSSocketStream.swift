@@ -165,7 +165,8 @@ private final class SocketBIO: SwiftBIO {
     }
 
     override func bioRead(into destination: UnsafeMutablePointer<CChar>, count: Int) -> Int32 {
-        let n = Glibc.read(fd, destination, count)
+        var n = Glibc.read(fd, destination, count)
+        while n < 0 && errno == EINTR { n = Glibc.read(fd, destination, count) }
         if n > 0 {
             drained = n < count
             return Int32(n)
@@ -176,8 +177,8 @@ private final class SocketBIO: SwiftBIO {
             return 0
         }
         lastErrno = errno
-        if lastErrno == EAGAIN || lastErrno == EWOULDBLOCK || lastErrno == EINTR {
-            drained = lastErrno != EINTR
+        if lastErrno == EAGAIN || lastErrno == EWOULDBLOCK {
+            drained = true
             beemesh_BIO_set_retry_read(bio)
         }
         return -1

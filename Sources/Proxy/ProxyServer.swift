@@ -122,6 +122,9 @@ public final class ProxyServer: Service, Sendable {
     /// Relays running on the direct relay loops now.
     public var directRelayCount: Int { environment.directRelays?.count ?? 0 }
 
+    /// Connections moved to the direct relay loops since start.
+    public var directRelaysAdopted: Int { environment.directRelays?.adopted ?? 0 }
+
     /// Direct relays still in memory, running or not (for leak checks).
     public var directRelaysInMemory: Int { environment.directRelays?.inMemory ?? 0 }
 
@@ -338,7 +341,7 @@ public final class ProxyServer: Service, Sendable {
         }
         for channel in admin { try? await channel.close() }
         if let path = configuration.admin.socket { unlink(path) }
-        environment.directRelays?.stop()
+        await environment.directRelays?.stop()
         try? await group.shutdownGracefully()
     }
 

@@ -54,6 +54,11 @@ import Testing
         }
         #expect(count == total)
         #expect(received == sent)
+        // Relayed by the engine under test (a connection that cannot move to a direct
+        // loop stays on the channel relay silently).
+        #expect(
+            (pair.client.directRelaysAdopted, pair.server.directRelaysAdopted) == (engine == .direct ? (1, 1) : (0, 0))
+        )
         await pair.shutdown()
         try await app.close()
     }
@@ -79,6 +84,9 @@ import Testing
         }
         #expect(String(decoding: reply.prefix(40), as: UTF8.self).hasPrefix("received 300000 bytes\n"))
         #expect(reply.count == "received 300000 bytes\n".utf8.count + TestApp.replyPadding)
+        #expect(
+            (pair.client.directRelaysAdopted, pair.server.directRelaysAdopted) == (engine == .direct ? (1, 1) : (0, 0))
+        )
         await pair.shutdown()
         try await app.close()
     }

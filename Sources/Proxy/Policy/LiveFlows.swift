@@ -66,7 +66,9 @@ final class LiveFlows: Sendable {
             guard !decision.isAllowed else { continue }
             // Marked and read under the lock: a hand-over to a direct relay either
             // happened before (its cut is the one called) or is refused.
-            let cut = flows.withLockedValue { flows in
+            let cut = flows.withLockedValue { flows -> (@Sendable () -> Void)? in
+                // Revoked once: a second policy change meanwhile does not count it again.
+                guard flows[id]?.revoked == false else { return nil }
                 flows[id]?.revoked = true
                 return flows[id]?.cut
             }

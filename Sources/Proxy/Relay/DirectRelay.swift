@@ -31,7 +31,8 @@ final class DirectRelay: @unchecked Sendable {
 
     // The loop's bookkeeping.
     var slot = -1
-    var lastActivity: Int64 = 0
+    /// Sweeps in a row that found no byte moved: four (a whole idle timeout) end it.
+    var quietSweeps = 0
     var bytesAtSweep: UInt64 = 0
 
     init(
@@ -153,8 +154,19 @@ final class DirectRelays: Sendable {
     /// Relays in memory (running, or ended and not yet freed).
     var inMemory: Int { census.count.load(ordering: .relaxed) }
 
-    func stop() {
+    /// Relays taken over since start.
+    var adopted: Int { adoptions.load(ordering: .relaxed) }
+    private let adoptions = Atomic<Int>(0)
+
+    /// Stops every loop and waits (up to `limit`) until their threads have ended the
+    /// relays they had, so that their peers get close_notify and their flows are
+    /// recorded before the process exits.
+    func stop(waitingUpTo limit: Duration = .seconds(2)) async {
         for loop in loops { loop.stop() }
+        let deadline = ContinuousClock.now + limit
+        while loops.contains(where: { !$0.hasExited }), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     /// Moves the relay between `context`'s channel (downstream) and `upstream` to a
@@ -216,6 +228,7 @@ final class DirectRelays: Sendable {
         downstream.close(promise: nil)
         upstream.close(promise: nil)
         Counter(label: "beemesh_relays_total", dimensions: [("engine", "direct")]).increment()
+        adoptions.add(1, ordering: .relaxed)
         if !loop.adopt(relay) {
             // The proxy is stopping: end the connection here.
             relay.pump.closeAll(.cut)

@@ -37,6 +37,10 @@ final class DirectRelayLoop: @unchecked Sendable {
     private let logger: Logger
     /// Relays on this loop, for the proxy's status and its tests.
     let active = Atomic<Int>(0)
+    private let exited = Atomic<Bool>(false)
+
+    /// The loop's thread has ended every relay and returned.
+    var hasExited: Bool { exited.load(ordering: .acquiring) }
 
     // Confined to the loop's thread.
     private var relays: [DirectRelay?] = []
@@ -60,17 +64,23 @@ final class DirectRelayLoop: @unchecked Sendable {
         }
         self.idleTimeout = idleTimeout.nanoseconds
         self.logger = logger
+        var failed = false
         for (fd, token) in [(wake, Self.wakeToken), (sweepTimer, Self.sweepToken)] {
             var event = epoll_event()
             event.events = EPOLLIN.rawValue
             event.data.u64 = token
-            epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event)
+            failed = failed || epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) != 0
         }
         if self.idleTimeout > 0 {
             let period = max(self.idleTimeout / 4, 1_000_000)
             let interval = timespec(tv_sec: Int(period / 1_000_000_000), tv_nsec: Int(period % 1_000_000_000))
             var schedule = itimerspec(it_interval: interval, it_value: interval)
-            timerfd_settime(sweepTimer, 0, &schedule, nil)
+            failed = failed || timerfd_settime(sweepTimer, 0, &schedule, nil) != 0
+        }
+        guard !failed else {
+            let error = errno
+            for fd in [epoll, wake, sweepTimer] { close(fd) }
+            throw IOError(errnoCode: error, reason: "epoll_ctl/timerfd_settime")
         }
         let thread = Thread { [self] in
             // Named from inside: `top -H` and `perf` show the loop, not its creator.
@@ -92,8 +102,11 @@ final class DirectRelayLoop: @unchecked Sendable {
     /// Takes over `relay` (its sockets are already out of their channels); false when
     /// the loop has stopped, and the caller must end the relay itself.
     func adopt(_ relay: DirectRelay) -> Bool {
-        guard post(.adopt(relay)) else { return false }
         active.add(1, ordering: .relaxed)
+        guard post(.adopt(relay)) else {
+            active.subtract(1, ordering: .relaxed)
+            return false
+        }
         return true
     }
 
@@ -160,6 +173,7 @@ final class DirectRelayLoop: @unchecked Sendable {
         }
         scratch.deallocate()
         events.deallocate()
+        exited.store(true, ordering: .releasing)
     }
 
     private func dispatch(_ event: epoll_event) {
@@ -229,7 +243,6 @@ final class DirectRelayLoop: @unchecked Sendable {
             end(relay, closing: .cut)
             return
         }
-        relay.lastActivity = now()
         for side in [RelayPump<RelaySocket>.Side.downstream, .upstream] {
             let socket = relay.socket(side)
             var event = epoll_event()
@@ -261,22 +274,21 @@ final class DirectRelayLoop: @unchecked Sendable {
         }
     }
 
+    /// Every quarter of the idle timeout: a relay whose byte count has not moved for
+    /// four sweeps in a row (so for between 1 and 1.25 idle timeouts) is closed.
     private func sweep() {
-        let time = now()
         for case let relay? in relays {
             let moved = relay.pump.bytesMoved
             if moved != relay.bytesAtSweep {
                 relay.bytesAtSweep = moved
-                relay.lastActivity = time
-            } else if time - relay.lastActivity >= idleTimeout {
+                relay.quietSweeps = 0
+            } else if relay.quietSweeps < 3 {
+                relay.quietSweeps += 1
+            } else {
                 relay.logger.debug("direct relay idle: closing")
                 relay.flow?.closing(.timeout)
                 end(relay, closing: .cut)
             }
         }
-    }
-
-    private func now() -> Int64 {
-        Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds)
     }
 }
