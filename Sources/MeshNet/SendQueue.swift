@@ -58,6 +58,28 @@ public struct SendQueue: ~Copyable {
             append(bytes)
             return send(to: socket)
         }
+        let (sent, outcome) = Self.send(bytes, to: socket)
+        if outcome == .wouldBlock { append(UnsafeRawBufferPointer(rebasing: bytes[sent...])) }
+        return outcome
+    }
+
+    /// Sends queued bytes to `socket` until they are all taken or the socket is full.
+    public mutating func send(to socket: CInt) -> Outcome {
+        guard let storage, end > start else { return .empty }
+        let (sent, outcome) = Self.send(UnsafeRawBufferPointer(rebasing: storage[start..<end]), to: socket)
+        start += sent
+        if start == end {
+            storage.deallocate()
+            self.storage = nil
+            start = 0
+            end = 0
+        }
+        return outcome
+    }
+
+    /// One `send` after another until `bytes` are all taken, the socket is full or it
+    /// fails: how many were taken, and why it stopped.
+    private static func send(_ bytes: UnsafeRawBufferPointer, to socket: CInt) -> (Int, Outcome) {
         var sent = 0
         while sent < bytes.count {
             let n = Glibc.send(socket, bytes.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL))
@@ -68,36 +90,11 @@ public struct SendQueue: ~Copyable {
             let error = errno
             switch error {
             case EINTR: continue
-            case EAGAIN, EWOULDBLOCK:
-                append(UnsafeRawBufferPointer(rebasing: bytes[sent...]))
-                return .wouldBlock
-            case ECONNRESET, EPIPE: return .reset
-            default: return .failed(error)
+            case EAGAIN, EWOULDBLOCK: return (sent, .wouldBlock)
+            case ECONNRESET, EPIPE: return (sent, .reset)
+            default: return (sent, .failed(error))
             }
         }
-        return .empty
-    }
-
-    /// Sends queued bytes to `socket` until they are all taken or the socket is full.
-    public mutating func send(to socket: CInt) -> Outcome {
-        while end > start {
-            let n = Glibc.send(socket, storage!.baseAddress! + start, end - start, Int32(MSG_NOSIGNAL))
-            if n > 0 {
-                start += n
-                continue
-            }
-            let error = errno
-            switch error {
-            case EINTR: continue
-            case EAGAIN, EWOULDBLOCK: return .wouldBlock
-            case ECONNRESET, EPIPE: return .reset
-            default: return .failed(error)
-            }
-        }
-        storage?.deallocate()
-        storage = nil
-        start = 0
-        end = 0
-        return .empty
+        return (sent, .empty)
     }
 }

@@ -12,6 +12,19 @@ import Testing
 @Suite(.serialized) struct ProxyPairTests {
     init() { raiseOpenFileLimit() }
 
+    /// The one connection went through `engine` on both sidecars: one that cannot move
+    /// to a direct loop stays on the channel relay silently.
+    private func expectRelayed(
+        by engine: RelayEngine,
+        _ pair: MeshPair,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        #expect(
+            (pair.client.directRelaysAdopted, pair.server.directRelaysAdopted) == (engine == .direct ? (1, 1) : (0, 0)),
+            sourceLocation: sourceLocation
+        )
+    }
+
     private func echoPair(engine: RelayEngine = .direct) async throws -> (app: any Channel, pair: MeshPair) {
         try await MeshPair.serving({ TestApp.Echo() }, engine: engine)
     }
@@ -54,11 +67,7 @@ import Testing
         }
         #expect(count == total)
         #expect(received == sent)
-        // Relayed by the engine under test (a connection that cannot move to a direct
-        // loop stays on the channel relay silently).
-        #expect(
-            (pair.client.directRelaysAdopted, pair.server.directRelaysAdopted) == (engine == .direct ? (1, 1) : (0, 0))
-        )
+        expectRelayed(by: engine, pair)
         await pair.shutdown()
         try await app.close()
     }
@@ -84,9 +93,7 @@ import Testing
         }
         #expect(String(decoding: reply.prefix(40), as: UTF8.self).hasPrefix("received 300000 bytes\n"))
         #expect(reply.count == "received 300000 bytes\n".utf8.count + TestApp.replyPadding)
-        #expect(
-            (pair.client.directRelaysAdopted, pair.server.directRelaysAdopted) == (engine == .direct ? (1, 1) : (0, 0))
-        )
+        expectRelayed(by: engine, pair)
         await pair.shutdown()
         try await app.close()
     }

@@ -22,8 +22,8 @@ final class DirectRelay: @unchecked Sendable {
     let logger: Logger
     /// Bytes the set-up read before the relay existed, and whether the downstream
     /// input had already ended.
-    private var earlyFromDownstream: [UInt8]
-    private var earlyFromUpstream: [UInt8]
+    private var earlyFromDownstream: ByteBuffer
+    private var earlyFromUpstream: ByteBuffer
     private let downstreamEnded: Bool
     private let onEnd: @Sendable () -> Void
     private let cut: RelayCut
@@ -53,8 +53,8 @@ final class DirectRelay: @unchecked Sendable {
         self.pump = RelayPump(downstream: downstream, upstream: upstream, flow: flow)
         self.flow = flow
         self.logger = logger
-        self.earlyFromDownstream = Array(early.fromDownstream.readableBytesView)
-        self.earlyFromUpstream = Array(early.fromUpstream.readableBytesView)
+        self.earlyFromDownstream = early.fromDownstream
+        self.earlyFromUpstream = early.fromUpstream
         self.downstreamEnded = early.downstreamEnded
         self.onEnd = onEnd
     }
@@ -70,13 +70,13 @@ final class DirectRelay: @unchecked Sendable {
     /// Writes what the set-up read, then starts moving bytes.
     func begin(scratch: UnsafeMutableRawBufferPointer) -> RelayPump<RelaySocket>.Outcome {
         defer {
-            earlyFromDownstream = []
-            earlyFromUpstream = []
+            earlyFromDownstream = ByteBuffer()
+            earlyFromUpstream = ByteBuffer()
         }
         for (bytes, side) in [
             (earlyFromUpstream, RelayPump<RelaySocket>.Side.upstream), (earlyFromDownstream, .downstream),
         ] {
-            let outcome = bytes.withUnsafeBytes { pump.forward($0, readFrom: side) }
+            let outcome = bytes.withUnsafeReadableBytes { pump.forward($0, readFrom: side) }
             if outcome != .open { return outcome }
         }
         return pump.start(downstreamEnded: downstreamEnded, scratch: scratch)

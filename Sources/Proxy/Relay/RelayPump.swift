@@ -111,13 +111,10 @@ final class RelayPump<Stream: RelayStream> {
     func forward(_ bytes: UnsafeRawBufferPointer, readFrom side: Side) -> Outcome {
         guard bytes.count > 0 else { return .open }
         count(bytes.count, from: side)
-        switch streams[side.partner.rawValue].write(bytes) {
-        case .bytes: return .open
-        case .wouldBlock:
-            states[side.partner.rawValue].writable = false
-            return .open
-        case let failure: return abort(failure, writingTo: side.partner)
+        if case .failed(let outcome) = sent(streams[side.partner.rawValue].write(bytes), to: side.partner) {
+            return outcome
         }
+        return .open
     }
 
     /// The poller reported `side` readable and/or writable, its peer's end, or an
@@ -149,14 +146,19 @@ final class RelayPump<Stream: RelayStream> {
         hasMoreWork = false
         if let failure = pump(from: .downstream, scratch: scratch) { return failure }
         if let failure = pump(from: .upstream, scratch: scratch) { return failure }
-        for side in [Side.downstream, .upstream] {
-            let state = states[side.rawValue]
-            if state.inputEnded && state.outputShut && !state.closed {
-                states[side.rawValue].closed = true
-                streams[side.rawValue].close(.finished)
-            }
-        }
+        // Runs on every event: two calls, not a loop over a fresh array.
+        closeIfFinished(.downstream)
+        closeIfFinished(.upstream)
         return states[0].closed && states[1].closed ? .finished : .open
+    }
+
+    /// Closes `side` once its input has ended and its output was shut.
+    private func closeIfFinished(_ side: Side) {
+        let state = states[side.rawValue]
+        if state.inputEnded && state.outputShut && !state.closed {
+            states[side.rawValue].closed = true
+            streams[side.rawValue].close(.finished)
+        }
     }
 
     /// Moves bytes from `source` to its partner until one of them would block.
@@ -167,12 +169,10 @@ final class RelayPump<Stream: RelayStream> {
         guard !states[target.rawValue].closed else { return nil }
         if to.hasQueuedOutput {
             guard states[target.rawValue].writable else { return nil }
-            switch to.flush() {
-            case .bytes: break
-            case .wouldBlock:
-                states[target.rawValue].writable = false
-                return nil
-            case let failure: return abort(failure, writingTo: target)
+            switch sent(to.flush(), to: target) {
+            case .all: break
+            case .waiting: return nil
+            case .failed(let outcome): return outcome
             }
         }
         for _ in 0..<Self.readBudget {
@@ -185,12 +185,10 @@ final class RelayPump<Stream: RelayStream> {
                 count(n, from: source)
                 let drained = from.isDrained && !states[source.rawValue].hungUp
                 if drained { states[source.rawValue].readable = false }
-                switch to.write(UnsafeRawBufferPointer(rebasing: scratch[..<n])) {
-                case .bytes: break
-                case .wouldBlock:
-                    states[target.rawValue].writable = false
-                    return nil
-                case let failure: return abort(failure, writingTo: target)
+                switch sent(to.write(UnsafeRawBufferPointer(rebasing: scratch[..<n])), to: target) {
+                case .all: break
+                case .waiting: return nil
+                case .failed(let outcome): return outcome
                 }
                 if drained { return nil }
             case .wouldBlock:
@@ -215,12 +213,10 @@ final class RelayPump<Stream: RelayStream> {
         let stream = streams[side.rawValue]
         if !states[side.rawValue].closingOutput {
             states[side.rawValue].closingOutput = true
-            switch stream.closeOutput() {
-            case .bytes: break
-            case .wouldBlock:
-                states[side.rawValue].writable = false
-                return nil
-            case let failure: return abort(failure, writingTo: side)
+            switch sent(stream.closeOutput(), to: side) {
+            case .all: break
+            case .waiting: return nil
+            case .failed(let outcome): return outcome
             }
         }
         if !stream.hasQueuedOutput && !states[side.rawValue].outputShut {
@@ -241,11 +237,27 @@ final class RelayPump<Stream: RelayStream> {
         }
     }
 
-    private func abort(_ step: StreamStep, writingTo side: Side) -> Outcome {
+    /// What a write, flush or output close on `side` left: everything on the wire,
+    /// bytes waiting for the side to become writable (noted), or a failure.
+    private enum Sent {
+        case all
+        case waiting
+        case failed(Outcome)
+    }
+
+    private func sent(_ step: StreamStep, to side: Side) -> Sent {
         switch step {
-        case .reset: .aborted(.reset, "\(side) reset the connection")
-        case .failed(let reason): .aborted(.error, "writing \(side): \(reason)")
-        default: .aborted(.error, "writing \(side): unexpected \(step)")
+        case .bytes:
+            return .all
+        case .wouldBlock:
+            states[side.rawValue].writable = false
+            return .waiting
+        case .reset:
+            return .failed(.aborted(.reset, "\(side) reset the connection"))
+        case .failed(let reason):
+            return .failed(.aborted(.error, "writing \(side): \(reason)"))
+        case .closed, .truncated:
+            return .failed(.aborted(.error, "writing \(side): unexpected \(step)"))
         }
     }
 

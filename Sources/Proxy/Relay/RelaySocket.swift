@@ -22,8 +22,6 @@ final class RelaySocket: RelayStream {
         self.tls = tls
     }
 
-    var isTLS: Bool { tls != nil }
-
     func read(into buffer: UnsafeMutableRawBufferPointer) -> StreamStep {
         if let tls { return tls.read(into: buffer) }
         while true {
