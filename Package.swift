@@ -38,7 +38,7 @@ let package = Package(
             pkgConfig: "libnftnl",
             providers: [.apt(["libnftnl-dev", "libmnl-dev"])]
         ),
-        .target(name: "MeshNet"),
+        .target(name: "MeshNet", dependencies: ["CLinux"]),
         .target(name: "MeshAPI"),
         // The DHT's state machine and its simulator run thousands of nodes in the test
         // suite: optimized even in debug builds, so that the simulation fits CI's time.
@@ -57,7 +57,7 @@ let package = Package(
         ),
         .target(
             name: "MeshIdentity",
-            dependencies: ["COpenSSL"]
+            dependencies: ["COpenSSL", "MeshNet"]
         ),
         .target(
             name: "MeshTLS",
@@ -220,6 +220,10 @@ let package = Package(
         .testTarget(
             name: "MeshAPITests",
             dependencies: ["MeshAPI"]
+        ),
+        .testTarget(
+            name: "MeshNetTests",
+            dependencies: ["MeshNet"]
         ),
         .testTarget(
             name: "MeshIdentityTests",

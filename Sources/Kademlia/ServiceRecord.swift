@@ -1,5 +1,14 @@
-import Foundation
 import MeshIdentity
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// One endpoint of a mesh service as the DHT carries it: where its sidecar's mTLS
 /// listener is, which app ports it serves and under which identity, signed by that

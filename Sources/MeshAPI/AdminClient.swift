@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 #if canImport(Glibc)
     import Glibc
@@ -275,7 +279,7 @@ public struct HTTPResponseReader: Sendable {
                 guard let end = Self.find([13, 10], in: pending, from: index) else { break loop }
                 let line = String(decoding: pending[index..<end], as: UTF8.self)
                 let sizeText = line.split(separator: ";", maxSplits: 1).first.map(String.init) ?? ""
-                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), size >= 0 else {
+                guard let size = Int(trimmed(sizeText), radix: 16), size >= 0 else {
                     throw AdminClientError("bad chunk size '\(line)'")
                 }
                 index = end + 2
@@ -337,7 +341,7 @@ public struct HTTPResponseReader: Sendable {
         for line in lines.dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { continue }
             headers.append(
-                (line[..<colon].lowercased(), line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces))
+                (line[..<colon].lowercased(), trimmed(line[line.index(after: colon)...]))
             )
         }
         let headers = self.headers
@@ -360,4 +364,10 @@ public struct HTTPResponseReader: Sendable {
         }
         return nil
     }
+}
+
+/// `text` without the spaces and tabs around it (HTTP's optional whitespace).
+func trimmed(_ text: some StringProtocol) -> String {
+    let isBlank = { (character: Character) in character == " " || character == "\t" }
+    return String(text.drop(while: isBlank).reversed().drop(while: isBlank).reversed())
 }

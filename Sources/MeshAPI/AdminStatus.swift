@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// `GET /identity`: the workload identity a sidecar currently presents.
 public struct IdentityStatus: Codable, Sendable, Equatable {
@@ -76,9 +80,16 @@ public struct AdminError: Codable, Sendable, Equatable {
 /// `application/x-www-form-urlencoded`-style query strings, as the admin API reads and
 /// `beectl` writes them.
 public enum QueryString {
-    private static let unreserved = CharacterSet(
-        charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/:*"
-    )
+    /// Bytes written as they are; every other byte of the UTF-8 is `%XX`.
+    private static func isUnreserved(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "-._~/:*".utf8.contains(byte)
+        }
+    }
 
     public static func encode(_ items: [(name: String, value: String)]) -> String {
         items.map { item in
@@ -95,11 +106,51 @@ public enum QueryString {
     }
 
     private static func escape(_ text: String) -> String {
-        text.addingPercentEncoding(withAllowedCharacters: unreserved) ?? text
+        let hex = Array("0123456789ABCDEF".utf8)
+        var escaped: [UInt8] = []
+        escaped.reserveCapacity(text.utf8.count)
+        for byte in text.utf8 {
+            if isUnreserved(byte) {
+                escaped.append(byte)
+            } else {
+                escaped += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+            }
+        }
+        return String(decoding: escaped, as: UTF8.self)
     }
 
+    /// `+` is a space and `%XX` a byte; text with a broken escape, or escapes that are
+    /// not UTF-8, is taken as it stands (spaces put back).
     private static func unescape(_ text: Substring) -> String {
-        let spaced = text.replacingOccurrences(of: "+", with: " ")
-        return spaced.removingPercentEncoding ?? spaced
+        var bytes: [UInt8] = []
+        var valid = true
+        var rest = Array(text.utf8)[...]
+        while let byte = rest.popFirst() {
+            switch byte {
+            case UInt8(ascii: "+"): bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "%"):
+                guard rest.count >= 2, let high = hexValue(rest[rest.startIndex]),
+                    let low = hexValue(rest[rest.startIndex + 1])
+                else {
+                    valid = false
+                    bytes.append(byte)
+                    continue
+                }
+                bytes.append(high << 4 | low)
+                rest = rest.dropFirst(2)
+            default: bytes.append(byte)
+            }
+        }
+        if valid, let decoded = String(validating: bytes, as: UTF8.self) { return decoded }
+        return String(text.map { $0 == "+" ? " " : $0 })
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }

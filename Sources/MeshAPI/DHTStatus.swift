@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The node agent's DHT as its local API shows it (`GET /dht/peers`, `beectl dht peers`).
 public struct DHTPeers: Codable, Sendable, Equatable {

@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// `beectl flows` as a table: one row per flow (or per follow event), columns sized
 /// to their content, colour on the verdict only when writing to a terminal.
@@ -134,7 +138,7 @@ public struct FlowListing: Sendable {
         let units: [(UInt64, String)] = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")]
         for (size, suffix) in units where count >= size {
             let value = Double(count) / Double(size)
-            return value < 10 ? String(format: "%.1f%@", value, suffix) : "\(Int(value))\(suffix)"
+            return value < 10 ? fixed(value, digits: 1) + suffix : "\(Int(value))\(suffix)"
         }
         return String(count)
     }
@@ -143,11 +147,22 @@ public struct FlowListing: Sendable {
     static func duration(_ seconds: Double) -> String {
         if seconds < 0.001 { return "\(Int((seconds * 1_000_000).rounded()))µs" }
         if seconds < 1 { return "\(Int((seconds * 1000).rounded()))ms" }
-        if seconds < 60 { return String(format: "%.2fs", seconds) }
+        if seconds < 60 { return fixed(seconds, digits: 2) + "s" }
         let total = Int(seconds)
-        if total < 3600 { return String(format: "%dm%02ds", total / 60, total % 60) }
-        return String(format: "%dh%02dm", total / 3600, total / 60 % 60)
+        if total < 3600 { return "\(total / 60)m\(twoDigits(total % 60))s" }
+        return "\(total / 3600)h\(twoDigits(total / 60 % 60))m"
     }
+
+    /// `value` (not negative) rounded to `digits` decimals: `fixed(1.25, digits: 1)` is `1.3`.
+    static func fixed(_ value: Double, digits: Int) -> String {
+        var scale = 1
+        for _ in 0..<digits { scale *= 10 }
+        let scaled = Int((value * Double(scale)).rounded())
+        let fraction = String(scaled % scale)
+        return "\(scaled / scale)." + String(repeating: "0", count: digits - fraction.count) + fraction
+    }
+
+    private static func twoDigits(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
 
     /// Characters a terminal shows (colour escapes take none).
     static func visibleWidth(_ text: String) -> Int {

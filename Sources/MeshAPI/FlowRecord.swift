@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// One connection a sidecar handled, as `GET /flows` and `beectl flows` show it: who
 /// talked to whom, under which identities, what policy decided it, how many bytes went

@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The JSON conventions of every admin API: timestamps in RFC 3339 with microseconds
 /// (UTC), keys sorted so that output diffs cleanly, no escaped slashes (SPIFFE IDs and

@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// A pod as the node agent runs it (`GET /v1/pods`, `beectl get pods`).
 public struct PodStatus: Codable, Sendable, Equatable {

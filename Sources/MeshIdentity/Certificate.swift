@@ -1,5 +1,10 @@
 import COpenSSL
-import Foundation
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// An X.509 certificate held by OpenSSL, with the accessors the mesh needs.
 public final class Certificate: @unchecked Sendable, CustomStringConvertible {

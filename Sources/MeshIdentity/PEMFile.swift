@@ -1,4 +1,4 @@
-import Foundation
+import MeshNet
 
 #if canImport(Glibc)
     import Glibc
@@ -8,36 +8,21 @@ import Foundation
 /// same directory, fsync, rename) so a reader never sees half a certificate, and
 /// private keys created with mode 0600 from the start.
 public enum PEMFile {
-    /// Reads a whole (small) text file with plain POSIX calls: the sidecar reads its
-    /// files at start and on every rotation, and this keeps that path free of
-    /// Foundation's NSString machinery.
+    /// Reads a whole (small) text file with plain POSIX calls (`SystemFile`): the
+    /// sidecar reads its files at start and on every rotation.
     public static func read(_ path: String, limit: Int = 4 << 20) throws(IdentityError) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw IdentityError(.io, "cannot read \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw IdentityError(.io, "cannot read \(path): \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
-            guard bytes.count <= limit else { throw IdentityError(.io, "\(path) is larger than \(limit) bytes") }
+        do {
+            return try SystemFile.read(path, limit: limit)
+        } catch {
+            throw IdentityError(.io, error.description)
         }
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw IdentityError(.io, "\(path) is not UTF-8 text")
-        }
-        return text
     }
 
     public static func createDirectory(_ path: String) throws(IdentityError) {
         do {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            try SystemFile.createDirectories(path)
         } catch {
-            throw IdentityError(.io, "cannot create \(path): \(error.localizedDescription)")
+            throw IdentityError(.io, error.description)
         }
     }
 
@@ -75,7 +60,7 @@ public enum PEMFile {
             unlink(temporary)
             throw IdentityError(.io, "cannot rename \(temporary) to \(path): \(reason)")
         }
-        let directory = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let directory = open(SystemFile.parent(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if directory >= 0 {
             fsync(directory)
             close(directory)

@@ -1,5 +1,10 @@
 import COpenSSL
-import Foundation
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The trust anchors of one trust domain: the root CA certificates peers must chain to.
 public struct TrustBundle: Sendable {

@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// A workload's X.509-SVID, its private key and the trust bundle it verifies peers with.
 ///

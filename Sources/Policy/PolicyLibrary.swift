@@ -1,4 +1,5 @@
-import Foundation
+import Dispatch
+import Synchronization
 
 /// Every policy file of a directory with the last version of it that parsed.
 ///
@@ -131,14 +132,13 @@ public struct PolicyLibrary: Sendable {
 
 /// One slot per file, written by the parsing threads, each its own.
 private final class ResultSlots: @unchecked Sendable {
-    private let lock = NSLock()
-    private var slots: [Result<PolicyDocuments, LocatedError>?]
+    private let slots: Mutex<[Result<PolicyDocuments, LocatedError>?]>
 
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    init(count: Int) { slots = Mutex(Array(repeating: nil, count: count)) }
 
     func set(_ index: Int, _ value: Result<PolicyDocuments, LocatedError>) {
-        lock.withLock { slots[index] = value }
+        slots.withLock { $0[index] = value }
     }
 
-    var values: [Result<PolicyDocuments, LocatedError>] { lock.withLock { slots.map { $0! } } }
+    var values: [Result<PolicyDocuments, LocatedError>] { slots.withLock { $0.map { $0! } } }
 }

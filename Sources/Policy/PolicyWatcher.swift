@@ -1,4 +1,5 @@
-import Foundation
+import MeshNet
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -13,9 +14,7 @@ public final class PolicyWatcher: @unchecked Sendable {
     private let directory: String
     private let settle: Duration
     private let onChange: @Sendable () -> Void
-    private let lock = NSLock()
-    private var stopped = false
-    private var thread: Thread?
+    private let stopped = Atomic(false)
 
     public init(directory: String, settle: Duration = .milliseconds(50), onChange: @escaping @Sendable () -> Void) {
         self.directory = directory
@@ -23,19 +22,16 @@ public final class PolicyWatcher: @unchecked Sendable {
         self.onChange = onChange
     }
 
-    public func start() {
-        let thread = Thread { [self] in run() }
-        thread.name = "beemesh-policy-watch"
-        lock.withLock { self.thread = thread }
-        thread.start()
+    public func start() throws(SystemThread.StartFailed) {
+        try SystemThread.start(name: "beemesh-policy") { [self] in run() }
     }
 
     /// Stops within about 100 ms.
     public func stop() {
-        lock.withLock { stopped = true }
+        stopped.store(true, ordering: .relaxed)
     }
 
-    private var isStopped: Bool { lock.withLock { stopped } }
+    private var isStopped: Bool { stopped.load(ordering: .relaxed) }
 
     private func run() {
         let descriptor = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
@@ -54,7 +50,7 @@ public final class PolicyWatcher: @unchecked Sendable {
                 if watch >= 0 {
                     pendingSince = .now  // it appeared: read it
                 } else {
-                    Thread.sleep(forTimeInterval: 1)
+                    sleep(1)
                     continue
                 }
             }

@@ -1,4 +1,4 @@
-import Foundation
+import MeshNet
 
 /// A file, line, field and reason: how every configuration and policy error reads
 /// (`policies/orders.yaml:12: spec.rules[0].to[0].ports[1]: port must be 1-65535`).
@@ -55,9 +55,9 @@ public struct YAMLField {
     /// A file's text; an unreadable file is an error naming it.
     public static func read(_ path: String) throws(LocatedError) -> String {
         do {
-            return try String(contentsOfFile: path, encoding: .utf8)
+            return try SystemFile.read(path, limit: 16 << 20)
         } catch {
-            throw LocatedError(file: path, line: nil, field: "", reason: "cannot read: \(error.localizedDescription)")
+            throw LocatedError(file: path, line: nil, field: "", reason: error.reason)
         }
     }
 

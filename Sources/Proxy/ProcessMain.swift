@@ -1,6 +1,10 @@
 import Logging
 import ServiceLifecycle
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// What `beemesh-proxy run` and `beemesh-agent run` do around their service: logging
 /// to standard error at the configured level, then the service until SIGTERM or
 /// SIGINT starts its graceful shutdown.
@@ -13,6 +17,17 @@ public enum ProcessMain {
             return handler
         }
         return Logger(label: label)
+    }
+
+    /// Writes `message` and a newline to standard error, before logging is set up (a
+    /// configuration that does not load).
+    public static func printError(_ message: String) {
+        var bytes = Array((message + "\n").utf8)[...]
+        while !bytes.isEmpty {
+            let written = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+            guard written > 0 || (written < 0 && errno == EINTR) else { return }
+            bytes = bytes.dropFirst(max(written, 0))
+        }
     }
 
     /// Runs `service` until a graceful shutdown signal, then lets it finish.

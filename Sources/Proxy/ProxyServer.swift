@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 import MeshAPI
 import MeshIdentity
@@ -144,7 +143,7 @@ public final class ProxyServer: Service, Sendable {
     public func start() async throws -> BoundAddresses {
         let environment = self.environment
         environment.policies.reload()
-        policyWatcher.start()
+        try policyWatcher.start()
         let inbound = try await bind(configuration.inbound.listen, direction: .inbound) { channel, flow in
             try channel.pipeline.syncOperations.addHandlers(
                 MeshTLSHandler(

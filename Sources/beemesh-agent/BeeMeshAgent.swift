@@ -24,7 +24,7 @@ struct BeeMeshAgent: AsyncParsableCommand {
             do {
                 configuration = try AgentConfiguration.load(path: config)
             } catch {
-                FileHandle.standardError.write(Data("beemesh-agent: invalid configuration: \(error)\n".utf8))
+                ProcessMain.printError("beemesh-agent: invalid configuration: \(error)")
                 throw ExitCode(2)
             }
             let logger = ProcessMain.logger("beemesh-agent", level: configuration.logLevel)

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Foundation
 import Logging
 import Proxy
 import ServiceLifecycle
@@ -25,7 +24,7 @@ struct BeeMeshProxy: AsyncParsableCommand {
             do {
                 configuration = try ProxyConfiguration.load(path: config)
             } catch {
-                FileHandle.standardError.write(Data("beemesh-proxy: invalid configuration: \(error)\n".utf8))
+                ProcessMain.printError("beemesh-proxy: invalid configuration: \(error)")
                 throw ExitCode(2)
             }
             tuneAllocator()

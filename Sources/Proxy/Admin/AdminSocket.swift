@@ -1,5 +1,9 @@
-import Foundation
 import MeshAPI
+import MeshNet
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The admin API's unix socket path: its directory is created, and a socket file left
 /// by a sidecar that died is removed, but one that another live process still serves
@@ -12,8 +16,7 @@ package enum AdminSocket {
     }
 
     package static func prepare(_ path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try SystemFile.createDirectories(SystemFile.parent(of: path))
         var status = stat()
         guard lstat(path, &status) == 0 else { return }
         guard status.st_mode & S_IFMT == S_IFSOCK else {

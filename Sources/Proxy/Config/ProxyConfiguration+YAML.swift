@@ -1,5 +1,4 @@
 import Capture
-import Foundation
 import Logging
 import MeshIdentity
 import MeshNet

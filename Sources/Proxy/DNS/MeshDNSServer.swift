@@ -1,8 +1,14 @@
-import Foundation
 import Logging
+import MeshNet
 import Metrics
 import NIOCore
 import NIOPosix
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Mesh DNS on UDP and TCP (`dns.listen`, conventionally `127.0.0.1:15053`; capture
 /// redirects the app's port-53 traffic here):
@@ -35,7 +41,7 @@ final class MeshDNSServer: Sendable {
     /// The `nameserver` lines of a resolv.conf (port 53), loopback stub resolvers
     /// included; an unreadable file gives none.
     static func nameservers(resolvConf path: String) -> [HostPort] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+        guard let text = try? SystemFile.read(path, limit: 1 << 20) else { return [] }
         return text.split(whereSeparator: \.isNewline).compactMap { line in
             let fields = line.split(whereSeparator: \.isWhitespace)
             guard fields.count >= 2, fields[0] == "nameserver" else { return nil }

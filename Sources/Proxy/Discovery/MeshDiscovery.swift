@@ -1,4 +1,3 @@
-import Foundation
 import Kademlia
 import Logging
 import MeshAPI
@@ -8,6 +7,12 @@ import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// Service discovery through the node agent: this workload's signed service record
 /// published into the DHT (and republished before it expires), the endpoints of other

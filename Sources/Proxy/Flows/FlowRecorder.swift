@@ -1,10 +1,15 @@
-import Foundation
 import Logging
 import MeshAPI
 import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The sidecar's flow table: the flows open now, the newest finished ones in a ring
 /// buffer (`flows.capacity`), and the readers of `GET /flows?follow=1`.

@@ -1,9 +1,13 @@
 import CLinux
-import Foundation
 import Logging
+import MeshNet
 import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A thread that runs direct relays: it owns their sockets, polls them with one
 /// edge-triggered epoll set, and moves bytes with plain `read`/`send` (or OpenSSL on
@@ -77,17 +81,13 @@ final class DirectRelayLoop: @unchecked Sendable {
             var schedule = itimerspec(it_interval: interval, it_value: interval)
             failed = failed || timerfd_settime(sweepTimer, 0, &schedule, nil) != 0
         }
-        guard !failed else {
-            let error = errno
-            for fd in [epoll, wake, sweepTimer] { close(fd) }
-            throw IOError(errnoCode: error, reason: "epoll_ctl/timerfd_settime")
+        // From here on every property is set: a throw runs deinit, which closes them.
+        guard !failed else { throw IOError(errnoCode: errno, reason: "epoll_ctl/timerfd_settime") }
+        do {
+            try SystemThread.start(name: name) { [self] in run() }
+        } catch {
+            throw IOError(errnoCode: error.code, reason: "pthread_create")
         }
-        let thread = Thread { [self] in
-            // Named from inside: `top -H` and `perf` show the loop, not its creator.
-            _ = beemesh_name_thread(name)
-            run()
-        }
-        thread.start()
     }
 
     deinit {

@@ -1,7 +1,10 @@
-import Foundation
 import Logging
 import Metrics
 import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Moves bytes between two channels, one handler at each end.
 ///
