@@ -275,7 +275,7 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
     private func admit(port: Int, context: ChannelHandlerContext) {
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         environment.relayClientBootstrap(on: context.eventLoop)
-            .connect(host: environment.configuration.inbound.appAddress, port: port)
+            .connect(literalOrName: environment.configuration.inbound.appAddress, port: port)
             .whenComplete { result in
                 let (handler, context) = bound.value
                 switch result {

@@ -151,7 +151,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         state = .connecting
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         environment.relayClientBootstrap(on: context.eventLoop)
-            .connect(host: inbound.appAddress, port: Int(request.port))
+            .connect(literalOrName: inbound.appAddress, port: Int(request.port))
             .whenComplete { result in
                 let (handler, context) = bound.value
                 switch result {

@@ -126,7 +126,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                     )
                 }
             }
-            .connect(host: endpoint.address.host, port: endpoint.address.port)
+            .connect(literalOrName: endpoint.address.host, port: endpoint.address.port)
             .whenComplete { result in
                 let (handler, context) = bound.value
                 switch result {
