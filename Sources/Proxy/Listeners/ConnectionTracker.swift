@@ -9,8 +9,9 @@ import NIOCore
 /// to cut it, and releases the entry when it ends.
 final class ConnectionTracker: Sendable {
     private struct Entry {
-        /// Kept so that the channel's identity stays unique while the entry lives.
-        let channel: any Channel
+        /// Kept so that the channel's identity stays unique while the entry lives; let go
+        /// at the hand-over, so that a closed channel is not held for the relay's life.
+        var channel: (any Channel)?
         var cut: @Sendable () -> Void
         var handedOver = false
     }
@@ -28,17 +29,21 @@ final class ConnectionTracker: Sendable {
         }
     }
 
-    /// The connection of `channel` lives on without it; `cut` ends it.
-    func handOver(_ channel: any Channel, cut: @escaping @Sendable () -> Void) {
+    /// The connection of `channel` lives on without it, known by `key` from now on;
+    /// `cut` ends it.
+    func handOver(_ channel: any Channel, to key: HandedOverConnection, cut: @escaping @Sendable () -> Void) {
         entries.withLockedValue { entries in
-            entries[ObjectIdentifier(channel)]?.cut = cut
-            entries[ObjectIdentifier(channel)]?.handedOver = true
+            guard var entry = entries.removeValue(forKey: ObjectIdentifier(channel)) else { return }
+            entry.channel = nil
+            entry.cut = cut
+            entry.handedOver = true
+            entries[ObjectIdentifier(key)] = entry
         }
     }
 
-    /// The connection handed over from `channel` ended.
-    func release(_ channel: any Channel) {
-        _ = entries.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    /// The connection handed over as `key` ended.
+    func release(_ key: HandedOverConnection) {
+        _ = entries.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(key)) }
     }
 
     var count: Int { entries.withLockedValue { $0.count } }
@@ -59,3 +64,8 @@ final class ConnectionTracker: Sendable {
         return remaining.count
     }
 }
+
+/// What a connection taken over by a direct relay is known by in `ConnectionTracker` and
+/// `LiveFlows` once its channel is closed: the relay holds it until it ends, so its
+/// identity stays unique without keeping the channel (and its pipeline) alive.
+final class HandedOverConnection: Sendable {}

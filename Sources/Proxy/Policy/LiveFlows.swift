@@ -11,8 +11,9 @@ import Policy
 /// revoked, naming the policy.
 final class LiveFlows: Sendable {
     struct Entry: Sendable {
-        /// Kept so that the channel's identity stays unique while the entry lives.
-        let channel: any Channel
+        /// Kept so that the channel's identity stays unique while the entry lives; let go
+        /// at the hand-over to a direct relay.
+        var channel: (any Channel)?
         let request: PolicyRequest
         let flow: Flow?
         let logger: Logger
@@ -37,21 +38,25 @@ final class LiveFlows: Sendable {
         }
     }
 
-    /// The flow of `channel` lives on in a direct relay; `cut` ends it. False, changing
-    /// nothing, when a policy change is revoking it: it must end with its channel.
-    func handOver(_ channel: any Channel, cut: @escaping @Sendable () -> Void) -> Bool {
+    /// The flow of `channel` lives on in a direct relay, known by `key` from now on;
+    /// `cut` ends it. False, changing nothing, when a policy change is revoking it: it
+    /// must end with its channel.
+    func handOver(_ channel: any Channel, to key: HandedOverConnection, cut: @escaping @Sendable () -> Void) -> Bool {
         flows.withLockedValue { flows in
             let id = ObjectIdentifier(channel)
             guard flows[id]?.revoked != true else { return false }
-            flows[id]?.cut = cut
-            flows[id]?.handedOver = true
+            guard var entry = flows.removeValue(forKey: id) else { return true }
+            entry.channel = nil
+            entry.cut = cut
+            entry.handedOver = true
+            flows[ObjectIdentifier(key)] = entry
             return true
         }
     }
 
-    /// The flow handed over from `channel` ended.
-    func release(_ channel: any Channel) {
-        _ = flows.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    /// The flow handed over as `key` ended.
+    func release(_ key: HandedOverConnection) {
+        _ = flows.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(key)) }
     }
 
     var count: Int { flows.withLockedValue { $0.count } }

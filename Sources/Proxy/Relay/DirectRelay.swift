@@ -195,12 +195,13 @@ final class DirectRelays: Sendable {
         // a policy change is revoking right now stays with its channel, which that
         // revocation is closing.
         let cut = RelayCut()
-        guard environment.liveFlows.handOver(downstream, cut: cut.request) else {
+        let key = HandedOverConnection()
+        guard environment.liveFlows.handOver(downstream, to: key, cut: cut.request) else {
             close(downFD)
             close(upFD)
             return false
         }
-        environment.tracker.handOver(downstream, cut: cut.request)
+        environment.tracker.handOver(downstream, to: key, cut: cut.request)
         flow?.handOver()
 
         let downSocket = RelaySocket(
@@ -220,8 +221,8 @@ final class DirectRelays: Sendable {
             census: census
         ) {
             flow?.finish()
-            tracker.release(downstream)
-            liveFlows.release(downstream)
+            tracker.release(key)
+            liveFlows.release(key)
         }
         cut.attach(relay, to: loop)
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
