@@ -279,7 +279,7 @@ public struct HTTPResponseReader: Sendable {
                 guard let end = Self.find([13, 10], in: pending, from: index) else { break loop }
                 let line = String(decoding: pending[index..<end], as: UTF8.self)
                 let sizeText = line.split(separator: ";", maxSplits: 1).first.map(String.init) ?? ""
-                guard let size = Int(trimmed(sizeText), radix: 16), size >= 0 else {
+                guard let size = Int(sizeText.trimmingSpaces, radix: 16), size >= 0 else {
                     throw AdminClientError("bad chunk size '\(line)'")
                 }
                 index = end + 2
@@ -341,7 +341,7 @@ public struct HTTPResponseReader: Sendable {
         for line in lines.dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { continue }
             headers.append(
-                (line[..<colon].lowercased(), trimmed(line[line.index(after: colon)...]))
+                (line[..<colon].lowercased(), line[line.index(after: colon)...].trimmingSpaces)
             )
         }
         let headers = self.headers
@@ -366,8 +366,14 @@ public struct HTTPResponseReader: Sendable {
     }
 }
 
-/// `text` without the spaces and tabs around it (HTTP's optional whitespace).
-func trimmed(_ text: some StringProtocol) -> String {
-    let isBlank = { (character: Character) in character == " " || character == "\t" }
-    return String(text.drop(while: isBlank).reversed().drop(while: isBlank).reversed())
+extension StringProtocol {
+    /// Without leading and trailing spaces and tabs (HTTP's optional whitespace; the
+    /// proxy's request parser uses it too).
+    package var trimmingSpaces: String {
+        let characters = Substring(self)
+        guard let first = characters.firstIndex(where: { $0 != " " && $0 != "\t" }),
+            let last = characters.lastIndex(where: { $0 != " " && $0 != "\t" })
+        else { return "" }
+        return String(characters[first...last])
+    }
 }

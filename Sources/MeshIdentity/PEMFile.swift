@@ -40,17 +40,10 @@ public enum PEMFile {
         guard fd >= 0 else {
             throw IdentityError(.io, "cannot create \(temporary): \(String(cString: strerror(errno)))")
         }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes[written...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let reason = String(cString: strerror(errno))
-                close(fd)
-                unlink(temporary)
-                throw IdentityError(.io, "cannot write \(temporary): \(reason)")
-            }
-            written += n
+        if let code = SystemFile.writeAll(bytes, to: fd) {
+            close(fd)
+            unlink(temporary)
+            throw IdentityError(.io, "cannot write \(temporary): \(String(cString: strerror(code)))")
         }
         fchmod(fd, mode)
         fsync(fd)

@@ -44,6 +44,21 @@ public enum SystemFile {
         return text
     }
 
+    /// Writes all of `bytes` to `fd`, retrying short writes and EINTR; the errno of a
+    /// failed write, or nil.
+    public static func writeAll(_ bytes: [UInt8], to fd: Int32) -> Int32? {
+        var written = 0
+        while written < bytes.count {
+            let n = bytes[written...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno
+            }
+            written += n
+        }
+        return nil
+    }
+
     /// Creates `path` and every missing parent (mode 0755, like `mkdir -p`); an
     /// existing directory is fine, an existing file is an error.
     public static func createDirectories(_ path: String) throws(Failure) {

@@ -1,9 +1,6 @@
 import Logging
+import MeshNet
 import ServiceLifecycle
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// What `beemesh-proxy run` and `beemesh-agent run` do around their service: logging
 /// to standard error at the configured level, then the service until SIGTERM or
@@ -22,12 +19,7 @@ public enum ProcessMain {
     /// Writes `message` and a newline to standard error, before logging is set up (a
     /// configuration that does not load).
     public static func printError(_ message: String) {
-        var bytes = Array((message + "\n").utf8)[...]
-        while !bytes.isEmpty {
-            let written = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-            guard written > 0 || (written < 0 && errno == EINTR) else { return }
-            bytes = bytes.dropFirst(max(written, 0))
-        }
+        _ = SystemFile.writeAll(Array((message + "\n").utf8), to: 2)
     }
 
     /// Runs `service` until a graceful shutdown signal, then lets it finish.

@@ -52,6 +52,19 @@ struct SystemFileTests {
         }
     }
 
+    @Test("writeAll puts every byte on the descriptor, and returns the errno of a failed write")
+    func writeAll() throws {
+        let root = try temporaryDirectory()
+        defer { remove(root) }
+        let fd = open(root + "/out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        try #require(fd >= 0)
+        let bytes = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        #expect(SystemFile.writeAll(bytes, to: fd) == nil)
+        close(fd)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: root + "/out")) == Data(bytes))
+        #expect(SystemFile.writeAll([1], to: fd) == EBADF)
+    }
+
     private func temporaryDirectory() throws -> String {
         let path = NSTemporaryDirectory() + "beemesh-systemfile-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)

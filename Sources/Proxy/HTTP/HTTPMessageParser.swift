@@ -1,3 +1,4 @@
+import MeshAPI
 import NIOCore
 
 /// Why a byte stream is not HTTP/1.1 we can frame. Each one ends the connection (after
@@ -369,15 +370,4 @@ struct HTTPMessageParser {
     private static func isWhitespace(_ byte: UInt8) -> Bool { (0x09...0x0D).contains(byte) || byte == 0x20 }
 
     private static func isLetter(_ byte: UInt8) -> Bool { (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) }
-}
-
-extension StringProtocol {
-    /// Without leading and trailing spaces and tabs.
-    var trimmingSpaces: String {
-        let characters = Substring(self)
-        guard let first = characters.firstIndex(where: { $0 != " " && $0 != "\t" }),
-            let last = characters.lastIndex(where: { $0 != " " && $0 != "\t" })
-        else { return "" }
-        return String(characters[first...last])
-    }
 }

@@ -13,7 +13,6 @@ final class ConnectionTracker: Sendable {
         /// at the hand-over, so that a closed channel is not held for the relay's life.
         var channel: (any Channel)?
         var cut: @Sendable () -> Void
-        var handedOver = false
     }
 
     private let entries = NIOLockedValueBox<[ObjectIdentifier: Entry]>([:])
@@ -24,7 +23,8 @@ final class ConnectionTracker: Sendable {
         entries.withLockedValue { $0[id] = Entry(channel: channel, cut: { channel.close(promise: nil) }) }
         channel.closeFuture.whenComplete { [weak self] _ in
             self?.entries.withLockedValue { entries in
-                if entries[id]?.handedOver == false { entries[id] = nil }
+                // Gone already when the connection was handed over: it moved to its key.
+                entries[id] = nil
             }
         }
     }
@@ -36,7 +36,6 @@ final class ConnectionTracker: Sendable {
             guard var entry = entries.removeValue(forKey: ObjectIdentifier(channel)) else { return }
             entry.channel = nil
             entry.cut = cut
-            entry.handedOver = true
             entries[ObjectIdentifier(key)] = entry
         }
     }

@@ -18,7 +18,6 @@ final class LiveFlows: Sendable {
         let flow: Flow?
         let logger: Logger
         var cut: @Sendable () -> Void
-        var handedOver = false
         /// A policy change denied it and is cutting it.
         var revoked = false
     }
@@ -33,7 +32,8 @@ final class LiveFlows: Sendable {
         flows.withLockedValue { $0[id] = entry }
         channel.closeFuture.whenComplete { [weak self] _ in
             self?.flows.withLockedValue { flows in
-                if flows[id]?.handedOver == false { flows[id] = nil }
+                // Gone already when the flow was handed over: it moved to its key.
+                flows[id] = nil
             }
         }
     }
@@ -48,7 +48,6 @@ final class LiveFlows: Sendable {
             guard var entry = flows.removeValue(forKey: id) else { return true }
             entry.channel = nil
             entry.cut = cut
-            entry.handedOver = true
             flows[ObjectIdentifier(key)] = entry
             return true
         }
