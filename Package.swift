@@ -53,7 +53,7 @@ let package = Package(
         ),
         .target(
             name: "Policy",
-            dependencies: ["CLibYAML", "MeshNet"]
+            dependencies: ["CLibYAML", "CLinux", "MeshNet"]
         ),
         .target(
             name: "MeshIdentity",

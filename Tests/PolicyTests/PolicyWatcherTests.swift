@@ -1,0 +1,104 @@
+import Foundation
+import MeshTestSupport
+import Policy
+import Synchronization
+import Testing
+
+/// The policy directory watcher on a real directory, with real inotify: what wakes it
+/// and what does not. Each test names its thread, to find it in /proc/self/task.
+@Suite struct PolicyWatcherTests {
+    @Test func reportsWritesRenamesAndADirectoryThatAppearsLaterOnce() async throws {
+        let parent = TemporaryDirectory()
+        let directory = parent.path + "/policies"
+        let changes = Atomic(0)
+        let watcher = PolicyWatcher(directory: directory, threadName: "bm-pw-changes") {
+            changes.add(1, ordering: .relaxed)
+        }
+        try watcher.start()
+        defer { watcher.stop() }
+
+        // Missing at start: found within a second of appearing, and read once.
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+        #expect(try await eventually { changes.load(ordering: .relaxed) == 1 })
+
+        // Three writes inside the settle time are one change.
+        for index in 0..<3 {
+            try "rule \(index)".write(toFile: directory + "/a.yaml", atomically: false, encoding: .utf8)
+        }
+        #expect(try await eventually { changes.load(ordering: .relaxed) == 2 })
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(changes.load(ordering: .relaxed) == 2)
+
+        // An atomic replace (write aside, rename over).
+        try "replaced".write(toFile: directory + "/.b.tmp", atomically: false, encoding: .utf8)
+        #expect(rename(directory + "/.b.tmp", directory + "/b.yaml") == 0)
+        #expect(try await eventually { changes.load(ordering: .relaxed) == 3 })
+    }
+
+    @Test func anIdleWatcherDoesNotWakeAndStopsAtOnce() async throws {
+        let directory = TemporaryDirectory()
+        let name = "bm-pw-idle"
+        let watcher = PolicyWatcher(directory: directory.path, threadName: name) {}
+        try watcher.start()
+        #expect(try await eventually { Self.thread(named: name) != nil })
+        let thread = try #require(Self.thread(named: name))
+
+        // Let it read the directory once (settle), then count its wake-ups for 1 s.
+        try await Task.sleep(for: .milliseconds(200))
+        let before = try #require(Self.wakeUps(of: thread))
+        try await Task.sleep(for: .seconds(1))
+        let after = try #require(Self.wakeUps(of: thread))
+        // It polled every 100 ms before it waited on an eventfd: about 10 a second.
+        #expect(after - before <= 1, "\(after - before) wake-ups in 1 s while idle")
+
+        let stopped = ContinuousClock.now
+        watcher.stop()
+        #expect(try await eventually { Self.wakeUps(of: thread) == nil })
+        #expect(ContinuousClock.now - stopped < .milliseconds(500))
+    }
+
+    @Test func stopsWhileWaitingForAMissingDirectory() async throws {
+        let parent = TemporaryDirectory()
+        let name = "bm-pw-missing"
+        let watcher = PolicyWatcher(directory: parent.path + "/not-yet", threadName: name) {}
+        try watcher.start()
+        #expect(try await eventually { Self.thread(named: name) != nil })
+        let thread = try #require(Self.thread(named: name))
+        try await Task.sleep(for: .milliseconds(100))
+        let stopped = ContinuousClock.now
+        watcher.stop()
+        #expect(try await eventually { Self.wakeUps(of: thread) == nil })
+        // It looks for the directory once a second, but a stop does not wait for that.
+        #expect(ContinuousClock.now - stopped < .milliseconds(500))
+    }
+
+    /// The thread id of this process's thread called `name`.
+    static func thread(named name: String) -> String? {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return tasks.first { task in
+            let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)
+            return comm?.trimmingCharacters(in: .whitespacesAndNewlines) == name
+        }
+    }
+
+    /// How often the thread went to sleep and was woken (voluntary context switches);
+    /// nil once it has ended.
+    static func wakeUps(of thread: String) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/self/task/\(thread)/status", encoding: .utf8) else {
+            return nil
+        }
+        let line = status.split(separator: "\n").first { $0.hasPrefix("voluntary_ctxt_switches:") }
+        return line.flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }
+    }
+
+}
+
+/// Waits up to 3 s for `condition`, looking every 10 ms.
+private func eventually(_ condition: () -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + .seconds(3)
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
