@@ -107,9 +107,8 @@ public final class PolicyWatcher: @unchecked Sendable {
         guard let since else { return wake >= 0 ? -1 : 100 }
         let left = settle - (ContinuousClock.now - since)
         guard left > .zero else { return 0 }
-        let (seconds, attoseconds) = left.components
-        let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-        return Int32(clamping: wake >= 0 ? milliseconds : min(milliseconds, 100))
+        let milliseconds = Int32(clamping: Int64((left / .milliseconds(1)).rounded(.up)))
+        return wake >= 0 ? milliseconds : min(milliseconds, 100)
     }
 
     /// Sleeps up to `milliseconds`, or until `stop`.

@@ -15,6 +15,25 @@ public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) as
     }
 }
 
+/// Looks at `condition` every 10 ms until it holds, or throws after `seconds`. It
+/// looks from a thread of its own: a test pool busy with other suites can wake a
+/// sleeping task far too late for what the test times.
+public func waitUntil(
+    _ what: String,
+    seconds: Double = 10,
+    _ condition: @escaping @Sendable () -> Bool
+) async throws {
+    let met = try await blocking {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        while !condition() {
+            guard ContinuousClock.now < deadline else { return false }
+            usleep(10_000)
+        }
+        return true
+    }
+    guard met else { throw SocketError("timed out after \(seconds) s waiting: \(what)") }
+}
+
 /// A temporary directory, removed on deinit.
 public final class TemporaryDirectory: Sendable {
     public let path: String

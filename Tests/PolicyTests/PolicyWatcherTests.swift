@@ -20,20 +20,20 @@ import Testing
 
         // Missing at start: found within a second of appearing, and read once.
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
-        #expect(try await eventually { changes.load(ordering: .relaxed) == 1 })
+        try await waitUntil("the directory that appeared is read") { changes.load(ordering: .relaxed) == 1 }
 
         // Three writes inside the settle time are one change.
         for index in 0..<3 {
             try "rule \(index)".write(toFile: directory + "/a.yaml", atomically: false, encoding: .utf8)
         }
-        #expect(try await eventually { changes.load(ordering: .relaxed) == 2 })
+        try await waitUntil("three writes are one change") { changes.load(ordering: .relaxed) == 2 }
         try await Task.sleep(for: .milliseconds(600))
         #expect(changes.load(ordering: .relaxed) == 2)
 
         // An atomic replace (write aside, rename over).
         try "replaced".write(toFile: directory + "/.b.tmp", atomically: false, encoding: .utf8)
         #expect(rename(directory + "/.b.tmp", directory + "/b.yaml") == 0)
-        #expect(try await eventually { changes.load(ordering: .relaxed) == 3 })
+        try await waitUntil("the rename is a change") { changes.load(ordering: .relaxed) == 3 }
     }
 
     @Test func anIdleWatcherDoesNotWakeAndStopsAtOnce() async throws {
@@ -41,7 +41,7 @@ import Testing
         let name = "bm-pw-idle"
         let watcher = PolicyWatcher(directory: directory.path, threadName: name) {}
         try watcher.start()
-        #expect(try await eventually { Self.thread(named: name) != nil })
+        try await waitUntil("the watcher's thread runs") { Self.thread(named: name) != nil }
         let thread = try #require(Self.thread(named: name))
 
         // Let it read the directory once (settle), then count its wake-ups for 1 s.
@@ -62,7 +62,7 @@ import Testing
         let name = "bm-pw-missing"
         let watcher = PolicyWatcher(directory: parent.path + "/not-yet", threadName: name) {}
         try watcher.start()
-        #expect(try await eventually { Self.thread(named: name) != nil })
+        try await waitUntil("the watcher's thread runs") { Self.thread(named: name) != nil }
         let thread = try #require(Self.thread(named: name))
         try await Task.sleep(for: .milliseconds(100))
         // It looks for the directory once a second, but a stop does not wait for that.
@@ -99,19 +99,5 @@ import Testing
         }
         let line = status.split(separator: "\n").first { $0.hasPrefix("voluntary_ctxt_switches:") }
         return line.flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }
-    }
-
-}
-
-/// Waits up to 10 s for `condition`, looking every 10 ms from a thread of its own (the
-/// test pool can be too busy with other suites to wake a sleeping task on time).
-private func eventually(_ condition: @escaping @Sendable () -> Bool) async throws -> Bool {
-    try await blocking {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if condition() { return true }
-            usleep(10_000)
-        }
-        return condition()
     }
 }

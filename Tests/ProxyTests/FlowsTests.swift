@@ -282,15 +282,6 @@ import Testing
     }
 }
 
-/// Polls `condition` every 20 ms for up to `seconds`.
-func waitUntil(_ what: String, seconds: Double = 10, _ condition: @escaping @Sendable () -> Bool) async throws {
-    let deadline = Date().addingTimeInterval(seconds)
-    while !condition() {
-        guard Date() < deadline else { throw SocketError("timed out waiting: \(what)") }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-}
-
 extension BlockingSocket {
     /// Reads one HTTP response with a `content-length` body; returns its head.
     func receiveResponseHead() throws -> String {
