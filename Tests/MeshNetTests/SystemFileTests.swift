@@ -62,7 +62,12 @@ struct SystemFileTests {
         #expect(SystemFile.writeAll(bytes, to: fd) == nil)
         close(fd)
         #expect(try Data(contentsOf: URL(fileURLWithPath: root + "/out")) == Data(bytes))
-        #expect(SystemFile.writeAll([1], to: fd) == EBADF)
+        // A descriptor open for reading only: a closed one's number can be taken at once
+        // by another test's socket, which the byte would then go to.
+        let readOnly = open(root + "/out", O_RDONLY)
+        try #require(readOnly >= 0)
+        defer { close(readOnly) }
+        #expect(SystemFile.writeAll([1], to: readOnly) == EBADF)
     }
 
     private func temporaryDirectory() throws -> String {
