@@ -126,6 +126,7 @@ let package = Package(
             name: "Agent",
             dependencies: [
                 "Capture",
+                "CLinux",
                 "Kademlia",
                 "MeshAPI",
                 "MeshIdentity",
@@ -206,6 +207,7 @@ let package = Package(
             name: "AgentTests",
             dependencies: [
                 "Agent",
+                "Policy",
                 "Proxy",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 "Kademlia",

@@ -39,12 +39,19 @@ public struct AgentConfiguration: Sendable, Equatable {
         public var advertised: HostPort { advertise ?? listen }
     }
 
-    /// The agent's local API (JSON over HTTP/1.1) for sidecars and `beectl`.
+    /// The agent's local API (JSON over HTTP/1.1) for `beectl`. Sidecars do not use it:
+    /// each gets a socket of its own.
     public struct API: Sendable, Equatable {
-        /// Default `/var/run/beemesh/agent/agent.sock`; nil (`off`): none. Its directory
-        /// is mounted into every sidecar: keep nothing else in it.
+        /// The control socket, mode 0660, owner root. Default
+        /// `/var/run/beemesh/agent/agent.sock`; nil (`off`): none.
         public var socket: String? = "/var/run/beemesh/agent/agent.sock"
-        /// A TCP listener besides the socket. Default nil (`off`).
+        /// The socket's group (a name or number): its members may connect, and are then
+        /// served what `access` grants them. Default 0 (root's group).
+        public var socketGroup: UInt32 = 0
+        /// Who may do what through the socket, besides root (who may do everything).
+        public var access = APIAccess()
+        /// A TCP listener besides the socket: it authenticates nobody, so it answers
+        /// only `/live` and `/ready`. Default nil (`off`).
         public var listen: HostPort?
     }
 
@@ -128,8 +135,14 @@ extension AgentConfiguration {
         }
 
         if let apiNode = top.optional("api") {
-            let map = try apiNode.mapping(allowed: ["socket", "listen"])
+            let map = try apiNode.mapping(allowed: ["socket", "socketGroup", "access", "listen"])
             if let node = map.optional("socket") { configuration.api.socket = try node.socketPath() }
+            if let node = map.optional("socketGroup") { configuration.api.socketGroup = try node.groupID() }
+            if let node = map.optional("access") {
+                configuration.api.access.grants = try node.sequence().map { item throws(ConfigurationError) in
+                    try item.grant()
+                }
+            }
             if let node = map.optional("listen") { configuration.api.listen = try node.optionalHostPort() }
         }
         if let podsNode = top.optional("pods") {
@@ -158,5 +171,49 @@ extension AgentConfiguration {
             configuration.logLevel = level
         }
         return configuration
+    }
+}
+
+extension YAMLField {
+    /// `{user: NAME|UID, admin: true}`, `{group: NAME|GID, namespaces: [...],
+    /// serviceAccounts: [...]}`: one `api.access` grant.
+    fileprivate func grant() throws(ConfigurationError) -> APIAccess.Grant {
+        let map = try mapping(allowed: ["user", "group", "admin", "namespaces", "serviceAccounts"])
+        let subject: APIAccess.Grant.Subject
+        switch (map.optional("user"), map.optional("group")) {
+        case (let user?, nil): subject = .user(try user.userID())
+        case (nil, let group?): subject = .group(try group.groupID())
+        default: throw error("name exactly one of user and group")
+        }
+        var grant = APIAccess.Grant(subject: subject)
+        if let node = map.optional("admin") { grant.admin = try node.bool() }
+        for (key, names) in [("namespaces", \APIAccess.Grant.namespaces), ("serviceAccounts", \.serviceAccounts)] {
+            guard let node = map.optional(key) else { continue }
+            let values = try node.strings()
+            for value in values where value != "*" {
+                try Workload.checkName(value, field: node, limit: 63)
+            }
+            grant[keyPath: names] = values
+        }
+        guard grant.admin || (!grant.namespaces.isEmpty && !grant.serviceAccounts.isEmpty) else {
+            throw error("a grant without admin: true names its namespaces and serviceAccounts (\"*\": all)")
+        }
+        return grant
+    }
+
+    /// A user name from the user database, or a uid.
+    fileprivate func userID() throws(ConfigurationError) -> UInt32 {
+        let text = try string()
+        if let number = UInt32(text) { return number }
+        guard let entry = getpwnam(text) else { throw error("no user '\(text)' on this machine") }
+        return entry.pointee.pw_uid
+    }
+
+    /// A group name from the group database, or a gid.
+    fileprivate func groupID() throws(ConfigurationError) -> UInt32 {
+        let text = try string()
+        if let number = UInt32(text) { return number }
+        guard let entry = getgrnam(text) else { throw error("no group '\(text)' on this machine") }
+        return entry.pointee.gr_gid
     }
 }

@@ -18,6 +18,8 @@ public final class AgentServer: Service, Sendable {
     private let metrics: PrometheusCollectorRegistry?
     /// Runs the node's pods; nil for a DHT-only agent.
     let reconciler: Reconciler?
+    /// Each injected pod's own agent socket.
+    private let podSockets: PodSockets?
 
     /// - Parameter metrics: the registry swift-metrics reports to, served at `/metrics`.
     public init(configuration: AgentConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) throws {
@@ -34,6 +36,8 @@ public final class AgentServer: Service, Sendable {
             recordDirectory: configuration.node.stateDirectory + "/records"
         )
         if let pods = configuration.pods {
+            let sockets = PodSockets(group: group, sidecarUser: 1337, logger: logger)
+            podSockets = sockets
             let here = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
             reconciler = Reconciler(
                 settings: Reconciler.Settings(
@@ -42,17 +46,18 @@ public final class AgentServer: Service, Sendable {
                     proxyBinary: pods.proxyBinary ?? here.appendingPathComponent("beemesh-proxy").path,
                     runDirectory: pods.runDirectory,
                     policies: pods.policies,
-                    agentSocket: configuration.api.socket,
                     certificateTTL: pods.certificateTTL,
                     node: configuration.node.name,
                     agentID: identity.id.description
                 ),
                 store: try WorkloadStore(directory: configuration.node.stateDirectory + "/workloads"),
                 nodeCA: identity.nodeCA,
+                podSockets: sockets,
                 logger: logger
             )
         } else {
             reconciler = nil
+            podSockets = nil
         }
     }
 
@@ -61,21 +66,34 @@ public final class AgentServer: Service, Sendable {
         let api = AgentAPI(
             dht: dht,
             validator: ServiceRecordValidator(bundle: dht.identity.credentials.bundle),
+            access: configuration.api.access,
+            logger: logger,
             metrics: metrics,
             reconciler: reconciler
         )
+        podSockets?.serve(api)
         var listeners: [any Channel] = []
         if let socket = configuration.api.socket {
             try AdminSocket.prepare(socket)
-            let channel = try await apiBootstrap(api).bind(unixDomainSocketPath: socket).get()
-            // Sidecars run as another user (1337); what they may do here is publish records
-            // they signed and read public ones, so the socket is open to local users.
-            chmod(socket, 0o666)
+            let channel = try await APIListeners.control(group: group, api: api).bind(unixDomainSocketPath: socket)
+                .get()
+            // Root and the socket's group may connect; each caller is then authorized by
+            // its credentials (api.access). Sidecars use sockets of their own.
+            guard chown(socket, 0, configuration.api.socketGroup) == 0, chmod(socket, 0o660) == 0 else {
+                throw AgentSocketError(path: socket, reason: "cannot set its group and mode 0660 (errno \(errno))")
+            }
             listeners.append(channel)
-            logger.info("agent API listening", metadata: ["socket": "\(socket)"])
+            logger.info(
+                "agent API listening",
+                metadata: ["socket": "\(socket)", "group": "\(configuration.api.socketGroup)", "mode": "0660"]
+            )
         }
         if let listen = configuration.api.listen {
-            let channel = try await apiBootstrap(api).bind(host: listen.host, port: listen.port).get()
+            let channel = try await APIListeners.network(group: group, api: api).bind(
+                host: listen.host,
+                port: listen.port
+            )
+            .get()
             listeners.append(channel)
             logger.info("agent API listening", metadata: ["listen": "\(channel.localAddress?.description ?? "?")"])
         }
@@ -87,20 +105,17 @@ public final class AgentServer: Service, Sendable {
         try? await gracefulShutdown()
         logger.info("agent stopping")
         reconciler?.stop()
+        podSockets?.closeAll()
         for channel in listeners { try? await channel.close().get() }
         if let socket = configuration.api.socket { unlink(socket) }
         try? await dht.stop().get()
         try await group.shutdownGracefully()
     }
+}
 
-    private func apiBootstrap(_ api: AgentAPI) -> ServerBootstrap {
-        ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(AgentAPIHandler(api: api))
-                }
-            }
-    }
+/// The control socket could not be made safe to serve.
+struct AgentSocketError: Error, CustomStringConvertible {
+    let path: String
+    let reason: String
+    var description: String { "\(path): \(reason)" }
 }

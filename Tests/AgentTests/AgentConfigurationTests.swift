@@ -25,6 +25,30 @@ import Testing
         #expect(configuration.logLevel == .debug)
     }
 
+    @Test func accessGrantsNameUsersAndGroupsByNameOrNumber() throws {
+        let configuration = try AgentConfiguration.parse(
+            yaml: """
+                node: {name: node-a, ca: /ca}
+                dht: {listen: 127.0.0.1:15010}
+                api:
+                  socketGroup: nogroup
+                  access:
+                    - {group: "0", admin: true}
+                    - {user: nobody, namespaces: [shop], serviceAccounts: [frontend, orders]}
+                    - {user: "1000", namespaces: ["*"], serviceAccounts: ["*"]}
+                """,
+            file: "agent.yaml"
+        )
+        #expect(configuration.api.socketGroup == 65534)
+        #expect(
+            configuration.api.access.grants == [
+                .init(subject: .group(0), admin: true),
+                .init(subject: .user(65534), namespaces: ["shop"], serviceAccounts: ["frontend", "orders"]),
+                .init(subject: .user(1000), namespaces: ["*"], serviceAccounts: ["*"]),
+            ]
+        )
+    }
+
     @Test func theDeployExampleParses() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
@@ -42,6 +66,23 @@ import Testing
         ("node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1}\napi: {socket: relative.sock}", 3, "api.socket"),
         ("node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1, peers: []}", 2, "dht.peers"),
         ("node: {name: a}\ndht: {listen: 127.0.0.1:1}", 1, "node.ca"),
+        (
+            "node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1}\napi: {socketGroup: no-such-group-x}", 3,
+            "api.socketGroup"
+        ),
+        ("node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1}\napi: {access: [{user: nobody}]}", 3, "api.access[0]"),
+        (
+            "node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1}\napi: {access: [{user: nobody, group: nogroup, admin: true}]}",
+            3, "api.access[0]"
+        ),
+        (
+            "node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1}\napi: {access: [{user: no-such-user-x, admin: true}]}",
+            3, "api.access[0].user"
+        ),
+        (
+            "node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1}\napi: {access: [{user: nobody, namespaces: [Shop], serviceAccounts: [a]}]}",
+            3, "api.access[0].namespaces"
+        ),
     ])
     func mistakesNameTheirLineAndField(yaml: String, line: Int, field: String) {
         #expect {

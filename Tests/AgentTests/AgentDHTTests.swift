@@ -18,6 +18,8 @@ import Testing
 /// malformed records are refused before anything reaches the DHT.
 @Suite struct AgentDHTTests {
     static let root = try! CertificateAuthority.createRoot(trustDomain: try! TrustDomain("agent.test"))
+    /// Root on the control socket: every route is open to it.
+    static let admin = APICaller.local(LocalUser(uid: 0, gid: 0, groups: [0]))
 
     struct Node {
         let service: DHTService
@@ -56,7 +58,13 @@ import Testing
         let body = try MeshJSON.encoder().encode(
             PublishRequest(record: Data(record.dhtRecord.value).base64EncodedString())
         )
-        return try await node.api.respond(method: .PUT, path: "/dht/records", body: Array(body), on: node.loop).get()
+        return try await node.api.respond(
+            method: .PUT,
+            path: "/dht/records",
+            body: Array(body),
+            caller: Self.admin,
+            on: node.loop
+        ).get()
     }
 
     private func record(
@@ -99,8 +107,14 @@ import Testing
         let result = try MeshJSON.decoder().decode(PublishResult.self, from: Data(stored.body))
         #expect(result.replicas == 1)
 
-        let found = try await a.api.respond(method: .GET, path: "/dht/services/orders.default", body: [], on: a.loop)
-            .get()
+        let found = try await a.api.respond(
+            method: .GET,
+            path: "/dht/services/orders.default",
+            body: [],
+            caller: Self.admin,
+            on: a.loop
+        )
+        .get()
         let lookup = try MeshJSON.decoder().decode(ServiceLookup.self, from: Data(found.body))
         #expect(lookup.endpoints.map(\.endpoint) == ["10.0.0.12:15008"])
         #expect(lookup.endpoints.first?.identity == "spiffe://agent.test/ns/default/sa/orders")
@@ -121,19 +135,38 @@ import Testing
             method: .PUT,
             path: "/dht/records",
             body: Array(#"{"record":"AAAA"}"#.utf8),
+            caller: Self.admin,
             on: a.loop
         ).get()
         #expect(garbage.status == .badRequest)
 
         // None of them reached the DHT.
-        let again = try await a.api.respond(method: .GET, path: "/dht/services/orders.default", body: [], on: a.loop)
-            .get()
+        let again = try await a.api.respond(
+            method: .GET,
+            path: "/dht/services/orders.default",
+            body: [],
+            caller: Self.admin,
+            on: a.loop
+        )
+        .get()
         let endpoints = try MeshJSON.decoder().decode(ServiceLookup.self, from: Data(again.body)).endpoints
         #expect(endpoints.map(\.endpoint) == ["10.0.0.12:15008"])
 
-        let unknownRoute = try await a.api.respond(method: .GET, path: "/dht/nothing", body: [], on: a.loop).get()
+        let unknownRoute = try await a.api.respond(
+            method: .GET,
+            path: "/dht/nothing",
+            body: [],
+            caller: Self.admin,
+            on: a.loop
+        ).get()
         #expect(unknownRoute.status == .notFound)
-        let badName = try await a.api.respond(method: .GET, path: "/dht/services/orders", body: [], on: a.loop).get()
+        let badName = try await a.api.respond(
+            method: .GET,
+            path: "/dht/services/orders",
+            body: [],
+            caller: Self.admin,
+            on: a.loop
+        ).get()
         #expect(badName.status == .badRequest)
 
         try await a.service.stop().get()
@@ -191,9 +224,11 @@ import Testing
             #expect(Self.counter(registry, reason: reason) == before + 1, "\(name): \(output)")
         }
         // Still serving.
-        let peers = try await a.api.respond(method: .GET, path: "/dht/peers", body: [], on: a.loop).get()
+        let peers = try await a.api.respond(method: .GET, path: "/dht/peers", body: [], caller: Self.admin, on: a.loop)
+            .get()
         #expect(peers.status == .ok)
-        let page = try await a.api.respond(method: .GET, path: "/metrics", body: [], on: a.loop).get()
+        let page = try await a.api.respond(method: .GET, path: "/metrics", body: [], caller: Self.admin, on: a.loop)
+            .get()
         #expect(page.status == .notFound, "this API was made without a registry")
         try await a.service.stop().get()
         try await group.shutdownGracefully()

@@ -1,3 +1,6 @@
+import Foundation
+import Policy
+import Proxy
 import Testing
 
 @testable import Agent
@@ -54,9 +57,52 @@ import Testing
         #expect(pods[0].injected && !pods[2].injected && pods[2].published == nil)
         #expect(pods[0].specDigest == pods[1].specDigest && pods[0].specDigest != pods[2].specDigest)
         #expect(pods[0].captureArguments(netns: "/run/netns/x").suffix(2) == ["--exclude-outbound-ports", "5432"])
-        let proxy = pods[0].proxyConfiguration(podIP: "10.88.0.7", agentSocket: "/var/run/beemesh-agent/agent.sock")
-        #expect(proxy.contains("    service: orders.default\n    endpoint: 10.88.0.7:15008\n    ports: [8080]"))
-        #expect(proxy.contains("  ports: [8080]") && proxy.contains("\"app\": \"orders\""))
+        let text = try pods[0].proxyConfiguration(podIP: "10.88.0.7", agentSocket: "/var/run/beemesh-agent/agent.sock")
+        let proxy = try ProxyConfiguration.parse(yaml: text, file: "proxy.yaml")
+        #expect(proxy.discovery.publish?.service == "orders.default" && proxy.discovery.publish?.ports == [8080])
+        #expect(proxy.discovery.publish?.endpoint == HostPort(host: "10.88.0.7", port: 15008))
+        #expect(proxy.inbound.ports == [8080] && proxy.workload.labels == ["app": "orders", "tier": "api"])
+        #expect(proxy.flows.record && proxy.capture.inbound.count == 2, "\(text)")
+    }
+
+    /// Finding 5 of the node security review: a label value carried `"}`, a newline and
+    /// `#` into the sidecar's hand-written YAML and turned flow recording off, the log
+    /// level to trace, and added a listener. Such values are refused as Kubernetes
+    /// refuses them, and the configuration is encoded, so a value is only ever a value.
+    @Test func aLabelValueCannotWriteTheSidecarsConfiguration() throws {
+        let injected = "x\"}\nflows: {record: false}\nlogLevel: trace #"
+        let manifest = """
+            apiVersion: v1
+            kind: Pod
+            metadata:
+              name: sec
+              labels: {app: \(String(decoding: try JSONEncoder().encode(injected), as: UTF8.self))}
+            spec: {containers: [{name: web, image: i}]}
+            """
+        #expect(throws: LocatedError.self) { try Workload.parse(yaml: manifest, file: "m.yaml") }
+        // The encoder alone holds too, for a value that got past the manifest reader.
+        let plain = try Workload.parse(
+            yaml: manifest.replacingOccurrences(of: "labels: {app:", with: "annotations: {a:"),
+            file: "m.yaml"
+        )
+        let planned = try #require(DesiredPod.plan(plain).first)
+        let pod = DesiredPod(
+            name: planned.name,
+            namespace: planned.namespace,
+            owner: planned.owner,
+            template: PodTemplate(
+                labels: ["app": injected],
+                annotations: [:],
+                serviceAccount: "default",
+                containers: planned.template.containers
+            ),
+            published: nil
+        )
+        let proxy = try ProxyConfiguration.parse(
+            yaml: try pod.proxyConfiguration(podIP: "10.88.0.9", agentSocket: nil),
+            file: "proxy.yaml"
+        )
+        #expect(proxy.flows.record && proxy.logLevel == .info && proxy.workload.labels == ["app": injected])
     }
 
     @Test func aServiceIsPublishedOnlyUnderTheAccountNamedLikeIt() throws {
@@ -102,6 +148,22 @@ import Testing
         ),
         ("", "m.yaml: no objects in this file"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: [", "m.yaml:5: not valid YAML"),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: \"a b\"}}\nspec: {containers: [{name: w, image: i}]}",
+            "m.yaml:3: metadata.labels: label app: value 'a b' is not valid"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {\"-app\": x}}\nspec: {containers: [{name: w, image: i}]}",
+            "m.yaml:3: metadata.labels: '-app' is not a valid key"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, annotations: {\"Bad.Prefix/x\": y}}\nspec: {containers: [{name: w, image: i}]}",
+            "m.yaml:3: metadata.annotations: 'Bad.Prefix/x' is not a valid key"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: \(String(repeating: "x", count: 64))}}\nspec: {containers: [{name: w, image: i}]}",
+            "m.yaml:3: metadata.labels: label app: value 'xxxx"
+        ),
     ])
     func badManifestsNameFileLineAndField(_ yaml: String, _ expected: String) {
         #expect {

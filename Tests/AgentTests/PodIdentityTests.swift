@@ -21,13 +21,13 @@ import Testing
                 proxyBinary: "/bin/false",
                 runDirectory: directory.path + "/pods",
                 policies: directory.path + "/policies",
-                agentSocket: nil,
                 certificateTTL: 4,
                 node: "node-1",
                 agentID: "test"
             ),
             store: try WorkloadStore(directory: directory.path + "/workloads"),
             nodeCA: nodeCA,
+            podSockets: nil,
             logger: Logger(label: "test")
         )
         let yaml = """
@@ -37,7 +37,7 @@ import Testing
             spec: {serviceAccountName: orders, containers: [{name: web, image: i}]}
             """
         let pod = try #require(DesiredPod.plan(try Workload.parse(yaml: yaml, file: "pod.yaml")).first)
-        let identity = "\(directory.path)/pods/\(pod.podmanName)/identity"
+        let identity = "\(directory.path)/pods/\(pod.directoryName)/identity"
         try FileManager.default.createDirectory(atPath: identity, withIntermediateDirectories: true)
         try reconciler.issueIdentity(for: pod, into: identity)
 

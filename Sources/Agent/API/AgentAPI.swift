@@ -3,6 +3,7 @@ import Kademlia
 import Logging
 import MeshAPI
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import Prometheus
@@ -25,9 +26,18 @@ import Prometheus
 ///
 /// Errors are `AdminError` JSON with a 4xx or 5xx status. A record that does not verify
 /// is refused with 400 and the reason, before anything is sent into the DHT.
+///
+/// Every request is decided for its caller (`APICaller`) before it is served: an
+/// unauthenticated one gets 401, one its grants do not cover 403 with the reason, both
+/// counted (`beemesh_api_refused_total{reason}`) and logged. `APIAccess` says who may
+/// do what; a pod's own socket serves `GET /dht/services/…` and that pod's own
+/// `PUT /dht/records` only.
 struct AgentAPI: Sendable {
     let dht: DHTService
     let validator: ServiceRecordValidator
+    /// Who may use the control socket for what.
+    var access = APIAccess()
+    var logger = Logger(label: "beemesh-agent.api")
     /// The process's metrics (nil: `/metrics` answers 404).
     var metrics: PrometheusCollectorRegistry?
     /// The pods side (nil: a DHT-only agent, whose `/v1` answers 404).
@@ -41,11 +51,57 @@ struct AgentAPI: Sendable {
 
     static let maximumBody = 64 * 1024
 
-    func respond(method: HTTPMethod, path: String, body: [UInt8], on loop: any EventLoop) -> EventLoopFuture<Response> {
+    func respond(
+        method: HTTPMethod,
+        path: String,
+        body: [UInt8],
+        caller: APICaller,
+        on loop: any EventLoop
+    ) -> EventLoopFuture<Response> {
         let route = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
-        switch (method, route) {
-        case (.GET, "/live"), (.GET, "/ready"):
+        if method == .GET, route == "/live" || route == "/ready" {
             return loop.makeSucceededFuture(Response(status: .ok, body: Array("ok\n".utf8), contentType: "text/plain"))
+        }
+        switch caller {
+        case .network:
+            return loop.makeSucceededFuture(
+                refuse(.unauthorized, "the TCP listener authenticates nobody: use the agent's socket", caller, route)
+            )
+        case .pod(let binding):
+            switch (method, route) {
+            case (.GET, _) where route.hasPrefix("/dht/services/"):
+                return lookup(String(route.dropFirst("/dht/services/".count)), on: loop)
+            case (.PUT, "/dht/records"):
+                return publish(body, for: binding, on: loop)
+            default:
+                return loop.makeSucceededFuture(
+                    refuse(.forbidden, "a pod's socket serves lookups and its own record only", caller, route)
+                )
+            }
+        case .local(let user):
+            let permissions = access.permissions(for: user)
+            guard permissions.isKnown else {
+                return loop.makeSucceededFuture(
+                    refuse(.forbidden, "\(user) has no grant in the agent's api.access", caller, route)
+                )
+            }
+            if !permissions.admin, route == "/metrics" || route == "/dht/records" {
+                return loop.makeSucceededFuture(refuse(.forbidden, "\(route) is for admins", caller, route))
+            }
+            return serve(method: method, path: path, route: route, body: body, as: user, permissions, on: loop)
+        }
+    }
+
+    private func serve(
+        method: HTTPMethod,
+        path: String,
+        route: String,
+        body: [UInt8],
+        as user: LocalUser,
+        _ permissions: Permissions,
+        on loop: any EventLoop
+    ) -> EventLoopFuture<Response> {
+        switch (method, route) {
         case (.GET, "/metrics"):
             guard let metrics else { return loop.makeSucceededFuture(failure(.notFound, "no metrics")) }
             return loop.makeSucceededFuture(
@@ -62,13 +118,27 @@ struct AgentAPI: Sendable {
                 return loop.makeSucceededFuture(failure(.notFound, "this agent runs no pods (no pods: section)"))
             }
             let query = QueryString.decode(path.split(separator: "?", maxSplits: 1).dropFirst().first ?? "")
-            return loop.makeSucceededFuture(
-                workloads(method: method, route: route, query: query, body: body, reconciler: reconciler)
-            )
+            // Off the event loop, which also runs the DHT: the store writes files and
+            // `/flows` asks every sidecar.
+            let promise = loop.makePromise(of: Response.self)
+            DispatchQueue.global().async {
+                promise.succeed(
+                    workloads(
+                        method: method,
+                        route: route,
+                        query: query,
+                        body: body,
+                        reconciler: reconciler,
+                        caller: .local(user),
+                        permissions
+                    )
+                )
+            }
+            return promise.futureResult
         case (.GET, _) where route.hasPrefix("/dht/services/"):
             return lookup(String(route.dropFirst("/dht/services/".count)), on: loop)
         case (.PUT, "/dht/records"):
-            return publish(body, on: loop)
+            return publish(body, for: nil, on: loop)
         case (_, "/live"), (_, "/ready"), (_, "/metrics"), (_, "/dht/peers"), (_, "/dht/records"):
             return loop.makeSucceededFuture(failure(.methodNotAllowed, "\(method) is not allowed on \(route)"))
         default:
@@ -83,7 +153,9 @@ struct AgentAPI: Sendable {
         route: String,
         query: [(name: String, value: String)],
         body: [UInt8],
-        reconciler: Reconciler
+        reconciler: Reconciler,
+        caller: APICaller,
+        _ permissions: Permissions
     ) -> Response {
         let parts = route.split(separator: "/").map(String.init)
         switch (method, parts.count > 1 ? parts[1] : parts.first ?? "") {
@@ -95,6 +167,13 @@ struct AgentAPI: Sendable {
             } catch {
                 Counter(label: "beemesh_manifests_refused_total").increment()
                 return failure(.badRequest, "\(error)")
+            }
+            // Every object, and for a delete what is stored under its key, must be one
+            // the caller may write: all or nothing, like the apply itself.
+            for workload in parsed + parsed.compactMap({ reconciler.workload($0.key) }) {
+                if let reason = Self.writeRefusal(workload, permissions) {
+                    return refuse(.forbidden, reason, caller, route)
+                }
             }
             do {
                 let lines =
@@ -108,6 +187,12 @@ struct AgentAPI: Sendable {
                 return failure(.badRequest, "unknown kind '\(parts[2])'")
             }
             let key = "\(kind.rawValue)/\(parts[3])/\(parts[4])"
+            if let stored = reconciler.workload(key), let reason = Self.writeRefusal(stored, permissions) {
+                return refuse(.forbidden, reason, caller, route)
+            }
+            if !permissions.mayRead(namespace: parts[3]) {
+                return refuse(.forbidden, "no grant covers namespace \(parts[3])", caller, route)
+            }
             do {
                 let lines = try reconciler.delete([key])
                 return lines.first?.hasSuffix("not found") == true
@@ -118,19 +203,47 @@ struct AgentAPI: Sendable {
             }
         case (.GET, "pods"):
             let namespace = query.first { $0.name == "namespace" }?.value
-            return json(reconciler.pods.filter { namespace == nil || $0.namespace == namespace })
+            return json(
+                reconciler.pods.filter {
+                    (namespace == nil || $0.namespace == namespace) && permissions.mayRead(namespace: $0.namespace)
+                }
+            )
         case (.GET, "deployments"):
             let namespace = query.first { $0.name == "namespace" }?.value
-            return json(reconciler.deployments.filter { namespace == nil || $0.namespace == namespace })
+            return json(
+                reconciler.deployments.filter {
+                    (namespace == nil || $0.namespace == namespace) && permissions.mayRead(namespace: $0.namespace)
+                }
+            )
         case (.GET, "flows"):
-            return mergedFlows(query: query, reconciler: reconciler)
+            return mergedFlows(query: query, reconciler: reconciler, permissions)
         default:
             return failure(.notFound, "no such resource: \(method) \(route)")
         }
     }
 
-    /// Every sidecar's flows that match, each marked with its pod, oldest first.
-    private func mergedFlows(query: [(name: String, value: String)], reconciler: Reconciler) -> Response {
+    /// Why `permissions` may not write `workload`; nil: they may.
+    static func writeRefusal(_ workload: Workload, _ permissions: Permissions) -> String? {
+        let account = workload.template?.serviceAccount
+        guard !permissions.mayWrite(namespace: workload.namespace, serviceAccount: account) else { return nil }
+        let object = "\(workload.kind.rawValue.lowercased())/\(workload.name)"
+        if let account {
+            return "no grant covers service account \(account) in namespace \(workload.namespace) (\(object))"
+        }
+        return "no grant covers namespace \(workload.namespace) (\(object))"
+    }
+
+    /// The deadline of one sidecar's answer to `/flows`: a stalled sidecar costs this
+    /// much, never the whole answer.
+    static let sidecarDeadline = 1.0
+
+    /// Every sidecar's flows that match, each marked with its pod, oldest first. The
+    /// sidecars are asked in parallel, each with a short deadline.
+    private func mergedFlows(
+        query: [(name: String, value: String)],
+        reconciler: Reconciler,
+        _ permissions: Permissions
+    ) -> Response {
         guard !query.contains(where: { $0.name == "follow" }) else {
             return failure(.badRequest, "follow: stream one sidecar's flows with --proxy")
         }
@@ -148,10 +261,21 @@ struct AgentAPI: Sendable {
         var capacity = 0
         var evicted: UInt64 = 0
         var overruns: UInt64 = 0
-        for (pod, socket) in reconciler.sidecarSockets {
-            if let namespace = filter.namespace, !pod.hasPrefix(namespace + "/") { continue }
-            guard let list = try? AdminClient(endpoint: .unix(path: socket), timeout: 5).get(path, as: FlowList.self)
-            else { continue }
+        let sidecars = reconciler.sidecarSockets.filter { sidecar in
+            let namespace = String(sidecar.pod.prefix { $0 != "/" })
+            return permissions.mayRead(namespace: namespace) && (filter.namespace.map { $0 == namespace } ?? true)
+        }
+        let answers = NIOLockedValueBox([(pod: String, list: FlowList)]())
+        let asked = DispatchGroup()
+        for (pod, socket) in sidecars {
+            DispatchQueue.global().async(group: asked) {
+                let client = AdminClient(endpoint: .unix(path: socket), timeout: Self.sidecarDeadline)
+                guard let list = try? client.get(path, as: FlowList.self) else { return }
+                answers.withLockedValue { $0.append((pod, list)) }
+            }
+        }
+        _ = asked.wait(timeout: .now() + Self.sidecarDeadline * 2)
+        for (pod, list) in answers.withLockedValue({ $0 }) {
             flows += list.flows.map { flow in
                 var flow = flow
                 flow.pod = pod
@@ -201,7 +325,10 @@ struct AgentAPI: Sendable {
         }
     }
 
-    private func publish(_ body: [UInt8], on loop: any EventLoop) -> EventLoopFuture<Response> {
+    /// Stores a signed record; through a pod's socket (`binding`) only one for that pod's
+    /// own identity, service and endpoint.
+    private func publish(_ body: [UInt8], for binding: PodBinding?, on loop: any EventLoop) -> EventLoopFuture<Response>
+    {
         guard let request = try? MeshJSON.decoder().decode(PublishRequest.self, from: Data(body)) else {
             return loop.makeSucceededFuture(failure(.badRequest, "the body is not a PublishRequest"))
         }
@@ -211,7 +338,12 @@ struct AgentAPI: Sendable {
         let record: Record
         do {
             record = try SignedServiceRecord(decoding: Array(value)).dhtRecord
-            _ = try validator.check(record)
+            let service = try validator.check(record)
+            if let binding, let reason = Self.publishRefusal(service, binding) {
+                Counter(label: "beemesh_dht_publish_refused_total", dimensions: [("reason", "not_own_record")])
+                    .increment()
+                return loop.makeSucceededFuture(refuse(.forbidden, reason, .pod(binding), "/dht/records"))
+            }
         } catch {
             Counter(label: "beemesh_dht_publish_refused_total", dimensions: [("reason", error.code.rawValue)])
                 .increment()
@@ -220,6 +352,32 @@ struct AgentAPI: Sendable {
         return dht.publish(record).map { replicas in
             json(PublishResult(key: record.key.description, replicas: replicas))
         }
+    }
+
+    /// Why a pod may not publish `record`; nil: it is the pod's own.
+    static func publishRefusal(_ record: ServiceRecord, _ binding: PodBinding) -> String? {
+        if record.spiffeID != binding.identity {
+            return "the record names \(record.spiffeID), not this pod's identity \(binding.identity)"
+        }
+        let service = "\(record.service).\(record.namespace)"
+        guard service == binding.service else {
+            return "pod \(binding.pod) publishes \(binding.service ?? "no service"), not \(service)"
+        }
+        guard record.endpoint == binding.endpoint else {
+            return "the record's endpoint \(record.endpoint) is not this pod's \(binding.endpoint ?? "(not known yet)")"
+        }
+        return nil
+    }
+
+    /// A refusal: counted, logged with the caller, answered with the reason.
+    func refuse(_ status: HTTPResponseStatus, _ reason: String, _ caller: APICaller, _ route: String) -> Response {
+        let label = status == .unauthorized ? "unauthenticated" : "forbidden"
+        Counter(label: "beemesh_api_refused_total", dimensions: [("reason", label)]).increment()
+        logger.warning(
+            "agent API request refused",
+            metadata: ["caller": "\(caller)", "route": "\(route)", "reason": "\(reason)"]
+        )
+        return failure(status, "\(status.code == 401 ? "unauthenticated" : "forbidden"): \(reason)")
     }
 
     private func json(_ value: some Encodable) -> Response {
@@ -244,12 +402,14 @@ final class AgentAPIHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let api: AgentAPI
+    private let caller: APICaller
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var oversized = false
 
-    init(api: AgentAPI) {
+    init(api: AgentAPI, caller: APICaller) {
         self.api = api
+        self.caller = caller
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -267,7 +427,15 @@ final class AgentAPIHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            if head.method == .GET, head.uri.hasPrefix("/v1/logs/"), let reconciler = api.reconciler {
+            if head.method == .GET, head.uri.hasPrefix("/v1/logs/"), let reconciler = api.reconciler,
+                case .local(let user) = caller
+            {
+                let namespace = head.uri.split(separator: "/").dropFirst(2).first.map(String.init) ?? ""
+                guard api.access.permissions(for: user).mayRead(namespace: namespace) else {
+                    let refusal = api.refuse(.forbidden, "no grant covers namespace \(namespace)", caller, "/v1/logs")
+                    write(refusal, keepAlive: false, context: context)
+                    return
+                }
                 streamLogs(head: head, reconciler: reconciler, context: context)
                 return
             }
@@ -277,7 +445,7 @@ final class AgentAPIHandler: ChannelInboundHandler {
                 ? context.eventLoop.makeSucceededFuture(
                     AgentAPI.Response(status: .payloadTooLarge, body: Array("{\"error\":\"body too large\"}\n".utf8))
                 )
-                : api.respond(method: head.method, path: head.uri, body: body, on: context.eventLoop)
+                : api.respond(method: head.method, path: head.uri, body: body, caller: caller, on: context.eventLoop)
             answer.whenComplete { result in
                 let (handler, context) = bound.value
                 let response =

@@ -139,8 +139,8 @@ extension Workload {
             kind: kind,
             name: name,
             namespace: namespace,
-            labels: try metadata.optional("labels")?.labels() ?? [:],
-            annotations: try metadata.optional("annotations")?.labels() ?? [:],
+            labels: try Self.labels(metadata.optional("labels")),
+            annotations: try Self.annotations(metadata.optional("annotations")),
             replicas: kind == .service ? 0 : 1
         )
         let spec = try top.required("spec")
@@ -166,12 +166,12 @@ extension Workload {
             var annotations: [String: String] = [:]
             if let field = templateMap.optional("metadata") {
                 let meta = try field.mapping(allowed: ["labels", "annotations", "name", "namespace"])
-                labels = try meta.optional("labels")?.labels() ?? [:]
-                annotations = try meta.optional("annotations")?.labels() ?? [:]
+                labels = try Self.labels(meta.optional("labels"))
+                annotations = try Self.annotations(meta.optional("annotations"))
             }
             let selectorField = try map.required("selector")
             let selector = try selectorField.mapping(allowed: ["matchLabels"])
-            let matchLabels = try selector.required("matchLabels").labels()
+            let matchLabels = try Self.labels(try selector.required("matchLabels"))
             guard !matchLabels.isEmpty, matchLabels.allSatisfy({ labels[$0.key] == $0.value }) else {
                 throw selectorField.error("selector.matchLabels must be non-empty and match the template's labels")
             }
@@ -182,7 +182,7 @@ extension Workload {
             )
         case .service:
             let map = try spec.mapping(allowed: ["selector", "ports", "type", "clusterIP", "sessionAffinity"])
-            let selector = try map.required("selector").labels()
+            let selector = try Self.labels(try map.required("selector"))
             var ports: [UInt16] = []
             for item in try map.required("ports").sequence() {
                 let port = try item.mapping(allowed: ["port", "targetPort", "name", "protocol"])
@@ -299,6 +299,69 @@ extension Workload {
             serviceAccount: serviceAccount,
             containers: containers
         )
+    }
+
+    /// Labels as Kubernetes checks them: a key is an optional DNS-subdomain prefix (at
+    /// most 253 bytes) and '/', then a name of at most 63 letters, digits, '-', '_' and
+    /// '.', starting and ending with a letter or digit; a value is empty or such a name.
+    /// Nothing else can reach a sidecar's configuration or a podman label.
+    static func labels(_ field: YAMLField?) throws(LocatedError) -> [String: String] {
+        guard let field else { return [:] }
+        let labels = try field.labels()
+        for (key, value) in labels.sorted(by: { $0.key < $1.key }) {
+            try checkKey(key, field: field)
+            guard value.isEmpty || isQualifiedName(value) else {
+                throw field.error(
+                    "label \(key): value '\(value.debugDescription.dropFirst().dropLast())' is not valid (at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit)"
+                )
+            }
+        }
+        return labels
+    }
+
+    /// Annotations: keys as label keys; values any text, at most 256 KiB in all.
+    static func annotations(_ field: YAMLField?) throws(LocatedError) -> [String: String] {
+        guard let field else { return [:] }
+        let annotations = try field.labels()
+        for key in annotations.keys.sorted() { try checkKey(key, field: field) }
+        guard annotations.reduce(0, { $0 + $1.key.utf8.count + $1.value.utf8.count }) <= 256 << 10 else {
+            throw field.error("annotations may hold at most 256 KiB")
+        }
+        return annotations
+    }
+
+    private static func checkKey(_ key: String, field: YAMLField) throws(LocatedError) {
+        let parts = key.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        let prefixValid =
+            parts.count == 1
+            || (parts[0].utf8.count <= 253
+                && parts[0].split(separator: ".", omittingEmptySubsequences: false).allSatisfy { isDNSLabel($0) })
+        guard prefixValid, let name = parts.last, isQualifiedName(name) else {
+            throw field.error(
+                "'\(key.debugDescription.dropFirst().dropLast())' is not a valid key ([prefix/]name: a DNS subdomain, then at most 63 letters, digits, '-', '_' and '.')"
+            )
+        }
+    }
+
+    private static func isAlphanumeric(_ byte: UInt8) -> Bool {
+        (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+    }
+
+    /// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 bytes.
+    static func isQualifiedName(_ text: some StringProtocol) -> Bool {
+        let bytes = Array(text.utf8)
+        guard let first = bytes.first, let last = bytes.last, bytes.count <= 63 else { return false }
+        return isAlphanumeric(first) && isAlphanumeric(last)
+            && bytes.allSatisfy {
+                isAlphanumeric($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
+            }
+    }
+
+    private static func isDNSLabel(_ text: some StringProtocol) -> Bool {
+        let bytes = Array(text.utf8)
+        guard let first = bytes.first, let last = bytes.last, bytes.count <= 63 else { return false }
+        let allowed = { (byte: UInt8) in (0x30...0x39).contains(byte) || (0x61...0x7A).contains(byte) }
+        return allowed(first) && allowed(last) && bytes.allSatisfy { allowed($0) || $0 == UInt8(ascii: "-") }
     }
 
     /// A DNS-1123 label: lower-case letters, digits and '-', starting and ending with

@@ -71,38 +71,55 @@ struct DesiredPod: Sendable, Equatable {
         return pods
     }
 
-    /// The sidecar's configuration for this pod.
-    func proxyConfiguration(podIP: String?, agentSocket: String?) -> String {
-        var lines = [
-            "# Written by beemesh-agent for pod \(namespace)/\(name); replaced when the pod is.",
-            "identity:",
-            "  certificate: /etc/beemesh/identity/cert.pem",
-            "  privateKey: /etc/beemesh/identity/key.pem",
-            "  trustBundle: /etc/beemesh/identity/bundle.pem",
-            "inbound:",
-            "  listen: 0.0.0.0:15008",
-            "  ports: [\(template.ports.map(String.init).joined(separator: ", "))]",
-            "capture:",
-            "  outbound: [127.0.0.1:15001, \"[::1]:15001\"]",
-            "  inbound: [0.0.0.0:15006, \"[::]:15006\"]",
-            "workload:",
-            "  namespace: \(namespace)",
-            "  labels: {\(template.labels.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \"\($0.value)\"" }.joined(separator: ", "))}",
-            "policies: {directory: /etc/beemesh/policies}",
-            "admin: {listen: 127.0.0.1:15000, socket: /var/run/beemesh/proxy.sock}",
-            "metrics: {listen: 127.0.0.1:15090}",
-        ]
+    /// The pod's directory under the run directory: a digest of its podman name, so
+    /// that every path in it stays short whatever the names (a unix socket's path has
+    /// at most 107 bytes) and two pods never share one.
+    var directoryName: String { Self.directoryName(podmanName: podmanName) }
+
+    static func directoryName(podmanName: String) -> String {
+        Array(Digest.sha256(Array(podmanName.utf8)).prefix(8)).hexString
+    }
+
+    /// The mTLS endpoint other pods dial: the pod's address, port 15008.
+    static func endpoint(podIP: String) -> String {
+        podIP.contains(":") ? "[\(podIP)]:15008" : "\(podIP):15008"
+    }
+
+    /// What this pod's sidecar may publish through its own agent socket.
+    func binding(podIP: String?, trustDomain: TrustDomain) throws -> PodBinding {
+        PodBinding(
+            pod: "\(namespace)/\(name)",
+            identity: try SpiffeID(
+                trustDomain: trustDomain,
+                namespace: namespace,
+                serviceAccount: template.serviceAccount
+            )
+            .description,
+            service: published.map { "\($0.service).\(namespace)" },
+            endpoint: podIP.map(Self.endpoint)
+        )
+    }
+
+    /// The sidecar's configuration for this pod, encoded (JSON, which the sidecar reads
+    /// as YAML): no value from a manifest can add a field.
+    func proxyConfiguration(podIP: String?, agentSocket: String?) throws -> String {
+        var file = SidecarConfigurationFile(
+            inbound: .init(listen: "0.0.0.0:15008", ports: template.ports),
+            workload: .init(namespace: namespace, labels: template.labels)
+        )
         if let agentSocket {
-            lines.append("discovery:")
-            lines.append("  agent: \(agentSocket)")
+            file.discovery = .init(agent: agentSocket)
             if let published, let podIP {
-                lines.append("  publish:")
-                lines.append("    service: \(published.service).\(namespace)")
-                lines.append("    endpoint: \(podIP.contains(":") ? "\"[\(podIP)]:15008\"" : "\(podIP):15008")")
-                lines.append("    ports: [\(published.ports.map(String.init).joined(separator: ", "))]")
+                file.discovery?.publish = .init(
+                    service: "\(published.service).\(namespace)",
+                    endpoint: Self.endpoint(podIP: podIP),
+                    ports: published.ports
+                )
             }
         }
-        return lines.joined(separator: "\n") + "\n"
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(file), as: UTF8.self) + "\n"
     }
 
     /// `beemesh-proxy capture install` arguments for this pod's annotations.
@@ -118,4 +135,54 @@ struct DesiredPod: Sendable, Equatable {
         }
         return arguments
     }
+}
+
+/// The sidecar configuration the agent writes for a pod (`ProxyConfiguration`'s
+/// fields, as the sidecar reads them).
+struct SidecarConfigurationFile: Encodable {
+    struct Identity: Encodable {
+        var certificate = "/etc/beemesh/identity/cert.pem"
+        var privateKey = "/etc/beemesh/identity/key.pem"
+        var trustBundle = "/etc/beemesh/identity/bundle.pem"
+    }
+    struct Inbound: Encodable {
+        var listen: String
+        var ports: [UInt16]
+    }
+    struct Capture: Encodable {
+        var outbound = ["127.0.0.1:15001", "[::1]:15001"]
+        var inbound = ["0.0.0.0:15006", "[::]:15006"]
+    }
+    struct Workload: Encodable {
+        var namespace: String
+        var labels: [String: String]
+    }
+    struct Policies: Encodable {
+        var directory = "/etc/beemesh/policies"
+    }
+    struct Admin: Encodable {
+        var listen = "127.0.0.1:15000"
+        var socket = "/var/run/beemesh/proxy.sock"
+    }
+    struct Metrics: Encodable {
+        var listen = "127.0.0.1:15090"
+    }
+    struct Discovery: Encodable {
+        struct Publish: Encodable {
+            var service: String
+            var endpoint: String
+            var ports: [UInt16]
+        }
+        var agent: String
+        var publish: Publish?
+    }
+
+    var identity = Identity()
+    var inbound: Inbound
+    var capture = Capture()
+    var workload: Workload
+    var policies = Policies()
+    var admin = Admin()
+    var metrics = Metrics()
+    var discovery: Discovery?
 }

@@ -26,8 +26,6 @@ final class Reconciler: @unchecked Sendable {
         var proxyBinary: String
         var runDirectory: String
         var policies: String
-        /// The directory holding the agent's API socket, mounted into every sidecar.
-        var agentSocket: String?
         var certificateTTL: Double
         var node: String
         /// This agent's node ID: its pods carry it, and it manages no others (two agents
@@ -45,6 +43,9 @@ final class Reconciler: @unchecked Sendable {
     /// podman's API (also read by the API's log streaming).
     let podman: PodmanClient
     private let nodeCA: CertificateAuthority
+    /// Each injected pod's own agent socket (nil: sidecars get no agent, and publish
+    /// nothing).
+    private let podSockets: PodSockets?
     private let logger: Logger
 
     /// Shared with API readers.
@@ -67,11 +68,18 @@ final class Reconciler: @unchecked Sendable {
     private var podMessages: [String: String] = [:]
     private var podmanService: Process?
 
-    init(settings: Settings, store: WorkloadStore, nodeCA: CertificateAuthority, logger: Logger) {
+    init(
+        settings: Settings,
+        store: WorkloadStore,
+        nodeCA: CertificateAuthority,
+        podSockets: PodSockets?,
+        logger: Logger
+    ) {
         self.settings = settings
         self.store = store
         self.podman = PodmanClient(socket: settings.podmanSocket)
         self.nodeCA = nodeCA
+        self.podSockets = podSockets
         self.logger = logger
         let (workloads, errors) = store.load()
         for error in errors { logger.error("stored object unreadable; skipped", metadata: ["error": "\(error)"]) }
@@ -130,6 +138,11 @@ final class Reconciler: @unchecked Sendable {
         return lines
     }
 
+    /// The stored object under `key` (`Kind/namespace/name`).
+    func workload(_ key: String) -> Workload? {
+        shared.withLockedValue { $0.workloads[key] }
+    }
+
     var pods: [PodStatus] {
         shared.withLockedValue { $0.pods.values.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) } }
     }
@@ -154,8 +167,9 @@ final class Reconciler: @unchecked Sendable {
 
     /// The admin sockets of the sidecars of running pods, by `namespace/name`.
     var sidecarSockets: [(pod: String, socket: String)] {
-        pods.filter(\.injected).map { pod in
-            ("\(pod.namespace)/\(pod.name)", "\(settings.runDirectory)/\(pod.name).\(pod.namespace)/run/proxy.sock")
+        pods.filter(\.injected).map { pod -> (pod: String, socket: String) in
+            let directory = DesiredPod.directoryName(podmanName: "\(pod.name).\(pod.namespace)")
+            return ("\(pod.namespace)/\(pod.name)", "\(settings.runDirectory)/\(directory)/run/proxy.sock")
         }
     }
 
@@ -240,6 +254,8 @@ final class Reconciler: @unchecked Sendable {
                     continue
                 }
                 create(pod)
+            } else if pod.injected, podSockets?.pods.contains(pod.podmanName) == false {
+                openPodSocket(pod)  // a pod that ran before the agent restarted
             }
             statuses[pod.podmanName] = check(pod, created: since)
         }
@@ -249,7 +265,7 @@ final class Reconciler: @unchecked Sendable {
     // MARK: creating
 
     private func create(_ pod: DesiredPod) {
-        let directory = "\(settings.runDirectory)/\(pod.podmanName)"
+        let directory = "\(settings.runDirectory)/\(pod.directoryName)"
         do {
             try? podman.removePod(pod.podmanName)  // a half-made one from an earlier attempt
             try prepareDirectories(directory)
@@ -267,9 +283,21 @@ final class Reconciler: @unchecked Sendable {
             try podman.startPod(pod.podmanName)
             if pod.injected {
                 let infra = try infraContainer(of: pod)
-                try
-                    ("\(pod.proxyConfiguration(podIP: infra.ip, agentSocket: settings.agentSocket.map { _ in Self.agentSocketInPod }))")
-                    .write(toFile: directory + "/config/proxy.yaml", atomically: true, encoding: .utf8)
+                try PEMFile.write(
+                    directory + "/config/proxy.yaml",
+                    try pod.proxyConfiguration(
+                        podIP: infra.ip,
+                        agentSocket: podSockets.map { _ in Self.agentSocketInPod }
+                    ),
+                    mode: 0o644
+                )
+                if let podSockets {
+                    try podSockets.open(
+                        try pod.binding(podIP: infra.ip, trustDomain: nodeCA.trustDomain),
+                        at: directory + "/agent/agent.sock",
+                        key: pod.podmanName
+                    )
+                }
                 try installCapture(pod, netns: infra.netns)
                 try podman.createContainer(sidecarSpec(pod, directory: directory))
                 try podman.startContainer(pod.containerName(DesiredPod.sidecarName))
@@ -290,6 +318,7 @@ final class Reconciler: @unchecked Sendable {
             let delay = min(30, pow(2, Double(failures - 1)))
             podRetryAt[pod.podmanName] = (Date() + delay, failures)
             podMessages[pod.podmanName] = "\(error)"
+            podSockets?.close(key: pod.podmanName)
             logger.error(
                 "cannot start pod; retrying",
                 metadata: ["pod": "\(pod.namespace)/\(pod.name)", "error": "\(error)", "retry_in_s": "\(delay)"]
@@ -300,11 +329,28 @@ final class Reconciler: @unchecked Sendable {
 
     static let agentSocketInPod = "/var/run/beemesh-agent/agent.sock"
 
+    /// Opens the agent socket of a pod that is already running.
+    private func openPodSocket(_ pod: DesiredPod) {
+        do {
+            let ip = try infraContainer(of: pod).ip
+            try podSockets?.open(
+                try pod.binding(podIP: ip, trustDomain: nodeCA.trustDomain),
+                at: "\(settings.runDirectory)/\(pod.directoryName)/agent/agent.sock",
+                key: pod.podmanName
+            )
+        } catch {
+            logger.error(
+                "cannot open the pod's agent socket",
+                metadata: ["pod": "\(pod.podmanName)", "error": "\(error)"]
+            )
+        }
+    }
+
     private func prepareDirectories(_ directory: String) throws {
         let manager = FileManager.default
         for (name, owner, mode) in [
             ("", 0 as UInt32, 0o711 as Int), ("config", 0, 0o755), ("identity", settings.sidecarUser, 0o700),
-            ("run", settings.sidecarUser, 0o755),
+            ("run", settings.sidecarUser, 0o755), ("agent", 0, 0o755),
         ] {
             let path = name.isEmpty ? directory : "\(directory)/\(name)"
             try manager.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -376,11 +422,12 @@ final class Reconciler: @unchecked Sendable {
             PodmanClient.Mount(destination: "/etc/beemesh/policies", source: settings.policies, options: ["ro"]),
             PodmanClient.Mount(destination: "/var/run/beemesh", source: directory + "/run", options: ["rw"]),
         ]
-        if let agentSocket = settings.agentSocket {
+        if podSockets != nil {
+            // The pod's own agent socket, never the node's control socket.
             mounts.append(
                 PodmanClient.Mount(
                     destination: (Self.agentSocketInPod as NSString).deletingLastPathComponent,
-                    source: (agentSocket as NSString).deletingLastPathComponent,
+                    source: directory + "/agent",
                     options: ["rw"]
                 )
             )
@@ -501,7 +548,7 @@ final class Reconciler: @unchecked Sendable {
 
     @discardableResult
     func renewIdentityIfDue(_ pod: DesiredPod) -> Bool {
-        let directory = "\(settings.runDirectory)/\(pod.podmanName)/identity"
+        let directory = "\(settings.runDirectory)/\(pod.directoryName)/identity"
         guard let pem = try? PEMFile.read(directory + "/cert.pem"),
             let leaf = try? Certificate.parseChain(pem: pem).first
         else { return false }
@@ -532,13 +579,16 @@ final class Reconciler: @unchecked Sendable {
             try? podman.stopContainer(member.Name, timeout: 10)
         }
         try? podman.stopContainer(sidecar, timeout: 35)
+        podSockets?.close(key: name)
         do {
             try podman.removePod(name)
         } catch {
             logger.error("cannot remove pod", metadata: ["pod": "\(name)", "error": "\(error)"])
             return
         }
-        try? FileManager.default.removeItem(atPath: "\(settings.runDirectory)/\(name)")
+        try? FileManager.default.removeItem(
+            atPath: "\(settings.runDirectory)/\(DesiredPod.directoryName(podmanName: name))"
+        )
     }
 
     /// Drops what the loop remembered of a removed pod (on the loop's thread).

@@ -1,0 +1,139 @@
+import CLinux
+import Logging
+import Metrics
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The agent API's listeners, each of which knows who calls through it:
+///
+/// | listener | the caller is |
+/// |---|---|
+/// | the control socket (`api.socket`, mode 0660, group `api.socketGroup`) | the connecting process's uid and groups (`SO_PEERCRED`), authorized by `api.access` |
+/// | a pod's socket (`<pod dir>/agent/agent.sock`, 0600, the sidecar's uid, mounted into that pod's sidecar alone) | that pod: it may publish its own record and look records up |
+/// | `api.listen` (TCP) | nobody: only `/live` and `/ready` answer |
+enum APIListeners {
+    static func bootstrap(
+        group: any EventLoopGroup,
+        api: AgentAPI,
+        caller: @escaping @Sendable (any Channel) -> EventLoopFuture<APICaller?>
+    ) -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                caller(channel).flatMapThrowing { caller in
+                    guard let caller else {
+                        Counter(label: "beemesh_api_refused_total", dimensions: [("reason", "no_credentials")])
+                            .increment()
+                        throw ChannelError.inputClosed
+                    }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(AgentAPIHandler(api: api, caller: caller))
+                }
+            }
+    }
+
+    /// The credentials the kernel recorded when the peer connected; nil when the
+    /// channel is not a socket that has them.
+    static func peerCredentials(of channel: any Channel) -> EventLoopFuture<LocalUser?> {
+        guard let provider = channel as? any SocketOptionProvider else {
+            return channel.eventLoop.makeSucceededFuture(nil)
+        }
+        let credentials: EventLoopFuture<beemesh_peer_credentials> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET),
+            name: SocketOptionName(beemesh_so_peercred)
+        )
+        return credentials.map { Optional(LocalUser.resolve(uid: $0.uid, gid: $0.gid)) }.recover { _ in nil }
+    }
+
+    /// The control socket: every caller is a local user.
+    static func control(group: any EventLoopGroup, api: AgentAPI) -> ServerBootstrap {
+        bootstrap(group: group, api: api) { channel in peerCredentials(of: channel).map { $0.map(APICaller.local) } }
+    }
+
+    /// The TCP listener: every caller is unauthenticated.
+    static func network(group: any EventLoopGroup, api: AgentAPI) -> ServerBootstrap {
+        bootstrap(group: group, api: api) { channel in channel.eventLoop.makeSucceededFuture(.network) }
+    }
+}
+
+/// One unix socket per injected pod, mounted into that pod's sidecar alone: the agent
+/// knows which pod calls from the socket it called through, so a sidecar can publish
+/// its own pod's record and nothing else. The kernel's credentials of the caller are
+/// checked too: only the sidecar's uid (or root) is served.
+final class PodSockets: Sendable {
+    private struct Open {
+        let channel: any Channel
+        let binding: NIOLockedValueBox<PodBinding>
+        let path: String
+    }
+
+    private let group: any EventLoopGroup
+    private let sidecarUser: UInt32
+    private let logger: Logger
+    private let api = NIOLockedValueBox<AgentAPI?>(nil)
+    private let sockets = NIOLockedValueBox<[String: Open]>([:])
+
+    init(group: any EventLoopGroup, sidecarUser: UInt32, logger: Logger) {
+        self.group = group
+        self.sidecarUser = sidecarUser
+        self.logger = logger
+    }
+
+    /// The API the sockets answer with; sockets opened before it is set refuse.
+    func serve(_ api: AgentAPI) {
+        self.api.withLockedValue { $0 = api }
+    }
+
+    /// The pods that have a socket, by their keys (podman's pod names).
+    var pods: Set<String> { sockets.withLockedValue { Set($0.keys) } }
+
+    /// Opens the socket of the pod `key` at `path` (0600, owned by the sidecar's uid),
+    /// or updates what an open one allows. Blocks until bound: call it off the event
+    /// loop.
+    func open(_ binding: PodBinding, at path: String, key: String) throws {
+        if let open = sockets.withLockedValue({ $0[key] }) {
+            open.binding.withLockedValue { $0 = binding }
+            return
+        }
+        guard let api = api.withLockedValue({ $0 }) else {
+            throw PodmanError(status: nil, message: "the agent API is not serving yet")
+        }
+        let box = NIOLockedValueBox(binding)
+        let sidecarUser = self.sidecarUser
+        let logger = self.logger
+        unlink(path)
+        let channel = try APIListeners.bootstrap(group: group, api: api) { channel in
+            APIListeners.peerCredentials(of: channel).map { user in
+                guard let user, user.uid == sidecarUser || user.uid == 0 else {
+                    let binding = box.withLockedValue { $0 }
+                    logger.warning(
+                        "refused a caller on a pod's agent socket",
+                        metadata: ["pod": "\(binding.pod)", "caller": "\(user.map(\.description) ?? "unknown")"]
+                    )
+                    return nil
+                }
+                return .pod(box.withLockedValue { $0 })
+            }
+        }.bind(unixDomainSocketPath: path).wait()
+        chown(path, sidecarUser, sidecarUser)
+        chmod(path, 0o600)
+        sockets.withLockedValue { $0[key] = Open(channel: channel, binding: box, path: path) }
+    }
+
+    /// Closes the socket of the pod `key`, if it has one.
+    func close(key: String) {
+        guard let open = sockets.withLockedValue({ $0.removeValue(forKey: key) }) else { return }
+        try? open.channel.close().wait()
+        unlink(open.path)
+    }
+
+    func closeAll() {
+        for key in pods { close(key: key) }
+    }
+}
