@@ -84,4 +84,117 @@ import Testing
         #expect(answer.hasPrefix("HTTP/1.1 400 Bad Request\r\n") && answer.contains("connection: close"), "\(answer)")
         #expect(!answer.contains("saw"))
     }
+
+    /// Finding 2 of the node security review (c7e302b): a path rule is decided on the
+    /// normalized target, and the app receives that target, whatever it would have
+    /// made of the raw one.
+    static func paths(allow: [String], deny: [String]) -> (Int) -> String {
+        { port in
+            var text = """
+                apiVersion: beemesh.io/v1
+                kind: MeshPolicy
+                metadata: {name: public, namespace: default}
+                spec:
+                  action: ALLOW
+                  rules: [{from: [{services: [frontend.default]}], to: [{ports: [\(port)], paths: \(allow)}]}]
+                """
+            if !deny.isEmpty {
+                text += """
+
+                    ---
+                    apiVersion: beemesh.io/v1
+                    kind: MeshPolicy
+                    metadata: {name: no-cgi, namespace: default}
+                    spec:
+                      action: DENY
+                      rules: [{to: [{ports: [\(port)], paths: \(deny)}]}]
+                    """
+            }
+            return text
+        }
+    }
+
+    /// One request per connection; the whole answer.
+    static func ask(_ port: Int, _ target: String) throws -> String {
+        let socket = try BlockingSocket(port: port)
+        try socket.send("GET \(target) HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n")
+        socket.shutdownWrite()
+        return String(decoding: try socket.receiveAll(), as: UTF8.self)
+    }
+
+    @Test func pathRulesDecideTheNormalizedTargetAndTheAppReceivesIt() async throws {
+        let (_, allowPublic) = try await MeshPair.serving(
+            { TestApp.HTTPResponder() },
+            policies: Self.paths(allow: ["/public/*"], deny: [])
+        )
+        let (_, denyCGI) = try await MeshPair.serving(
+            { TestApp.HTTPResponder() },
+            policies: Self.paths(allow: ["/*"], deny: ["/cgi-bin/hello"])
+        )
+        let (publicPort, cgiPort) = (allowPublic.routePort(), denyCGI.routePort())
+        let answers = try await blocking { () throws -> [String: String] in
+            var answers: [String: String] = [:]
+            for target in ["/public/../cgi-bin/hello", "/public/%2e%2e/cgi-bin/hello", "/public/./a//b", "/%70ublic/x"]
+            {
+                answers["allow " + target] = try Self.ask(publicPort, target)
+            }
+            answers["allow /public/a%2fb"] = try Self.ask(publicPort, "/public/a%2fb")
+            for target in [
+                "/cgi-bin/hello", "/cgi-bin//hello", "/cgi-bin/./hello", "/%63gi-bin/hello", "/x/../cgi-bin/hello",
+                "/cgi-bin/other",
+            ] {
+                answers["deny " + target] = try Self.ask(cgiPort, target)
+            }
+            return answers
+        }
+        for denied in [
+            "allow /public/../cgi-bin/hello", "allow /public/%2e%2e/cgi-bin/hello", "deny /cgi-bin/hello",
+            "deny /cgi-bin//hello", "deny /cgi-bin/./hello", "deny /%63gi-bin/hello", "deny /x/../cgi-bin/hello",
+        ] {
+            #expect(answers[denied]?.hasPrefix("HTTP/1.1 403 Forbidden") == true, "\(denied): \(answers[denied] ?? "")")
+        }
+        #expect(answers["allow /public/./a//b"]?.hasSuffix("saw GET /public/a/b\n") == true)
+        #expect(answers["allow /%70ublic/x"]?.hasSuffix("saw GET /public/x\n") == true)
+        #expect(answers["deny /cgi-bin/other"]?.hasSuffix("saw GET /cgi-bin/other\n") == true)
+        let refused = answers["allow /public/a%2fb"] ?? ""
+        #expect(refused.hasPrefix("HTTP/1.1 400 Bad Request") && !refused.contains("saw"), "\(refused)")
+    }
+
+    /// Python's http.server decodes every escape, `%2F` included, before it resolves
+    /// `..`: a server that would turn `/public/..%2Fsecret.txt` into `/secret.txt`.
+    /// Such a target never reaches it; what does reach it is what policy decided.
+    @Test func aServerThatDecodesEverythingGetsOnlyWhatPolicyDecided() async throws {
+        let site = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: site.path + "/public", withIntermediateDirectories: true)
+        try "public\n".write(toFile: site.path + "/public/ok.txt", atomically: true, encoding: .utf8)
+        try "secret\n".write(toFile: site.path + "/secret.txt", atomically: true, encoding: .utf8)
+        let port = try freePort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = ["-m", "http.server", "--bind", "127.0.0.1", "--directory", site.path, "\(port)"]
+        server.standardOutput = FileHandle.nullDevice
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer {
+            kill(server.processIdentifier, SIGKILL)  // SIGTERM may be blocked in a child of a test thread
+            server.waitUntilExit()
+        }
+        try await waitUntil("python3 -m http.server answers") { (try? BlockingSocket(port: port)) != nil }
+        let pair = try await MeshPair(
+            routes: [("orders.default", port)],
+            allowedPorts: [port],
+            policies: Self.paths(allow: ["/public/*"], deny: [])(port)
+        )
+        let routePort = pair.routePort()
+        let answers = try await blocking { () throws -> [String] in
+            try ["/public/..%2Fsecret.txt", "/public/../secret.txt", "/public//ok.txt", "/public/%2E%2E/secret.txt"].map
+            {
+                try Self.ask(routePort, $0)
+            }
+        }
+        #expect(answers[0].hasPrefix("HTTP/1.1 400") && !answers[0].contains("secret"), "\(answers[0])")
+        #expect(answers[1].hasPrefix("HTTP/1.1 403") && !answers[1].contains("secret"), "\(answers[1])")
+        #expect(answers[2].hasPrefix("HTTP/1.0 200") && answers[2].hasSuffix("public\n"), "\(answers[2])")
+        #expect(answers[3].hasPrefix("HTTP/1.1 403") && !answers[3].contains("secret"), "\(answers[3])")
+    }
 }

@@ -134,7 +134,7 @@ extension ProxyConfiguration {
             if let node = map.optional("listen") { configuration.metrics.listen = try node.optionalHostPort() }
         }
         if let flowsNode = top.optional("flows") {
-            let map = try flowsNode.mapping(allowed: ["capacity", "record"])
+            let map = try flowsNode.mapping(allowed: ["capacity", "record", "recordQuery"])
             if let node = map.optional("capacity") {
                 let capacity = try node.integer()
                 guard (0...1_000_000).contains(capacity) else {
@@ -143,6 +143,7 @@ extension ProxyConfiguration {
                 configuration.flows.capacity = capacity
             }
             if let node = map.optional("record") { configuration.flows.record = try node.bool() }
+            if let node = map.optional("recordQuery") { configuration.flows.recordQuery = try node.bool() }
         }
 
         if let timeoutsNode = top.optional("timeouts") {

@@ -129,6 +129,10 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         /// Off: no flow table and no per-connection metrics (what the benchmark's
         /// baseline measures). Default on.
         public var record = true
+        /// Keep each HTTP request's query in its flow record. Default off: the path
+        /// only, since queries often carry session tokens, and flows are read by more
+        /// people than the app's own logs.
+        public var recordQuery = false
     }
 
     /// Service discovery through the node agent's DHT node (`beemesh-agent`).

@@ -7,9 +7,11 @@ import Policy
 /// Decides every HTTP/1.1 request of an admitted connection on an HTTP port, between
 /// the mTLS handler and the relay of the mesh side.
 ///
-/// Requests (inbound) are framed by `HTTPMessageParser`; an allowed request's bytes go
-/// on to the app unchanged, a denied one's are dropped and it is answered `403` by the
-/// gate. Responses (outbound, from the app) are framed too, so that each 403 is written
+/// Requests (inbound) are framed by `HTTPMessageParser`; each target is normalized
+/// (`RequestTarget`) before it is decided, and an allowed request goes on to the app
+/// with that normalized target, so the app routes what the policy decided; its other
+/// bytes are unchanged. A denied request's bytes are dropped and it is answered `403`
+/// by the gate, one whose target cannot be normalized `400` (and the connection ends). Responses (outbound, from the app) are framed too, so that each 403 is written
 /// exactly where its request's response belongs, after the responses of the requests
 /// before it, however deeply the client pipelines: keep-alive connections stay usable.
 /// A request that cannot be framed is never forwarded: it gets `400` (when no response
@@ -25,6 +27,8 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
     private enum Slot {
         case forwarded
         case denied(closeAfter: Bool)
+        /// A target that cannot be normalized: 400, then the connection ends.
+        case refused
     }
 
     /// The methods of forwarded requests, for framing their responses (HEAD has no
@@ -38,6 +42,9 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
     private let port: UInt16
     private let policies: PolicyStore
     private let flow: Flow?
+    /// Flow records keep a request's query (off: the path only, since queries often
+    /// carry tokens).
+    private let recordQuery: Bool
     private var logger: Logger
     private var requests = HTTPMessageParser.requests()
     private var responses: HTTPMessageParser
@@ -48,11 +55,19 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
     private var tunnel = false
     private var closing = false
 
-    init(peer: PeerIdentity?, port: UInt16, policies: PolicyStore, flow: Flow?, logger: Logger) {
+    init(
+        peer: PeerIdentity?,
+        port: UInt16,
+        policies: PolicyStore,
+        flow: Flow?,
+        recordQuery: Bool = false,
+        logger: Logger
+    ) {
         self.peer = peer
         self.port = port
         self.policies = policies
         self.flow = flow
+        self.recordQuery = recordQuery
         self.logger = logger
         let methods = forwarded
         responses = HTTPMessageParser { head throws(HTTPFramingError) in
@@ -86,6 +101,7 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
             refuse(error, context: context)
         case .success(let pieces):
             for piece in pieces {
+                guard !closing else { return }  // a refused target: nothing after it is read
                 switch piece {
                 case .head(let head, let bytes):
                     decide(head, bytes: bytes, context: context)
@@ -99,7 +115,14 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func decide(_ head: HTTPHead, bytes: ByteBuffer, context: ChannelHandlerContext) {
-        let path = head.second.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        let target: RequestTarget
+        do {
+            target = try RequestTarget(head.second, method: head.first)
+        } catch {
+            refuse(head, error, context: context)
+            return
+        }
+        let path = target.path
         let host = head.header("host")
         let http = PolicyRequest.HTTP(
             method: head.first,
@@ -119,7 +142,7 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
             HTTPExchange(
                 method: head.first,
                 authority: host,
-                path: head.second,
+                path: recordQuery ? target.target : String(path),
                 status: decision.isAllowed ? nil : 403,
                 latency: decision.isAllowed ? nil : 0,
                 verdict: FlowRecord.Verdict(decision),
@@ -132,7 +155,10 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
             slots.append(.forwarded)
             forwarded.methods.append(head.first)
             droppingCurrent = false
-            context.fireChannelRead(wrapInboundOut(bytes))
+            let normalized = target.target
+            context.fireChannelRead(
+                wrapInboundOut(normalized == head.second ? bytes : Self.retarget(bytes, head, normalized))
+            )
             return
         }
         logger.warning(
@@ -165,6 +191,48 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
         return counter
     }
 
+    /// The head's bytes with the request line's target replaced.
+    private static func retarget(_ bytes: ByteBuffer, _ head: HTTPHead, _ target: String) -> ByteBuffer {
+        var rest = bytes
+        let lineEnd = rest.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) ?? rest.readerIndex
+        rest.moveReaderIndex(to: lineEnd)  // the line's end, kept as it came (CRLF or LF)
+        if rest.readableBytesView.first == UInt8(ascii: "\n"),
+            lineEnd > bytes.readerIndex, bytes.getInteger(at: lineEnd - 1, as: UInt8.self) == UInt8(ascii: "\r")
+        {
+            rest.moveReaderIndex(to: lineEnd - 1)
+        }
+        var output = ByteBufferAllocator().buffer(capacity: rest.readableBytes + target.utf8.count + 32)
+        output.writeString("\(head.first) \(target) \(head.version)")
+        output.writeImmutableBuffer(rest)
+        return output
+    }
+
+    /// A request whose target cannot be normalized: never forwarded; answered 400 in
+    /// its turn, and the connection ends (its body, if any, cannot be told apart).
+    private func refuse(_ head: HTTPHead, _ refusal: RequestTarget.Refusal, context: ChannelHandlerContext) {
+        logger.warning(
+            "HTTP request refused: ambiguous target",
+            metadata: ["method": "\(head.first)", "error": "\(refusal)"]
+        )
+        Counter(label: "beemesh_http_parse_errors_total", dimensions: [("reason", refusal.code.rawValue)]).increment()
+        flow?.httpRequest(
+            HTTPExchange(
+                method: head.first,
+                authority: head.header("host"),
+                path: "",
+                status: 400,
+                latency: 0,
+                verdict: .denied,
+                policy: nil,
+                rule: nil
+            ),
+            now: .now()
+        )
+        closing = true
+        slots.append(.refused)
+        answerDenied(context: context)
+    }
+
     private func refuse(_ error: HTTPFramingError, context: ChannelHandlerContext) {
         logger.warning("HTTP request refused: cannot be framed", metadata: ["error": "\(error)"])
         Counter(label: "beemesh_http_parse_errors_total", dimensions: [("reason", error.code.rawValue)]).increment()
@@ -178,11 +246,21 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Writes the 403s whose turn has come (every response before them is complete).
     private func answerDenied(context: ChannelHandlerContext) {
-        while case .denied(let closeAfter) = slots.first {
-            slots.removeFirst()
-            write(status: "403 Forbidden", body: "RBAC: access denied\n", closeAfter: closeAfter, context: context)
-            if closeAfter {
+        while let slot = slots.first {
+            switch slot {
+            case .forwarded:
+                return
+            case .denied(let closeAfter):
+                slots.removeFirst()
+                write(status: "403 Forbidden", body: "RBAC: access denied\n", closeAfter: closeAfter, context: context)
+                if closeAfter {
+                    closing = true
+                    return
+                }
+            case .refused:
+                slots.removeFirst()
                 closing = true
+                write(status: "400 Bad Request", body: "ambiguous request target\n", closeAfter: true, context: context)
                 return
             }
         }

@@ -63,7 +63,14 @@ struct ProxyEnvironment: Sendable {
     /// On an HTTP port, the gate that decides every request of an admitted connection.
     func httpGate(for request: PolicyRequest, flow: Flow?, logger: Logger) -> HTTPPolicyGate? {
         guard policies.current.httpPorts.contains(request.port) else { return nil }
-        return HTTPPolicyGate(peer: request.peer, port: request.port, policies: policies, flow: flow, logger: logger)
+        return HTTPPolicyGate(
+            peer: request.peer,
+            port: request.port,
+            policies: policies,
+            flow: flow,
+            recordQuery: configuration.flows.recordQuery,
+            logger: logger
+        )
     }
 
     /// This sidecar's SPIFFE ID now (it may change when the credentials are reissued).
