@@ -148,6 +148,28 @@ import Testing
         ),
         ("", "m.yaml: no objects in this file"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: [", "m.yaml:5: not valid YAML"),
+        // Finding 3 of the node security review: an app running as the sidecar's ids
+        // is exempt from capture; nor may it be granted what would let it switch to them.
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: w, image: i, securityContext: {runAsUser: 1337}}]}",
+            "m.yaml:4: spec.containers[0].securityContext.runAsUser: 1337 is the sidecar's"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {securityContext: {runAsGroup: 1337}, containers: [{name: w, image: i}]}",
+            "m.yaml:4: spec.securityContext.runAsGroup: 1337 is the sidecar's"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {securityContext: {supplementalGroups: [5, 1337]}, containers: [{name: w, image: i}]}",
+            "m.yaml:4: spec.securityContext.supplementalGroups[1]: gid 1337 is the sidecar's"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: w, image: i, securityContext: {privileged: true}}]}",
+            "m.yaml:4: spec.containers[0].securityContext.privileged: not granted"
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: w, image: i, securityContext: {capabilities: {add: [SETUID]}}}]}",
+            "m.yaml:4: spec.containers[0].securityContext.capabilities.add: capabilities cannot be added"
+        ),
         (
             "apiVersion: v1\nkind: Pod\nmetadata: {name: a, labels: {app: \"a b\"}}\nspec: {containers: [{name: w, image: i}]}",
             "m.yaml:3: metadata.labels: label app: value 'a b' is not valid"
@@ -176,5 +198,37 @@ import Testing
     @Test func anObjectTwiceInOneFileIsRefused() {
         let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: w, image: i}]}\n"
         #expect(throws: (any Error).self) { try Workload.parse(yaml: pod + "---\n" + pod, file: "m.yaml") }
+    }
+
+    @Test func runAsIDsReachPodmanAndNeverTheSidecars() throws {
+        let yaml = """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: a}
+            spec:
+              securityContext: {runAsUser: 1000, runAsGroup: 1000}
+              containers:
+                - {name: w, image: i, securityContext: {runAsUser: 2000, capabilities: {drop: [ALL]}}}
+                - {name: v, image: i}
+            """
+        let containers = try #require(try Workload.parse(yaml: yaml, file: "m.yaml").first?.template?.containers)
+        #expect(containers.map(\.runAsUser) == [2000, 1000] && containers.map(\.runAsGroup) == [1000, 1000])
+        #expect(Reconciler.appUser(imageUser: "app:app", runAsUser: 2000, runAsGroup: nil) == "2000:app")
+        #expect(Reconciler.appUser(imageUser: nil, runAsUser: nil, runAsGroup: 5) == "0:5")
+        #expect(Reconciler.appUser(imageUser: "app", runAsUser: nil, runAsGroup: nil) == nil)
+        for (image, user, group) in [("1337", nil, nil), ("0:1337", nil, nil), ("app:1337", UInt32(5), nil)]
+            as [(String, UInt32?, UInt32?)]
+        {
+            #expect(
+                Reconciler.sidecarIDRefusal(imageUser: image, runAsUser: user, runAsGroup: group) != nil,
+                "\(image)"
+            )
+        }
+        #expect(Reconciler.sidecarIDRefusal(imageUser: "1337:1337", runAsUser: 5, runAsGroup: 5) == nil)
+        #expect(Reconciler.sidecarIDRefusal(imageUser: "app", runAsUser: nil, runAsGroup: nil) == nil)
+        #expect(
+            Reconciler.appCapabilitiesDropped.contains("CAP_SETUID")
+                && Reconciler.appCapabilitiesDropped.contains("CAP_SETGID")
+        )
     }
 }

@@ -138,6 +138,20 @@ import Testing
         )
         #expect(missing == 1 && why.contains("no such pod or container"), "\(why)")
 
+        // Finding 3 of the node security review (c7e302b): root in an app container
+        // switched to uid/gid 1337, the sidecar's, and its traffic left capture. App
+        // containers now hold neither SETUID nor SETGID, and no-new-privileges.
+        // The attacker brings util-linux's setpriv (busybox's cannot change ids).
+        let app = "frontend-0.default.frontend"
+        let capNG = try NamespaceLab.run(["readlink", "-f", "/lib/x86_64-linux-gnu/libcap-ng.so.0"])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        try NamespaceLab.run(["podman", "cp", "/usr/bin/setpriv", app + ":/tmp/setpriv"])
+        try NamespaceLab.run(["podman", "cp", capNG, app + ":/lib/x86_64-linux-gnu/libcap-ng.so.0"])
+        let switched = try exec(["/tmp/setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", "busybox", "true"])
+        #expect(switched.status != 0 && switched.output.contains("not permitted"), "\(switched.output)")
+        let status = try exec(["busybox", "cat", "/proc/self/status"]).output
+        #expect(status.contains("NoNewPrivs:\t1"), "\(status)")
+
         let ordersIP = try #require(try pods(node).first { $0.name == "orders-0" }?.ip)
         let (direct, _) = try runProcess(
             ["curl", "-sS", "-m", "3", "http://\(ordersIP):8080/cgi-bin/hello"],

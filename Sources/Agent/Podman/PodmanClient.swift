@@ -108,6 +108,10 @@ struct PodmanClient: Sendable {
         /// A minimal init (catatonit) as PID 1 that forwards signals: a shell or an
         /// httpd as PID 1 would ignore SIGTERM and wait out the stop timeout.
         var `init`: Bool?
+        /// Capabilities removed from podman's default set (`CAP_…`).
+        var cap_drop: [String]? = nil
+        /// No process of the container gains privileges (setuid binaries, file caps).
+        var no_new_privileges: Bool? = nil
     }
 
     func createContainer(_ spec: ContainerSpec) throws(PodmanError) {
@@ -139,6 +143,17 @@ struct PodmanClient: Sendable {
         var State: State
         var NetworkSettings: Network?
         var ImageName: String?
+    }
+
+    struct ImageInspect: Decodable {
+        struct Config: Decodable {
+            var User: String?
+        }
+        var Config: Config?
+    }
+
+    func inspectImage(_ name: String) throws(PodmanError) -> ImageInspect? {
+        try decode("/images/\(name)/json", as: ImageInspect.self)
     }
 
     func inspectContainer(_ name: String) throws(PodmanError) -> ContainerInspect? {

@@ -67,6 +67,10 @@ public struct Container: Codable, Sendable, Equatable {
     public var env: [EnvVar]
     public var ports: [UInt16]
     public var workingDir: String?
+    /// `securityContext.runAsUser` and `runAsGroup` (the container's, else the pod's);
+    /// nil: the image's user. Never the sidecar's 1337.
+    public var runAsUser: UInt32?
+    public var runAsGroup: UInt32?
 }
 
 public struct EnvVar: Codable, Sendable, Equatable {
@@ -203,11 +207,11 @@ extension Workload {
     }
 
     private static let ignoredPodFields: Set<String> = [
-        "restartPolicy", "terminationGracePeriodSeconds", "dnsPolicy", "securityContext", "nodeSelector",
+        "restartPolicy", "terminationGracePeriodSeconds", "dnsPolicy", "nodeSelector",
         "tolerations", "affinity", "automountServiceAccountToken", "hostname", "subdomain",
     ]
     private static let ignoredContainerFields: Set<String> = [
-        "imagePullPolicy", "resources", "livenessProbe", "readinessProbe", "startupProbe", "securityContext",
+        "imagePullPolicy", "resources", "livenessProbe", "readinessProbe", "startupProbe",
         "terminationMessagePath", "terminationMessagePolicy", "stdin", "tty",
     ]
 
@@ -216,7 +220,10 @@ extension Workload {
         labels: [String: String],
         annotations: [String: String]
     ) throws(LocatedError) -> PodTemplate {
-        let map = try spec.mapping(allowed: ignoredPodFields.union(["containers", "serviceAccountName"]))
+        let map = try spec.mapping(
+            allowed: ignoredPodFields.union(["containers", "serviceAccountName", "securityContext"])
+        )
+        let podSecurity = try securityContext(map.optional("securityContext"))
         var serviceAccount = "default"
         if let field = map.optional("serviceAccountName") {
             serviceAccount = try field.string()
@@ -228,9 +235,10 @@ extension Workload {
         for item in try containersField.sequence() {
             let container = try item.mapping(
                 allowed: ignoredContainerFields.union([
-                    "name", "image", "command", "args", "env", "ports", "workingDir",
+                    "name", "image", "command", "args", "env", "ports", "workingDir", "securityContext",
                 ])
             )
+            let security = try securityContext(container.optional("securityContext"))
             let nameField = try container.required("name")
             let name = try nameField.string()
             try checkName(name, field: nameField, limit: 63)
@@ -275,7 +283,9 @@ extension Workload {
                     args: try container.optional("args")?.strings() ?? [],
                     env: env,
                     ports: ports,
-                    workingDir: try container.optional("workingDir")?.string()
+                    workingDir: try container.optional("workingDir")?.string(),
+                    runAsUser: security.user ?? podSecurity.user,
+                    runAsGroup: security.group ?? podSecurity.group
                 )
             )
         }
@@ -299,6 +309,49 @@ extension Workload {
             serviceAccount: serviceAccount,
             containers: containers
         )
+    }
+
+    /// The uid or gid of the sidecar, which the capture rules exempt: an app that ran
+    /// as it would leave capture.
+    public static let sidecarID: UInt32 = 1337
+
+    /// `runAsUser` and `runAsGroup` of a pod's or container's `securityContext`. The
+    /// fields the agent cannot grant (privileged, added capabilities, escalation) are
+    /// refused rather than ignored; other fields real manifests carry are accepted.
+    static func securityContext(_ field: YAMLField?) throws(LocatedError) -> (user: UInt32?, group: UInt32?) {
+        guard let field else { return (nil, nil) }
+        let map = try field.mapping(allowed: [
+            "runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "supplementalGroups", "seccompProfile",
+            "readOnlyRootFilesystem", "allowPrivilegeEscalation", "privileged", "capabilities", "seLinuxOptions",
+            "fsGroupChangePolicy", "sysctls",
+        ])
+        for key in ["privileged", "allowPrivilegeEscalation"] {
+            if let flag = map.optional(key), try flag.bool() {
+                throw flag.error("not granted: app containers run without privileges and with no-new-privileges")
+            }
+        }
+        if let capabilities = map.optional("capabilities") {
+            let caps = try capabilities.mapping(allowed: ["add", "drop"])
+            if let add = caps.optional("add"), !(try add.strings()).isEmpty {
+                throw add.error("capabilities cannot be added to app containers")
+            }
+        }
+        if let groups = map.optional("supplementalGroups") {
+            for item in try groups.sequence() where try item.integer() == Int(sidecarID) {
+                throw item.error("gid \(sidecarID) is the sidecar's: the capture exempts it")
+            }
+        }
+        func id(_ key: String) throws(LocatedError) -> UInt32? {
+            guard let node = map.optional(key) else { return nil }
+            let value = try node.integer()
+            guard (0...Int(UInt32.max - 1)).contains(value) else { throw node.error("not a uid or gid: \(value)") }
+            guard value != Int(sidecarID) else {
+                throw node.error("\(value) is the sidecar's: the capture exempts it, so an app may not run as it")
+            }
+            return UInt32(value)
+        }
+        _ = try id("fsGroup")
+        return (try id("runAsUser"), try id("runAsGroup"))
     }
 
     /// Labels as Kubernetes checks them: a key is an optional DNS-subdomain prefix (at

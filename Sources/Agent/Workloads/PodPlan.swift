@@ -39,6 +39,7 @@ struct DesiredPod: Sendable, Equatable {
             text += "|\(container.name)|\(container.image)|\(container.command)|\(container.args)"
             text +=
                 "|\(container.env.map { "\($0.name)=\($0.value)" })|\(container.ports)|\(container.workingDir ?? "")"
+            text += "|\(container.runAsUser.map(String.init) ?? "")|\(container.runAsGroup.map(String.init) ?? "")"
         }
         return Array(Digest.sha256(Array(text.utf8)).prefix(8)).hexString
     }

@@ -304,8 +304,10 @@ final class Reconciler: @unchecked Sendable {
                 try waitForSidecar(directory + "/run/proxy.sock")
             }
             for container in pod.template.containers {
-                try podman.createContainer(appSpec(pod, container))
+                let imageUser = try podman.inspectImage(container.image)?.Config?.User
+                try podman.createContainer(appSpec(pod, container, imageUser: imageUser))
                 try podman.startContainer(pod.containerName(container.name))
+                try checkNotSidecarIDs(pod.containerName(container.name))
             }
             podRetryAt[pod.podmanName] = nil
             podMessages[pod.podmanName] = nil
@@ -448,20 +450,78 @@ final class Reconciler: @unchecked Sendable {
         )
     }
 
-    private func appSpec(_ pod: DesiredPod, _ container: Container) -> PodmanClient.ContainerSpec {
-        PodmanClient.ContainerSpec(
+    /// What app containers may not do, whatever their image or manifest asks: change
+    /// their uid or gid (which could become the sidecar's, 1337, and leave capture),
+    /// gain privileges through setuid files, program the network or open raw sockets.
+    static let appCapabilitiesDropped = [
+        "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN",
+    ]
+
+    /// Why an app container may not run as its manifest and image say: a numeric uid
+    /// or gid that is the sidecar's. nil: it may (a user name is checked once the
+    /// container runs, `checkNotSidecarIDs`).
+    static func sidecarIDRefusal(imageUser: String?, runAsUser: UInt32?, runAsGroup: UInt32?) -> String? {
+        let parts = (imageUser ?? "").split(separator: ":", maxSplits: 1).map(String.init)
+        let user = runAsUser.map(String.init) ?? parts.first
+        let group = runAsGroup.map(String.init) ?? (parts.count > 1 ? parts[1] : nil)
+        let sidecar = String(Workload.sidecarID)
+        if user == sidecar { return "runs as uid \(sidecar), the sidecar's (image user '\(imageUser ?? "")')" }
+        if group == sidecar { return "runs as gid \(sidecar), the sidecar's (image user '\(imageUser ?? "")')" }
+        return nil
+    }
+
+    /// The podman `user` of an app container: the manifest's ids over the image's.
+    static func appUser(imageUser: String?, runAsUser: UInt32?, runAsGroup: UInt32?) -> String? {
+        guard runAsUser != nil || runAsGroup != nil else { return nil }
+        let parts = (imageUser ?? "").split(separator: ":", maxSplits: 1).map(String.init)
+        let user = runAsUser.map(String.init) ?? parts.first ?? "0"
+        if let group = runAsGroup.map(String.init) ?? (parts.count > 1 ? parts[1] : nil) { return "\(user):\(group)" }
+        return user
+    }
+
+    /// Reads the running container's ids from the kernel (a user name in the image is
+    /// resolved only at start): one that holds the sidecar's uid or gid is removed, and
+    /// the pod fails with the reason.
+    private func checkNotSidecarIDs(_ name: String) throws {
+        guard let pid = try podman.inspectContainer(name)?.State.Pid, pid > 0,
+            let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        else { return }
+        let sidecar = String(Workload.sidecarID)
+        for line in status.split(separator: "\n") where line.hasPrefix("Uid:") || line.hasPrefix("Gid:") {
+            guard line.split(whereSeparator: \.isWhitespace).dropFirst().contains(Substring(sidecar)) else { continue }
+            try? podman.stopContainer(name, timeout: 0)
+            throw PodmanError(
+                status: nil,
+                message: "container \(name) runs with \(line.prefix(3).lowercased()) \(sidecar), the sidecar's: refused"
+            )
+        }
+    }
+
+    private func appSpec(_ pod: DesiredPod, _ container: Container, imageUser: String?) throws
+        -> PodmanClient.ContainerSpec
+    {
+        if let reason = Self.sidecarIDRefusal(
+            imageUser: imageUser,
+            runAsUser: container.runAsUser,
+            runAsGroup: container.runAsGroup
+        ) {
+            throw PodmanError(status: nil, message: "container \(container.name) \(reason): refused")
+        }
+        return PodmanClient.ContainerSpec(
             name: pod.containerName(container.name),
             pod: pod.podmanName,
             image: container.image,
             command: container.args.isEmpty ? nil : container.args,
             entrypoint: container.command.isEmpty ? nil : container.command,
             env: Dictionary(container.env.map { ($0.name, $0.value) }, uniquingKeysWith: { _, last in last }),
-            user: nil,
+            user: Self.appUser(imageUser: imageUser, runAsUser: container.runAsUser, runAsGroup: container.runAsGroup),
             labels: ["beemesh.io/container": container.name],
             mounts: [],
             work_dir: container.workingDir,
             stop_timeout: 10,
-            init: true
+            init: true,
+            cap_drop: Self.appCapabilitiesDropped,
+            no_new_privileges: true
         )
     }
 
