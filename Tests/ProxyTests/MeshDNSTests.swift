@@ -37,6 +37,11 @@ import Testing
         #expect(Array(aaaa[aaaa.count - 26..<aaaa.count - 24]) == [0, 28], "type AAAA")
     }
 
+    static let dotInsideALabel: [UInt8] =
+        [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 12] + Array("orders.secns".utf8) + [4] + Array("mesh".utf8) + [
+            0, 0, 1, 0, 1,
+        ]
+
     @Test(
         "malformed queries are refused with a reason",
         arguments: [
@@ -51,6 +56,9 @@ import Testing
             ),
             ([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0] + [1, 97, 0, 0, 1, 0, 3], .malformed),
             ([0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0] + [5, 97, 98], .truncated),
+            // Finding 13 of the node security review: `orders\.secns.mesh` (what
+            // `dig 'orders\.secns.mesh'` sends) answered as orders.secns.mesh.
+            (Self.dotInsideALabel, .malformed),
         ]
     )
     func malformed(bytes: [UInt8], code: DNSError.Code) {

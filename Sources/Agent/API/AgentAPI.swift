@@ -179,6 +179,9 @@ struct AgentAPI: Sendable {
                 let lines =
                     parts[1] == "apply" ? try reconciler.apply(parsed) : try reconciler.delete(parsed.map(\.key))
                 return json(ApplyResult(objects: lines))
+            } catch let conflict as ApplyConflict {
+                Counter(label: "beemesh_manifests_refused_total").increment()
+                return failure(.conflict, "\(conflict)")
             } catch {
                 return failure(.internalServerError, "cannot store: \(error)")
             }

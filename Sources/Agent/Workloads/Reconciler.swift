@@ -101,41 +101,73 @@ final class Reconciler: @unchecked Sendable {
 
     // MARK: desired state
 
-    /// Stores `workloads` (all or nothing: they were all parsed and checked before) and
-    /// reconciles at once. One line per object, as kubectl prints them.
+    /// Stores `workloads` in one atomic step (all or nothing: they were all parsed and
+    /// checked before) and reconciles at once. One line per object, as kubectl prints
+    /// them. Refused as a whole when the result would have two objects ask for one pod
+    /// name (`Pod sec-c-0` beside `Deployment sec-c`).
     func apply(_ workloads: [Workload]) throws -> [String] {
-        var lines: [String] = []
-        for var workload in workloads {
-            let previous = shared.withLockedValue { $0.workloads[workload.key] }
-            workload.created = previous?.created ?? Date()
-            let label = "\(workload.kind.rawValue.lowercased())/\(workload.name)"
-            if previous == workload {
-                lines.append("\(label) unchanged")
-                continue
+        let lines = try shared.withLockedValue { shared in
+            var next = shared.workloads
+            var lines: [String] = []
+            for var workload in workloads {
+                let previous = shared.workloads[workload.key]
+                workload.created = previous?.created ?? Date()
+                let label = "\(workload.kind.rawValue.lowercased())/\(workload.name)"
+                if previous == workload {
+                    lines.append("\(label) unchanged")
+                    continue
+                }
+                next[workload.key] = workload
+                lines.append("\(label) \(previous == nil ? "created" : "configured")")
             }
-            try store.save(workload)
-            shared.withLockedValue { $0.workloads[workload.key] = workload }
-            lines.append("\(label) \(previous == nil ? "created" : "configured")")
+            if let conflict = Self.podNameConflict(in: next) { throw conflict }
+            if next != shared.workloads {
+                try store.commit(next)
+                shared.workloads = next
+            }
+            return lines
         }
         wake.signal()
         return lines
     }
 
-    /// Removes the objects with these keys; their pods go at the next pass (at once).
+    /// Removes the objects with these keys, in one atomic step; their pods go at the
+    /// next pass (at once).
     func delete(_ keys: [String]) throws -> [String] {
-        var lines: [String] = []
-        for key in keys {
-            guard let workload = shared.withLockedValue({ $0.workloads[key] }) else {
-                let parts = key.split(separator: "/")
-                lines.append("\(parts[0].lowercased())/\(parts.last ?? "") not found")
-                continue
+        let lines = try shared.withLockedValue { shared in
+            var next = shared.workloads
+            var lines: [String] = []
+            for key in keys {
+                guard let workload = next.removeValue(forKey: key) else {
+                    let parts = key.split(separator: "/")
+                    lines.append("\(parts[0].lowercased())/\(parts.last ?? "") not found")
+                    continue
+                }
+                lines.append("\(workload.kind.rawValue.lowercased())/\(workload.name) deleted")
             }
-            try store.remove(key)
-            shared.withLockedValue { $0.workloads[key] = nil }
-            lines.append("\(workload.kind.rawValue.lowercased())/\(workload.name) deleted")
+            if next != shared.workloads {
+                try store.commit(next)
+                shared.workloads = next
+            }
+            return lines
         }
         wake.signal()
         return lines
+    }
+
+    /// Two objects whose pods would share a name: refused at apply, since each would
+    /// replace the other's pod forever.
+    static func podNameConflict(in workloads: [String: Workload]) -> ApplyConflict? {
+        var owners: [String: String] = [:]
+        for pod in DesiredPod.plan(workloads.values) {
+            if let owner = owners[pod.podmanName], owner != pod.owner {
+                return ApplyConflict(
+                    reason: "\(owner) and \(pod.owner) would both run pod \(pod.name) in namespace \(pod.namespace)"
+                )
+            }
+            owners[pod.podmanName] = pod.owner
+        }
+        return nil
     }
 
     /// The stored object under `key` (`Kind/namespace/name`).
@@ -657,4 +689,10 @@ final class Reconciler: @unchecked Sendable {
         podRetryAt[name] = nil
         podMessages[name] = nil
     }
+}
+
+/// An apply that would leave the desired state contradicting itself.
+struct ApplyConflict: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { reason }
 }

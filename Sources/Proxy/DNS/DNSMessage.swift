@@ -44,6 +44,11 @@ struct DNSQuery: Equatable, Sendable {
             guard size & 0xC0 == 0 else { throw DNSError(.malformed, "a compression pointer in the question") }
             guard size <= 63 else { throw DNSError(.malformed, "a label of \(size) bytes") }
             guard offset + size <= bytes.count else { throw DNSError(.truncated, "label runs past the message") }
+            // `orders\.secns.mesh` carries a label with a dot in it: joined into a name,
+            // it would read as two labels, another service's.
+            guard !bytes[offset..<offset + size].contains(UInt8(ascii: ".")) else {
+                throw DNSError(.malformed, "a '.' inside a label")
+            }
             length += size + 1
             guard length <= 255 else { throw DNSError(.malformed, "a name longer than 255 bytes") }
             labels.append(String(decoding: bytes[offset..<offset + size], as: UTF8.self).lowercased())
