@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(FoundationEssentials)
     import FoundationEssentials
 #else
@@ -98,16 +100,25 @@ public struct AdminClient: Sendable {
     }
 
     /// `method path` (GET unless told), handing over the status and body bytes as they
-    /// arrive until `onBody` returns false or the body ends. Returns the status.
+    /// arrive until `onBody` returns false, the body ends, or `cancellation` is
+    /// cancelled (from any thread: the wait for bytes ends at once). Returns the status.
     @discardableResult
     public func stream(
         _ path: String,
         method: String = "GET",
         body: [UInt8]? = nil,
+        cancellation: StreamCancellation? = nil,
         onBody: (Int, [UInt8]) -> Bool
     ) throws(AdminClientError) -> Int {
         let fd = try connect()
-        defer { close(fd) }
+        guard cancellation?.attach(fd) ?? true else {
+            close(fd)
+            throw AdminClientError("\(endpoint)\(path): cancelled")
+        }
+        defer {
+            cancellation?.detach()
+            close(fd)
+        }
         let host = if case .tcp(let host, let port) = endpoint { "\(host):\(port)" } else { "localhost" }
         let framing = body.map { "content-type: application/json\r\ncontent-length: \($0.count)\r\n" } ?? ""
         let request =
@@ -129,6 +140,7 @@ public struct AdminClient: Sendable {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
             let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if cancellation?.isCancelled == true { throw AdminClientError("\(endpoint)\(path): cancelled") }
             if count < 0 {
                 if errno == EINTR { continue }
                 let reason = errno == EAGAIN ? "no answer within \(timeout ?? 0) s" : String(cString: strerror(errno))
@@ -375,5 +387,40 @@ extension StringProtocol {
             let last = characters.lastIndex(where: { $0 != " " && $0 != "\t" })
         else { return "" }
         return String(characters[first...last])
+    }
+}
+
+/// Ends a blocking `AdminClient.stream` from another thread: its socket is shut down,
+/// so the read it waits in returns. The socket is detached under the same lock before
+/// it is closed, so a cancel never reaches a descriptor number reused by someone else.
+public final class StreamCancellation: Sendable {
+    private struct State {
+        var fd: Int32?
+        var cancelled = false
+    }
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public func cancel() {
+        state.withLock { state in
+            state.cancelled = true
+            if let fd = state.fd { shutdown(fd, Int32(SHUT_RDWR)) }
+        }
+    }
+
+    public var isCancelled: Bool { state.withLock { $0.cancelled } }
+
+    /// False: already cancelled; the stream must not start.
+    func attach(_ fd: Int32) -> Bool {
+        state.withLock { state in
+            guard !state.cancelled else { return false }
+            state.fd = fd
+            return true
+        }
+    }
+
+    func detach() {
+        state.withLock { $0.fd = nil }
     }
 }

@@ -138,6 +138,27 @@ import Testing
         )
         #expect(missing == 1 && why.contains("no such pod or container"), "\(why)")
 
+        // Finding 7 of the node security review (c7e302b): each `logs -f` of a quiet
+        // container left a thread behind when its reader went (150 requests: 6 -> 156
+        // threads). Readers that go now take their threads with them, and at most 32
+        // streams are open at once.
+        let agentPID = try #require(node.agent?.processIdentifier)
+        func threads() -> Int {
+            (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agentPID)/task").count) ?? -1
+        }
+        let before = threads()
+        var readers: [BlockingSocket] = []
+        for _ in 0..<40 {
+            let reader = try BlockingSocket(unixPath: node.socket)
+            try reader.send("GET /v1/logs/default/orders-0?follow=1&tail=0 HTTP/1.1\r\nHost: agent\r\n\r\n")
+            readers.append(reader)
+        }
+        let answers = try readers.map { String(decoding: try $0.receive(atMost: 512), as: UTF8.self) }
+        #expect(answers.filter { $0.hasPrefix("HTTP/1.1 200") }.count == 32, "\(answers.map { $0.prefix(30) })")
+        #expect(answers.filter { $0.hasPrefix("HTTP/1.1 429") }.count == 8)
+        readers.removeAll()  // every reader goes, while orders stays quiet
+        try waitUntil("the log threads end", timeout: 10) { threads() <= before + 2 }
+
         // Finding 3 of the node security review (c7e302b): root in an app container
         // switched to uid/gid 1337, the sidecar's, and its traffic left capture. App
         // containers now hold neither SETUID nor SETGID, and no-new-privileges.

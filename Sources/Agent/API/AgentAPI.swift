@@ -7,6 +7,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import Prometheus
+import Synchronization
 
 /// The agent's local API, JSON over HTTP/1.1 on a unix socket (and optionally TCP):
 ///
@@ -374,13 +375,18 @@ struct AgentAPI: Sendable {
 
     /// A refusal: counted, logged with the caller, answered with the reason.
     func refuse(_ status: HTTPResponseStatus, _ reason: String, _ caller: APICaller, _ route: String) -> Response {
-        let label = status == .unauthorized ? "unauthenticated" : "forbidden"
+        let label =
+            switch status {
+            case .unauthorized: "unauthenticated"
+            case .tooManyRequests: "overloaded"
+            default: "forbidden"
+            }
         Counter(label: "beemesh_api_refused_total", dimensions: [("reason", label)]).increment()
         logger.warning(
             "agent API request refused",
             metadata: ["caller": "\(caller)", "route": "\(route)", "reason": "\(reason)"]
         )
-        return failure(status, "\(status.code == 401 ? "unauthenticated" : "forbidden"): \(reason)")
+        return failure(status, "\(label): \(reason)")
     }
 
     private func json(_ value: some Encodable) -> Response {
@@ -459,8 +465,15 @@ final class AgentAPIHandler: ChannelInboundHandler {
         }
     }
 
+    /// Log streams open at once; more are refused with 429, so followers cannot pile
+    /// up threads.
+    static let maximumLogStreams = 32
+    private static let logStreams = Mutex(0)
+
     /// `GET /v1/logs/NAMESPACE/POD?container=&follow=1&tail=N`: podman's log stream,
-    /// demultiplexed, passed on in chunks until it ends or the client goes.
+    /// demultiplexed, passed on in chunks until it ends or the client goes. A client
+    /// that goes ends the stream at once, even while the container is quiet (its
+    /// podman connection is shut down), so no thread outlives its reader.
     private func streamLogs(head: HTTPRequestHead, reconciler: Reconciler, context: ChannelHandlerContext) {
         let (route, queryText) = head.uri.split(separator: "?", maxSplits: 1).map(String.init).splitFirst()
         let parts = route.split(separator: "/").map(String.init)
@@ -471,6 +484,21 @@ final class AgentAPIHandler: ChannelInboundHandler {
         else {
             let body = Array("{\"error\":\"no such pod or container\"}\n".utf8)
             write(AgentAPI.Response(status: .notFound, body: body), keepAlive: false, context: context)
+            return
+        }
+        let admitted = Self.logStreams.withLock { count in
+            guard count < Self.maximumLogStreams else { return false }
+            count += 1
+            return true
+        }
+        guard admitted else {
+            let refusal = api.refuse(
+                .tooManyRequests,
+                "\(Self.maximumLogStreams) log streams are open",
+                caller,
+                "/v1/logs"
+            )
+            write(refusal, keepAlive: false, context: context)
             return
         }
         var headers = HTTPHeaders()
@@ -485,8 +513,11 @@ final class AgentAPIHandler: ChannelInboundHandler {
         let follow = value("follow") == "1" || value("follow") == "true"
         let tail = value("tail").flatMap(Int.init)
         let podman = reconciler.podman
+        let cancellation = StreamCancellation()
+        channel.closeFuture.whenComplete { _ in cancellation.cancel() }
         Thread.detachNewThread {
-            try? podman.logs(container, follow: follow, tail: tail) { bytes in
+            defer { Self.logStreams.withLock { $0 -= 1 } }
+            try? podman.logs(container, follow: follow, tail: tail, cancellation: cancellation) { bytes in
                 guard channel.isActive else { return false }
                 channel.eventLoop.execute {
                     var buffer = channel.allocator.buffer(capacity: bytes.count)

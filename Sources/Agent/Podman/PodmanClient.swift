@@ -162,13 +162,21 @@ struct PodmanClient: Sendable {
 
     /// A container's output (stdout and stderr, demultiplexed), handed over as it
     /// arrives until `onOutput` returns false or the log ends (`follow`: the container ends).
-    func logs(_ name: String, follow: Bool, tail: Int?, onOutput: ([UInt8]) -> Bool) throws(PodmanError) {
+    func logs(
+        _ name: String,
+        follow: Bool,
+        tail: Int?,
+        cancellation: StreamCancellation? = nil,
+        onOutput: ([UInt8]) -> Bool
+    ) throws(PodmanError) {
         var query = "stdout=true&stderr=true&follow=\(follow)"
         if let tail { query += "&tail=\(tail)" }
         var pending: [UInt8] = []
         let status: Int
         do {
-            status = try client.stream(path("/containers/\(name)/logs?\(query)")) { _, bytes in
+            status = try client.stream(path("/containers/\(name)/logs?\(query)"), cancellation: cancellation) {
+                _,
+                bytes in
                 pending += bytes
                 // Frames: stream type (1 byte), 3 zero bytes, big-endian length, payload.
                 while pending.count >= 8 {
