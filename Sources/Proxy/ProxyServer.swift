@@ -2,6 +2,7 @@ import Logging
 import MeshAPI
 import MeshIdentity
 import MeshTLS
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -46,6 +47,10 @@ public final class ProxyServer: Service, Sendable {
     private let environment: ProxyEnvironment
     private let listeners = NIOLockedValueBox<[any Channel]>([])
     private let adminListeners = NIOLockedValueBox<[any Channel]>([])
+    /// The inbound mTLS listener's count of connections not yet authenticated.
+    private let admission: HandshakeAdmission
+    /// Open connections of the admin and metrics listeners, against their cap.
+    private let adminConnections = AdminConnections()
     private let metrics: PrometheusCollectorRegistry?
     private let readiness = Readiness()
 
@@ -58,6 +63,12 @@ public final class ProxyServer: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
+        admission = HandshakeAdmission(
+            limits: .init(
+                total: configuration.inbound.maxUnauthenticated,
+                perSource: configuration.inbound.maxUnauthenticatedPerSource
+            )
+        )
         let credentials = try TLSCredentialsSource(
             paths: CredentialPaths(
                 certificate: configuration.identity.certificate,
@@ -133,6 +144,9 @@ public final class ProxyServer: Service, Sendable {
     /// Live downstream connections.
     public var activeConnections: Int { environment.tracker.count }
 
+    /// Inbound mTLS connections that have not finished their handshake.
+    public var unauthenticatedConnections: Int { admission.pending }
+
     /// Flows open now (zero when recording is off).
     public var openFlowCount: Int { environment.flows.openCount }
 
@@ -144,14 +158,21 @@ public final class ProxyServer: Service, Sendable {
         let environment = self.environment
         environment.policies.reload()
         try policyWatcher.start()
-        let inbound = try await bind(configuration.inbound.listen, direction: .inbound) { channel, flow in
+        let admission = self.admission
+        let firstByte = TimeAmount.milliseconds(Int64(configuration.timeouts.firstByte * 1000))
+        let inbound = try await bind(configuration.inbound.listen, direction: .inbound, admission: admission) {
+            channel,
+            flow,
+            ticket in
             try channel.pipeline.syncOperations.addHandlers(
+                FirstByteTimeout(timeout: firstByte),
                 MeshTLSHandler(
                     context: environment.credentials.current,
                     expectedPeer: nil,
                     handshakeTimeout: environment.handshakeTimeout,
                     logger: environment.logger
                 ),
+                HandshakeAdmitted(ticket: ticket!),
                 InboundPrefaceHandler(environment: environment, flow: flow)
             )
         }
@@ -172,7 +193,7 @@ public final class ProxyServer: Service, Sendable {
             let rotation = EndpointRotation(route.endpoints)
             rotations.append((route, rotation))
             guard let listen = route.listen else { continue }
-            let listener = try await bind(listen, direction: .outbound) { channel, flow in
+            let listener = try await bind(listen, direction: .outbound) { channel, flow, _ in
                 try channel.pipeline.syncOperations.addHandler(
                     OutboundRouteHandler(route: route, rotation: rotation, environment: environment, flow: flow)
                 )
@@ -190,7 +211,7 @@ public final class ProxyServer: Service, Sendable {
         let captureRoutes = CaptureRoutes(rotations)
         var captureOutbound: [SocketAddress] = []
         for address in configuration.capture.outbound {
-            let listener = try await bind(address, direction: .outbound, ipv6Only: true) { channel, flow in
+            let listener = try await bind(address, direction: .outbound, ipv6Only: true) { channel, flow, _ in
                 try channel.pipeline.syncOperations.addHandler(
                     CapturedOutboundHandler(routes: captureRoutes, environment: environment, flow: flow)
                 )
@@ -200,7 +221,7 @@ public final class ProxyServer: Service, Sendable {
         }
         var captureInbound: [SocketAddress] = []
         for address in configuration.capture.inbound {
-            let listener = try await bind(address, direction: .inbound, ipv6Only: true) { channel, flow in
+            let listener = try await bind(address, direction: .inbound, ipv6Only: true) { channel, flow, _ in
                 try channel.pipeline.syncOperations.addHandler(
                     PlaintextInboundHandler(environment: environment, flow: flow)
                 )
@@ -258,12 +279,25 @@ public final class ProxyServer: Service, Sendable {
         return (admin, metricsAddress)
     }
 
+    /// The admin and metrics listeners: at most `AdminLimits.maximumConnections` open
+    /// together, and a connection that sends no request for
+    /// `AdminLimits.requestTimeout` is closed.
     private func adminBootstrap(_ api: AdminAPI, scope: AdminHandler.Scope) -> ServerBootstrap {
-        ServerBootstrap(group: group)
+        let connections = adminConnections
+        return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                guard connections.admit(channel) else {
+                    Counter(label: "beemesh_admin_connections_closed_total", dimensions: [("reason", "cap")])
+                        .increment()
+                    channel.close(promise: nil)
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        IdleStateHandler(readTimeout: AdminLimits.requestTimeout)
+                    )
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(AdminHandler(api: api, scope: scope))
                 }
@@ -276,9 +310,10 @@ public final class ProxyServer: Service, Sendable {
         _ address: HostPort,
         direction: FlowRecord.Direction,
         ipv6Only: Bool = false,
-        _ initialize: @escaping @Sendable (any Channel, Flow?) throws -> Void
+        admission: HandshakeAdmission? = nil,
+        _ initialize: @escaping @Sendable (any Channel, Flow?, HandshakeAdmission.Ticket?) throws -> Void
     ) async throws -> any Channel {
-        var bootstrap = bootstrap(direction: direction, initialize)
+        var bootstrap = bootstrap(direction: direction, admission: admission, initialize)
         if ipv6Only, address.host.contains(":") {
             // Capture listeners come in pairs, `0.0.0.0:P` and `[::]:P`: the IPv6 one
             // takes IPv6 only.
@@ -293,9 +328,13 @@ public final class ProxyServer: Service, Sendable {
         return listener
     }
 
+    /// With `admission`, a connection over its caps is closed at once: no flow, no
+    /// tracking, nothing else made for it (counted in
+    /// `beemesh_inbound_connections_total{result="unauthenticated_cap|unauthenticated_source_cap"}`).
     private func bootstrap(
         direction: FlowRecord.Direction,
-        _ initialize: @escaping @Sendable (any Channel, Flow?) throws -> Void
+        admission: HandshakeAdmission? = nil,
+        _ initialize: @escaping @Sendable (any Channel, Flow?, HandshakeAdmission.Ticket?) throws -> Void
     ) -> ServerBootstrap {
         let tracker = environment.tracker
         let flows = environment.flows
@@ -308,9 +347,22 @@ public final class ProxyServer: Service, Sendable {
             .childChannelOption(.writeBufferWaterMark, value: RelayChannelOptions.writeBufferWaterMark)
             .childChannelOption(.recvAllocator, value: RelayChannelOptions.receiveAllocator)
             .childChannelInitializer { channel in
+                var ticket: HandshakeAdmission.Ticket?
+                if let admission {
+                    switch admission.admit(channel.remoteAddress?.ipAddress ?? "?") {
+                    case .success(let admitted):
+                        ticket = admitted
+                        channel.closeFuture.whenComplete { _ in admitted.release() }
+                    case .failure(let refusal):
+                        Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", refusal.rawValue)])
+                            .increment()
+                        channel.close(promise: nil)
+                        return channel.eventLoop.makeSucceededVoidFuture()
+                    }
+                }
                 tracker.track(channel)
                 let flow = flows.open(channel, direction: direction)
-                return channel.eventLoop.makeCompletedFuture { try initialize(channel, flow) }
+                return channel.eventLoop.makeCompletedFuture { try initialize(channel, flow, ticket) }
             }
     }
 

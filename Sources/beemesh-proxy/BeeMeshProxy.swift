@@ -28,7 +28,9 @@ struct BeeMeshProxy: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             tuneAllocator()
+            let openFiles = ProcessMain.raiseOpenFileLimit()
             let logger = ProcessMain.logger("beemesh-proxy", level: configuration.logLevel)
+            logger.debug("open files limit", metadata: ["limit": "\(openFiles)"])
             let server: ProxyServer
             do {
                 server = try ProxyServer(

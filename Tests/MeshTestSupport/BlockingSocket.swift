@@ -13,9 +13,24 @@ public final class BlockingSocket: @unchecked Sendable {  // one fd; callers do 
     /// success: a class whose initializer throws after initializing every stored property
     /// still runs `deinit`, which would close the descriptor a second time, possibly
     /// after another socket in this process has been given the same number.
-    public init(port: Int, host: String = "127.0.0.1", timeoutSeconds: Int = 30) throws {
+    public init(port: Int, host: String = "127.0.0.1", source: String? = nil, timeoutSeconds: Int = 30) throws {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw SocketError("socket: \(String(cString: strerror(errno)))") }
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            inet_pton(AF_INET, source, &local.sin_addr)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard bound == 0 else {
+                let reason = String(cString: strerror(errno))
+                close(descriptor)
+                throw SocketError("bind \(source): \(reason)")
+            }
+        }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

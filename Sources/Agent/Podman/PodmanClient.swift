@@ -112,6 +112,14 @@ struct PodmanClient: Sendable {
         var cap_drop: [String]? = nil
         /// No process of the container gains privileges (setuid binaries, file caps).
         var no_new_privileges: Bool? = nil
+        /// Resource limits (`RLIMIT_NOFILE`, …), over containers.conf's defaults.
+        var r_limits: [ResourceLimit]? = nil
+    }
+
+    struct ResourceLimit: Encodable {
+        var type: String
+        var hard: UInt64
+        var soft: UInt64
     }
 
     func createContainer(_ spec: ContainerSpec) throws(PodmanError) {

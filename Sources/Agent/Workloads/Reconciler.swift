@@ -449,6 +449,10 @@ final class Reconciler: @unchecked Sendable {
         throw PodmanError(status: nil, message: "the sidecar did not become ready within 15 s")
     }
 
+    /// The sidecar's descriptor limit: two per relayed connection, with room for the
+    /// unauthenticated ones its caps admit (`inbound.maxUnauthenticated`, 1,024).
+    static let sidecarOpenFiles: UInt64 = 16384
+
     private func sidecarSpec(_ pod: DesiredPod, directory: String) -> PodmanClient.ContainerSpec {
         var mounts = [
             PodmanClient.Mount(destination: "/etc/beemesh/pod", source: directory + "/config", options: ["ro"]),
@@ -478,7 +482,8 @@ final class Reconciler: @unchecked Sendable {
             mounts: mounts,
             work_dir: nil,
             stop_timeout: 35,
-            init: nil
+            init: nil,
+            r_limits: [.init(type: "RLIMIT_NOFILE", hard: Self.sidecarOpenFiles, soft: Self.sidecarOpenFiles)]
         )
     }
 

@@ -1,5 +1,6 @@
 import Logging
 import MeshAPI
+import Metrics
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
@@ -181,6 +182,17 @@ final class AdminHandler: ChannelInboundHandler {
         }
     }
 
+    /// A connection that sends no request for `AdminLimits.requestTimeout` is closed
+    /// (a follower, which sends nothing after its request, is not).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, subscription == nil {
+            Counter(label: "beemesh_admin_connections_closed_total", dimensions: [("reason", "idle")]).increment()
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         if let subscription { api.environment.flows.unsubscribe(subscription) }
         subscription = nil
@@ -261,3 +273,30 @@ final class AdminHandler: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension AdminHandler: Sendable {}
+
+/// What one client of a sidecar's local endpoints (admin API, metrics) may hold: the
+/// app container reaches them on loopback, and 1,100 idle connections once exhausted
+/// the sidecar's descriptors.
+enum AdminLimits {
+    /// Connections open at once on all admin and metrics listeners together; more are
+    /// closed as soon as they are accepted.
+    static let maximumConnections = 64
+    /// A connection with no request for this long is closed (followers excepted).
+    static let requestTimeout = TimeAmount.seconds(Int64(10))
+}
+
+/// Counts the admin API's open connections against `AdminLimits.maximumConnections`.
+final class AdminConnections: Sendable {
+    private let open = Atomic<Int>(0)
+
+    /// Whether one more may open; if so, it is counted until `channel` closes.
+    func admit(_ channel: any Channel) -> Bool {
+        let now = open.wrappingAdd(1, ordering: .relaxed).newValue
+        guard now <= AdminLimits.maximumConnections else {
+            open.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        channel.closeFuture.whenComplete { _ in self.open.wrappingSubtract(1, ordering: .relaxed) }
+        return true
+    }
+}

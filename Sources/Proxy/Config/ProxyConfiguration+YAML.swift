@@ -37,7 +37,18 @@ extension ProxyConfiguration {
         var configuration = ProxyConfiguration(identity: identity)
 
         if let inboundNode = top.optional("inbound") {
-            let map = try inboundNode.mapping(allowed: ["listen", "services", "ports", "appAddress"])
+            let map = try inboundNode.mapping(allowed: [
+                "listen", "services", "ports", "appAddress", "maxUnauthenticated", "maxUnauthenticatedPerSource",
+            ])
+            for (key, limit) in [
+                ("maxUnauthenticated", \ProxyConfiguration.Inbound.maxUnauthenticated),
+                ("maxUnauthenticatedPerSource", \.maxUnauthenticatedPerSource),
+            ] {
+                guard let node = map.optional(key) else { continue }
+                let value = try node.integer()
+                guard (1...1_000_000).contains(value) else { throw node.error("between 1 and 1000000, got \(value)") }
+                configuration.inbound[keyPath: limit] = value
+            }
             if let node = map.optional("listen") { configuration.inbound.listen = try node.hostPort() }
             if let node = map.optional("services") {
                 configuration.inbound.services = try node.sequence().map { item throws(ConfigurationError) in
@@ -147,7 +158,12 @@ extension ProxyConfiguration {
         }
 
         if let timeoutsNode = top.optional("timeouts") {
-            let map = try timeoutsNode.mapping(allowed: ["connect", "handshake", "preface", "idle", "drain"])
+            let map = try timeoutsNode.mapping(allowed: [
+                "connect", "handshake", "firstByte", "preface", "idle", "drain",
+            ])
+            if let node = map.optional("firstByte") {
+                configuration.timeouts.firstByte = try node.duration(positive: true)
+            }
             if let node = map.optional("connect") { configuration.timeouts.connect = try node.duration(positive: true) }
             if let node = map.optional("handshake") {
                 configuration.timeouts.handshake = try node.duration(positive: true)

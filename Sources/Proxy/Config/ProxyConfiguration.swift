@@ -31,6 +31,11 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         public var ports: [UInt16] = []
         /// Where the app listens. Default `127.0.0.1`.
         public var appAddress = "127.0.0.1"
+        /// Connections that have not finished their TLS handshake, at most, in all.
+        /// More are closed as soon as they are accepted. Default 1024.
+        public var maxUnauthenticated = 1024
+        /// The same, from one source address. Default 128.
+        public var maxUnauthenticatedPerSource = 128
     }
 
     /// A static outbound route: connections are carried over mTLS to one of the
@@ -75,6 +80,9 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         public var connect: Double = 5
         /// The whole TLS handshake. Default 10 s.
         public var handshake: Double = 10
+        /// An inbound mTLS connection that sends nothing this long after it is
+        /// accepted is closed. Default 2 s.
+        public var firstByte: Double = 2
         /// From handshake to a complete preface (and to its answer). Default 5 s.
         public var preface: Double = 5
         /// A relayed connection with no bytes either way is closed. Default 1 h.

@@ -43,7 +43,9 @@ final class MeshPair {
         policies: String = MeshPair.allowDefaultNamespace,
         idle: String = "1h",
         serverInboundPort: Int = 0,
-        engine: RelayEngine = .direct
+        engine: RelayEngine = .direct,
+        serverInbound: String = "",
+        serverTimeouts: String = ""
     ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("beemesh-pair-\(UUID())").path
         root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("example.org"))
@@ -60,10 +62,10 @@ final class MeshPair {
         let serverYAML = """
             identity: {certificate: \(directory)/orders/cert.pem, privateKey: \(directory)/orders/key.pem, trustBundle: \(directory)/orders/bundle.pem}
             policies: {directory: \(policyDirectory)}
-            inbound: {listen: 127.0.0.1:\(serverInboundPort), services: [orders.default], ports: [\(allowedPorts.map(String.init).joined(separator: ", "))]}
+            inbound: {listen: 127.0.0.1:\(serverInboundPort), services: [orders.default], ports: [\(allowedPorts.map(String.init).joined(separator: ", "))]\(serverInbound)}
             admin: {listen: 127.0.0.1:0, socket: \(directory)/orders-admin.sock}
             metrics: {listen: 127.0.0.1:0}
-            timeouts: {idle: \(idle)}
+            timeouts: {idle: \(idle)\(serverTimeouts)}
             relayEngine: \(engine.rawValue)
             """
         server = try ProxyServer(
