@@ -196,6 +196,21 @@ let package = Package(
             path: "Tests/KademliaSimulation",
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
         ),
+        // The parsers' fuzz targets; the executable is libFuzzer's when built by
+        // tools/fuzz (-sanitize=fuzzer,address -D FUZZING), a corpus replayer otherwise.
+        .target(
+            name: "FuzzTargets",
+            dependencies: [
+                "Agent", "Kademlia", "MeshAPI", "MeshIdentity", "Policy", "Proxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/FuzzTargets"
+        ),
+        .executableTarget(
+            name: "beemesh-fuzz",
+            dependencies: ["FuzzTargets"],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
         .executableTarget(
             name: "beemesh-dht-sim",
             dependencies: [
@@ -218,6 +233,10 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        .testTarget(
+            name: "FuzzCorpusTests",
+            dependencies: ["FuzzTargets"]
         ),
         .testTarget(
             name: "MeshAPITests",

@@ -178,7 +178,7 @@ extension YAMLField {
     /// `{user: NAME|UID, admin: true}`, `{group: NAME|GID, namespaces: [...],
     /// serviceAccounts: [...]}`: one `api.access` grant.
     fileprivate func grant() throws(ConfigurationError) -> APIAccess.Grant {
-        let map = try mapping(allowed: ["user", "group", "admin", "namespaces", "serviceAccounts"])
+        let map = try mapping(allowed: ["user", "group", "admin", "publish", "namespaces", "serviceAccounts"])
         let subject: APIAccess.Grant.Subject
         switch (map.optional("user"), map.optional("group")) {
         case (let user?, nil): subject = .user(try user.userID())
@@ -187,6 +187,7 @@ extension YAMLField {
         }
         var grant = APIAccess.Grant(subject: subject)
         if let node = map.optional("admin") { grant.admin = try node.bool() }
+        if let node = map.optional("publish") { grant.publish = try node.bool() }
         for (key, names) in [("namespaces", \APIAccess.Grant.namespaces), ("serviceAccounts", \.serviceAccounts)] {
             guard let node = map.optional(key) else { continue }
             let values = try node.strings()
@@ -195,8 +196,10 @@ extension YAMLField {
             }
             grant[keyPath: names] = values
         }
-        guard grant.admin || (!grant.namespaces.isEmpty && !grant.serviceAccounts.isEmpty) else {
-            throw error("a grant without admin: true names its namespaces and serviceAccounts (\"*\": all)")
+        guard grant.admin || grant.publish || (!grant.namespaces.isEmpty && !grant.serviceAccounts.isEmpty) else {
+            throw error(
+                "a grant without admin: true or publish: true names its namespaces and serviceAccounts (\"*\": all)"
+            )
         }
         return grant
     }

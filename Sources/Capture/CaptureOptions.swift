@@ -36,6 +36,9 @@ public struct CaptureOptions: Sendable, Equatable {
     public var excludeInboundPorts: [UInt16] = []
     /// When not empty, only these inbound ports are redirected.
     public var includeInboundPorts: [UInt16] = []
+    /// Let traffic other than TCP in and out of the pod. Off: the filter chains drop it
+    /// (only DNS, which the proxy answers, and ICMPv6 neighbour discovery pass).
+    public var allowNonTCP = false
 
     public init() {}
 

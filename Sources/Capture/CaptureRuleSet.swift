@@ -28,6 +28,23 @@ import MeshNet
 ///     tcp dport @inbound_excluded_ports counter return
 ///     tcp dport != @inbound_included_ports counter return  # only with --include-inbound-ports
 ///     meta l4proto tcp counter redirect to :15006 }
+///   # Unless --allow-non-tcp: everything but TCP (UDP, ICMP, ...) is dropped, both ways.
+///   chain outbound_filter { type filter hook output priority 0
+///     meta skuid 1337 counter accept; meta skgid 1337 counter accept
+///     oifname "lo" counter accept
+///     ct status dnat counter accept                        # DNS, redirected to :15053
+///     meta l4proto tcp counter accept                      # captured above
+///     meta l4proto ipv6-icmp counter accept                # neighbour discovery
+///     ct state established,related counter accept          # ICMP errors, replies
+///     ip daddr @outbound_excluded_v4 counter accept
+///     ip6 daddr @outbound_excluded_v6 counter accept
+///     counter drop }
+///   chain inbound_filter { type filter hook input priority 0
+///     iifname "lo" counter accept
+///     meta l4proto tcp counter accept
+///     meta l4proto ipv6-icmp counter accept
+///     ct state established,related counter accept          # replies to the proxy's DNS
+///     counter drop }
 /// }
 /// ```
 ///
@@ -47,12 +64,20 @@ public struct CaptureRuleSet: Sendable, Equatable {
         case output
         /// Packets arriving from the network (`prerouting`).
         case prerouting
+        /// Packets for a local socket, after routing (`input`).
+        case input
+    }
+
+    public enum ChainType: String, Sendable, Equatable {
+        case nat
+        case filter
     }
 
     public struct Chain: Sendable, Equatable {
         public var name: String
         public var hook: Hook
-        /// nftables' `dstnat` priority.
+        public var type: ChainType = .nat
+        /// nftables' `dstnat` priority for nat chains, `filter` (0) for filter chains.
         public var priority: Int32 = -100
     }
 
@@ -85,6 +110,7 @@ public struct CaptureRuleSet: Sendable, Equatable {
     public enum TransportProtocol: UInt8, Sendable, Equatable {
         case tcp = 6
         case udp = 17
+        case icmpv6 = 58
     }
 
     public enum Match: Sendable, Equatable {
@@ -99,11 +125,19 @@ public struct CaptureRuleSet: Sendable, Equatable {
         case destinationPort(TransportProtocol, UInt16)
         /// The TCP destination port is (or, negated, is not) in the named set.
         case destinationPortInSet(String, negated: Bool)
+        /// The packet belongs to a connection already seen both ways, or is related to
+        /// one (an ICMP error): conntrack state established or related.
+        case establishedOrRelated
+        /// The connection's destination was rewritten (`ct status dnat`): what the nat
+        /// chains redirected to the proxy (filter chains still see the old interface).
+        case redirected
     }
 
     public enum Action: Sendable, Equatable {
         case `return`
         case redirect(port: UInt16)
+        case accept
+        case drop
     }
 
     /// Every rule also counts (a `counter` between its matches and its action).
@@ -188,5 +222,41 @@ public struct CaptureRuleSet: Sendable, Equatable {
             )
         }
         inbound([.transportProtocol(.tcp)], .redirect(port: options.inboundPort), "inbound TCP to the proxy")
+
+        guard !options.allowNonTCP else { return }
+        chains += [
+            Chain(name: "outbound_filter", hook: .output, type: .filter, priority: 0),
+            Chain(name: "inbound_filter", hook: .input, type: .filter, priority: 0),
+        ]
+        func filter(_ chain: String, _ matches: [Match], _ action: Action, _ comment: String) {
+            rules.append(Rule(chain: chain, matches: matches, action: action, comment: comment))
+        }
+        let out = "outbound_filter"
+        filter(out, [.socketUID(options.proxyUID)], .accept, "the proxy's own sockets (uid \(options.proxyUID))")
+        filter(out, [.socketGID(options.proxyGID)], .accept, "the proxy's own sockets (gid \(options.proxyGID))")
+        filter(out, [.outputInterface("lo")], .accept, "loopback")
+        filter(out, [.redirected], .accept, "redirected to the proxy (DNS to the mesh resolver)")
+        filter(out, [.transportProtocol(.tcp)], .accept, "TCP (captured by the outbound chain)")
+        filter(out, [.transportProtocol(.icmpv6)], .accept, "ICMPv6 (neighbour discovery)")
+        filter(out, [.establishedOrRelated], .accept, "replies and ICMP errors of known connections")
+        filter(
+            out,
+            [.destinationAddress(inSet: "outbound_excluded_v4", family: .ipv4)],
+            .accept,
+            "excluded IPv4 destinations"
+        )
+        filter(
+            out,
+            [.destinationAddress(inSet: "outbound_excluded_v6", family: .ipv6)],
+            .accept,
+            "excluded IPv6 destinations"
+        )
+        filter(out, [], .drop, "anything else from the app (UDP, ICMP, ...): dropped")
+        let into = "inbound_filter"
+        filter(into, [.inputInterface("lo")], .accept, "local traffic")
+        filter(into, [.transportProtocol(.tcp)], .accept, "TCP (captured by the inbound chain)")
+        filter(into, [.transportProtocol(.icmpv6)], .accept, "ICMPv6 (neighbour discovery)")
+        filter(into, [.establishedOrRelated], .accept, "replies to the pod's own connections")
+        filter(into, [], .drop, "anything else to the pod (UDP, ICMP, ...): dropped")
     }
 }

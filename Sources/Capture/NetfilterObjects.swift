@@ -16,8 +16,13 @@ enum NetfilterObjects {
         let object = nftnl_chain_alloc()!
         nftnl_chain_set_str(object, netfilterU16(NFTNL_CHAIN_TABLE), CaptureRuleSet.tableName)
         nftnl_chain_set_str(object, netfilterU16(NFTNL_CHAIN_NAME), chain.name)
-        nftnl_chain_set_str(object, netfilterU16(NFTNL_CHAIN_TYPE), "nat")
-        let hook = chain.hook == .output ? NF_INET_LOCAL_OUT : NF_INET_PRE_ROUTING
+        nftnl_chain_set_str(object, netfilterU16(NFTNL_CHAIN_TYPE), chain.type.rawValue)
+        let hook =
+            switch chain.hook {
+            case .output: NF_INET_LOCAL_OUT
+            case .prerouting: NF_INET_PRE_ROUTING
+            case .input: NF_INET_LOCAL_IN
+            }
         nftnl_chain_set_u32(object, netfilterU16(NFTNL_CHAIN_HOOKNUM), netfilterU32(hook))
         nftnl_chain_set_s32(object, netfilterU16(NFTNL_CHAIN_PRIO), chain.priority)
         nftnl_chain_set_u32(object, netfilterU16(NFTNL_CHAIN_POLICY), UInt32(NF_ACCEPT))
@@ -93,6 +98,15 @@ enum NetfilterObjects {
                 UInt32(bitPattern: Int32(netfilterI64(NFT_RETURN)))
             )
             nftnl_rule_add_expr(object, verdict)
+        case .accept, .drop:
+            let verdict = nftnl_expr_alloc("immediate")!
+            nftnl_expr_set_u32(verdict, netfilterU16(NFTNL_EXPR_IMM_DREG), netfilterU32(NFT_REG_VERDICT))
+            nftnl_expr_set_u32(
+                verdict,
+                netfilterU16(NFTNL_EXPR_IMM_VERDICT),
+                UInt32(rule.action == .accept ? NF_ACCEPT : NF_DROP)
+            )
+            nftnl_rule_add_expr(object, verdict)
         case .redirect(let port):
             let immediate = nftnl_expr_alloc("immediate")!
             nftnl_expr_set_u32(immediate, netfilterU16(NFTNL_EXPR_IMM_DREG), register)
@@ -144,10 +158,40 @@ enum NetfilterObjects {
                 payload(NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, length: 2),
                 lookup(set, id: setIDs[set], negated: negated),
             ]
+        case .establishedOrRelated:
+            // ct state (a 32-bit mask in host order) & (established | related) != 0
+            let state = nftnl_expr_alloc("ct")!
+            nftnl_expr_set_u32(state, netfilterU16(NFTNL_EXPR_CT_KEY), netfilterU32(NFT_CT_STATE))
+            nftnl_expr_set_u32(state, netfilterU16(NFTNL_EXPR_CT_DREG), register)
+            let mask = nftnl_expr_alloc("bitwise")!
+            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_SREG), register)
+            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_DREG), register)
+            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_LEN), 4)
+            setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_MASK), hostOrder(Self.establishedOrRelatedBits))
+            setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_XOR), [0, 0, 0, 0])
+            return [state, mask, compare(.notEqual, [0, 0, 0, 0])]
+        case .redirected:
+            // ct status (a 32-bit mask in host order) & IPS_DST_NAT != 0
+            let status = nftnl_expr_alloc("ct")!
+            nftnl_expr_set_u32(status, netfilterU16(NFTNL_EXPR_CT_KEY), netfilterU32(NFT_CT_STATUS))
+            nftnl_expr_set_u32(status, netfilterU16(NFTNL_EXPR_CT_DREG), register)
+            let mask = nftnl_expr_alloc("bitwise")!
+            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_SREG), register)
+            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_DREG), register)
+            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_LEN), 4)
+            setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_MASK), hostOrder(Self.destinationNATBit))
+            setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_XOR), [0, 0, 0, 0])
+            return [status, mask, compare(.notEqual, [0, 0, 0, 0])]
         }
     }
 
-    private enum Comparison { case equal }
+    /// Conntrack's `IPS_DST_NAT` status bit.
+    private static let destinationNATBit: UInt32 = 1 << 5
+
+    /// Conntrack's state bits (`NF_CT_STATE_BIT`): established 2, related 4.
+    private static let establishedOrRelatedBits: UInt32 = 2 | 4
+
+    private enum Comparison { case equal, notEqual }
 
     private static func meta(_ key: nft_meta_keys) -> OpaquePointer {
         let expression = nftnl_expr_alloc("meta")!
@@ -159,7 +203,11 @@ enum NetfilterObjects {
     private static func compare(_ comparison: Comparison, _ data: [UInt8]) -> OpaquePointer {
         let expression = nftnl_expr_alloc("cmp")!
         nftnl_expr_set_u32(expression, netfilterU16(NFTNL_EXPR_CMP_SREG), register)
-        nftnl_expr_set_u32(expression, netfilterU16(NFTNL_EXPR_CMP_OP), netfilterU32(NFT_CMP_EQ))
+        nftnl_expr_set_u32(
+            expression,
+            netfilterU16(NFTNL_EXPR_CMP_OP),
+            netfilterU32(comparison == .equal ? NFT_CMP_EQ : NFT_CMP_NEQ)
+        )
         setData(expression, netfilterU32(NFTNL_EXPR_CMP_DATA), data)
         return expression
     }

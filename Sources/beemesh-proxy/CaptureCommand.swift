@@ -50,6 +50,9 @@ struct CaptureCommand: ParsableCommand {
         @Option(help: "Where inbound TCP is redirected.")
         var inboundPort = 15006
 
+        @Flag(help: "Let traffic other than TCP into and out of the pod (by default it is dropped; DNS is captured).")
+        var allowNonTcp = false
+
         @Flag(inversion: .prefixedNo, help: "Redirect DNS (UDP and TCP port 53) to --dns-port, the mesh DNS.")
         var captureDns = true
 
@@ -76,6 +79,7 @@ struct CaptureCommand: ParsableCommand {
             options.outboundPort = try Self.port(outboundPort, option: "--outbound-port")
             options.inboundPort = try Self.port(inboundPort, option: "--inbound-port")
             options.captureDNS = captureDns
+            options.allowNonTCP = allowNonTcp
             options.dnsPort = try Self.port(dnsPort, option: "--dns-port")
             options.excludeOutboundPorts = try CaptureOptions.ports(
                 excludeOutboundPorts.joined(separator: ","),

@@ -286,6 +286,13 @@ import Testing
         #expect(tenant.mayRead(namespace: "shop") && !tenant.mayRead(namespace: "ops"))
         let wide = access.permissions(for: LocalUser(uid: 3000, gid: 2000, groups: [2000]))
         #expect(wide.mayWrite(namespace: "any", serviceAccount: "any") && !wide.admin)
+        #expect(!tenant.mayPublish && !wide.mayPublish && admin.mayPublish)
+        let sidecars = APIAccess(grants: [.init(subject: .user(1337), publish: true)])
+        let sidecar = sidecars.permissions(for: LocalUser(uid: 1337, gid: 1337, groups: [1337]))
+        #expect(
+            sidecar.mayPublish && sidecar.isKnown && !sidecar.admin
+                && !sidecar.mayWrite(namespace: "default", serviceAccount: nil)
+        )
         let stranger = access.permissions(for: LocalUser(uid: 4000, gid: 4000, groups: [4000]))
         #expect(!stranger.isKnown && !stranger.mayRead(namespace: "default"))
     }

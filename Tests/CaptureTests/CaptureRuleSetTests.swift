@@ -6,7 +6,15 @@ import Testing
 @Suite struct CaptureRuleSetTests {
     @Test func defaultRulesInOrder() {
         let ruleSet = CaptureRuleSet(options: CaptureOptions())
-        #expect(ruleSet.chains.map(\.name) == ["outbound", "inbound"])
+        #expect(ruleSet.chains.map(\.name) == ["outbound", "inbound", "outbound_filter", "inbound_filter"])
+        #expect(ruleSet.chains.map(\.type) == [.nat, .nat, .filter, .filter])
+        // Everything but TCP is dropped both ways after what is let through.
+        let filters = ruleSet.rules.filter { $0.chain.hasSuffix("_filter") }
+        #expect(filters.filter { $0.action == .drop }.map(\.chain) == ["outbound_filter", "inbound_filter"])
+        #expect(filters.filter { $0.action == .drop }.allSatisfy { $0.matches.isEmpty })
+        var allowing = CaptureOptions()
+        allowing.allowNonTCP = true
+        #expect(CaptureRuleSet(options: allowing).chains.map(\.name) == ["outbound", "inbound"])
         let outbound = ruleSet.rules.filter { $0.chain == "outbound" }
         #expect(
             outbound.map(\.matches) == [

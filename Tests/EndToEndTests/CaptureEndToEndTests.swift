@@ -286,6 +286,75 @@ import Testing
         #expect(direct.status == 0 && direct.output.hasPrefix("peer=::ffff:\(lab.addressA)"), "\(direct)")
     }
 
+    /// Finding 10 of the node security review (c7e302b): UDP to and from app ports
+    /// passed in plaintext, from the app and from the host to the pod. Now everything
+    /// but TCP is dropped both ways, unless `--allow-non-tcp`.
+    @Test func nonTCPTrafficIsDroppedBothWaysUnlessAllowed() async throws {
+        try await blocking { try nonTCP() }
+    }
+
+    private func nonTCP() throws {
+        let lab = try NamespaceLab(subnet: 16)
+        defer { lab.tearDown() }
+        try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a])
+        let outbound = try udpDelivered(lab, from: lab.a, to: lab.b, address: lab.addressB)
+        let inbound = try udpDelivered(lab, from: lab.b, to: lab.a, address: lab.addressA)
+        let outbound6 = try udpDelivered(lab, from: lab.a, to: lab.b, address: lab.addressB6)
+        #expect(!outbound && !inbound && !outbound6, "UDP crossed the capture: \(outbound) \(inbound) \(outbound6)")
+        let (pinged, _) = try runProcess(
+            NamespaceLab.command(in: lab.a, ["ping", "-c", "1", "-W", "1", lab.addressB]),
+            input: []
+        )
+        #expect(pinged != 0, "ICMP echo left the pod")
+        let counters = try counters(lab, lab.a)
+        #expect(
+            (counters["outbound_filter: anything else from the app (UDP, ICMP, ...): dropped"] ?? 0) >= 2,
+            "\(counters)"
+        )
+        #expect(
+            (counters["inbound_filter: anything else to the pod (UDP, ICMP, ...): dropped"] ?? 0) >= 1,
+            "\(counters)"
+        )
+
+        // Control: with --allow-non-tcp the same datagrams arrive.
+        try NamespaceLab.run([proxy, "capture", "install", "--netns", lab.a, "--allow-non-tcp"])
+        #expect(try udpDelivered(lab, from: lab.a, to: lab.b, address: lab.addressB))
+        #expect(try udpDelivered(lab, from: lab.b, to: lab.a, address: lab.addressA))
+    }
+
+    /// One UDP datagram from `from` to `address`:9999 in `to`, and whether it arrived.
+    private func udpDelivered(_ lab: NamespaceLab, from: String, to: String, address: String) throws -> Bool {
+        let family = address.contains(":") ? "AF_INET6" : "AF_INET"
+        let log = lab.directory.path + "/udp-\(UUID().uuidString).log"
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        receiver.arguments = NamespaceLab.command(
+            in: to,
+            [
+                NamespaceLab.python, "-c",
+                "import socket; s = socket.socket(socket.\(family), socket.SOCK_DGRAM); s.bind(('\(address)', 9999)); "
+                    + "open('\(log)', 'w').write('ready'); s.settimeout(2)\n"
+                    + "try: open('\(log)', 'w').write(s.recv(100).decode())\nexcept OSError: pass",
+            ]
+        )
+        try receiver.run()
+        let deadline = Date() + 10
+        while !FileManager.default.fileExists(atPath: log), Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        // A datagram the output filter drops fails in the sender (EPERM): not an error here.
+        _ = try runProcess(
+            NamespaceLab.command(
+                in: from,
+                [
+                    NamespaceLab.python, "-c",
+                    "import socket; socket.socket(socket.\(family), socket.SOCK_DGRAM).sendto(b'leak', ('\(address)', 9999))",
+                ]
+            ),
+            input: []
+        )
+        receiver.waitUntilExit()
+        return (try? String(contentsOfFile: log, encoding: .utf8)) == "leak"
+    }
+
     @Test func anEgressPolicyPassesADestinationOutsideTheMeshThroughInPlaintext() async throws {
         try await blocking { try egress() }
     }
@@ -373,7 +442,11 @@ import Testing
         let expected = CaptureRuleSet(options: options)
         let json = try lab.run(in: lab.a, ["nft", "-j", "list", "ruleset"])
         let listed = try NftListing(json: json)
-        #expect(listed.chains == ["outbound": "output", "inbound": "prerouting"])
+        #expect(
+            listed.chains == [
+                "outbound": "output", "inbound": "prerouting", "outbound_filter": "output", "inbound_filter": "input",
+            ]
+        )
         #expect(listed.rules.map(\.chain) == expected.rules.map(\.chain))
         #expect(listed.rules.map(\.comment) == expected.rules.map(\.comment))
         #expect(listed.rules.map(\.expressions) == expected.rules.map(NftListing.expressions))
@@ -434,6 +507,9 @@ private struct NftListing {
     }
 
     private static func expression(_ value: [String: Any]) -> String {
+        if let match = value["match"] as? [String: Any], let ct = (match["left"] as? [String: Any])?["ct"] {
+            return "ct \((ct as? [String: Any])?["key"] ?? "?") \(match["op"] ?? "?") \(match["right"] ?? "?")"
+        }
         if let match = value["match"] as? [String: Any] {
             let left = match["left"] as? [String: Any] ?? [:]
             var operand = "?"
@@ -446,6 +522,8 @@ private struct NftListing {
         }
         if value["counter"] != nil { return "counter" }
         if value["return"] != nil { return "return" }
+        if value["accept"] != nil { return "accept" }
+        if value["drop"] != nil { return "drop" }
         if let redirect = value["redirect"] as? [String: Any] { return "redirect :\(redirect["port"] ?? "?")" }
         return "unknown \(value.keys.sorted())"
     }
@@ -454,7 +532,8 @@ private struct NftListing {
     static func expressions(_ rule: CaptureRuleSet.Rule) -> [String] {
         let matches = rule.matches.map { match -> String in
             switch match {
-            case .transportProtocol(let proto): "meta l4proto == \(proto == .tcp ? "tcp" : "udp")"
+            case .transportProtocol(let proto):
+                "meta l4proto == \(proto == .tcp ? "tcp" : proto == .udp ? "udp" : "ipv6-icmp")"
             case .socketUID(let uid): "meta skuid == \(uid)"
             case .socketGID(let gid): "meta skgid == \(gid)"
             case .outputInterface(let name): "meta oifname == \(name)"
@@ -462,12 +541,16 @@ private struct NftListing {
             case .destinationAddress(let set, let family): "\(family == .ipv4 ? "ip" : "ip6") daddr == @\(set)"
             case .destinationPort(let proto, let port): "\(proto == .tcp ? "tcp" : "udp") dport == \(port)"
             case .destinationPortInSet(let set, let negated): "tcp dport \(negated ? "!=" : "==") @\(set)"
+            case .establishedOrRelated: #"ct state in ["established", "related"]"#
+            case .redirected: "ct status in dnat"
             }
         }
         let action =
             switch rule.action {
             case .return: "return"
             case .redirect(let port): "redirect :\(port)"
+            case .accept: "accept"
+            case .drop: "drop"
             }
         return matches + ["counter", action]
     }

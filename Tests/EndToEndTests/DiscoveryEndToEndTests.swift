@@ -54,7 +54,10 @@ import Testing
               listen: 127.0.0.1:\(ports[node - 1])
               bootstrap: [127.0.0.1:\(ports[0])]
               requestTimeout: 1s
-            api: {socket: \(directory)/agent-\(node).sock}
+            api:
+              socket: \(directory)/agent-\(node).sock
+              socketGroup: "\(Self.proxyUser)"
+              access: [{user: "\(Self.proxyUser)", publish: true}]
             """.write(toFile: "\(directory)/agent-\(node).yaml", atomically: true, encoding: .utf8)
             try lab.start(
                 in: nil,

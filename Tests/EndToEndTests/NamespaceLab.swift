@@ -106,7 +106,7 @@ final class NamespaceLab: @unchecked Sendable {
         try text.write(toFile: directory + "/resolv.conf", atomically: true, encoding: .utf8)
     }
 
-    private static func command(in namespace: String?, as user: UInt32?, _ arguments: [String]) -> [String] {
+    static func command(in namespace: String?, as user: UInt32? = nil, _ arguments: [String]) -> [String] {
         var command = namespace.map { ["ip", "netns", "exec", $0] } ?? []
         if let user {
             command += ["setpriv", "--reuid", "\(user)", "--regid", "\(user)", "--clear-groups"]

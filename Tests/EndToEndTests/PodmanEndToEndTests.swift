@@ -117,6 +117,23 @@ import Testing
             return pods.count == 2 && pods.allSatisfy { $0.phase == "Running" && $0.containers.count == 2 }
         }
         let answer = try waitForAnswer(node, matching: "orders-0 answered")
+
+        // Finding 8 of the node security review (c7e302b): a 63-character pod name in a
+        // 40-character namespace made a 141-byte socket path; the pod stayed Pending and
+        // each retry held the reconciler for 15 s. Pod directories are digests now.
+        let longPod = directory + "/long.yaml"
+        try """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: \(Self.longName), namespace: \(Self.longNamespace)}
+        spec:
+          containers: [{name: app, image: localhost/beemesh-demo-app:latest, command: [/bin/sleep, "3600"]}]
+        """.write(toFile: longPod, atomically: true, encoding: .utf8)
+        try NamespaceLab.run([beectl, "apply", "-f", longPod, "--agent", node.socket])
+        try waitUntil("the long-named pod runs", timeout: 60) {
+            try self.pods(node).first { $0.name == Self.longName }?.phase == "Running"
+        }
+        try NamespaceLab.run([beectl, "delete", "-f", longPod, "--agent", node.socket])
         // The orders app only ever sees its own sidecar (loopback), never frontend's address.
         #expect(answer.contains("(peer [::ffff:127.0.0.1])"), "\(answer)")
         // `beectl logs -f` streams: frontend logs a line a second.
@@ -172,6 +189,15 @@ import Testing
         #expect(switched.status != 0 && switched.output.contains("not permitted"), "\(switched.output)")
         let status = try exec(["busybox", "cat", "/proc/self/status"]).output
         #expect(status.contains("NoNewPrivs:\t1"), "\(status)")
+        // Finding 4: the sidecar holds enough descriptors for its job.
+        let sidecarPID = try NamespaceLab.run([
+            "podman", "inspect", "--format", "{{.State.Pid}}", "orders-0.default.beemesh-proxy",
+        ]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let limits = try String(contentsOfFile: "/proc/\(sidecarPID)/limits", encoding: .utf8)
+        #expect(
+            limits.split(separator: "\n").contains { $0.hasPrefix("Max open files") && $0.contains("16384") },
+            "\(limits)"
+        )
 
         let ordersIP = try #require(try pods(node).first { $0.name == "orders-0" }?.ip)
         let (direct, _) = try runProcess(
@@ -285,8 +311,11 @@ import Testing
         return (pods ?? "") + "\n" + logs.joined(separator: "\n")
     }
 
+    static let longName = String(repeating: "l", count: 62) + "0"
+    static let longNamespace = String(repeating: "n", count: 39) + "0"
+
     private func cleanUp(_ node: Node) {
-        for pod in ["orders-0.default", "frontend-0.default"] {
+        for pod in ["orders-0.default", "frontend-0.default", "\(Self.longName).\(Self.longNamespace)"] {
             _ = try? runProcess(["podman", "pod", "rm", "-f", pod], input: [], timeout: 60)
         }
         node.stopAgent()

@@ -8,6 +8,7 @@ import Foundation
 /// | uid 0 | everything |
 /// | a grant with `admin: true` | everything |
 /// | a grant with `namespaces` and `serviceAccounts` | read pods, deployments, flows and logs of those namespaces; apply and delete objects there whose pods run as one of those accounts (Services: any) |
+/// | a grant with `publish: true` | store signed service records (`PUT /dht/records`: sidecars the agent does not run itself; each record is still checked against the trust bundle) |
 /// | any grant | the DHT's peers and service lookups (records are public, and signed) |
 /// | no grant | `/live` and `/ready` only |
 ///
@@ -30,14 +31,23 @@ public struct APIAccess: Sendable, Equatable {
 
         public var subject: Subject
         public var admin = false
+        /// May store signed service records (a sidecar the agent does not run).
+        public var publish = false
         /// `*` stands for every namespace.
         public var namespaces: [String] = []
         /// `*` stands for every service account.
         public var serviceAccounts: [String] = []
 
-        public init(subject: Subject, admin: Bool = false, namespaces: [String] = [], serviceAccounts: [String] = []) {
+        public init(
+            subject: Subject,
+            admin: Bool = false,
+            publish: Bool = false,
+            namespaces: [String] = [],
+            serviceAccounts: [String] = []
+        ) {
             self.subject = subject
             self.admin = admin
+            self.publish = publish
             self.namespaces = namespaces
             self.serviceAccounts = serviceAccounts
         }
@@ -100,6 +110,9 @@ struct Permissions: Sendable {
 
     /// Any grant at all: the caller may read the node's public state (the DHT).
     var isKnown: Bool { admin || !grants.isEmpty }
+
+    /// May store signed service records.
+    var mayPublish: Bool { admin || grants.contains { $0.publish } }
 
     func mayRead(namespace: String) -> Bool {
         admin || grants.contains { $0.namespaces.contains("*") || $0.namespaces.contains(namespace) }

@@ -86,8 +86,11 @@ struct AgentAPI: Sendable {
                     refuse(.forbidden, "\(user) has no grant in the agent's api.access", caller, route)
                 )
             }
-            if !permissions.admin, route == "/metrics" || route == "/dht/records" {
+            if !permissions.admin, route == "/metrics" {
                 return loop.makeSucceededFuture(refuse(.forbidden, "\(route) is for admins", caller, route))
+            }
+            if !permissions.mayPublish, route == "/dht/records" {
+                return loop.makeSucceededFuture(refuse(.forbidden, "no grant with publish: true", caller, route))
             }
             return serve(method: method, path: path, route: route, body: body, as: user, permissions, on: loop)
         }

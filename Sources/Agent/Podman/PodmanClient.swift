@@ -112,7 +112,7 @@ struct PodmanClient: Sendable {
         var cap_drop: [String]? = nil
         /// No process of the container gains privileges (setuid binaries, file caps).
         var no_new_privileges: Bool? = nil
-        /// Resource limits (`RLIMIT_NOFILE`, …), over containers.conf's defaults.
+        /// Resource limits (`nofile`, …), over containers.conf's defaults.
         var r_limits: [ResourceLimit]? = nil
     }
 

@@ -89,6 +89,8 @@ public enum Annotations {
     public static let excludeOutboundPorts = "beemesh.io/exclude-outbound-ports"
     public static let excludeInboundPorts = "beemesh.io/exclude-inbound-ports"
     public static let excludeOutboundCIDRs = "beemesh.io/exclude-outbound-cidrs"
+    /// `"true"`: traffic other than TCP may enter and leave the pod (dropped otherwise).
+    public static let allowNonTCP = "beemesh.io/allow-non-tcp"
 }
 
 extension Workload {
@@ -290,8 +292,10 @@ extension Workload {
             )
         }
         guard !containers.isEmpty else { throw containersField.error("at least one container is required") }
-        if let inject = annotations[Annotations.inject], inject != "true", inject != "false" {
-            throw spec.error("annotation \(Annotations.inject) must be \"true\" or \"false\", got '\(inject)'")
+        for key in [Annotations.inject, Annotations.allowNonTCP] {
+            if let value = annotations[key], value != "true", value != "false" {
+                throw spec.error("annotation \(key) must be \"true\" or \"false\", got '\(value)'")
+            }
         }
         do throws(CaptureOptionError) {
             for key in [Annotations.excludeOutboundPorts, Annotations.excludeInboundPorts] {

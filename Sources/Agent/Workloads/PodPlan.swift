@@ -134,6 +134,7 @@ struct DesiredPod: Sendable, Equatable {
         if let cidrs = annotations[Annotations.excludeOutboundCIDRs] {
             arguments += ["--exclude-outbound-cidrs", cidrs]
         }
+        if annotations[Annotations.allowNonTCP] == "true" { arguments.append("--allow-non-tcp") }
         return arguments
     }
 }

@@ -67,6 +67,11 @@ final class Reconciler: @unchecked Sendable {
     private var podRetryAt: [String: (at: Date, failures: Int)] = [:]
     private var podMessages: [String: String] = [:]
     private var podmanService: Process?
+    /// Pods whose sidecar was started and does not answer `/ready` yet: their app
+    /// containers start once it does (`advanceAwaitingSidecars`).
+    private var awaitingSidecar: [String: (pod: DesiredPod, since: Date)] = [:]
+    /// How long a sidecar may take to become ready before its pod is failed and retried.
+    static let sidecarReadyTimeout: TimeInterval = 15
 
     init(
         settings: Settings,
@@ -215,12 +220,20 @@ final class Reconciler: @unchecked Sendable {
 
     // MARK: the loop
 
+    /// A full pass every second (and at once after an apply or a delete); in between,
+    /// every 50 ms, the pods whose sidecars are starting are looked at, so that one pod's
+    /// slow or failing sidecar never holds up another pod.
     private func run() {
         defer { finished.signal() }
         ensurePodmanService()
         while !shared.withLockedValue({ $0.stopping }) {
             reconcileOnce()
-            _ = wake.wait(timeout: .now() + 1)
+            let pass = DispatchTime.now() + 1
+            while !awaitingSidecar.isEmpty, DispatchTime.now() < pass {
+                advanceAwaitingSidecars()
+                if wake.wait(timeout: .now() + 0.05) == .success { break }
+            }
+            if awaitingSidecar.isEmpty { _ = wake.wait(timeout: pass) }
         }
         podmanService?.terminate()
     }
@@ -280,6 +293,10 @@ final class Reconciler: @unchecked Sendable {
             let summary = existing[pod.podmanName]
             let running = summary?.Labels?[Self.specLabel] == pod.specDigest
             let since = (running ? summary?.createdDate : nil) ?? Date()
+            if awaitingSidecar[pod.podmanName] != nil {
+                statuses[pod.podmanName] = status(of: pod, created: since, phase: "Pending")
+                continue
+            }
             if !running {
                 if let retry = podRetryAt[pod.podmanName], retry.at > Date() {
                     statuses[pod.podmanName] = status(of: pod, created: since, phase: "Pending")
@@ -333,32 +350,66 @@ final class Reconciler: @unchecked Sendable {
                 try installCapture(pod, netns: infra.netns)
                 try podman.createContainer(sidecarSpec(pod, directory: directory))
                 try podman.startContainer(pod.containerName(DesiredPod.sidecarName))
-                try waitForSidecar(directory + "/run/proxy.sock")
+                // The app containers start once the sidecar answers /ready; meanwhile
+                // the loop goes on with other pods.
+                awaitingSidecar[pod.podmanName] = (pod, Date())
+                return
             }
-            for container in pod.template.containers {
-                let imageUser = try podman.inspectImage(container.image)?.Config?.User
-                try podman.createContainer(appSpec(pod, container, imageUser: imageUser))
-                try podman.startContainer(pod.containerName(container.name))
-                try checkNotSidecarIDs(pod.containerName(container.name))
-            }
-            podRetryAt[pod.podmanName] = nil
-            podMessages[pod.podmanName] = nil
-            logger.info(
-                "pod started",
-                metadata: ["pod": "\(pod.namespace)/\(pod.name)", "injected": "\(pod.injected)"]
-            )
+            try startAppContainers(pod)
         } catch {
-            let failures = (podRetryAt[pod.podmanName]?.failures ?? 0) + 1
-            let delay = min(30, pow(2, Double(failures - 1)))
-            podRetryAt[pod.podmanName] = (Date() + delay, failures)
-            podMessages[pod.podmanName] = "\(error)"
-            podSockets?.close(key: pod.podmanName)
-            logger.error(
-                "cannot start pod; retrying",
-                metadata: ["pod": "\(pod.namespace)/\(pod.name)", "error": "\(error)", "retry_in_s": "\(delay)"]
-            )
-            try? podman.removePod(pod.podmanName)
+            failed(pod, error)
         }
+    }
+
+    private func startAppContainers(_ pod: DesiredPod) throws {
+        for container in pod.template.containers {
+            let imageUser = try podman.inspectImage(container.image)?.Config?.User
+            try podman.createContainer(appSpec(pod, container, imageUser: imageUser))
+            try podman.startContainer(pod.containerName(container.name))
+            try checkNotSidecarIDs(pod.containerName(container.name))
+        }
+        podRetryAt[pod.podmanName] = nil
+        podMessages[pod.podmanName] = nil
+        logger.info("pod started", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "injected": "\(pod.injected)"])
+    }
+
+    /// Starts the app containers of pods whose sidecars became ready; fails those whose
+    /// sidecars took longer than `sidecarReadyTimeout`. Each sidecar is asked once, with
+    /// a short deadline.
+    private func advanceAwaitingSidecars() {
+        for (name, waiting) in awaitingSidecar {
+            let socket = "\(settings.runDirectory)/\(waiting.pod.directoryName)/run/proxy.sock"
+            if let (status, _) = try? AdminClient(endpoint: .unix(path: socket), timeout: 0.2).get("/ready"),
+                status == 200
+            {
+                awaitingSidecar[name] = nil
+                do {
+                    try startAppContainers(waiting.pod)
+                } catch {
+                    failed(waiting.pod, error)
+                }
+            } else if Date().timeIntervalSince(waiting.since) > Self.sidecarReadyTimeout {
+                awaitingSidecar[name] = nil
+                let reason = "the sidecar did not become ready within \(Int(Self.sidecarReadyTimeout)) s"
+                failed(waiting.pod, PodmanError(status: nil, message: reason))
+            }
+        }
+    }
+
+    /// A pod that could not be started: removed, and retried after a backoff (1 s
+    /// doubling to 30 s) with the reason in its status.
+    private func failed(_ pod: DesiredPod, _ error: any Error) {
+        let failures = (podRetryAt[pod.podmanName]?.failures ?? 0) + 1
+        let delay = min(30, pow(2, Double(failures - 1)))
+        podRetryAt[pod.podmanName] = (Date() + delay, failures)
+        podMessages[pod.podmanName] = "\(error)"
+        awaitingSidecar[pod.podmanName] = nil
+        podSockets?.close(key: pod.podmanName)
+        logger.error(
+            "cannot start pod; retrying",
+            metadata: ["pod": "\(pod.namespace)/\(pod.name)", "error": "\(error)", "retry_in_s": "\(delay)"]
+        )
+        try? podman.removePod(pod.podmanName)
     }
 
     static let agentSocketInPod = "/var/run/beemesh-agent/agent.sock"
@@ -440,15 +491,6 @@ final class Reconciler: @unchecked Sendable {
         }
     }
 
-    private func waitForSidecar(_ socket: String) throws {
-        let client = AdminClient(endpoint: .unix(path: socket), timeout: 1)
-        for _ in 0..<300 {
-            if let (status, _) = try? client.get("/ready"), status == 200 { return }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        throw PodmanError(status: nil, message: "the sidecar did not become ready within 15 s")
-    }
-
     /// The sidecar's descriptor limit: two per relayed connection, with room for the
     /// unauthenticated ones its caps admit (`inbound.maxUnauthenticated`, 1,024).
     static let sidecarOpenFiles: UInt64 = 16384
@@ -483,7 +525,12 @@ final class Reconciler: @unchecked Sendable {
             work_dir: nil,
             stop_timeout: 35,
             init: nil,
-            r_limits: [.init(type: "RLIMIT_NOFILE", hard: Self.sidecarOpenFiles, soft: Self.sidecarOpenFiles)]
+            // podman replaces every default limit once one is given: nproc is named too
+            // (the sidecar runs a handful of threads).
+            r_limits: [
+                .init(type: "nofile", hard: Self.sidecarOpenFiles, soft: Self.sidecarOpenFiles),
+                .init(type: "nproc", hard: 1024, soft: 1024),
+            ]
         )
     }
 
@@ -568,6 +615,12 @@ final class Reconciler: @unchecked Sendable {
     /// the identity renewed at half-life.
     private func check(_ pod: DesiredPod, created: Date?) -> PodStatus {
         if podRetryAt[pod.podmanName] != nil { return status(of: pod, created: created, phase: "Pending") }
+        // App containers never made (the agent stopped while the sidecar started): they
+        // start once the sidecar answers.
+        if pod.injected, awaitingSidecar[pod.podmanName] == nil, appContainerMissing(pod) {
+            awaitingSidecar[pod.podmanName] = (pod, Date())
+            return status(of: pod, created: created, phase: "Pending")
+        }
         let names = (pod.injected ? [DesiredPod.sidecarName] : []) + pod.template.containers.map(\.name)
         var containers: [PodStatus.ContainerStatus] = []
         var waiting = false
@@ -616,6 +669,17 @@ final class Reconciler: @unchecked Sendable {
         )
         status.containers = containers
         return status
+    }
+
+    /// Whether podman knows the pod but not one of its app containers (a 404, not an
+    /// unanswered call).
+    private func appContainerMissing(_ pod: DesiredPod) -> Bool {
+        pod.template.containers.contains { container in
+            guard case .some(.none) = try? podman.inspectContainer(pod.containerName(container.name)) else {
+                return false
+            }
+            return true
+        }
     }
 
     private func status(of pod: DesiredPod, created: Date?, phase: String) -> PodStatus {
@@ -690,6 +754,7 @@ final class Reconciler: @unchecked Sendable {
 
     /// Drops what the loop remembered of a removed pod (on the loop's thread).
     private func forget(_ name: String) {
+        awaitingSidecar[name] = nil
         histories = histories.filter { !$0.key.hasPrefix(name + ".") }
         podRetryAt[name] = nil
         podMessages[name] = nil
