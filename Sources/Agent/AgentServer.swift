@@ -39,7 +39,7 @@ public final class AgentServer: Service, Sendable {
             let sockets = PodSockets(group: group, sidecarUser: 1337, logger: logger)
             podSockets = sockets
             let here = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-            reconciler = Reconciler(
+            reconciler = try Reconciler(
                 settings: Reconciler.Settings(
                     podmanSocket: pods.podmanSocket,
                     sidecarImage: pods.sidecarImage,

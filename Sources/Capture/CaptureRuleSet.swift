@@ -34,7 +34,7 @@ import MeshNet
 ///     oifname "lo" counter accept
 ///     ct status dnat counter accept                        # DNS, redirected to :15053
 ///     meta l4proto tcp counter accept                      # captured above
-///     meta l4proto ipv6-icmp counter accept                # neighbour discovery
+///     icmpv6 type 133-137 counter accept                   # neighbour discovery
 ///     ct state established,related counter accept          # ICMP errors, replies
 ///     ip daddr @outbound_excluded_v4 counter accept
 ///     ip6 daddr @outbound_excluded_v6 counter accept
@@ -42,7 +42,7 @@ import MeshNet
 ///   chain inbound_filter { type filter hook input priority 0
 ///     iifname "lo" counter accept
 ///     meta l4proto tcp counter accept
-///     meta l4proto ipv6-icmp counter accept
+///     icmpv6 type 133-137 counter accept
 ///     ct state established,related counter accept          # replies to the proxy's DNS
 ///     counter drop }
 /// }
@@ -128,6 +128,9 @@ public struct CaptureRuleSet: Sendable, Equatable {
         /// The packet belongs to a connection already seen both ways, or is related to
         /// one (an ICMP error): conntrack state established or related.
         case establishedOrRelated
+        /// ICMPv6 neighbour discovery (types 133-137: router and neighbour solicitation
+        /// and advertisement, redirect), without which IPv6 does not work on a link.
+        case neighbourDiscovery
         /// The connection's destination was rewritten (`ct status dnat`): what the nat
         /// chains redirected to the proxy (filter chains still see the old interface).
         case redirected
@@ -237,7 +240,7 @@ public struct CaptureRuleSet: Sendable, Equatable {
         filter(out, [.outputInterface("lo")], .accept, "loopback")
         filter(out, [.redirected], .accept, "redirected to the proxy (DNS to the mesh resolver)")
         filter(out, [.transportProtocol(.tcp)], .accept, "TCP (captured by the outbound chain)")
-        filter(out, [.transportProtocol(.icmpv6)], .accept, "ICMPv6 (neighbour discovery)")
+        filter(out, [.neighbourDiscovery], .accept, "ICMPv6 neighbour discovery")
         filter(out, [.establishedOrRelated], .accept, "replies and ICMP errors of known connections")
         filter(
             out,
@@ -255,7 +258,7 @@ public struct CaptureRuleSet: Sendable, Equatable {
         let into = "inbound_filter"
         filter(into, [.inputInterface("lo")], .accept, "local traffic")
         filter(into, [.transportProtocol(.tcp)], .accept, "TCP (captured by the inbound chain)")
-        filter(into, [.transportProtocol(.icmpv6)], .accept, "ICMPv6 (neighbour discovery)")
+        filter(into, [.neighbourDiscovery], .accept, "ICMPv6 neighbour discovery")
         filter(into, [.establishedOrRelated], .accept, "replies to the pod's own connections")
         filter(into, [], .drop, "anything else to the pod (UDP, ICMP, ...): dropped")
     }

@@ -170,6 +170,13 @@ enum NetfilterObjects {
             setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_MASK), hostOrder(Self.establishedOrRelatedBits))
             setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_XOR), [0, 0, 0, 0])
             return [state, mask, compare(.notEqual, [0, 0, 0, 0])]
+        case .neighbourDiscovery:
+            return [
+                meta(NFT_META_L4PROTO), compare(.equal, [CaptureRuleSet.TransportProtocol.icmpv6.rawValue]),
+                payload(NFT_PAYLOAD_TRANSPORT_HEADER, offset: 0, length: 1),
+                compare(.greaterOrEqual, [133]),
+                compare(.lessOrEqual, [137]),
+            ]
         case .redirected:
             // ct status (a 32-bit mask in host order) & IPS_DST_NAT != 0
             let status = nftnl_expr_alloc("ct")!
@@ -191,7 +198,7 @@ enum NetfilterObjects {
     /// Conntrack's state bits (`NF_CT_STATE_BIT`): established 2, related 4.
     private static let establishedOrRelatedBits: UInt32 = 2 | 4
 
-    private enum Comparison { case equal, notEqual }
+    private enum Comparison { case equal, notEqual, greaterOrEqual, lessOrEqual }
 
     private static func meta(_ key: nft_meta_keys) -> OpaquePointer {
         let expression = nftnl_expr_alloc("meta")!
@@ -201,12 +208,19 @@ enum NetfilterObjects {
     }
 
     private static func compare(_ comparison: Comparison, _ data: [UInt8]) -> OpaquePointer {
+        let operation =
+            switch comparison {
+            case .equal: NFT_CMP_EQ
+            case .notEqual: NFT_CMP_NEQ
+            case .greaterOrEqual: NFT_CMP_GTE
+            case .lessOrEqual: NFT_CMP_LTE
+            }
         let expression = nftnl_expr_alloc("cmp")!
         nftnl_expr_set_u32(expression, netfilterU16(NFTNL_EXPR_CMP_SREG), register)
         nftnl_expr_set_u32(
             expression,
             netfilterU16(NFTNL_EXPR_CMP_OP),
-            netfilterU32(comparison == .equal ? NFT_CMP_EQ : NFT_CMP_NEQ)
+            netfilterU32(operation)
         )
         setData(expression, netfilterU32(NFTNL_EXPR_CMP_DATA), data)
         return expression

@@ -49,8 +49,7 @@ public final class ProxyServer: Service, Sendable {
     private let adminListeners = NIOLockedValueBox<[any Channel]>([])
     /// The inbound mTLS listener's count of connections not yet authenticated.
     private let admission: HandshakeAdmission
-    /// Open connections of the admin and metrics listeners, against their cap.
-    private let adminConnections = AdminConnections()
+    private let aftermathTask = NIOLockedValueBox<RepeatedTask?>(nil)
     private let metrics: PrometheusCollectorRegistry?
     private let readiness = Readiness()
 
@@ -158,12 +157,14 @@ public final class ProxyServer: Service, Sendable {
         let environment = self.environment
         environment.policies.reload()
         try policyWatcher.start()
+        startFloodAftermath()
         let admission = self.admission
         let firstByte = TimeAmount.milliseconds(Int64(configuration.timeouts.firstByte * 1000))
         let inbound = try await bind(configuration.inbound.listen, direction: .inbound, admission: admission) {
             channel,
             flow,
             ticket in
+            guard let ticket else { throw ChannelError.inappropriateOperationForState }  // always given here
             try channel.pipeline.syncOperations.addHandlers(
                 FirstByteTimeout(timeout: firstByte),
                 MeshTLSHandler(
@@ -172,7 +173,7 @@ public final class ProxyServer: Service, Sendable {
                     handshakeTimeout: environment.handshakeTimeout,
                     logger: environment.logger
                 ),
-                HandshakeAdmitted(ticket: ticket!),
+                HandshakeAdmitted(ticket: ticket),
                 InboundPrefaceHandler(environment: environment, flow: flow)
             )
         }
@@ -256,21 +257,26 @@ public final class ProxyServer: Service, Sendable {
         let api = AdminAPI(environment: environment, metrics: metrics) { readiness.ready.load(ordering: .relaxed) }
         var admin: SocketAddress?
         if let listen = configuration.admin.listen {
-            let listener = try await adminBootstrap(api, scope: .admin).bind(host: listen.host, port: listen.port).get()
+            let listener = try await adminBootstrap(api, scope: .admin, limit: AdminConnections())
+                .bind(host: listen.host, port: listen.port).get()
             adminListeners.withLockedValue { $0.append(listener) }
             admin = listener.localAddress
             logger.info("admin API up", metadata: ["address": "\(listener.localAddress!)"])
         }
         if let path = configuration.admin.socket {
             try AdminSocket.prepare(path)
-            let listener = try await adminBootstrap(api, scope: .admin).bind(unixDomainSocketPath: path).get()
+            // The socket is the agent's (0660, the sidecar's group; no app container
+            // mounts it): not capped, so an app's connections never lock the agent out.
+            let listener = try await adminBootstrap(api, scope: .admin, limit: nil).bind(unixDomainSocketPath: path)
+                .get()
             adminListeners.withLockedValue { $0.append(listener) }
             chmod(path, 0o660)
             logger.info("admin API up", metadata: ["socket": "\(path)"])
         }
         var metricsAddress: SocketAddress?
         if let listen = configuration.metrics.listen, metrics != nil {
-            let listener = try await adminBootstrap(api, scope: .metrics).bind(host: listen.host, port: listen.port)
+            let listener = try await adminBootstrap(api, scope: .metrics, limit: AdminConnections())
+                .bind(host: listen.host, port: listen.port)
                 .get()
             adminListeners.withLockedValue { $0.append(listener) }
             metricsAddress = listener.localAddress
@@ -279,16 +285,18 @@ public final class ProxyServer: Service, Sendable {
         return (admin, metricsAddress)
     }
 
-    /// The admin and metrics listeners: at most `AdminLimits.maximumConnections` open
-    /// together, and a connection that sends no request for
-    /// `AdminLimits.requestTimeout` is closed.
-    private func adminBootstrap(_ api: AdminAPI, scope: AdminHandler.Scope) -> ServerBootstrap {
-        let connections = adminConnections
-        return ServerBootstrap(group: group)
+    /// The admin and metrics listeners: on TCP (which the app reaches) at most
+    /// `AdminLimits.maximumConnections` open on each, of which at most
+    /// `AdminLimits.maximumFollowers` follow flows; everywhere, a connection that sends
+    /// no request for `AdminLimits.requestTimeout` is closed.
+    private func adminBootstrap(_ api: AdminAPI, scope: AdminHandler.Scope, limit: AdminConnections?)
+        -> ServerBootstrap
+    {
+        ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                guard connections.admit(channel) else {
+                guard limit?.admit(channel) ?? true else {
                     Counter(label: "beemesh_admin_connections_closed_total", dimensions: [("reason", "cap")])
                         .increment()
                     channel.close(promise: nil)
@@ -299,9 +307,26 @@ public final class ProxyServer: Service, Sendable {
                         IdleStateHandler(readTimeout: AdminLimits.requestTimeout)
                     )
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(api: api, scope: scope))
+                    try channel.pipeline.syncOperations.addHandler(AdminHandler(api: api, scope: scope, limit: limit))
                 }
             }
+    }
+
+    /// Trims the allocator once a flood of unauthenticated connections is over.
+    private func startFloodAftermath() {
+        let admission = self.admission
+        let logger = self.logger
+        let watch = NIOLockedValueBox(FloodAftermath())
+        let task = group.next().scheduleRepeatedTask(
+            initialDelay: FloodAftermath.interval,
+            delay: FloodAftermath.interval
+        ) {
+            _ in
+            guard watch.withLockedValue({ $0.observe(arrivals: admission.arrivals) }) else { return }
+            _ = glibcMallocTrim(0)
+            logger.debug("flood of unauthenticated connections over; memory trimmed")
+        }
+        aftermathTask.withLockedValue { $0 = task }
     }
 
     /// Binds one listener and records it (for shutdown and the port checks); every
@@ -349,7 +374,8 @@ public final class ProxyServer: Service, Sendable {
             .childChannelInitializer { channel in
                 var ticket: HandshakeAdmission.Ticket?
                 if let admission {
-                    switch admission.admit(channel.remoteAddress?.ipAddress ?? "?") {
+                    let source = HandshakeAdmission.sourceKey(channel.remoteAddress)
+                    switch admission.admit(source, evict: { channel.close(promise: nil) }) {
                     case .success(let admitted):
                         ticket = admitted
                         channel.closeFuture.whenComplete { _ in admitted.release() }
@@ -375,6 +401,7 @@ public final class ProxyServer: Service, Sendable {
             return value
         }
         for channel in channels { try? await channel.close() }
+        aftermathTask.withLockedValue { $0?.cancel() }
         policyWatcher.stop()
         await environment.discovery?.stop()
         let seconds = drain ?? configuration.timeouts.drain

@@ -49,7 +49,7 @@ import Testing
                 logger: Logger(label: "test")
             )
             sockets = PodSockets(group: group, sidecarUser: 1337, logger: Logger(label: "test"))
-            reconciler = Reconciler(
+            reconciler = try Reconciler(
                 settings: Reconciler.Settings(
                     podmanSocket: directory.path + "/none.sock",
                     sidecarImage: "image",
@@ -266,6 +266,25 @@ import Testing
         }
         #expect(agent.reconciler.workload("Deployment/shop/evil") == nil)
         try await agent.dht.stop().get()
+    }
+
+    /// A Service is its namesake account's: a tenant of `frontend` must not rewrite
+    /// Service `orders`, which orders' pods publish themselves under.
+    @Test func aServiceIsWrittenOnlyWithItsNamesakeAccount() throws {
+        let tenant = APIAccess(grants: [
+            .init(subject: .user(1000), namespaces: ["shop"], serviceAccounts: ["frontend"])
+        ]).permissions(for: LocalUser(uid: 1000, gid: 1000, groups: [1000]))
+        func service(_ name: String) throws -> Workload {
+            try #require(
+                try Workload.parse(
+                    yaml: "apiVersion: v1\nkind: Service\nmetadata: {name: \(name), namespace: shop}\n"
+                        + "spec: {selector: {app: \(name)}, ports: [{port: 8080}]}",
+                    file: "svc.yaml"
+                ).first
+            )
+        }
+        #expect(AgentAPI.writeRefusal(try service("orders"), tenant)?.contains("service account orders") == true)
+        #expect(AgentAPI.writeRefusal(try service("frontend"), tenant) == nil)
     }
 
     @Test func permissionsFollowTheGrants() {

@@ -216,7 +216,10 @@ import Testing
         #expect(Reconciler.appUser(imageUser: "app:app", runAsUser: 2000, runAsGroup: nil) == "2000:app")
         #expect(Reconciler.appUser(imageUser: nil, runAsUser: nil, runAsGroup: 5) == "0:5")
         #expect(Reconciler.appUser(imageUser: "app", runAsUser: nil, runAsGroup: nil) == nil)
-        for (image, user, group) in [("1337", nil, nil), ("0:1337", nil, nil), ("app:1337", UInt32(5), nil)]
+        for (image, user, group) in [
+            ("1337", nil, nil), ("0:1337", nil, nil), ("app:1337", UInt32(5), nil), ("01337", nil, nil),
+            ("app", nil, nil), ("0:staff", nil, nil),
+        ]
             as [(String, UInt32?, UInt32?)]
         {
             #expect(
@@ -225,7 +228,9 @@ import Testing
             )
         }
         #expect(Reconciler.sidecarIDRefusal(imageUser: "1337:1337", runAsUser: 5, runAsGroup: 5) == nil)
-        #expect(Reconciler.sidecarIDRefusal(imageUser: "app", runAsUser: nil, runAsGroup: nil) == nil)
+        #expect(Reconciler.sidecarIDRefusal(imageUser: "app:staff", runAsUser: 5, runAsGroup: 5) == nil)
+        #expect(Reconciler.sidecarIDRefusal(imageUser: "root", runAsUser: nil, runAsGroup: nil) == nil)
+        #expect(Reconciler.sidecarIDRefusal(imageUser: nil, runAsUser: nil, runAsGroup: nil) == nil)
         #expect(
             Reconciler.appCapabilitiesDropped.contains("CAP_SETUID")
                 && Reconciler.appCapabilitiesDropped.contains("CAP_SETGID")

@@ -14,7 +14,7 @@ import Testing
         let directory = TemporaryDirectory()
         let root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("pods.test"))
         let nodeCA = try root.issueIntermediate(nodeName: "node-1")
-        let reconciler = Reconciler(
+        let reconciler = try Reconciler(
             settings: Reconciler.Settings(
                 podmanSocket: directory.path + "/none.sock",
                 sidecarImage: "image",

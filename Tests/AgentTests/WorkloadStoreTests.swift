@@ -28,7 +28,7 @@ import Testing
 
     private func reconciler(_ directory: TemporaryDirectory) throws -> Reconciler {
         let root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("store.test"))
-        return Reconciler(
+        return try Reconciler(
             settings: Reconciler.Settings(
                 podmanSocket: directory.path + "/none.sock",
                 sidecarImage: "image",
@@ -71,6 +71,18 @@ import Testing
         }
         #expect(reconciler.workload("Pod/default/innocent") == nil, "nothing of a refused apply is stored")
         #expect(try self.reconciler(directory).workload("Pod/default/innocent") == nil)
+    }
+
+    /// An unreadable state stops the agent instead of reconciling an empty one, which
+    /// would remove every pod of the node.
+    @Test func anUnreadableStateIsAnErrorNotAnEmptyNode() throws {
+        let directory = TemporaryDirectory()
+        try FileManager.default.createDirectory(
+            atPath: directory.path + "/workloads",
+            withIntermediateDirectories: true
+        )
+        try Data("[{\"kind\": ".utf8).write(to: URL(fileURLWithPath: directory.path + "/workloads/desired.json"))
+        #expect(throws: WorkloadStore.Unreadable.self) { _ = try self.reconciler(directory) }
     }
 
     @Test func strayTemporaryFilesGoAndTheOldLayoutIsFoldedIn() throws {

@@ -543,6 +543,7 @@ private struct NftListing {
             case .destinationPortInSet(let set, let negated): "tcp dport \(negated ? "!=" : "==") @\(set)"
             case .establishedOrRelated: #"ct state in ["established", "related"]"#
             case .redirected: "ct status in dnat"
+            case .neighbourDiscovery: #"icmpv6 type == ["range": ["nd-router-solicit", "nd-redirect"]]"#
             }
         }
         let action =

@@ -154,7 +154,7 @@ enum ReferenceNormalization {
         let path = bytes.prefix { $0 != UInt8(ascii: "?") }
         if bytes.count > path.count {
             let query = bytes[(path.count + 1)...]
-            guard query.allSatisfy({ allowed($0) || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "%") }) else {
+            guard query.allSatisfy({ allowed($0) || ";?%".utf8.contains($0) }) else {
                 return nil
             }
         }
@@ -211,11 +211,11 @@ enum ReferenceNormalization {
         return output.isEmpty ? "/" : output
     }
 
-    /// RFC 3986 `pchar` without `%`, plus `/`.
+    /// RFC 3986 `pchar` without `%` and `;` (path parameters are refused), plus `/`.
     private static func allowed(_ byte: UInt8) -> Bool {
         guard byte < 0x80 else { return false }
         let character = Character(Unicode.Scalar(byte))
-        return character.isLetter || character.isNumber || "-._~!$&'()*+,;=:@/".contains(character)
+        return character.isLetter || character.isNumber || "-._~!$&'()*+,=:@/".contains(character)
     }
 }
 

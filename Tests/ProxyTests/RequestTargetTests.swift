@@ -26,7 +26,8 @@ import Testing
         ("/a/../b?q", "/b?q"),
         ("/", "/"),
         ("/api/orders/1", "/api/orders/1"),
-        ("/a:b@c!$&'()*+,;=", "/a:b@c!$&'()*+,;="),
+        ("/a:b@c!$&'()*+,=", "/a:b@c!$&'()*+,="),
+        ("/a?b;c=d", "/a?b;c=d"),
     ])
     func spellingsOfOnePathBecomeThatPath(_ raw: String, _ expected: String) throws {
         let target = try RequestTarget(raw, method: "GET")
@@ -36,6 +37,9 @@ import Testing
 
     @Test(arguments: [
         ("/a%2fb", RequestTarget.Refusal.Code.encodedSeparator),
+        // Path parameters: Tomcat, Jetty and Spring serve `/public/..;/admin` as `/admin`.
+        ("/public/..;/admin", .invalidCharacter),
+        ("/a;jsessionid=1", .invalidCharacter),
         ("/a%2Fb", .encodedSeparator),
         ("/a%5cb", .encodedSeparator),
         ("/a\\b", .invalidCharacter),

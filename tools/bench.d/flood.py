@@ -12,8 +12,10 @@ Phases, all in this one run:
           close), for --quiet seconds; its p99 is the baseline
   flood   --flood connections from --source to --target, half idle and half that
           send the first bytes of a ClientHello and stall; a connection the server
-          closes is opened again at once, so the pressure holds; the legitimate
-          client keeps its rate for --during seconds
+          closes is opened again, up to --reopen connections per second, so the
+          pressure holds (unpaced, the flooder's own reconnect loop would take a whole
+          core of this 2-core machine and measure the scheduler, not the sidecar); the
+          legitimate client keeps its rate for --during seconds
   settle  the flood stops; after --settle seconds the server's RSS is read again
 
 Prints key=value lines (success rates, p50/p99 in ms, RSS in MB, flood
@@ -85,9 +87,10 @@ class Flood(threading.Thread):
 
     HALF_HELLO = bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03])
 
-    def __init__(self, port, count, source):
+    def __init__(self, port, count, source, reopen_rate):
         super().__init__(daemon=True)
         self.port, self.count, self.source = port, count, source
+        self.reopen_rate = reopen_rate
         self.stop = threading.Event()
         self.opened = 0
         self.closed_by_server = 0
@@ -111,10 +114,15 @@ class Flood(threading.Thread):
         selector = selectors.DefaultSelector()
         for index in range(self.count):
             self.connect(selector, index)
+        allowance, last = 0.0, time.monotonic()
         while not self.stop.is_set():
             self.peak = max(self.peak, len(selector.get_map()))
+            now = time.monotonic()
+            allowance = min(self.reopen_rate, allowance + (now - last) * self.reopen_rate)
+            last = now
             missing = self.count - len(selector.get_map())
-            for _ in range(min(missing, 200)):
+            for _ in range(min(missing, int(allowance))):
+                allowance -= 1
                 self.connect(selector, self.opened)
             for key, events in selector.select(timeout=0.05):
                 conn = key.fileobj
@@ -150,6 +158,7 @@ def main():
     parser.add_argument("--during", type=float, default=15)
     parser.add_argument("--settle", type=float, default=30)
     parser.add_argument("--rate", type=float, default=50)
+    parser.add_argument("--reopen", type=float, default=1000)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -160,7 +169,7 @@ def main():
     rss_before = rss_mb(args.pid)
     quiet, quiet_failures = legit.run(args.quiet)
 
-    flood = Flood(args.target, args.flood, args.source)
+    flood = Flood(args.target, args.flood, args.source, args.reopen)
     flood.start()
     time.sleep(1)  # the flood is at full strength before the measurement
     rss_flood = rss_mb(args.pid)

@@ -1,4 +1,5 @@
 import CLinux
+import Dispatch
 import Logging
 import Metrics
 import NIOConcurrencyHelpers
@@ -40,6 +41,7 @@ enum APIListeners {
 
     /// The credentials the kernel recorded when the peer connected; nil when the
     /// channel is not a socket that has them.
+    /// The user database is read off the event loop (it may ask sssd or LDAP).
     static func peerCredentials(of channel: any Channel) -> EventLoopFuture<LocalUser?> {
         guard let provider = channel as? any SocketOptionProvider else {
             return channel.eventLoop.makeSucceededFuture(nil)
@@ -48,7 +50,13 @@ enum APIListeners {
             level: SocketOptionLevel(SOL_SOCKET),
             name: SocketOptionName(beemesh_so_peercred)
         )
-        return credentials.map { Optional(LocalUser.resolve(uid: $0.uid, gid: $0.gid)) }.recover { _ in nil }
+        return credentials.flatMap { credentials in
+            let promise = channel.eventLoop.makePromise(of: LocalUser?.self)
+            DispatchQueue.global().async {
+                promise.succeed(LocalUser.resolve(uid: credentials.uid, gid: credentials.gid))
+            }
+            return promise.futureResult
+        }.recover { _ in nil }
     }
 
     /// The control socket: every caller is a local user.
@@ -121,8 +129,11 @@ final class PodSockets: Sendable {
                 return .pod(box.withLockedValue { $0 })
             }
         }.bind(unixDomainSocketPath: path).wait()
-        chown(path, sidecarUser, sidecarUser)
-        chmod(path, 0o600)
+        guard chown(path, sidecarUser, sidecarUser) == 0, chmod(path, 0o600) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? channel.close().wait()
+            throw PodmanError(status: nil, message: "cannot give \(path) to uid \(sidecarUser) (0600): \(reason)")
+        }
         sockets.withLockedValue { $0[key] = Open(channel: channel, binding: box, path: path) }
     }
 

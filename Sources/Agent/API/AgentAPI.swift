@@ -231,7 +231,9 @@ struct AgentAPI: Sendable {
 
     /// Why `permissions` may not write `workload`; nil: they may.
     static func writeRefusal(_ workload: Workload, _ permissions: Permissions) -> String? {
-        let account = workload.template?.serviceAccount
+        // A Service is its namesake account's: pods publish themselves only under the
+        // Service named like their service account, so writing it is writing for it.
+        let account = workload.template?.serviceAccount ?? (workload.kind == .service ? workload.name : nil)
         guard !permissions.mayWrite(namespace: workload.namespace, serviceAccount: account) else { return nil }
         let object = "\(workload.kind.rawValue.lowercased())/\(workload.name)"
         if let account {

@@ -79,14 +79,14 @@ final class Reconciler: @unchecked Sendable {
         nodeCA: CertificateAuthority,
         podSockets: PodSockets?,
         logger: Logger
-    ) {
+    ) throws {
         self.settings = settings
         self.store = store
         self.podman = PodmanClient(socket: settings.podmanSocket)
         self.nodeCA = nodeCA
         self.podSockets = podSockets
         self.logger = logger
-        let (workloads, errors) = store.load()
+        let (workloads, errors) = try store.load()
         for error in errors { logger.error("stored object unreadable; skipped", metadata: ["error": "\(error)"]) }
         shared.withLockedValue { $0.workloads = workloads }
     }
@@ -541,16 +541,42 @@ final class Reconciler: @unchecked Sendable {
         "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETFCAP", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN",
     ]
 
-    /// Why an app container may not run as its manifest and image say: a numeric uid
-    /// or gid that is the sidecar's. nil: it may (a user name is checked once the
-    /// container runs, `checkNotSidecarIDs`).
+    /// Why an app container may not run as its manifest and image say: a uid or gid
+    /// that is the sidecar's, or a user or group the image names (it resolves only
+    /// inside the image, at start, and could be 1337 until the running check stops it)
+    /// that the manifest does not override with `runAsUser` / `runAsGroup`. `root`
+    /// is uid and gid 0. nil: it may.
     static func sidecarIDRefusal(imageUser: String?, runAsUser: UInt32?, runAsGroup: UInt32?) -> String? {
+        enum ID {
+            case unset, number(UInt32), name(String)
+
+            init(_ text: String?) {
+                guard let text, !text.isEmpty else {
+                    self = .unset
+                    return
+                }
+                if text == "root" {
+                    self = .number(0)
+                } else if let number = UInt32(text) {
+                    self = .number(number)
+                } else {
+                    self = .name(text)
+                }
+            }
+        }
         let parts = (imageUser ?? "").split(separator: ":", maxSplits: 1).map(String.init)
-        let user = runAsUser.map(String.init) ?? parts.first
-        let group = runAsGroup.map(String.init) ?? (parts.count > 1 ? parts[1] : nil)
-        let sidecar = String(Workload.sidecarID)
-        if user == sidecar { return "runs as uid \(sidecar), the sidecar's (image user '\(imageUser ?? "")')" }
-        if group == sidecar { return "runs as gid \(sidecar), the sidecar's (image user '\(imageUser ?? "")')" }
+        let user = runAsUser.map(ID.number) ?? ID(parts.first)
+        let group = runAsGroup.map(ID.number) ?? ID(parts.count > 1 ? parts[1] : nil)
+        for (kind, id, field) in [("user", user, "runAsUser"), ("group", group, "runAsGroup")] {
+            switch id {
+            case .name(let name):
+                return "runs as the image's \(kind) '\(name)', a name: set securityContext.\(field)"
+            case .number(let number) where number == Workload.sidecarID:
+                return "runs as \(kind) \(number), the sidecar's (image user '\(imageUser ?? "")')"
+            case .number, .unset:
+                continue
+            }
+        }
         return nil
     }
 

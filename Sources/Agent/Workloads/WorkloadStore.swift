@@ -22,29 +22,39 @@ struct WorkloadStore {
         for name in names where name.contains(".tmp-") { unlink(directory + "/" + name) }
     }
 
-    /// Every stored object, by key. An unreadable state is reported, never guessed at.
-    func load() -> (workloads: [String: Workload], errors: [String]) {
-        if FileManager.default.fileExists(atPath: file) {
-            do {
-                let list = try MeshJSON.decoder().decode(
-                    [Workload].self,
-                    from: Data(contentsOf: URL(fileURLWithPath: file))
-                )
-                return (Dictionary(list.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last }), [])
-            } catch {
-                return ([:], ["\(file): \(error)"])
-            }
+    /// The desired state cannot be read: the agent does not start, since reconciling
+    /// an empty state would remove every pod of the node.
+    struct Unreadable: Error, CustomStringConvertible {
+        let file: String
+        let reason: String
+        var description: String {
+            "\(file): \(reason); not starting, so that no pod is removed (repair the file, or move it aside to start empty)"
         }
-        return loadLegacy()
+    }
+
+    /// Every stored object, by key, and the old-layout files that could not be read
+    /// (skipped, and kept on disk). An unreadable `desired.json` is an error.
+    func load() throws(Unreadable) -> (workloads: [String: Workload], errors: [String]) {
+        guard FileManager.default.fileExists(atPath: file) else { return loadLegacy() }
+        do {
+            let list = try MeshJSON.decoder().decode(
+                [Workload].self,
+                from: Data(contentsOf: URL(fileURLWithPath: file))
+            )
+            return (Dictionary(list.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last }), [])
+        } catch {
+            throw Unreadable(file: file, reason: "\(error)")
+        }
     }
 
     /// Replaces the stored state with `workloads`, in one atomic step; then removes
-    /// files of the earlier layout, which `desired.json` now holds.
+    /// the files of the earlier layout that `desired.json` now holds (one that could
+    /// not be read stays, for its owner to look at).
     func commit(_ workloads: [String: Workload]) throws {
         let list = workloads.values.sorted { $0.key < $1.key }
         let data = try MeshJSON.encoder(pretty: true).encode(list)
         try PEMFile.write(file, bytes: Array(data), mode: 0o600)
-        for name in legacyFiles() { unlink(directory + "/" + name) }
+        for name in legacyFiles() where readLegacy(directory + "/" + name) != nil { unlink(directory + "/" + name) }
     }
 
     // MARK: one file per object (before desired.json)
@@ -59,16 +69,16 @@ struct WorkloadStore {
         var errors: [String] = []
         for name in legacyFiles() {
             let path = directory + "/" + name
-            do {
-                let workload = try MeshJSON.decoder().decode(
-                    Workload.self,
-                    from: Data(contentsOf: URL(fileURLWithPath: path))
-                )
+            if let workload = readLegacy(path) {
                 workloads[workload.key] = workload
-            } catch {
-                errors.append("\(path): \(error)")
+            } else {
+                errors.append("\(path): not a stored object")
             }
         }
         return (workloads, errors)
+    }
+
+    private func readLegacy(_ path: String) -> Workload? {
+        try? MeshJSON.decoder().decode(Workload.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 }

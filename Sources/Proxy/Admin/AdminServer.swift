@@ -161,12 +161,15 @@ final class AdminHandler: ChannelInboundHandler {
 
     private let api: AdminAPI
     private let scope: Scope
+    /// The listener's connection count (nil: not capped), which also counts followers.
+    private let limit: AdminConnections?
     private var head: HTTPRequestHead?
     private var subscription: FlowRecorder.Subscription?
 
-    init(api: AdminAPI, scope: Scope) {
+    init(api: AdminAPI, scope: Scope, limit: AdminConnections?) {
         self.api = api
         self.scope = scope
+        self.limit = limit
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -212,6 +215,14 @@ final class AdminHandler: ChannelInboundHandler {
             return
         }
         if path == "/flows", query.contains(where: { $0.name == "follow" && $0.value != "0" && $0.value != "false" }) {
+            guard limit?.admitFollower(context.channel) ?? true else {
+                write(
+                    api.failure(.tooManyRequests, "\(AdminLimits.maximumFollowers) followers on this listener"),
+                    head: head,
+                    context: context
+                )
+                return
+            }
             do {
                 follow(try FlowFilter(query: query), head: head, context: context)
             } catch {
@@ -278,16 +289,31 @@ extension AdminHandler: Sendable {}
 /// app container reaches them on loopback, and 1,100 idle connections once exhausted
 /// the sidecar's descriptors.
 enum AdminLimits {
-    /// Connections open at once on all admin and metrics listeners together; more are
-    /// closed as soon as they are accepted.
+    /// Connections open at once on one TCP admin or metrics listener; more are closed
+    /// as soon as they are accepted.
     static let maximumConnections = 64
+    /// Of those, the ones following flows (exempt from the request timeout).
+    static let maximumFollowers = 8
     /// A connection with no request for this long is closed (followers excepted).
     static let requestTimeout = TimeAmount.seconds(Int64(10))
 }
 
-/// Counts the admin API's open connections against `AdminLimits.maximumConnections`.
+/// Counts one admin listener's open connections against `AdminLimits.maximumConnections`,
+/// and its followers against `AdminLimits.maximumFollowers`.
 final class AdminConnections: Sendable {
     private let open = Atomic<Int>(0)
+    private let followers = Atomic<Int>(0)
+
+    /// Whether one more follower may stream; if so, it is counted until `channel` closes.
+    func admitFollower(_ channel: any Channel) -> Bool {
+        let now = followers.wrappingAdd(1, ordering: .relaxed).newValue
+        guard now <= AdminLimits.maximumFollowers else {
+            followers.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        channel.closeFuture.whenComplete { _ in self.followers.wrappingSubtract(1, ordering: .relaxed) }
+        return true
+    }
 
     /// Whether one more may open; if so, it is counted until `channel` closes.
     func admit(_ channel: any Channel) -> Bool {

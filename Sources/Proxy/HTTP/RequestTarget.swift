@@ -12,6 +12,7 @@
 /// | any other `%xx` | kept, hex digits upper-cased |
 /// | `%` not followed by two hex digits | refused |
 /// | `\`, a space, a control or non-ASCII byte, `#`, or any byte RFC 3986 does not allow in a path | refused |
+/// | `;` in the path (a path parameter: Tomcat, Jetty and Spring read `/a/..;/b` as `/b`) | refused |
 /// | `//` | merged into `/` |
 /// | `.` and `..` segments (also `%2e`) | removed (RFC 3986 section 5.2.4); `..` never climbs above `/` |
 /// | `*` (OPTIONS only) | kept |
@@ -91,7 +92,7 @@ struct RequestTarget: Equatable {
         }
         if split < bytes.endIndex {
             let rest = bytes[(split + 1)...]
-            guard rest.allSatisfy({ Self.isPathByte($0) || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "%") }) else {
+            guard rest.allSatisfy({ Self.isQueryByte($0) || $0 == UInt8(ascii: "%") }) else {
                 throw Refusal(code: .invalidCharacter, reason: "the query holds a byte that is not allowed")
             }
             let queryText = String(decoding: rest, as: UTF8.self)
@@ -113,7 +114,7 @@ struct RequestTarget: Equatable {
         while let byte = iterator.next() {
             if byte == UInt8(ascii: "?") {
                 while let rest = iterator.next() {
-                    guard isPathByte(rest) || rest == UInt8(ascii: "?") || rest == UInt8(ascii: "%") else { return nil }
+                    guard isQueryByte(rest) || rest == UInt8(ascii: "%") else { return nil }
                 }
                 return offset
             }
@@ -173,9 +174,14 @@ struct RequestTarget: Equatable {
             || byte == UInt8(ascii: "~")
     }
 
-    /// A path's bytes besides `%`: unreserved, sub-delims, `:`, `@` and `/`.
+    /// A path's bytes besides `%`: unreserved, sub-delims but `;`, `:`, `@` and `/`.
     private static func isPathByte(_ byte: UInt8) -> Bool {
-        isUnreserved(byte) || "!$&'()*+,;=:@/".utf8.contains(byte)
+        isUnreserved(byte) || "!$&'()*+,=:@/".utf8.contains(byte)
+    }
+
+    /// A query's bytes besides `%`: a path's, `;`, `/` and `?`.
+    private static func isQueryByte(_ byte: UInt8) -> Bool {
+        isPathByte(byte) || byte == UInt8(ascii: ";") || byte == UInt8(ascii: "?")
     }
 
     private static func hexValue(_ byte: UInt8) -> UInt8? {
