@@ -7,6 +7,9 @@ sidecar, on 127.0.0.0/8 only, bounded in time.
              [--quiet S] [--during S] [--settle S] [--rate R]
 
 Phases, all in this one run:
+  warm-up --warmup legitimate connections as fast as they go, so that the server's
+          flow table (4,096 finished flows, bounded) is full before the baseline RSS
+          is read: its growth from legitimate traffic is not the flood's
   quiet   the legitimate client alone: --rate new connections per second through
           the client sidecar's route (each: connect, GET /, read the response,
           close), for --quiet seconds; its p99 is the baseline
@@ -53,11 +56,19 @@ class Legit:
         self.port = port
         self.interval = 1.0 / rate
 
-    def run(self, seconds):
+    def burst(self, count):
+        """`count` connections, one after another, as fast as they go."""
+        self.interval, saved = 0.0, self.interval
+        try:
+            return self.run(None, count)
+        finally:
+            self.interval = saved
+
+    def run(self, seconds, count=None):
         latencies, failures = [], 0
-        deadline = time.monotonic() + seconds
+        deadline = time.monotonic() + (seconds if seconds is not None else 1e9)
         next_start = time.monotonic()
-        while next_start < deadline:
+        while next_start < deadline and (count is None or len(latencies) + failures < count):
             now = time.monotonic()
             if now < next_start:
                 time.sleep(next_start - now)
@@ -159,13 +170,14 @@ def main():
     parser.add_argument("--settle", type=float, default=30)
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--reopen", type=float, default=1000)
+    parser.add_argument("--warmup", type=int, default=4200)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     legit = Legit(args.route, args.rate)
-    legit.run(1)  # warm-up: the sidecars' first connections
-    time.sleep(1)
+    legit.burst(args.warmup)
+    time.sleep(2)
     rss_before = rss_mb(args.pid)
     quiet, quiet_failures = legit.run(args.quiet)
 
