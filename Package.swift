@@ -209,7 +209,9 @@ let package = Package(
         .executableTarget(
             name: "beemesh-fuzz",
             dependencies: ["FuzzTargets"],
-            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])],
+            // gold fails on the sanitizers' objects (an internal error while it reports).
+            linkerSettings: [.unsafeFlags(["-use-ld=lld"], .when(platforms: [.linux]))]
         ),
         .executableTarget(
             name: "beemesh-dht-sim",

@@ -6,26 +6,45 @@ import FuzzTargets
 
 // `beemesh-fuzz`: the parsers' libFuzzer targets (`tools/fuzz TARGET`).
 //
-// Built with `-sanitize=fuzzer,address -D FUZZING` (tools/fuzz does), libFuzzer owns
-// `main` and calls `LLVMFuzzerTestOneInput` for the target named by
-// BEEMESH_FUZZ_TARGET. Built plainly (the test build), it replays files:
-// `beemesh-fuzz TARGET FILE...` runs each through the target once.
+// Built with `-sanitize=fuzzer,address -D FUZZING` (tools/fuzz does), `main` hands the
+// command line to libFuzzer's driver (`LLVMFuzzerRunDriver`), which calls back with
+// each input for the target named by BEEMESH_FUZZ_TARGET. Built plainly (the test
+// build), it replays files: `beemesh-fuzz TARGET FILE...` runs each through the target
+// once.
 
 #if FUZZING
-    nonisolated(unsafe) private var selected: FuzzTarget? = {
-        let name = getenv("BEEMESH_FUZZ_TARGET").map { String(cString: $0) } ?? ""
-        guard let target = FuzzTarget(rawValue: name) else {
-            let names = FuzzTarget.allCases.map(\.rawValue).joined(separator: ", ")
-            printError("beemesh-fuzz: set BEEMESH_FUZZ_TARGET to one of \(names)")
-            exit(2)
-        }
-        return target
-    }()
+    /// libFuzzer's entry for programs that keep their own `main`.
+    @_silgen_name("LLVMFuzzerRunDriver")
+    private func runFuzzerDriver(
+        _ argc: UnsafeMutablePointer<Int32>,
+        _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+        _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
+    ) -> Int32
 
+    /// The target of this process, chosen once before the driver starts.
+    nonisolated(unsafe) private var selected = FuzzTarget.preface
+
+    /// libFuzzer's callback (its driver names it even when given one).
     @_cdecl("LLVMFuzzerTestOneInput")
-    public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-        selected?.run(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
+    public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+        selected.run(data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? [])
         return 0
+    }
+
+    @main
+    struct Fuzz {
+        static func main() {
+            let name = getenv("BEEMESH_FUZZ_TARGET").map { String(cString: $0) } ?? ""
+            guard let target = FuzzTarget(rawValue: name) else {
+                let names = FuzzTarget.allCases.map(\.rawValue).joined(separator: ", ")
+                printError("beemesh-fuzz: set BEEMESH_FUZZ_TARGET to one of \(names)")
+                exit(2)
+            }
+            selected = target
+            var argc = CommandLine.argc
+            var argv = CommandLine.unsafeArgv
+            exit(runFuzzerDriver(&argc, &argv, fuzzOneInput))
+        }
     }
 #else
     @main
