@@ -239,6 +239,9 @@ public struct CaptureRuleSet: Sendable, Equatable {
         filter(out, [.socketGID(options.proxyGID)], .accept, "the proxy's own sockets (gid \(options.proxyGID))")
         filter(out, [.outputInterface("lo")], .accept, "loopback")
         filter(out, [.redirected], .accept, "redirected to the proxy (DNS to the mesh resolver)")
+        if !options.captureDNS {
+            filter(out, [.destinationPort(.udp, 53)], .accept, "DNS (UDP) to the pod's resolvers: not captured")
+        }
         filter(out, [.transportProtocol(.tcp)], .accept, "TCP (captured by the outbound chain)")
         filter(out, [.neighbourDiscovery], .accept, "ICMPv6 neighbour discovery")
         filter(out, [.establishedOrRelated], .accept, "replies and ICMP errors of known connections")

@@ -1,5 +1,3 @@
-import Synchronization
-
 #if canImport(FoundationEssentials)
     import FoundationEssentials
 #else
@@ -393,34 +391,49 @@ extension StringProtocol {
 /// Ends a blocking `AdminClient.stream` from another thread: its socket is shut down,
 /// so the read it waits in returns. The socket is detached under the same lock before
 /// it is closed, so a cancel never reaches a descriptor number reused by someone else.
-public final class StreamCancellation: Sendable {
-    private struct State {
-        var fd: Int32?
-        var cancelled = false
-    }
-    private let state = Mutex(State())
+///
+/// The lock is a pthread mutex (not `Synchronization.Mutex`, whose futexes
+/// ThreadSanitizer cannot see, so it reported this class's accesses as races).
+public final class StreamCancellation: @unchecked Sendable {  // every field is read and written under `lock`
+    private let lock: UnsafeMutablePointer<pthread_mutex_t>
+    private var fd: Int32?
+    private var cancelled = false
 
-    public init() {}
+    public init() {
+        lock = .allocate(capacity: 1)
+        pthread_mutex_init(lock, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(lock)
+        lock.deallocate()
+    }
+
+    private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        return body()
+    }
 
     public func cancel() {
-        state.withLock { state in
-            state.cancelled = true
-            if let fd = state.fd { shutdown(fd, Int32(SHUT_RDWR)) }
+        locked {
+            cancelled = true
+            if let fd { shutdown(fd, Int32(SHUT_RDWR)) }
         }
     }
 
-    public var isCancelled: Bool { state.withLock { $0.cancelled } }
+    public var isCancelled: Bool { locked { cancelled } }
 
     /// False: already cancelled; the stream must not start.
     func attach(_ fd: Int32) -> Bool {
-        state.withLock { state in
-            guard !state.cancelled else { return false }
-            state.fd = fd
+        locked {
+            guard !cancelled else { return false }
+            self.fd = fd
             return true
         }
     }
 
     func detach() {
-        state.withLock { $0.fd = nil }
+        locked { fd = nil }
     }
 }

@@ -1,6 +1,7 @@
 import Logging
 import MeshAPI
 import MeshIdentity
+import MeshNet
 import MeshTLS
 import Metrics
 import NIOConcurrencyHelpers
@@ -145,6 +146,9 @@ public final class ProxyServer: Service, Sendable {
 
     /// Inbound mTLS connections that have not finished their handshake.
     public var unauthenticatedConnections: Int { admission.pending }
+
+    /// Inbound mTLS connections accepted since start, admitted or not.
+    public var inboundArrivals: UInt64 { admission.arrivals }
 
     /// Flows open now (zero when recording is off).
     public var openFlowCount: Int { environment.flows.openCount }
@@ -323,8 +327,12 @@ public final class ProxyServer: Service, Sendable {
         ) {
             _ in
             guard watch.withLockedValue({ $0.observe(arrivals: admission.arrivals) }) else { return }
-            _ = glibcMallocTrim(0)
-            logger.debug("flood of unauthenticated connections over; memory trimmed")
+            // On a thread of its own: trimming a large heap can take milliseconds that
+            // this event loop's connections would wait.
+            _ = try? SystemThread.start(name: "beemesh-trim") {
+                _ = glibcMallocTrim(0)
+                logger.debug("flood of unauthenticated connections over; memory trimmed")
+            }
         }
         aftermathTask.withLockedValue { $0 = task }
     }

@@ -215,7 +215,8 @@ import Testing
         #expect(containers.map(\.runAsUser) == [2000, 1000] && containers.map(\.runAsGroup) == [1000, 1000])
         #expect(Reconciler.appUser(imageUser: "app:app", runAsUser: 2000, runAsGroup: nil) == "2000:app")
         #expect(Reconciler.appUser(imageUser: nil, runAsUser: nil, runAsGroup: 5) == "0:5")
-        #expect(Reconciler.appUser(imageUser: "app", runAsUser: nil, runAsGroup: nil) == nil)
+        #expect(Reconciler.appUser(imageUser: "1000", runAsUser: nil, runAsGroup: nil) == "1000:0", "never a bare uid")
+        #expect(Reconciler.appUser(imageUser: nil, runAsUser: nil, runAsGroup: nil) == nil)
         for (image, user, group) in [
             ("1337", nil, nil), ("0:1337", nil, nil), ("app:1337", UInt32(5), nil), ("01337", nil, nil),
             ("app", nil, nil), ("0:staff", nil, nil),

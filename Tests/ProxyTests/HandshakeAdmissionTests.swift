@@ -43,12 +43,10 @@ import Testing
         #expect(throws: HandshakeAdmission.Refusal.total) { try admission.admit("peer-d") {}.get() }
     }
 
-    @Test func ipv6SourcesAreCountedByTheirSlash64() throws {
+    @Test func sourcesAreCountedByAddress() throws {
         let one = try SocketAddress(ipAddress: "2001:db8:1:2::1", port: 1)
-        let other = try SocketAddress(ipAddress: "2001:db8:1:2:ffff::9", port: 2)
-        let elsewhere = try SocketAddress(ipAddress: "2001:db8:1:3::1", port: 3)
-        #expect(HandshakeAdmission.sourceKey(one) == HandshakeAdmission.sourceKey(other))
-        #expect(HandshakeAdmission.sourceKey(one) != HandshakeAdmission.sourceKey(elsewhere))
+        let neighbour = try SocketAddress(ipAddress: "2001:db8:1:2::2", port: 2)
+        #expect(HandshakeAdmission.sourceKey(one) != HandshakeAdmission.sourceKey(neighbour))
         let v4 = try SocketAddress(ipAddress: "127.0.0.2", port: 4)
         #expect(HandshakeAdmission.sourceKey(v4) == "127.0.0.2")
     }

@@ -7,7 +7,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import Prometheus
-import Synchronization
 
 /// The agent's local API, JSON over HTTP/1.1 on a unix socket (and optionally TCP):
 ///
@@ -473,7 +472,7 @@ final class AgentAPIHandler: ChannelInboundHandler {
     /// Log streams open at once; more are refused with 429, so followers cannot pile
     /// up threads.
     static let maximumLogStreams = 32
-    private static let logStreams = Mutex(0)
+    private static let logStreams = NIOLockedValueBox(0)
 
     /// `GET /v1/logs/NAMESPACE/POD?container=&follow=1&tail=N`: podman's log stream,
     /// demultiplexed, passed on in chunks until it ends or the client goes. A client
@@ -491,7 +490,7 @@ final class AgentAPIHandler: ChannelInboundHandler {
             write(AgentAPI.Response(status: .notFound, body: body), keepAlive: false, context: context)
             return
         }
-        let admitted = Self.logStreams.withLock { count in
+        let admitted = Self.logStreams.withLockedValue { count in
             guard count < Self.maximumLogStreams else { return false }
             count += 1
             return true
@@ -521,7 +520,7 @@ final class AgentAPIHandler: ChannelInboundHandler {
         let cancellation = StreamCancellation()
         channel.closeFuture.whenComplete { _ in cancellation.cancel() }
         Thread.detachNewThread {
-            defer { Self.logStreams.withLock { $0 -= 1 } }
+            defer { Self.logStreams.withLockedValue { $0 -= 1 } }
             try? podman.logs(container, follow: follow, tail: tail, cancellation: cancellation) { bytes in
                 guard channel.isActive else { return false }
                 channel.eventLoop.execute {

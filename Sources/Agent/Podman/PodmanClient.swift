@@ -227,6 +227,15 @@ struct PodmanClient: Sendable {
         encoded: [UInt8]? = nil,
         expecting: Set<Int>
     ) throws(PodmanError) -> [UInt8] {
+        try exchange(method, tail, encoded: encoded, expecting: expecting).answer
+    }
+
+    private func exchange(
+        _ method: String,
+        _ tail: String,
+        encoded: [UInt8]? = nil,
+        expecting: Set<Int>
+    ) throws(PodmanError) -> (status: Int, answer: [UInt8]) {
         var answer: [UInt8] = []
         let status: Int
         do {
@@ -240,14 +249,12 @@ struct PodmanClient: Sendable {
         guard expecting.contains(status) else {
             throw PodmanError(status: status, message: "\(method) \(tail): " + PodmanError.message(in: answer))
         }
-        return answer
+        return (status, answer)
     }
 
     private func decode<T: Decodable>(_ tail: String, as type: T.Type) throws(PodmanError) -> T? {
-        let answer = try call("GET", tail, expecting: [200, 404])
-        if let error = try? JSONDecoder().decode([String: String].self, from: Data(answer)), error["cause"] != nil {
-            return nil  // 404: no such object
-        }
+        let (status, answer) = try exchange("GET", tail, expecting: [200, 404])
+        if status == 404 { return nil }  // no such object
         do {
             return try JSONDecoder().decode(T.self, from: Data(answer))
         } catch {

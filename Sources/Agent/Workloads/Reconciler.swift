@@ -229,11 +229,15 @@ final class Reconciler: @unchecked Sendable {
         while !shared.withLockedValue({ $0.stopping }) {
             reconcileOnce()
             let pass = DispatchTime.now() + 1
+            var woken = false
             while !awaitingSidecar.isEmpty, DispatchTime.now() < pass {
                 advanceAwaitingSidecars()
-                if wake.wait(timeout: .now() + 0.05) == .success { break }
+                if wake.wait(timeout: .now() + 0.05) == .success {
+                    woken = true  // an apply or a delete: a full pass at once
+                    break
+                }
             }
-            if awaitingSidecar.isEmpty { _ = wake.wait(timeout: pass) }
+            if !woken, awaitingSidecar.isEmpty { _ = wake.wait(timeout: pass) }
         }
         podmanService?.terminate()
     }
@@ -361,12 +365,17 @@ final class Reconciler: @unchecked Sendable {
         }
     }
 
+    /// Creates the app containers podman does not have yet (an agent stopped halfway
+    /// leaves some) and starts them.
     private func startAppContainers(_ pod: DesiredPod) throws {
         for container in pod.template.containers {
-            let imageUser = try podman.inspectImage(container.image)?.Config?.User
-            try podman.createContainer(appSpec(pod, container, imageUser: imageUser))
-            try podman.startContainer(pod.containerName(container.name))
-            try checkNotSidecarIDs(pod.containerName(container.name))
+            let name = pod.containerName(container.name)
+            if try podman.inspectContainer(name) == nil {
+                let imageUser = try podman.inspectImage(container.image)?.Config?.User
+                try podman.createContainer(appSpec(pod, container, imageUser: imageUser))
+            }
+            try podman.startContainer(name)
+            try checkNotSidecarIDs(name)
         }
         podRetryAt[pod.podmanName] = nil
         podMessages[pod.podmanName] = nil
@@ -525,11 +534,13 @@ final class Reconciler: @unchecked Sendable {
             work_dir: nil,
             stop_timeout: 35,
             init: nil,
-            // podman replaces every default limit once one is given: nproc is named too
-            // (the sidecar runs a handful of threads).
+            // podman replaces every default limit once one is given, and its own nproc
+            // was refused on the hosts this is built on (so was 65,536; 32,768 is
+            // taken): nproc is named too. It counts every thread of uid 1337 on the
+            // host, all sidecars together.
             r_limits: [
                 .init(type: "nofile", hard: Self.sidecarOpenFiles, soft: Self.sidecarOpenFiles),
-                .init(type: "nproc", hard: 1024, soft: 1024),
+                .init(type: "nproc", hard: 32768, soft: 32768),
             ]
         )
     }
@@ -581,12 +592,16 @@ final class Reconciler: @unchecked Sendable {
     }
 
     /// The podman `user` of an app container: the manifest's ids over the image's.
+    /// Always `uid:gid` when anything names a user: a bare uid would let the runtime
+    /// take the group from the image's `/etc/passwd`, which could say 1337. The group
+    /// is `runAsGroup`, else the image's, else 0 (as Docker does for a uid without an
+    /// entry). nil: neither the manifest nor the image names one (root).
     static func appUser(imageUser: String?, runAsUser: UInt32?, runAsGroup: UInt32?) -> String? {
-        guard runAsUser != nil || runAsGroup != nil else { return nil }
         let parts = (imageUser ?? "").split(separator: ":", maxSplits: 1).map(String.init)
-        let user = runAsUser.map(String.init) ?? parts.first ?? "0"
-        if let group = runAsGroup.map(String.init) ?? (parts.count > 1 ? parts[1] : nil) { return "\(user):\(group)" }
-        return user
+        guard runAsUser != nil || runAsGroup != nil || !parts.isEmpty else { return nil }
+        let user = runAsUser.map(String.init) ?? parts.first.map { $0 == "root" ? "0" : $0 } ?? "0"
+        let group = runAsGroup.map(String.init) ?? (parts.count > 1 ? (parts[1] == "root" ? "0" : parts[1]) : "0")
+        return "\(user):\(group)"
     }
 
     /// Reads the running container's ids from the kernel (a user name in the image is
@@ -597,12 +612,14 @@ final class Reconciler: @unchecked Sendable {
             let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         else { return }
         let sidecar = String(Workload.sidecarID)
-        for line in status.split(separator: "\n") where line.hasPrefix("Uid:") || line.hasPrefix("Gid:") {
+        for line in status.split(separator: "\n")
+        where line.hasPrefix("Uid:") || line.hasPrefix("Gid:") || line.hasPrefix("Groups:") {
             guard line.split(whereSeparator: \.isWhitespace).dropFirst().contains(Substring(sidecar)) else { continue }
             try? podman.stopContainer(name, timeout: 0)
             throw PodmanError(
                 status: nil,
-                message: "container \(name) runs with \(line.prefix(3).lowercased()) \(sidecar), the sidecar's: refused"
+                message:
+                    "container \(name) runs with \(line.prefix { $0 != ":" }.lowercased()) \(sidecar), the sidecar's: refused"
             )
         }
     }
@@ -701,10 +718,11 @@ final class Reconciler: @unchecked Sendable {
     /// unanswered call).
     private func appContainerMissing(_ pod: DesiredPod) -> Bool {
         pod.template.containers.contains { container in
-            guard case .some(.none) = try? podman.inspectContainer(pod.containerName(container.name)) else {
-                return false
+            do {
+                return try podman.inspectContainer(pod.containerName(container.name)) == nil
+            } catch {
+                return false  // podman did not answer: nothing is known to be missing
             }
-            return true
         }
     }
 

@@ -215,6 +215,14 @@ final class AdminHandler: ChannelInboundHandler {
             return
         }
         if path == "/flows", query.contains(where: { $0.name == "follow" && $0.value != "0" && $0.value != "false" }) {
+            let filter: FlowFilter
+            do {
+                filter = try FlowFilter(query: query)
+            } catch {
+                write(api.failure(.badRequest, "bad filter: \(error)"), head: head, context: context)
+                return
+            }
+            // Counted once its stream starts (a stream holds its connection to the end).
             guard limit?.admitFollower(context.channel) ?? true else {
                 write(
                     api.failure(.tooManyRequests, "\(AdminLimits.maximumFollowers) followers on this listener"),
@@ -223,11 +231,7 @@ final class AdminHandler: ChannelInboundHandler {
                 )
                 return
             }
-            do {
-                follow(try FlowFilter(query: query), head: head, context: context)
-            } catch {
-                write(api.failure(.badRequest, "bad filter: \(error)"), head: head, context: context)
-            }
+            follow(filter, head: head, context: context)
             return
         }
         write(api.respond(path: path, query: query), head: head, context: context)

@@ -52,17 +52,12 @@ final class HandshakeAdmission: Sendable {
         case perSource = "unauthenticated_source_cap"
     }
 
-    /// What a source is counted as: its address, or for IPv6 its /64 (one host holds
-    /// a whole /64, so per address it would be unlimited).
+    /// What a source is counted as: its address. (Not an IPv6 /64: every pod of a
+    /// podman bridge shares one, so one pod could keep the others out. A host that
+    /// spreads a flood over many addresses meets the total cap, where each newcomer
+    /// evicts the oldest pending connection of the largest source instead.)
     static func sourceKey(_ address: SocketAddress?) -> String {
-        guard let address else { return "?" }
-        if case .v6(let v6) = address {
-            let prefix = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0.prefix(8)) }
-            if prefix[..<8] != [0, 0, 0, 0, 0, 0, 0, 0][...] {  // not IPv4-mapped
-                return prefix.map { String($0, radix: 16) }.joined(separator: ":") + "::/64"
-            }
-        }
-        return address.ipAddress ?? "?"
+        address?.ipAddress ?? "?"
     }
 
     /// Counts a new connection from `source`, or refuses it. When the total is full,
