@@ -31,7 +31,7 @@ final class Reconciler: @unchecked Sendable {
         /// This agent's node ID: its pods carry it, and it manages no others (two agents
         /// sharing one podman must not remove each other's pods).
         var agentID: String
-        var sidecarUser: UInt32 = 1337
+        var sidecarUser: UInt32 = Workload.sidecarID
     }
 
     static let managedLabel = "beemesh.io/agent"
