@@ -45,9 +45,15 @@ import Testing
     }
 
     private func demo() throws {
-        // An agent of an earlier run whose test process was killed would fight this one
-        // over the pod names: stop it, and remove what it left.
-        _ = try? runProcess(["pkill", "-f", "beemesh-agent run --config .*/podman-agent.yaml"], input: [])
+        // podman's pod names are global: a second run on this machine would fight this
+        // one over them, so it is refused while this one holds the lock.
+        let lock = open("/run/beemesh-podman-e2e.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        defer { close(lock) }
+        guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            Issue.record("another PodmanEndToEndTests run holds /run/beemesh-podman-e2e.lock; not starting")
+            return
+        }
+        // Pods an earlier run left when it was killed.
         for pod in ["orders-0.default", "frontend-0.default"] {
             _ = try? runProcess(["podman", "pod", "rm", "-f", pod], input: [], timeout: 60)
         }
@@ -319,7 +325,15 @@ import Testing
             _ = try? runProcess(["podman", "pod", "rm", "-f", pod], input: [], timeout: 60)
         }
         node.stopAgent()
-        // The podman service the first (killed) agent started outlives it.
-        _ = try? runProcess(["pkill", "-f", "podman system service .*\(node.runDirectory)/podman.sock"], input: [])
+        // The podman service the first (killed) agent started outlives it: stopped by the
+        // PID that agent recorded, if that process is still the service on our socket.
+        let socket = node.runDirectory + "/podman.sock"
+        if let text = try? String(contentsOfFile: socket + ".pid", encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+            let command = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8),
+            command.contains(socket)
+        {
+            kill(pid, SIGTERM)
+        }
     }
 }

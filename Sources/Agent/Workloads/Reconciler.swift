@@ -239,8 +239,16 @@ final class Reconciler: @unchecked Sendable {
             }
             if !woken, awaitingSidecar.isEmpty { _ = wake.wait(timeout: pass) }
         }
-        podmanService?.terminate()
+        if let podmanService {
+            podmanService.terminate()
+            unlink(podmanPIDFile)
+        }
     }
+
+    /// Where the PID of the podman service this agent started is kept, so that whoever
+    /// cleans up after an agent that was killed (a test, the demo) stops that process
+    /// by its PID, never by a name that another run's process shares.
+    var podmanPIDFile: String { settings.podmanSocket + ".pid" }
 
     /// Starts `podman system service` on the configured socket when nothing answers there.
     private func ensurePodmanService() {
@@ -258,6 +266,7 @@ final class Reconciler: @unchecked Sendable {
         do {
             try process.run()
             podmanService = process
+            try? PEMFile.write(podmanPIDFile, "\(process.processIdentifier)\n", mode: 0o644)
         } catch {
             logger.error("cannot start podman system service", metadata: ["error": "\(error)"])
             return
