@@ -159,17 +159,7 @@ enum NetfilterObjects {
                 lookup(set, id: setIDs[set], negated: negated),
             ]
         case .establishedOrRelated:
-            // ct state (a 32-bit mask in host order) & (established | related) != 0
-            let state = nftnl_expr_alloc("ct")!
-            nftnl_expr_set_u32(state, netfilterU16(NFTNL_EXPR_CT_KEY), netfilterU32(NFT_CT_STATE))
-            nftnl_expr_set_u32(state, netfilterU16(NFTNL_EXPR_CT_DREG), register)
-            let mask = nftnl_expr_alloc("bitwise")!
-            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_SREG), register)
-            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_DREG), register)
-            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_LEN), 4)
-            setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_MASK), hostOrder(Self.establishedOrRelatedBits))
-            setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_XOR), [0, 0, 0, 0])
-            return [state, mask, compare(.notEqual, [0, 0, 0, 0])]
+            return conntrackAny(NFT_CT_STATE, of: Self.establishedOrRelatedBits)
         case .neighbourDiscovery:
             return [
                 meta(NFT_META_L4PROTO), compare(.equal, [CaptureRuleSet.TransportProtocol.icmpv6.rawValue]),
@@ -178,18 +168,23 @@ enum NetfilterObjects {
                 compare(.lessOrEqual, [137]),
             ]
         case .redirected:
-            // ct status (a 32-bit mask in host order) & IPS_DST_NAT != 0
-            let status = nftnl_expr_alloc("ct")!
-            nftnl_expr_set_u32(status, netfilterU16(NFTNL_EXPR_CT_KEY), netfilterU32(NFT_CT_STATUS))
-            nftnl_expr_set_u32(status, netfilterU16(NFTNL_EXPR_CT_DREG), register)
-            let mask = nftnl_expr_alloc("bitwise")!
-            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_SREG), register)
-            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_DREG), register)
-            nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_LEN), 4)
-            setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_MASK), hostOrder(Self.destinationNATBit))
-            setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_XOR), [0, 0, 0, 0])
-            return [status, mask, compare(.notEqual, [0, 0, 0, 0])]
+            return conntrackAny(NFT_CT_STATUS, of: Self.destinationNATBit)
         }
+    }
+
+    /// `ct KEY & bits != 0`: the connection's state or status (a 32-bit mask in host
+    /// order) has one of `bits`.
+    private static func conntrackAny(_ key: nft_ct_keys, of bits: UInt32) -> [OpaquePointer] {
+        let load = nftnl_expr_alloc("ct")!
+        nftnl_expr_set_u32(load, netfilterU16(NFTNL_EXPR_CT_KEY), netfilterU32(key))
+        nftnl_expr_set_u32(load, netfilterU16(NFTNL_EXPR_CT_DREG), register)
+        let mask = nftnl_expr_alloc("bitwise")!
+        nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_SREG), register)
+        nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_DREG), register)
+        nftnl_expr_set_u32(mask, netfilterU16(NFTNL_EXPR_BITWISE_LEN), 4)
+        setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_MASK), hostOrder(bits))
+        setData(mask, netfilterU32(NFTNL_EXPR_BITWISE_XOR), [0, 0, 0, 0])
+        return [load, mask, compare(.notEqual, [0, 0, 0, 0])]
     }
 
     /// Conntrack's `IPS_DST_NAT` status bit.

@@ -49,22 +49,7 @@ import Testing
                 logger: Logger(label: "test")
             )
             sockets = PodSockets(group: group, sidecarUser: 1337, logger: Logger(label: "test"))
-            reconciler = try Reconciler(
-                settings: Reconciler.Settings(
-                    podmanSocket: directory.path + "/none.sock",
-                    sidecarImage: "image",
-                    proxyBinary: "/bin/false",
-                    runDirectory: directory.path + "/pods",
-                    policies: directory.path + "/policies",
-                    certificateTTL: 3600,
-                    node: "node-1",
-                    agentID: "test"
-                ),
-                store: try WorkloadStore(directory: directory.path + "/workloads"),
-                nodeCA: identity.nodeCA,
-                podSockets: sockets,
-                logger: Logger(label: "test")
-            )
+            reconciler = try Reconciler.forTests(in: directory.path, nodeCA: identity.nodeCA, podSockets: sockets)
             api = AgentAPI(
                 dht: dht,
                 validator: ServiceRecordValidator(bundle: identity.credentials.bundle),

@@ -14,22 +14,7 @@ import Testing
         let directory = TemporaryDirectory()
         let root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("pods.test"))
         let nodeCA = try root.issueIntermediate(nodeName: "node-1")
-        let reconciler = try Reconciler(
-            settings: Reconciler.Settings(
-                podmanSocket: directory.path + "/none.sock",
-                sidecarImage: "image",
-                proxyBinary: "/bin/false",
-                runDirectory: directory.path + "/pods",
-                policies: directory.path + "/policies",
-                certificateTTL: 4,
-                node: "node-1",
-                agentID: "test"
-            ),
-            store: try WorkloadStore(directory: directory.path + "/workloads"),
-            nodeCA: nodeCA,
-            podSockets: nil,
-            logger: Logger(label: "test")
-        )
+        let reconciler = try Reconciler.forTests(in: directory.path, nodeCA: nodeCA, certificateTTL: 4)
         let yaml = """
             apiVersion: v1
             kind: Pod

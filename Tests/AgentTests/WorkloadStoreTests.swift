@@ -28,22 +28,7 @@ import Testing
 
     private func reconciler(_ directory: TemporaryDirectory) throws -> Reconciler {
         let root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("store.test"))
-        return try Reconciler(
-            settings: Reconciler.Settings(
-                podmanSocket: directory.path + "/none.sock",
-                sidecarImage: "image",
-                proxyBinary: "/bin/false",
-                runDirectory: directory.path + "/pods",
-                policies: directory.path + "/policies",
-                certificateTTL: 3600,
-                node: "node-1",
-                agentID: "test"
-            ),
-            store: try WorkloadStore(directory: directory.path + "/workloads"),
-            nodeCA: try root.issueIntermediate(nodeName: "node-1"),
-            podSockets: nil,
-            logger: Logger(label: "test")
-        )
+        return try Reconciler.forTests(in: directory.path, nodeCA: try root.issueIntermediate(nodeName: "node-1"))
     }
 
     /// Finding 9 of the node security review (c7e302b): `Deployment sec-c` and

@@ -14,50 +14,24 @@ public final class BlockingSocket: @unchecked Sendable {  // one fd; callers do 
     /// still runs `deinit`, which would close the descriptor a second time, possibly
     /// after another socket in this process has been given the same number.
     public init(port: Int, host: String = "127.0.0.1", source: String? = nil, timeoutSeconds: Int = 30) throws {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw SocketError("socket: \(String(cString: strerror(errno)))") }
+        let descriptor = try Self.open(AF_INET, timeoutSeconds: timeoutSeconds)
         if let source {
             var local = sockaddr_in()
             local.sin_family = sa_family_t(AF_INET)
             inet_pton(AF_INET, source, &local.sin_addr)
-            let bound = withUnsafePointer(to: &local) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-            guard bound == 0 else {
-                let reason = String(cString: strerror(errno))
-                close(descriptor)
-                throw SocketError("bind \(source): \(reason)")
-            }
+            try Self.address(descriptor, &local, "bind \(source)") { bind($0, $1, $2) }
         }
-        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         inet_pton(AF_INET, host, &address.sin_addr)
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard result == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(descriptor)
-            throw SocketError("connect 127.0.0.1:\(port): \(reason)")
-        }
+        try Self.address(descriptor, &address, "connect \(host):\(port)") { connect($0, $1, $2) }
         fd = descriptor
     }
 
     /// Connects to a unix socket, or throws having closed its descriptor.
     public init(unixPath path: String, timeoutSeconds: Int = 30) throws {
-        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw SocketError("socket: \(String(cString: strerror(errno)))") }
-        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let descriptor = try Self.open(AF_UNIX, timeoutSeconds: timeoutSeconds)
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
@@ -69,17 +43,38 @@ public final class BlockingSocket: @unchecked Sendable {  // one fd; callers do 
             raw.copyBytes(from: bytes)
             raw[bytes.count] = 0
         }
+        try Self.address(descriptor, &address, "connect \(path)") { connect($0, $1, $2) }
+        fd = descriptor
+    }
+
+    /// A stream socket of `domain` whose reads and writes give up after `timeoutSeconds`.
+    private static func open(_ domain: Int32, timeoutSeconds: Int) throws -> Int32 {
+        let descriptor = socket(domain, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw SocketError("socket: \(String(cString: strerror(errno)))") }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        return descriptor
+    }
+
+    /// `call` (bind or connect) with `address`; on failure the descriptor is closed and
+    /// the error names `what`.
+    private static func address<Address>(
+        _ descriptor: Int32,
+        _ address: inout Address,
+        _ what: String,
+        _ call: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32
+    ) throws {
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                call(descriptor, $0, socklen_t(MemoryLayout<Address>.size))
             }
         }
         guard result == 0 else {
             let reason = String(cString: strerror(errno))
             close(descriptor)
-            throw SocketError("connect \(path): \(reason)")
+            throw SocketError("\(what): \(reason)")
         }
-        fd = descriptor
     }
 
     /// One read of at most `count` bytes (empty: the peer closed).

@@ -40,18 +40,7 @@ import Testing
             let accepted = Date() + 20
             while server.inboundArrivals < 40, Date() < accepted { usleep(10_000) }
             let pendingHeld = server.unauthenticatedConnections
-            let sockets = idle + half
-            for socket in sockets { _ = fcntl(socket.fd, F_SETFL, fcntl(socket.fd, F_GETFL) | O_NONBLOCK) }
-            var closed = Set<Int32>()
-            let phase = Date() + 2
-            while closed.count < 24, Date() < phase {
-                for socket in sockets where !closed.contains(socket.fd) {
-                    var byte: UInt8 = 0
-                    if recv(socket.fd, &byte, 1, 0) == 0 || errno == ECONNRESET { closed.insert(socket.fd) }
-                }
-                usleep(10_000)
-            }
-            let closedAtOnce = closed.count
+            let closedAtOnce = Self.closedByPeer(idle + half, awaiting: 24, seconds: 2)
             // An authenticated peer (the client sidecar, from 127.0.0.1) gets through.
             var legit: [String] = []
             for index in 0..<5 {
@@ -86,18 +75,8 @@ import Testing
         let refused = try await blocking { () throws -> (closed: Int, ready: Bool) in
             var held: [BlockingSocket] = []
             for _ in 0..<80 { held.append(try BlockingSocket(port: admin, timeoutSeconds: 5)) }
-            for socket in held { _ = fcntl(socket.fd, F_SETFL, fcntl(socket.fd, F_GETFL) | O_NONBLOCK) }
-            // Looked at until 16 are closed, or for 3 s (well before the 10 s idle close).
-            var closedSockets = Set<Int32>()
-            let until = Date() + 3
-            while closedSockets.count < 16, Date() < until {
-                for socket in held where !closedSockets.contains(socket.fd) {
-                    var byte: UInt8 = 0
-                    if recv(socket.fd, &byte, 1, 0) == 0 || errno == ECONNRESET { closedSockets.insert(socket.fd) }
-                }
-                usleep(10_000)
-            }
-            let closed = closedSockets.count
+            // Looked at for 3 s at most, well before the 10 s idle close.
+            let closed = Self.closedByPeer(held, awaiting: 16, seconds: 3)
             held.removeAll()  // they go; the listener serves again
             usleep(200_000)
             let ready = (try? AdminClient(endpoint: .tcp(host: "127.0.0.1", port: admin), timeout: 5).get("/ready"))?
@@ -106,5 +85,21 @@ import Testing
         }
         #expect(refused.closed == 80 - AdminLimits.maximumConnections, "\(refused.closed) closed")
         #expect(refused.ready)
+    }
+
+    /// How many of `sockets` the peer closed, looked at every 10 ms until `count` are
+    /// or `seconds` pass (the sockets are made non-blocking).
+    static func closedByPeer(_ sockets: [BlockingSocket], awaiting count: Int, seconds: Double) -> Int {
+        for socket in sockets { _ = fcntl(socket.fd, F_SETFL, fcntl(socket.fd, F_GETFL) | O_NONBLOCK) }
+        var closed = Set<Int32>()
+        let deadline = Date() + seconds
+        while closed.count < count, Date() < deadline {
+            for socket in sockets where !closed.contains(socket.fd) {
+                var byte: UInt8 = 0
+                if recv(socket.fd, &byte, 1, 0) == 0 || errno == ECONNRESET { closed.insert(socket.fd) }
+            }
+            usleep(10_000)
+        }
+        return closed.count
     }
 }
