@@ -5,7 +5,7 @@ import Proxy
 
 /// The node agent's configuration: `beemesh-agent run --config FILE` (YAML).
 ///
-/// Every field, its default and meaning is listed in the README ("Agent configuration");
+/// Every field, its default and meaning is listed in docs/configuration.md ("Agent configuration");
 /// keep the two in step. Validated once, at load, with errors naming file, line and field.
 public struct AgentConfiguration: Sendable, Equatable {
     /// This machine in the mesh.

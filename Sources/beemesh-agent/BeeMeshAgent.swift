@@ -16,7 +16,7 @@ struct BeeMeshAgent: AsyncParsableCommand {
     struct Run: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Run the agent until SIGTERM or SIGINT.")
 
-        @Option(help: "YAML configuration file (fields and defaults: see the README).")
+        @Option(help: "YAML configuration file (fields and defaults: docs/configuration.md).")
         var config: String
 
         func run() async throws {

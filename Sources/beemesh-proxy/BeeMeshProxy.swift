@@ -16,7 +16,7 @@ struct BeeMeshProxy: AsyncParsableCommand {
             abstract: "Run the sidecar until SIGTERM or SIGINT, then drain."
         )
 
-        @Option(help: "YAML configuration file (fields and defaults: see the README).")
+        @Option(help: "YAML configuration file (fields and defaults: docs/configuration.md).")
         var config: String
 
         func run() async throws {

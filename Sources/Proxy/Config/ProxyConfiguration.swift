@@ -5,7 +5,7 @@ import MeshNet
 
 /// The sidecar's configuration: `beemesh-proxy run --config FILE` (YAML).
 ///
-/// Every field, its default and meaning is listed in the README ("Proxy configuration");
+/// Every field, its default and meaning is listed in docs/configuration.md ("Proxy configuration");
 /// keep the two in step. Values are validated once, at load, with errors naming the
 /// file, line and field.
 public struct ProxyConfiguration: Sendable, Equatable, Encodable {
