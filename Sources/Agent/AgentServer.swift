@@ -80,7 +80,7 @@ public final class AgentServer: Service, Sendable {
             // Root and the socket's group may connect; each caller is then authorized by
             // its credentials (api.access). Sidecars use sockets of their own.
             guard chown(socket, 0, configuration.api.socketGroup) == 0, chmod(socket, 0o660) == 0 else {
-                throw AgentSocketError(path: socket, reason: "cannot set its group and mode 0660 (errno \(errno))")
+                throw AdminSocket.Unusable(path: socket, reason: "cannot set its group and mode 0660 (errno \(errno))")
             }
             listeners.append(channel)
             logger.info(
@@ -111,11 +111,4 @@ public final class AgentServer: Service, Sendable {
         try? await dht.stop().get()
         try await group.shutdownGracefully()
     }
-}
-
-/// The control socket could not be made safe to serve.
-struct AgentSocketError: Error, CustomStringConvertible {
-    let path: String
-    let reason: String
-    var description: String { "\(path): \(reason)" }
 }

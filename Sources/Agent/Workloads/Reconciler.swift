@@ -667,18 +667,15 @@ final class Reconciler: @unchecked Sendable {
     /// the identity renewed at half-life.
     private func check(_ pod: DesiredPod, created: Date?) -> PodStatus {
         if podRetryAt[pod.podmanName] != nil { return status(of: pod, created: created, phase: "Pending") }
-        // App containers never made (the agent stopped while the sidecar started): they
-        // start once the sidecar answers.
-        if pod.injected, awaitingSidecar[pod.podmanName] == nil, appContainerMissing(pod) {
-            awaitingSidecar[pod.podmanName] = (pod, Date())
-            return status(of: pod, created: created, phase: "Pending")
-        }
         let names = (pod.injected ? [DesiredPod.sidecarName] : []) + pod.template.containers.map(\.name)
         var containers: [PodStatus.ContainerStatus] = []
         var waiting = false
+        var appMissing = false
         for name in names {
             let full = pod.containerName(name)
-            let inspect = try? podman.inspectContainer(full)
+            let answer = Result { try podman.inspectContainer(full) }
+            let inspect = try? answer.get()
+            if name != DesiredPod.sidecarName, case .success(.none) = answer { appMissing = true }
             var history = histories[full] ?? ContainerHistory()
             var state = inspect?.State.Status ?? "missing"
             if let inspect, !inspect.State.Running, ["exited", "stopped", "created", "configured"].contains(state) {
@@ -712,6 +709,11 @@ final class Reconciler: @unchecked Sendable {
                 )
             )
         }
+        // App containers podman does not have (the agent stopped while the sidecar
+        // started): they start once the sidecar answers.
+        if pod.injected, appMissing, awaitingSidecar[pod.podmanName] == nil {
+            awaitingSidecar[pod.podmanName] = (pod, Date())
+        }
         if pod.injected { renewIdentityIfDue(pod) }
         let allRunning = containers.allSatisfy { $0.state == "running" }
         var status = status(
@@ -721,18 +723,6 @@ final class Reconciler: @unchecked Sendable {
         )
         status.containers = containers
         return status
-    }
-
-    /// Whether podman knows the pod but not one of its app containers (a 404, not an
-    /// unanswered call).
-    private func appContainerMissing(_ pod: DesiredPod) -> Bool {
-        pod.template.containers.contains { container in
-            do {
-                return try podman.inspectContainer(pod.containerName(container.name)) == nil
-            } catch {
-                return false  // podman did not answer: nothing is known to be missing
-            }
-        }
     }
 
     private func status(of pod: DesiredPod, created: Date?, phase: String) -> PodStatus {

@@ -13,6 +13,11 @@ package enum AdminSocket {
         let path: String
         let reason: String
         package var description: String { "\(path): \(reason)" }
+
+        package init(path: String, reason: String) {
+            self.path = path
+            self.reason = reason
+        }
     }
 
     package static func prepare(_ path: String) throws {

@@ -1,0 +1,87 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One unix socket per injected pod, mounted into that pod's sidecar alone: the agent
+/// knows which pod calls from the socket it called through, so a sidecar can publish
+/// its own pod's record and nothing else. The kernel's credentials of the caller are
+/// checked too: only the sidecar's uid (or root) is served.
+final class PodSockets: Sendable {
+    private struct Open {
+        let channel: any Channel
+        let binding: NIOLockedValueBox<PodBinding>
+        let path: String
+    }
+
+    private let group: any EventLoopGroup
+    private let sidecarUser: UInt32
+    private let logger: Logger
+    private let api = NIOLockedValueBox<AgentAPI?>(nil)
+    private let sockets = NIOLockedValueBox<[String: Open]>([:])
+
+    init(group: any EventLoopGroup, sidecarUser: UInt32, logger: Logger) {
+        self.group = group
+        self.sidecarUser = sidecarUser
+        self.logger = logger
+    }
+
+    /// The API the sockets answer with; sockets opened before it is set refuse.
+    func serve(_ api: AgentAPI) {
+        self.api.withLockedValue { $0 = api }
+    }
+
+    /// The pods that have a socket, by their keys (podman's pod names).
+    var pods: Set<String> { sockets.withLockedValue { Set($0.keys) } }
+
+    /// Opens the socket of the pod `key` at `path` (0600, owned by the sidecar's uid),
+    /// or updates what an open one allows. Blocks until bound: call it off the event
+    /// loop.
+    func open(_ binding: PodBinding, at path: String, key: String) throws {
+        if let open = sockets.withLockedValue({ $0[key] }) {
+            open.binding.withLockedValue { $0 = binding }
+            return
+        }
+        guard let api = api.withLockedValue({ $0 }) else {
+            throw PodmanError(status: nil, message: "the agent API is not serving yet")
+        }
+        let box = NIOLockedValueBox(binding)
+        let sidecarUser = self.sidecarUser
+        let logger = self.logger
+        unlink(path)
+        let channel = try APIListeners.bootstrap(group: group, api: api) { channel in
+            APIListeners.peerCredentials(of: channel).map { user in
+                guard let user, user.uid == sidecarUser || user.uid == 0 else {
+                    let binding = box.withLockedValue { $0 }
+                    logger.warning(
+                        "refused a caller on a pod's agent socket",
+                        metadata: ["pod": "\(binding.pod)", "caller": "\(user.map(\.description) ?? "unknown")"]
+                    )
+                    return nil
+                }
+                return .pod(box.withLockedValue { $0 })
+            }
+        }.bind(unixDomainSocketPath: path).wait()
+        guard chown(path, sidecarUser, sidecarUser) == 0, chmod(path, 0o600) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? channel.close().wait()
+            throw PodmanError(status: nil, message: "cannot give \(path) to uid \(sidecarUser) (0600): \(reason)")
+        }
+        sockets.withLockedValue { $0[key] = Open(channel: channel, binding: box, path: path) }
+    }
+
+    /// Closes the socket of the pod `key`, if it has one.
+    func close(key: String) {
+        guard let open = sockets.withLockedValue({ $0.removeValue(forKey: key) }) else { return }
+        try? open.channel.close().wait()
+        unlink(open.path)
+    }
+
+    func closeAll() {
+        for key in pods { close(key: key) }
+    }
+}
