@@ -40,6 +40,29 @@ let package = Package(
         ),
         .target(name: "MeshNet", dependencies: ["CLinux"]),
         .target(name: "MeshAPI"),
+        // What the proxy and the agent share, so that neither imports the other: the
+        // sidecar's configuration (which the agent writes by encoding it), host:port,
+        // and the processes' main, admin socket and metrics backend.
+        .target(
+            name: "MeshConfiguration",
+            dependencies: [
+                "MeshIdentity",
+                "MeshNet",
+                "Policy",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "MeshProcess",
+            dependencies: [
+                "MeshAPI",
+                "MeshNet",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The DHT's state machine and its simulator run thousands of nodes in the test
         // suite: optimized even in debug builds, so that the simulation fits CI's time.
         .target(
@@ -78,8 +101,10 @@ let package = Package(
                 "CLinux",
                 "Kademlia",
                 "MeshAPI",
+                "MeshConfiguration",
                 "MeshNet",
                 "MeshIdentity",
+                "MeshProcess",
                 "Policy",
                 "MeshTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -97,6 +122,8 @@ let package = Package(
             name: "beemesh-proxy",
             dependencies: [
                 "Capture",
+                "MeshConfiguration",
+                "MeshProcess",
                 "Proxy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -129,10 +156,11 @@ let package = Package(
                 "CLinux",
                 "Kademlia",
                 "MeshAPI",
+                "MeshConfiguration",
                 "MeshIdentity",
+                "MeshProcess",
                 "MeshTLS",
                 "Policy",
-                "Proxy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -146,7 +174,8 @@ let package = Package(
             name: "beemesh-agent",
             dependencies: [
                 "Agent",
-                "Proxy",
+                "MeshConfiguration",
+                "MeshProcess",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -201,7 +230,7 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "Agent", "Kademlia", "MeshAPI", "MeshIdentity", "Policy", "Proxy",
+                "Agent", "Kademlia", "MeshAPI", "MeshConfiguration", "MeshIdentity", "Policy", "Proxy",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tests/FuzzTargets"
@@ -224,8 +253,9 @@ let package = Package(
             name: "AgentTests",
             dependencies: [
                 "Agent",
+                "MeshConfiguration",
+                "MeshProcess",
                 "Policy",
-                "Proxy",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 "Kademlia",
                 "MeshAPI",
@@ -239,6 +269,10 @@ let package = Package(
         .testTarget(
             name: "FuzzCorpusTests",
             dependencies: ["FuzzTargets"]
+        ),
+        .testTarget(
+            name: "MeshConfigurationTests",
+            dependencies: ["MeshConfiguration", "MeshIdentity", "MeshNet"]
         ),
         .testTarget(
             name: "MeshAPITests",
@@ -270,7 +304,9 @@ let package = Package(
             dependencies: [
                 "Capture",
                 "Kademlia",
+                "MeshConfiguration",
                 "MeshNet",
+                "MeshProcess",
                 "Proxy",
                 "MeshIdentity",
                 "MeshAPI",

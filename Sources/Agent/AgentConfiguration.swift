@@ -1,7 +1,7 @@
 import Foundation
 import Logging
+import MeshConfiguration
 import Policy
-import Proxy
 
 /// The node agent's configuration: `beemesh-agent run --config FILE` (YAML).
 ///
@@ -163,13 +163,7 @@ extension AgentConfiguration {
             }
             configuration.pods = pods
         }
-        if let node = top.optional("logLevel") {
-            let text = try node.string()
-            guard let level = Logger.Level(rawValue: text) else {
-                throw node.error("'\(text)' is not one of trace, debug, info, notice, warning, error, critical")
-            }
-            configuration.logLevel = level
-        }
+        if let node = top.optional("logLevel") { configuration.logLevel = try node.logLevel() }
         return configuration
     }
 }

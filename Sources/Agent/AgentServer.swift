@@ -1,11 +1,11 @@
 import Foundation
 import Kademlia
 import Logging
+import MeshProcess
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Prometheus
-import Proxy
 import ServiceLifecycle
 
 /// `beemesh-agent run`: the DHT server and the local API that sidecars and `beectl`

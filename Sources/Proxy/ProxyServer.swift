@@ -1,7 +1,9 @@
 import Logging
 import MeshAPI
+import MeshConfiguration
 import MeshIdentity
 import MeshNet
+import MeshProcess
 import MeshTLS
 import Metrics
 import NIOConcurrencyHelpers

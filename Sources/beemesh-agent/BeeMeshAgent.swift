@@ -2,7 +2,7 @@ import Agent
 import ArgumentParser
 import Foundation
 import Logging
-import Proxy
+import MeshProcess
 import ServiceLifecycle
 
 @main
@@ -30,7 +30,7 @@ struct BeeMeshAgent: AsyncParsableCommand {
             let logger = ProcessMain.logger("beemesh-agent", level: configuration.logLevel)
             let server: AgentServer
             do {
-                server = try AgentServer(configuration: configuration, logger: logger, metrics: ProxyMetrics.registry)
+                server = try AgentServer(configuration: configuration, logger: logger, metrics: MeshMetrics.registry)
             } catch {
                 logger.critical("cannot start", metadata: ["error": "\(error)"])
                 throw ExitCode(3)

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Logging
+import MeshConfiguration
+import MeshProcess
 import Proxy
 import ServiceLifecycle
 
@@ -36,7 +38,8 @@ struct BeeMeshProxy: AsyncParsableCommand {
                 server = try ProxyServer(
                     configuration: configuration,
                     logger: logger,
-                    metrics: ProxyMetrics.registry(for: configuration)
+                    // With the metrics endpoint off, swift-metrics keeps its no-op backend.
+                    metrics: configuration.metrics.listen == nil ? nil : MeshMetrics.registry
                 )
             } catch {
                 logger.critical("cannot load the workload identity", metadata: ["error": "\(error)"])

@@ -2,11 +2,11 @@ import Foundation
 import Kademlia
 import Logging
 import MeshAPI
+import MeshConfiguration
 import MeshIdentity
 import MeshTestSupport
 import NIOCore
 import NIOPosix
-import Proxy
 import Testing
 
 @testable import Agent

@@ -2,12 +2,13 @@ import Foundation
 import Kademlia
 import Logging
 import MeshAPI
+import MeshConfiguration
 import MeshIdentity
+import MeshProcess
 import MeshTestSupport
 import NIOCore
 import NIOPosix
 import Prometheus
-import Proxy
 import Testing
 
 @testable import Agent
@@ -190,7 +191,7 @@ import Testing
     /// a node) is cut off after the handshake, and a node that sends a frame longer than
     /// the limit is cut off too; both are counted and the node goes on serving.
     @Test func foreignPeersThatAreNotNodesOrSendGarbageAreCutOffAndCounted() async throws {
-        let registry = ProxyMetrics.registry
+        let registry = MeshMetrics.registry
         let directory = TemporaryDirectory()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let port = try freePort()

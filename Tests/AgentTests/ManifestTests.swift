@@ -1,6 +1,6 @@
 import Foundation
+import MeshConfiguration
 import Policy
-import Proxy
 import Testing
 
 @testable import Agent

@@ -1,6 +1,7 @@
 import Foundation
 import Kademlia
 import MeshAPI
+import MeshConfiguration
 import MeshIdentity
 import NIOCore
 import Policy

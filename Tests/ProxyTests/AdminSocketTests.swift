@@ -1,4 +1,5 @@
 import Foundation
+import MeshProcess
 import MeshTestSupport
 import Testing
 

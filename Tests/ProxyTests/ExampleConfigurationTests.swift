@@ -1,4 +1,5 @@
 import Foundation
+import MeshConfiguration
 import Proxy
 import Testing
 

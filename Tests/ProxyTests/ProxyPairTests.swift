@@ -1,5 +1,6 @@
 import COpenSSL
 import Foundation
+import MeshConfiguration
 import MeshTestSupport
 import NIOConcurrencyHelpers
 import NIOCore

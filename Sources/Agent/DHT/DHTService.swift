@@ -7,7 +7,6 @@ import MeshTLS
 import Metrics
 import NIOCore
 import NIOPosix
-import Proxy
 
 /// Runs the Kademlia state machine for real: its directives become messages on the
 /// transport, timers on the event loop, and completed lookups and publishes.

@@ -1,10 +1,10 @@
 import Kademlia
 import Logging
+import MeshConfiguration
 import MeshTLS
 import Metrics
 import NIOCore
 import NIOPosix
-import Proxy
 
 /// The DHT's connections: mutual TLS between node identities, length-prefixed frames
 /// (`WireCodec`), one connection per peer reused for every message both ways.

@@ -1,4 +1,5 @@
 import Foundation
+import MeshConfiguration
 import MeshIdentity
 
 /// One pod the node should run, expanded from the stored objects. Pure: the reconciler
@@ -82,8 +83,8 @@ struct DesiredPod: Sendable, Equatable {
     }
 
     /// The mTLS endpoint other pods dial: the pod's address, port 15008.
-    static func endpoint(podIP: String) -> String {
-        podIP.contains(":") ? "[\(podIP)]:15008" : "\(podIP):15008"
+    static func endpoint(podIP: String) -> HostPort {
+        HostPort(host: podIP, port: 15008)
     }
 
     /// What this pod's sidecar may publish through its own agent socket.
@@ -97,30 +98,46 @@ struct DesiredPod: Sendable, Equatable {
             )
             .description,
             service: published.map { "\($0.service).\(namespace)" },
-            endpoint: podIP.map(Self.endpoint)
+            endpoint: podIP.map { Self.endpoint(podIP: $0).description }
         )
     }
 
-    /// The sidecar's configuration for this pod, encoded (JSON, which the sidecar reads
-    /// as YAML): no value from a manifest can add a field.
-    func proxyConfiguration(podIP: String?, agentSocket: String?) throws -> String {
-        var file = SidecarConfigurationFile(
-            inbound: .init(listen: "0.0.0.0:15008", ports: template.ports),
-            workload: .init(namespace: namespace, labels: template.labels)
+    /// The sidecar's configuration for this pod: the paths the sidecar container mounts,
+    /// capture on the conventional ports, and discovery through the pod's own agent
+    /// socket.
+    func sidecarConfiguration(podIP: String?, agentSocket: String?) -> ProxyConfiguration {
+        var configuration = ProxyConfiguration(
+            identity: .init(
+                certificate: "/etc/beemesh/identity/cert.pem",
+                privateKey: "/etc/beemesh/identity/key.pem",
+                trustBundle: "/etc/beemesh/identity/bundle.pem"
+            )
         )
+        configuration.inbound.ports = template.ports
+        configuration.capture = .init(
+            outbound: [HostPort(host: "127.0.0.1", port: 15001), HostPort(host: "::1", port: 15001)],
+            inbound: [HostPort(host: "0.0.0.0", port: 15006), HostPort(host: "::", port: 15006)]
+        )
+        configuration.workload = .init(namespace: namespace, labels: template.labels)
         if let agentSocket {
-            file.discovery = .init(agent: agentSocket)
+            configuration.discovery.agent = agentSocket
             if let published, let podIP {
-                file.discovery?.publish = .init(
-                    service: "\(published.service).\(namespace)",
-                    endpoint: Self.endpoint(podIP: podIP),
-                    ports: published.ports
-                )
+                var publish = ProxyConfiguration.Publish(service: "\(published.service).\(namespace)")
+                publish.endpoint = Self.endpoint(podIP: podIP)
+                publish.ports = published.ports
+                configuration.discovery.publish = publish
             }
         }
+        return configuration
+    }
+
+    /// `sidecarConfiguration` as the file the sidecar reads: the value encoded (JSON,
+    /// which the sidecar reads as YAML), so no value from a manifest can add a field.
+    func proxyConfiguration(podIP: String?, agentSocket: String?) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(file), as: UTF8.self) + "\n"
+        let configuration = sidecarConfiguration(podIP: podIP, agentSocket: agentSocket)
+        return String(decoding: try encoder.encode(configuration), as: UTF8.self) + "\n"
     }
 
     /// `beemesh-proxy capture install` arguments for this pod's annotations.
@@ -137,54 +154,4 @@ struct DesiredPod: Sendable, Equatable {
         if annotations[Annotations.allowNonTCP] == "true" { arguments.append("--allow-non-tcp") }
         return arguments
     }
-}
-
-/// The sidecar configuration the agent writes for a pod (`ProxyConfiguration`'s
-/// fields, as the sidecar reads them).
-struct SidecarConfigurationFile: Encodable {
-    struct Identity: Encodable {
-        var certificate = "/etc/beemesh/identity/cert.pem"
-        var privateKey = "/etc/beemesh/identity/key.pem"
-        var trustBundle = "/etc/beemesh/identity/bundle.pem"
-    }
-    struct Inbound: Encodable {
-        var listen: String
-        var ports: [UInt16]
-    }
-    struct Capture: Encodable {
-        var outbound = ["127.0.0.1:15001", "[::1]:15001"]
-        var inbound = ["0.0.0.0:15006", "[::]:15006"]
-    }
-    struct Workload: Encodable {
-        var namespace: String
-        var labels: [String: String]
-    }
-    struct Policies: Encodable {
-        var directory = "/etc/beemesh/policies"
-    }
-    struct Admin: Encodable {
-        var listen = "127.0.0.1:15000"
-        var socket = "/var/run/beemesh/proxy.sock"
-    }
-    struct Metrics: Encodable {
-        var listen = "127.0.0.1:15090"
-    }
-    struct Discovery: Encodable {
-        struct Publish: Encodable {
-            var service: String
-            var endpoint: String
-            var ports: [UInt16]
-        }
-        var agent: String
-        var publish: Publish?
-    }
-
-    var identity = Identity()
-    var inbound: Inbound
-    var capture = Capture()
-    var workload: Workload
-    var policies = Policies()
-    var admin = Admin()
-    var metrics = Metrics()
-    var discovery: Discovery?
 }

@@ -1,4 +1,5 @@
 import Logging
+import MeshConfiguration
 import MeshNet
 import Metrics
 import NIOCore

@@ -1,6 +1,7 @@
 import Kademlia
 import Logging
 import MeshAPI
+import MeshConfiguration
 import MeshIdentity
 import MeshTLS
 import Metrics

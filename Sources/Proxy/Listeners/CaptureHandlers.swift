@@ -1,4 +1,5 @@
 import Logging
+import MeshConfiguration
 import MeshNet
 import Metrics
 import NIOCore
@@ -140,7 +141,12 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
                 return
             }
             handler.logger.info("captured outbound connection to a mesh service", metadata: ["port": "\(port)"])
-            let route = ProxyConfiguration.Route(service: service, port: port, endpoints: rotation.endpoints)
+            let route = ProxyConfiguration.Route(
+                listen: nil,
+                service: service,
+                port: port,
+                endpoints: rotation.endpoints
+            )
             handler.handOver(
                 to: OutboundRouteHandler(
                     route: route,

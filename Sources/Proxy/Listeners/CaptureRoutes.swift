@@ -1,4 +1,5 @@
 import Capture
+import MeshConfiguration
 import MeshNet
 import NIOCore
 

@@ -1,4 +1,5 @@
 import Logging
+import MeshConfiguration
 import MeshIdentity
 import MeshTLS
 import Metrics

@@ -1,4 +1,5 @@
 import Logging
+import MeshConfiguration
 import MeshTLS
 import Metrics
 import NIOConcurrencyHelpers

@@ -1,3 +1,4 @@
+import MeshConfiguration
 import NIOCore
 
 extension SocketAddress {

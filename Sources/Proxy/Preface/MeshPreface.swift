@@ -1,3 +1,4 @@
+import MeshConfiguration
 import NIOCore
 
 /// The mTLS preface: after the handshake, the client names the service and port it
@@ -98,22 +99,7 @@ public struct PrefaceRequest: Hashable, Sendable {
     }
 
     static func validate(service: String) throws(PrefaceError) {
-        let bytes = service.utf8
-        guard !bytes.isEmpty, bytes.count <= 253 else {
-            throw PrefaceError(.malformed, "service name must be 1 to 253 bytes, got \(bytes.count)")
-        }
-        let valid = bytes.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
-                UInt8(ascii: "-"), UInt8(ascii: "."):
-                return true
-            default:
-                return false
-            }
-        }
-        guard valid, bytes.first != UInt8(ascii: "."), bytes.last != UInt8(ascii: ".") else {
-            throw PrefaceError(.malformed, "service name '\(service)' is not <name>.<namespace> of [a-z0-9-.]")
-        }
+        if let problem = ServiceName.problem(service) { throw PrefaceError(.malformed, problem) }
     }
 }
 

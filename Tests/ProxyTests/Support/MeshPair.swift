@@ -1,6 +1,8 @@
 import Foundation
 import Logging
+import MeshConfiguration
 import MeshIdentity
+import MeshProcess
 import NIOCore
 import Proxy
 
@@ -71,7 +73,7 @@ final class MeshPair {
         server = try ProxyServer(
             configuration: try .parse(yaml: serverYAML, file: "server.yaml"),
             logger: Self.logger,
-            metrics: ProxyMetrics.registry
+            metrics: MeshMetrics.registry
         )
         serverAddresses = try await server.start()
 
@@ -96,7 +98,7 @@ final class MeshPair {
         client = try ProxyServer(
             configuration: try .parse(yaml: clientYAML, file: "client.yaml"),
             logger: Self.logger,
-            metrics: ProxyMetrics.registry
+            metrics: MeshMetrics.registry
         )
         clientAddresses = try await client.start()
     }

@@ -1,4 +1,4 @@
-import Proxy
+import MeshConfiguration
 import Testing
 
 @Suite struct ProxyConfigurationTests {

@@ -2,8 +2,8 @@ import CoreMetrics
 import Prometheus
 
 /// The process's swift-metrics backend: a Prometheus registry that `GET /metrics`
-/// renders. Every metric the proxy reports is named `beemesh_…`.
-public enum ProxyMetrics {
+/// renders. Every metric the proxy and the agent report is named `beemesh_…`.
+public enum MeshMetrics {
     /// Bootstraps swift-metrics with Prometheus once per process and returns the
     /// registry; later calls return the same one (swift-metrics allows one backend).
     public static let registry: PrometheusCollectorRegistry = {
@@ -18,10 +18,4 @@ public enum ProxyMetrics {
         MetricsSystem.bootstrap(factory)
         return registry
     }()
-
-    /// The registry for a proxy with this configuration: nil when its metrics endpoint
-    /// is off, in which case swift-metrics keeps its no-op backend (nothing is counted).
-    public static func registry(for configuration: ProxyConfiguration) -> PrometheusCollectorRegistry? {
-        configuration.metrics.listen == nil ? nil : registry
-    }
 }

@@ -1,4 +1,3 @@
-import Capture
 import Logging
 import MeshIdentity
 import MeshNet
@@ -262,71 +261,12 @@ extension ProxyConfiguration {
             }
             configuration.relayEngine = engine
         }
-        if let node = top.optional("logLevel") {
-            let text = try node.string()
-            guard let level = Logger.Level(rawValue: text.lowercased()) else {
-                let names = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
-                throw node.error("unknown level '\(text)' (one of \(names))")
-            }
-            configuration.logLevel = level
-        }
+        if let node = top.optional("logLevel") { configuration.logLevel = try node.logLevel() }
         return configuration
     }
 }
 
 extension YAMLField {
-    package func hostPort() throws(ConfigurationError) -> HostPort {
-        let text = try string()
-        guard let value = HostPort(text) else { throw error("'\(text)' is not host:port") }
-        return value
-    }
-
-    /// `host:port`, or `off` for none.
-    package func optionalHostPort() throws(ConfigurationError) -> HostPort? {
-        try string() == "off" ? nil : try hostPort()
-    }
-
-    package func duration(positive: Bool) throws(ConfigurationError) -> Double {
-        let text = try string()
-        guard let seconds = DurationString.parse(text), !positive || seconds > 0 else {
-            throw error("'\(text)' is not a duration such as 500ms, 10s, 5m, 1h")
-        }
-        return seconds
-    }
-
-    package func spiffeID() throws(ConfigurationError) -> SpiffeID {
-        do {
-            return try SpiffeID(try string())
-        } catch let failure as IdentityError {
-            throw error(failure.reason)
-        } catch let failure as ConfigurationError {
-            throw failure
-        } catch {
-            throw self.error("\(error)")
-        }
-    }
-
-    package func serviceName() throws(ConfigurationError) -> String {
-        let text = try string()
-        do {
-            _ = try PrefaceRequest(service: text, port: 1)
-        } catch {
-            throw self.error(error.reason)
-        }
-        guard text.contains(".") else { throw error("'\(text)' must be <name>.<namespace>") }
-        return text
-    }
-
-    /// An absolute unix socket path, or `off` for none.
-    package func socketPath() throws(ConfigurationError) -> String? {
-        let path = try string()
-        guard path == "off" || path.hasPrefix("/") else {
-            throw error("'\(path)' is not an absolute socket path (or off)")
-        }
-        guard path.utf8.count < 108 else { throw error("a unix socket path must be under 108 bytes") }
-        return path == "off" ? nil : path
-    }
-
     /// `{network: 10.0.0.12, port: 8080}`: an address or CIDR, and an optional port.
     func routeMatch() throws(ConfigurationError) -> ProxyConfiguration.RouteMatch {
         let map = try mapping(allowed: ["network", "port"])

@@ -1,4 +1,3 @@
-import Capture
 import Logging
 import MeshIdentity
 import MeshNet
@@ -17,6 +16,12 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         public var trustBundle: String
         /// How often the three files are checked for changes. Default 1 s.
         public var reloadInterval: Double = 1
+
+        public init(certificate: String, privateKey: String, trustBundle: String) {
+            self.certificate = certificate
+            self.privateKey = privateKey
+            self.trustBundle = trustBundle
+        }
     }
 
     /// The mTLS listener other sidecars connect to.
@@ -48,6 +53,14 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         public var service: String
         public var port: UInt16
         public var endpoints: [Endpoint]
+
+        public init(listen: HostPort?, match: [RouteMatch] = [], service: String, port: UInt16, endpoints: [Endpoint]) {
+            self.listen = listen
+            self.match = match
+            self.service = service
+            self.port = port
+            self.endpoints = endpoints
+        }
     }
 
     /// Destinations a captured connection may have dialled to reach a route: an
@@ -55,6 +68,11 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
     public struct RouteMatch: Sendable, Equatable {
         public var network: IPNetwork
         public var port: UInt16?
+
+        public init(network: IPNetwork, port: UInt16?) {
+            self.network = network
+            self.port = port
+        }
     }
 
     /// The listeners nftables redirects to (`beemesh-proxy capture install`). Empty
@@ -67,12 +85,22 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         /// peers that did not come through a sidecar.
         /// Each one is admitted only where a policy allows unauthenticated peers.
         public var inbound: [HostPort] = []
+
+        public init(outbound: [HostPort] = [], inbound: [HostPort] = []) {
+            self.outbound = outbound
+            self.inbound = inbound
+        }
     }
 
     /// One sidecar serving a route's service, and the identity it must prove.
     public struct Endpoint: Sendable, Equatable {
         public var address: HostPort
         public var identity: SpiffeID
+
+        public init(address: HostPort, identity: SpiffeID) {
+            self.address = address
+            self.identity = identity
+        }
     }
 
     public struct Timeouts: Sendable, Equatable, Encodable {
@@ -101,6 +129,11 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         /// Default: the namespace of the sidecar's own SPIFFE ID (`…/ns/<namespace>/…`).
         public var namespace: String?
         public var labels: [String: String] = [:]
+
+        public init(namespace: String? = nil, labels: [String: String] = [:]) {
+            self.namespace = namespace
+            self.labels = labels
+        }
     }
 
     /// Where policies come from. Every inbound connection is decided by them: with no
@@ -169,6 +202,10 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         /// How long a record is believed; it is republished every third of that.
         /// Default 30 s: an endpoint that stops is forgotten within it.
         public var ttl: Double = 30
+
+        public init(service: String) {
+            self.service = service
+        }
     }
 
     /// Mesh DNS: `<service>.<namespace>.<suffix>` answered with a virtual IP, every other
@@ -218,36 +255,4 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
 public enum RelayEngine: String, Sendable, CaseIterable, Encodable {
     case direct
     case channel
-}
-
-/// A `host:port` pair as written in configuration (`[v6]:port` for IPv6).
-public struct HostPort: Sendable, Hashable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-
-    public init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-
-    /// Parses `host:port` or `[v6]:port`; nil when malformed.
-    public init?(_ text: String) {
-        let host: Substring
-        let portText: Substring
-        if text.hasPrefix("[") {
-            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else {
-                return nil
-            }
-            host = text[text.index(after: text.startIndex)..<close]
-            portText = text[text.index(close, offsetBy: 2)...]
-        } else {
-            guard let colon = text.lastIndex(of: ":") else { return nil }
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
-        }
-        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else { return nil }
-        self.init(host: String(host), port: port)
-    }
-
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
