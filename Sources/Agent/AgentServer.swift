@@ -104,7 +104,7 @@ public final class AgentServer: Service, Sendable {
         reconciler?.start()
         try? await gracefulShutdown()
         logger.info("agent stopping")
-        reconciler?.stop()
+        await reconciler?.stop()
         podSockets?.closeAll()
         for channel in listeners { try? await channel.close().get() }
         if let socket = configuration.api.socket { unlink(socket) }

@@ -213,10 +213,10 @@ import Testing
             """
         let containers = try #require(try Workload.parse(yaml: yaml, file: "m.yaml").first?.template?.containers)
         #expect(containers.map(\.runAsUser) == [2000, 1000] && containers.map(\.runAsGroup) == [1000, 1000])
-        #expect(Reconciler.appUser(imageUser: "app:app", runAsUser: 2000, runAsGroup: nil) == "2000:app")
-        #expect(Reconciler.appUser(imageUser: nil, runAsUser: nil, runAsGroup: 5) == "0:5")
-        #expect(Reconciler.appUser(imageUser: "1000", runAsUser: nil, runAsGroup: nil) == "1000:0", "never a bare uid")
-        #expect(Reconciler.appUser(imageUser: nil, runAsUser: nil, runAsGroup: nil) == nil)
+        #expect(PodRuntime.appUser(imageUser: "app:app", runAsUser: 2000, runAsGroup: nil) == "2000:app")
+        #expect(PodRuntime.appUser(imageUser: nil, runAsUser: nil, runAsGroup: 5) == "0:5")
+        #expect(PodRuntime.appUser(imageUser: "1000", runAsUser: nil, runAsGroup: nil) == "1000:0", "never a bare uid")
+        #expect(PodRuntime.appUser(imageUser: nil, runAsUser: nil, runAsGroup: nil) == nil)
         for (image, user, group) in [
             ("1337", nil, nil), ("0:1337", nil, nil), ("app:1337", UInt32(5), nil), ("01337", nil, nil),
             ("app", nil, nil), ("0:staff", nil, nil),
@@ -224,17 +224,17 @@ import Testing
             as [(String, UInt32?, UInt32?)]
         {
             #expect(
-                Reconciler.sidecarIDRefusal(imageUser: image, runAsUser: user, runAsGroup: group) != nil,
+                PodRuntime.sidecarIDRefusal(imageUser: image, runAsUser: user, runAsGroup: group) != nil,
                 "\(image)"
             )
         }
-        #expect(Reconciler.sidecarIDRefusal(imageUser: "1337:1337", runAsUser: 5, runAsGroup: 5) == nil)
-        #expect(Reconciler.sidecarIDRefusal(imageUser: "app:staff", runAsUser: 5, runAsGroup: 5) == nil)
-        #expect(Reconciler.sidecarIDRefusal(imageUser: "root", runAsUser: nil, runAsGroup: nil) == nil)
-        #expect(Reconciler.sidecarIDRefusal(imageUser: nil, runAsUser: nil, runAsGroup: nil) == nil)
+        #expect(PodRuntime.sidecarIDRefusal(imageUser: "1337:1337", runAsUser: 5, runAsGroup: 5) == nil)
+        #expect(PodRuntime.sidecarIDRefusal(imageUser: "app:staff", runAsUser: 5, runAsGroup: 5) == nil)
+        #expect(PodRuntime.sidecarIDRefusal(imageUser: "root", runAsUser: nil, runAsGroup: nil) == nil)
+        #expect(PodRuntime.sidecarIDRefusal(imageUser: nil, runAsUser: nil, runAsGroup: nil) == nil)
         #expect(
-            Reconciler.appCapabilitiesDropped.contains("CAP_SETUID")
-                && Reconciler.appCapabilitiesDropped.contains("CAP_SETGID")
+            PodRuntime.appCapabilitiesDropped.contains("CAP_SETUID")
+                && PodRuntime.appCapabilitiesDropped.contains("CAP_SETGID")
         )
     }
 }

@@ -7,8 +7,9 @@ import Testing
 @testable import Agent
 
 /// A pod's identity files: issued from the node CA for the pod's service account, and
-/// replaced when half their lifetime is left, not before. Needs root (the files are
-/// given to the sidecar's uid).
+/// replaced when half their lifetime is left, not before (decided by `PodLifecycle` on
+/// virtual time, carried out by `PodRuntime`). Needs root (the files are given to the
+/// sidecar's uid).
 @Suite struct PodIdentityTests {
     @Test func anIdentityIsRenewedAtHalfLifeAndNotBefore() throws {
         let directory = TemporaryDirectory()
@@ -24,7 +25,7 @@ import Testing
         let pod = try #require(DesiredPod.plan(try Workload.parse(yaml: yaml, file: "pod.yaml")).first)
         let identity = "\(directory.path)/pods/\(pod.directoryName)/identity"
         try FileManager.default.createDirectory(atPath: identity, withIntermediateDirectories: true)
-        try reconciler.issueIdentity(for: pod, into: identity)
+        try reconciler.runtime.issueIdentity(for: pod, into: identity)
 
         func leaf() throws -> Certificate {
             try #require(try Certificate.parseChain(pem: try PEMFile.read(identity + "/cert.pem")).first)
@@ -40,10 +41,26 @@ import Testing
         )
         #expect(loaded.leaf.serialNumber == first.serialNumber, "cert, key and bundle belong together")
 
-        #expect(!reconciler.renewIdentityIfDue(pod), "4 s left of 4 s: not due")
-        Thread.sleep(forTimeInterval: 2.2)
-        #expect(reconciler.renewIdentityIfDue(pod), "under half left: renewed")
+        var lifecycle = PodLifecycle(settings: .init(certificateTTL: 4, caNotAfter: nodeCA.certificate.notAfter))
+        func pass(at now: Date) throws -> [PodLifecycle.Directive] {
+            let observation = PodLifecycle.Observation(
+                containers: [DesiredPod.sidecarName: .running, "web": .running],
+                identityExpiry: try leaf().notAfter,
+                agentSocketOpen: true
+            )
+            return lifecycle.pass(
+                desired: [pod],
+                existing: [pod.podmanName: pod.specDigest],
+                observed: [pod.podmanName: observation],
+                now: now
+            )
+        }
+        let issued = Date()
+        #expect(try pass(at: issued) == [], "4 s left of 4 s: not due")
+        #expect(try pass(at: issued + 2.2) == [.renewIdentity(pod)], "under half left: renewed")
+        reconciler.runtime.renewIdentity(pod)
         #expect(try leaf().serialNumber != first.serialNumber)
-        #expect(!reconciler.renewIdentityIfDue(pod), "just renewed: not due again")
+        // The new certificate was issued now, on the real clock.
+        #expect(try pass(at: Date()) == [], "just renewed: not due again")
     }
 }
