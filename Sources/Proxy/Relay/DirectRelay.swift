@@ -31,9 +31,6 @@ final class DirectRelay: @unchecked Sendable {
 
     // The loop's bookkeeping.
     var slot = -1
-    /// Sweeps in a row that found no byte moved: four (a whole idle timeout) end it.
-    var quietSweeps = 0
-    var bytesAtSweep: UInt64 = 0
 
     init(
         downstream: RelaySocket,

@@ -76,7 +76,7 @@ final class DirectRelayLoop: @unchecked Sendable {
             failed = failed || epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) != 0
         }
         if self.idleTimeout > 0 {
-            let period = max(self.idleTimeout / 4, 1_000_000)
+            let period = max(self.idleTimeout / Int64(RelayState.sweepsPerIdleTimeout), 1_000_000)
             let interval = timespec(tv_sec: Int(period / 1_000_000_000), tv_nsec: Int(period % 1_000_000_000))
             var schedule = itimerspec(it_interval: interval, it_value: interval)
             failed = failed || timerfd_settime(sweepTimer, 0, &schedule, nil) != 0
@@ -274,21 +274,13 @@ final class DirectRelayLoop: @unchecked Sendable {
         }
     }
 
-    /// Every quarter of the idle timeout: a relay whose byte count has not moved for
-    /// four sweeps in a row (so for between 1 and 1.25 idle timeouts) is closed.
+    /// Every quarter of the idle timeout: a relay that moved no byte for a whole timeout
+    /// (`RelayState.sweep`) is closed.
     private func sweep() {
-        for case let relay? in relays {
-            let moved = relay.pump.bytesMoved
-            if moved != relay.bytesAtSweep {
-                relay.bytesAtSweep = moved
-                relay.quietSweeps = 0
-            } else if relay.quietSweeps < 3 {
-                relay.quietSweeps += 1
-            } else {
-                relay.logger.debug("direct relay idle: closing")
-                relay.flow?.closing(.timeout)
-                end(relay, closing: .cut)
-            }
+        for case let relay? in relays where relay.pump.sweep() {
+            relay.logger.debug("direct relay idle: closing")
+            relay.flow?.closing(.timeout)
+            end(relay, closing: .cut)
         }
     }
 }

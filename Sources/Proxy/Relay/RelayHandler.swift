@@ -6,54 +6,45 @@ import NIOCore
     import Glibc
 #endif
 
-/// Moves bytes between two channels, one handler at each end.
-///
-/// - Backpressure: a side reads (`autoRead` is off) only while its partner is writable,
-///   so a slow receiver stops the sender instead of growing a queue. Per connection at
-///   most one read (≤ the channel's receive allocation) plus the partner's write-buffer
-///   high-water mark are held.
-/// - Half-close: when one side's input ends, everything read from it is written and
-///   flushed to the partner, then the partner's output is shut down (TCP FIN, or TLS
-///   close_notify then FIN) while the other direction goes on. Each channel closes
-///   fully once its input has ended and its output has been shut after its last write,
-///   so no queued byte is dropped by a close.
-/// - Errors and resets close both sides. So does silence: one timer per pair checks
-///   every quarter of `idleTimeout` whether bytes moved, and closes the pair once none
-///   have for `idleTimeout` (so within 1.25 × `idleTimeout`). One timer per pair, not a
-///   clock read on every read and write, keeps the per-message cost off the hot path.
+/// Moves bytes between two channels, one handler at each end, by `RelayState`'s rules
+/// (the direct relay's too): back-pressure (`autoRead` is off, and a side reads only
+/// while its partner is writable, so a slow receiver stops the sender: per connection
+/// at most one read plus the partner's write-buffer high-water mark are held),
+/// half-close (the partner's output is shut after what was read is written, TCP FIN or
+/// TLS close_notify then FIN, while the other direction goes on; each channel closes
+/// once both its ends are done, so no queued byte is dropped by a close), errors and
+/// resets closing both, and idleness: one timer per pair sweeps every quarter of
+/// `idleTimeout`, not a clock read on every read and write.
 final class RelayHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// The rules' state, shared by the pair's two handlers (on one event loop).
+    private final class Pair {
+        var state = RelayState()
+    }
+
+    private let pair: Pair
+    private let side: RelayState.Side
     private var partner: RelayHandler?
     private var context: ChannelHandlerContext?
-    private var pendingRead = false
-    private var inputEnded = false
-    /// Our output was shut after everything for it had been written.
-    private var outputEnded = false
-    /// This side is being closed because of an error or a timeout, not a clean end.
-    private var aborted = false
-    /// Set on the first handler of a pair only: it runs the pair's idle timer.
+    /// Set on the first handler of a pair only: it runs the pair's idle sweep.
     private let idleTimeout: TimeAmount?
     private var idleCheck: Scheduled<Void>?
-    private var bytesAtLastCheck: UInt64 = 0
-    private var lastActivity = NIODeadline.now()
     /// Bytes moved out of this side into the partner.
     private(set) var bytesRelayed: UInt64 = 0
 
     private let logger: Logger
-    private let side: String
-    /// The flow whose bytes this pair counts; the first side reads from the flow's
-    /// source, the second from its destination.
+    /// The flow whose bytes this pair counts; downstream reads from the flow's source,
+    /// upstream from its destination.
     private let flow: Flow?
-    private let readsFromSource: Bool
 
-    private init(idleTimeout: TimeAmount?, side: String, flow: Flow?, logger: Logger) {
-        self.idleTimeout = idleTimeout
+    private init(pair: Pair, side: RelayState.Side, idleTimeout: TimeAmount?, flow: Flow?, logger: Logger) {
+        self.pair = pair
         self.side = side
+        self.idleTimeout = idleTimeout
         self.flow = flow
-        self.readsFromSource = idleTimeout != nil
         self.logger = logger
     }
 
@@ -61,8 +52,9 @@ final class RelayHandler: ChannelDuplexHandler {
     /// channels must be on the same event loop. The first goes on the downstream
     /// connection (the flow's source).
     static func pair(idleTimeout: TimeAmount, flow: Flow? = nil, logger: Logger) -> (RelayHandler, RelayHandler) {
-        let first = RelayHandler(idleTimeout: idleTimeout, side: "first", flow: flow, logger: logger)
-        let second = RelayHandler(idleTimeout: nil, side: "second", flow: flow, logger: logger)
+        let pair = Pair()
+        let first = RelayHandler(pair: pair, side: .downstream, idleTimeout: idleTimeout, flow: flow, logger: logger)
+        let second = RelayHandler(pair: pair, side: .upstream, idleTimeout: nil, flow: flow, logger: logger)
         first.partner = second
         second.partner = first
         return (first, second)
@@ -142,22 +134,17 @@ final class RelayHandler: ChannelDuplexHandler {
     private func scheduleIdleCheck(context: ChannelHandlerContext) {
         guard let idleTimeout else { return }
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        idleCheck = context.eventLoop.scheduleTask(in: .nanoseconds(idleTimeout.nanoseconds / 4)) {
+        let period = idleTimeout.nanoseconds / Int64(RelayState.sweepsPerIdleTimeout)
+        idleCheck = context.eventLoop.scheduleTask(in: .nanoseconds(period)) {
             let (handler, context) = bound.value
             handler.checkIdle(context: context)
         }
     }
 
     private func checkIdle(context: ChannelHandlerContext) {
-        guard let idleTimeout else { return }
-        let moved = bytesRelayed &+ (partner?.bytesRelayed ?? 0)
-        let now = NIODeadline.now()
-        if moved != bytesAtLastCheck {
-            bytesAtLastCheck = moved
-            lastActivity = now
-        } else if now - lastActivity >= idleTimeout {
+        if pair.state.sweep(bytesMoved: bytesRelayed &+ (partner?.bytesRelayed ?? 0)) {
             flow?.closing(.timeout)
-            closeBoth(context: context)
+            carry([.abort], context: context)
             return
         }
         scheduleIdleCheck(context: context)
@@ -167,7 +154,7 @@ final class RelayHandler: ChannelDuplexHandler {
         let buffer = unwrapInboundIn(data)
         bytesRelayed &+= UInt64(buffer.readableBytes)
         if let flow {
-            if readsFromSource {
+            if side == .downstream {
                 flow.received(fromSource: buffer.readableBytes)
             } else {
                 flow.received(fromDestination: buffer.readableBytes)
@@ -179,7 +166,7 @@ final class RelayHandler: ChannelDuplexHandler {
     func channelReadComplete(context: ChannelHandlerContext) {
         partner?.partnerFlush()
         // autoRead is off on relayed channels: ask for the next read here, through the
-        // same backpressure gate as any other read request.
+        // same back-pressure gate as any other read request.
         read(context: context)
     }
 
@@ -188,23 +175,12 @@ final class RelayHandler: ChannelDuplexHandler {
         logger.debug(
             "relay side closed",
             metadata: [
-                "side": "\(side)", "bytes_out": "\(bytesRelayed)", "input_ended": "\(inputEnded)",
-                "output_ended": "\(outputEnded)",
+                "side": "\(side)", "bytes_out": "\(bytesRelayed)", "input_ended": "\(pair.state.isInputEnded(side))",
+                "output_ended": "\(pair.state.isOutputEnded(side))",
             ]
         )
-        let partner = self.partner
-        self.partner = nil
-        if inputEnded && outputEnded {
-            // A clean end both ways: the partner finishes its own writes and closes itself.
-        } else if outputEnded && !aborted {
-            // Our output was already shut, so NIO turned the peer's FIN into a full close
-            // without an input-closed event: everything it sent has been read. End the
-            // partner's output after its writes, as for any half-close.
-            partner?.partnerEndOutput()
-        } else {
-            // Reset, error, idle timeout, drain deadline: abort the other side too.
-            partner?.partnerClose()
-        }
+        carry(pair.state.closed(side), context: context)
+        partner = nil
         context.fireChannelInactive()
     }
 
@@ -213,37 +189,24 @@ final class RelayHandler: ChannelDuplexHandler {
             context.fireUserInboundEventTriggered(event)
             return
         }
-        inputEnded = true
-        guard let partner else {
-            context.close(promise: nil)
-            return
-        }
-        partner.partnerEndOutput()
-        if outputEnded {
-            context.close(promise: nil)
-        }
+        carry(pair.state.inputEnded(side), context: context)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.debug("relay error", metadata: ["side": "\(side)", "error": "\(error)"])
         flow?.closing(Self.isReset(error) ? .reset : .error)
-        closeBoth(context: context)
+        carry(pair.state.failed(), context: context)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable {
-            partner?.partnerBecameWritable()
+        if pair.state.writable(side, context.channel.isWritable) != nil {
+            partner?.partnerMayRead()
         }
         context.fireChannelWritabilityChanged()
     }
 
     func read(context: ChannelHandlerContext) {
-        guard !inputEnded else { return }
-        if partner?.partnerIsWritable ?? false {
-            context.read()
-        } else {
-            pendingRead = true
-        }
+        if pair.state.requestRead(side) { context.read() }
     }
 
     /// A peer that reset its connection (or vanished under a write).
@@ -252,10 +215,19 @@ final class RelayHandler: ChannelDuplexHandler {
         return error.errnoCode == ECONNRESET || error.errnoCode == EPIPE
     }
 
-    private func closeBoth(context: ChannelHandlerContext) {
-        aborted = true
-        partner?.partnerClose()
-        context.close(promise: nil)
+    /// Carries out the rules' actions; `context` is this side's.
+    private func carry(_ actions: [RelayState.Action], context: ChannelHandlerContext) {
+        for action in actions {
+            switch action {
+            case .endOutput(let target):
+                (target == side ? self : partner)?.endOutput()
+            case .close(let target):
+                (target == side ? self.context : partner?.context)?.close(promise: nil)
+            case .abort:
+                partner?.context?.close(promise: nil)
+                context.close(promise: nil)
+            }
+        }
     }
 
     // MARK: calls from the partner
@@ -268,20 +240,14 @@ final class RelayHandler: ChannelDuplexHandler {
         context?.flush()
     }
 
-    private var partnerIsWritable: Bool {
-        context?.channel.isWritable ?? false
-    }
-
-    private func partnerBecameWritable() {
-        if pendingRead, let context {
-            pendingRead = false
-            context.read()
-        }
+    /// The partner drained: a read held back for it goes now.
+    private func partnerMayRead() {
+        if let context { read(context: context) }
     }
 
     /// Everything read from the partner has been handed to us; once it is written, shut
     /// our output.
-    private func partnerEndOutput() {
+    private func endOutput() {
         guard let context else { return }
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: written)
@@ -294,15 +260,8 @@ final class RelayHandler: ChannelDuplexHandler {
                 context.close(promise: nil)
                 return
             }
-            handler.outputEnded = true
-            if handler.inputEnded {
-                context.close(promise: nil)
-            }
+            handler.carry(handler.pair.state.outputEnded(handler.side), context: context)
         }
-    }
-
-    private func partnerClose() {
-        context?.close(promise: nil)
     }
 }
 

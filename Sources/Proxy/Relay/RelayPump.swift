@@ -42,21 +42,15 @@ protocol RelayStream: AnyObject {
 /// system call of its own (the streams do) and reads no clock, so it runs the same
 /// on sockets and on the in-memory streams of its tests.
 ///
-/// The rules are those of the channel relay (`RelayHandler`):
-/// - a stream is read only while everything read from it before has been taken by its
-///   partner (backpressure: at most one read's worth waits per direction);
-/// - when a stream's input ends cleanly, what was read from it is written, then the
-///   partner's output is ended (close_notify and FIN, or FIN) while the other
-///   direction goes on; a stream is closed once its input has ended and its output
-///   was ended after its last write;
-/// - a reset, a TLS truncation or any failure ends the pair at once.
+/// The rules are `RelayState`'s, shared with the channel relay (`RelayHandler`): a
+/// stream is read only while its partner takes what is read (at most one read's worth
+/// waits per direction); a clean end of input ends the partner's output after what was
+/// read is written, while the other direction goes on; a stream closes once both its
+/// ends are done; a reset, a TLS truncation or any failure ends the pair at once. The
+/// pump adds what only a poller needs: which stream was reported readable, and which
+/// hung up.
 final class RelayPump<Stream: RelayStream> {
-    enum Side: Int {
-        case downstream = 0
-        case upstream = 1
-
-        var partner: Side { self == .downstream ? .upstream : .downstream }
-    }
+    typealias Side = RelayState.Side
 
     /// How the pair stands after an event.
     enum Outcome: Equatable {
@@ -67,20 +61,23 @@ final class RelayPump<Stream: RelayStream> {
         case aborted(FlowRecord.CloseReason, String)
     }
 
-    private struct EndState {
+    /// What the poller reported of a stream.
+    private struct Readiness {
         var readable = true
-        var writable = true
-        /// The poller reported the peer's end (FIN or error): read until the stream says
-        /// so, since no further readiness will be reported.
+        /// The peer's end (FIN or error): read until the stream says so, since no
+        /// further readiness will be reported.
         var hungUp = false
-        var inputEnded = false
-        var closingOutput = false
-        var outputShut = false
-        var closed = false
     }
 
     private let streams: [Stream]
-    private var states = [EndState(), EndState()]
+    private var readiness = [Readiness(), Readiness()]
+    /// The pair's rules: ends, back-pressure, idleness.
+    private(set) var state = RelayState()
+    /// `closeOutput` was called on the stream (TLS: close_notify queued).
+    private var closingOutput = [false, false]
+    /// The stream was released (the rules may have decided it earlier: an abort closes
+    /// both at once, and `closeAll` carries that out).
+    private var released = [false, false]
     /// Bytes read from each side (downstream is the flow's source).
     private(set) var bytesRead: (downstream: UInt64, upstream: UInt64) = (0, 0)
     private let flow: Flow?
@@ -102,7 +99,7 @@ final class RelayPump<Stream: RelayStream> {
     /// while the relay was being set up. Both streams count as readable and writable
     /// until they say otherwise.
     func start(downstreamEnded: Bool, scratch: UnsafeMutableRawBufferPointer) -> Outcome {
-        states[Side.downstream.rawValue].inputEnded = downstreamEnded
+        if downstreamEnded { carry(state.inputEnded(.downstream)) }
         return service(scratch: scratch)
     }
 
@@ -127,13 +124,13 @@ final class RelayPump<Stream: RelayStream> {
         failed: Bool = false,
         scratch: UnsafeMutableRawBufferPointer
     ) -> Outcome {
-        if failed && states[side.rawValue].inputEnded && !states[side.rawValue].closed {
+        if failed && state.isInputEnded(side) && !state.isClosed(side) {
             // Its input is not read any more, so no read would report the error.
             return .aborted(.reset, "\(side) failed after its input ended")
         }
-        if hungUp { states[side.rawValue].hungUp = true }
-        if readable || hungUp { states[side.rawValue].readable = true }
-        if writable { states[side.rawValue].writable = true }
+        if hungUp { readiness[side.rawValue].hungUp = true }
+        if readable || hungUp { readiness[side.rawValue].readable = true }
+        if writable { _ = state.writable(side, true) }
         return service(scratch: scratch)
     }
 
@@ -146,18 +143,17 @@ final class RelayPump<Stream: RelayStream> {
         hasMoreWork = false
         if let failure = pump(from: .downstream, scratch: scratch) { return failure }
         if let failure = pump(from: .upstream, scratch: scratch) { return failure }
-        // Runs on every event: two calls, not a loop over a fresh array.
-        closeIfFinished(.downstream)
-        closeIfFinished(.upstream)
-        return states[0].closed && states[1].closed ? .finished : .open
+        return state.isFinished && !state.aborted ? .finished : .open
     }
 
-    /// Closes `side` once its input has ended and its output was shut.
-    private func closeIfFinished(_ side: Side) {
-        let state = states[side.rawValue]
-        if state.inputEnded && state.outputShut && !state.closed {
-            states[side.rawValue].closed = true
-            streams[side.rawValue].close(.finished)
+    /// Carries out the clean-end actions of the pair's rules (an abort is returned as
+    /// an outcome by the caller instead).
+    private func carry(_ actions: [RelayState.Action]) {
+        for action in actions {
+            switch action {
+            case .close(let side): release(side, .finished)
+            case .endOutput, .abort: continue  // ended by `endOutput(of:)` as the pump reaches it
+            }
         }
     }
 
@@ -166,9 +162,9 @@ final class RelayPump<Stream: RelayStream> {
         let target = source.partner
         let from = streams[source.rawValue]
         let to = streams[target.rawValue]
-        guard !states[target.rawValue].closed else { return nil }
+        guard !state.isClosed(target) else { return nil }
         if to.hasQueuedOutput {
-            guard states[target.rawValue].writable else { return nil }
+            guard state.isWritable(target) else { return nil }
             switch sent(to.flush(), to: target) {
             case .all: break
             case .waiting: return nil
@@ -176,15 +172,15 @@ final class RelayPump<Stream: RelayStream> {
             }
         }
         for _ in 0..<Self.readBudget {
-            if states[source.rawValue].inputEnded {
+            if state.isInputEnded(source) {
                 return endOutput(of: target)
             }
-            guard states[source.rawValue].readable else { return nil }
+            guard readiness[source.rawValue].readable, state.requestRead(source) else { return nil }
             switch from.read(into: scratch) {
             case .bytes(let n):
                 count(n, from: source)
-                let drained = from.isDrained && !states[source.rawValue].hungUp
-                if drained { states[source.rawValue].readable = false }
+                let drained = from.isDrained && !readiness[source.rawValue].hungUp
+                if drained { readiness[source.rawValue].readable = false }
                 switch sent(to.write(UnsafeRawBufferPointer(rebasing: scratch[..<n])), to: target) {
                 case .all: break
                 case .waiting: return nil
@@ -192,10 +188,10 @@ final class RelayPump<Stream: RelayStream> {
                 }
                 if drained { return nil }
             case .wouldBlock:
-                states[source.rawValue].readable = false
+                readiness[source.rawValue].readable = false
                 return nil
             case .closed:
-                states[source.rawValue].inputEnded = true
+                carry(state.inputEnded(source))
             case .truncated:
                 return .aborted(.error, "\(source) ended without close_notify (truncated)")
             case .reset:
@@ -211,17 +207,18 @@ final class RelayPump<Stream: RelayStream> {
     /// The input feeding `side` ended: end its output once what waits is written.
     private func endOutput(of side: Side) -> Outcome? {
         let stream = streams[side.rawValue]
-        if !states[side.rawValue].closingOutput {
-            states[side.rawValue].closingOutput = true
+        guard !state.isOutputEnded(side), !state.isClosed(side) else { return nil }
+        if !closingOutput[side.rawValue] {
+            closingOutput[side.rawValue] = true
             switch sent(stream.closeOutput(), to: side) {
             case .all: break
             case .waiting: return nil
             case .failed(let outcome): return outcome
             }
         }
-        if !stream.hasQueuedOutput && !states[side.rawValue].outputShut {
-            states[side.rawValue].outputShut = true
+        if !stream.hasQueuedOutput {
             stream.shutdownWrite()
+            carry(state.outputEnded(side))
         }
         return nil
     }
@@ -250,7 +247,7 @@ final class RelayPump<Stream: RelayStream> {
         case .bytes:
             return .all
         case .wouldBlock:
-            states[side.rawValue].writable = false
+            _ = state.writable(side, false)
             return .waiting
         case .reset:
             return .failed(.aborted(.reset, "\(side) reset the connection"))
@@ -263,9 +260,20 @@ final class RelayPump<Stream: RelayStream> {
 
     /// Closes the streams still open (after an abort, or to cut the pair).
     func closeAll(_ how: RelayClose) {
-        for side in [Side.downstream, .upstream] where !states[side.rawValue].closed {
-            states[side.rawValue].closed = true
-            streams[side.rawValue].close(how)
-        }
+        _ = state.cut()
+        release(.downstream, how)
+        release(.upstream, how)
+    }
+
+    private func release(_ side: Side, _ how: RelayClose) {
+        guard !released[side.rawValue] else { return }
+        released[side.rawValue] = true
+        streams[side.rawValue].close(how)
+    }
+
+    /// Every quarter of the idle timeout: true when no byte moved for a whole timeout,
+    /// and the caller ends the pair.
+    func sweep() -> Bool {
+        state.sweep(bytesMoved: bytesMoved)
     }
 }
