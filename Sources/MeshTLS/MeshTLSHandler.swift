@@ -21,35 +21,65 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
+    /// Where the connection stands, each state with what only it needs.
+    ///
+    /// ```
+    /// idle ─active→ handshaking ─verified peer→ open ─close(.output)→ outputClosed
+    ///                    │ failure, timeout, early close                │
+    ///                    └→ failed                       close(.all) / inactive → closed
+    /// ```
     private enum State {
-        case idle
-        case handshaking
-        case active
+        /// In a pipeline, the channel not active yet: what the next handler writes, or
+        /// an output close it asks for, waits for the handshake.
+        case idle(Waiting)
+        case handshaking(Waiting, timeout: Scheduled<Void>)
+        /// Authenticated: plaintext flows both ways.
+        case open(receivedCloseNotify: Bool)
         /// We sent close_notify; we may still read.
-        case outputClosed
+        case outputClosed(receivedCloseNotify: Bool)
         case failed
+        /// Closed, or detached to a `TLSSocketStream`: inert.
         case closed
+
+        var name: String {
+            switch self {
+            case .idle: "idle"
+            case .handshaking: "handshaking"
+            case .open: "open"
+            case .outputClosed: "outputClosed"
+            case .failed: "failed"
+            case .closed: "closed"
+            }
+        }
+
+        var isAuthenticated: Bool {
+            switch self {
+            case .open, .outputClosed: true
+            case .idle, .handshaking, .failed, .closed: false
+            }
+        }
+    }
+
+    /// What was asked of the handler before the handshake finished.
+    private struct Waiting {
+        /// Plaintext written before the handshake finished, sent right after it.
+        var writes: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+        var outputClose: EventLoopPromise<Void>?
     }
 
     private let tlsContext: TLSContext
     private let role: TLSConnection.Role
-    /// Created when the handler joins a pipeline (it needs the channel's allocator).
-    private var connection: TLSConnection!
+    private let connection: TLSConnection
     /// The channel's allocator, kept so that decrypting a record does not go through
     /// the channel for it.
     private var allocator = ByteBufferAllocator()
     private let handshakeTimeout: TimeAmount
     private var logger: Logger
-    private var state: State = .idle
-    private var timeoutTask: Scheduled<Void>?
-    /// Plaintext written before the handshake finished, sent right after it.
-    private var pendingWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+    private var state: State = .idle(Waiting())
     /// Promises of plaintext already encrypted but not flushed yet.
     private var unflushedPromise: EventLoopPromise<Void>?
     /// Ciphertext was passed down without a flush (large writes go down in chunks).
     private var writtenSinceFlush = false
-    private var receivedCloseNotify = false
-    private var pendingOutputClose: EventLoopPromise<Void>?
 
     /// - Parameters:
     ///   - context: credentials and settings; the handler keeps this one for its lifetime.
@@ -89,12 +119,18 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         self.role = role
         self.handshakeTimeout = handshakeTimeout
         self.logger = logger
+        self.connection = TLSConnection(context: context, role: role, allocator: ByteBufferAllocator())
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
         allocator = context.channel.allocator
-        connection = TLSConnection(context: tlsContext, role: role, allocator: allocator)
         if context.channel.isActive { startHandshake(context: context) }
+    }
+
+    /// An event that cannot happen in the state the handler is in: a bug in the handler
+    /// or in what drives it, stopped here with the state named.
+    private func illegal(_ event: String) -> Never {
+        fatalError("MeshTLSHandler: \(event) in state \(state.name)")
     }
 
     public func channelActive(context: ChannelHandlerContext) {
@@ -103,31 +139,40 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        timeoutTask?.cancel()
-        if state == .handshaking || state == .idle {
+        let waiting: Waiting?
+        switch state {
+        case .idle(let asked):
+            waiting = asked
+        case .handshaking(let asked, let timeout):
+            timeout.cancel()
+            waiting = asked
+        case .open, .outputClosed, .failed, .closed:
+            waiting = nil
+        }
+        state = .closed
+        if let waiting {
             let error = TLSHandshakeError(.closed, "connection closed during the handshake")
             recordFailure(error, context: context)
+            fail(waiting, ChannelError.ioOnClosedChannel)
             // Tell the handlers behind us why, so a client can try another endpoint.
             context.fireErrorCaught(error)
         }
-        state = .closed
-        failPendingWrites(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
     }
 
     private func startHandshake(context: ChannelHandlerContext) {
-        guard state == .idle else { return }
-        state = .handshaking
+        guard case .idle(let waiting) = state else { return }  // handlerAdded and channelActive both start it
         logger[metadataKey: "peer_address"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        timeoutTask = context.eventLoop.scheduleTask(in: handshakeTimeout) {
+        let timeout = context.eventLoop.scheduleTask(in: handshakeTimeout) {
             let (handler, context) = bound.value
-            guard handler.state == .handshaking else { return }
+            guard case .handshaking = handler.state else { return }
             handler.fail(
                 TLSHandshakeError(.timeout, "no handshake within \(handler.handshakeTimeout)"),
                 context: context
             )
         }
+        state = .handshaking(waiting, timeout: timeout)
         advanceHandshake(context: context)
         context.read()
     }
@@ -138,18 +183,20 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .handshaking:
             connection.receive(ciphertext)
             advanceHandshake(context: context)
-            if state == .active || state == .outputClosed { deliverPlaintext(context: context, hint: 0) }
-        case .active, .outputClosed:
+            if state.isAuthenticated { deliverPlaintext(context: context, hint: 0) }
+        case .open, .outputClosed:
             connection.receive(ciphertext)
             deliverPlaintext(context: context, hint: ciphertext.readableBytes)
-        case .idle, .failed, .closed:
-            break
+        case .failed, .closed:
+            break  // what was in flight when the connection failed or closed
+        case .idle:
+            illegal("a read before the channel was active")
         }
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
         flushOutput(context: context)
-        if state == .handshaking {
+        if case .handshaking = state {
             context.read()
         }
         context.fireChannelReadComplete()
@@ -160,7 +207,7 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
             switch state {
             case .handshaking, .idle:
                 fail(TLSHandshakeError(.closed, "peer closed during the handshake"), context: context)
-            case .active, .outputClosed:
+            case .open(let receivedCloseNotify), .outputClosed(let receivedCloseNotify):
                 if !receivedCloseNotify {
                     logger.debug("TCP FIN without close_notify: closing as truncated")
                     context.fireErrorCaught(TLSStreamError(.truncated, "peer closed TCP without close_notify"))
@@ -175,6 +222,7 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func advanceHandshake(context: ChannelHandlerContext) {
+        guard case .handshaking(let waiting, let timeout) = state else { illegal("a handshake step") }
         switch connection.handshake() {
         case .inProgress:
             flushOutput(context: context)
@@ -183,8 +231,8 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
                 fail(TLSHandshakeError(.protocolError, "handshake finished without a verified peer"), context: context)
                 return
             }
-            timeoutTask?.cancel()
-            state = .active
+            timeout.cancel()
+            state = .open(receivedCloseNotify: false)
             flushOutput(context: context)
             logger.debug(
                 "mTLS established",
@@ -200,14 +248,9 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
                     peerCertificate: certificate
                 )
             )
-            let writes = pendingWrites
-            pendingWrites = []
-            for (buffer, promise) in writes { encrypt(buffer, promise: promise, context: context) }
-            if !writes.isEmpty { flushOutput(context: context) }
-            if let promise = pendingOutputClose {
-                pendingOutputClose = nil
-                closeOutput(context: context, promise: promise)
-            }
+            for (buffer, promise) in waiting.writes { encrypt(buffer, promise: promise, context: context) }
+            if !waiting.writes.isEmpty { flushOutput(context: context) }
+            if let promise = waiting.outputClose { closeOutput(context: context, promise: promise) }
         case .failed(let error):
             fail(error, context: context)
         }
@@ -223,8 +266,12 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         case .wouldBlock:
             break
         case .closeNotify:
-            guard !receivedCloseNotify else { return }
-            receivedCloseNotify = true
+            switch state {
+            case .open(receivedCloseNotify: false): state = .open(receivedCloseNotify: true)
+            case .outputClosed(receivedCloseNotify: false): state = .outputClosed(receivedCloseNotify: true)
+            case .open, .outputClosed, .failed, .closed: return  // told once; or closed meanwhile
+            case .idle, .handshaking: illegal("close_notify before the handshake finished")
+            }
             context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         case .failed(let reason):
             logger.warning("TLS stream error", metadata: ["reason": "\(reason)"])
@@ -237,9 +284,13 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let buffer = unwrapOutboundIn(data)
         switch state {
-        case .idle, .handshaking:
-            pendingWrites.append((buffer, promise))
-        case .active:
+        case .idle(var waiting):
+            waiting.writes.append((buffer, promise))
+            state = .idle(waiting)
+        case .handshaking(var waiting, let timeout):
+            waiting.writes.append((buffer, promise))
+            state = .handshaking(waiting, timeout: timeout)
+        case .open:
             encrypt(buffer, promise: promise, context: context)
         case .outputClosed, .failed, .closed:
             promise?.fail(ChannelError.outputClosed)
@@ -253,18 +304,30 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         switch mode {
         case .output:
-            if state == .handshaking || state == .idle {
-                pendingOutputClose = promise ?? context.eventLoop.makePromise()
-                return
+            switch state {
+            case .idle(var waiting):
+                waiting.outputClose = promise ?? context.eventLoop.makePromise()
+                state = .idle(waiting)
+            case .handshaking(var waiting, let timeout):
+                waiting.outputClose = promise ?? context.eventLoop.makePromise()
+                state = .handshaking(waiting, timeout: timeout)
+            case .open, .outputClosed, .failed, .closed:
+                closeOutput(context: context, promise: promise)
             }
-            closeOutput(context: context, promise: promise)
         case .all:
-            if state == .active || state == .outputClosed {
-                if state == .active { connection.shutdown() }
+            switch state {
+            case .open:
+                connection.shutdown()
                 state = .closed
                 flushOutput(context: context)
+            case .outputClosed:
+                state = .closed
+                flushOutput(context: context)
+            case .handshaking(_, let timeout):
+                timeout.cancel()
+            case .idle, .failed, .closed:
+                break
             }
-            timeoutTask?.cancel()
             context.close(mode: .all, promise: promise)
         case .input:
             context.close(mode: mode, promise: promise)
@@ -273,8 +336,8 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     /// Whether `detach` would succeed now.
     public var isDetachable: Bool {
-        state == .active && !receivedCloseNotify && pendingWrites.isEmpty && unflushedPromise == nil
-            && !writtenSinceFlush && pendingOutputClose == nil && connection.isQuiescent
+        guard case .open(receivedCloseNotify: false) = state else { return false }
+        return unflushedPromise == nil && !writtenSinceFlush && connection.isQuiescent
     }
 
     /// Takes the established connection out of the channel, to run on `socket` (a
@@ -286,19 +349,18 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     public func detach(socket: CInt, context: ChannelHandlerContext) -> TLSSocketStream? {
         guard isDetachable else { return nil }
         state = .closed
-        timeoutTask?.cancel()
         let stream = TLSSocketStream(connection: connection, fd: socket)
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         return stream
     }
 
     private func closeOutput(context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
-        guard state == .active else {
-            promise?.succeed(())
+        guard case .open(let receivedCloseNotify) = state else {
+            promise?.succeed(())  // closed already, or never to be opened
             return
         }
         connection.shutdown()
-        state = .outputClosed
+        state = .outputClosed(receivedCloseNotify: receivedCloseNotify)
         // Shut the socket only once close_notify, and so everything before it, is
         // written: if our input has ended too, NIO turns an output close into a full
         // close, which would drop writes still queued.
@@ -362,18 +424,26 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func fail(_ error: TLSHandshakeError, context: ChannelHandlerContext) {
-        guard state == .handshaking || state == .idle else { return }
-        timeoutTask?.cancel()
+        let waiting: Waiting
+        switch state {
+        case .idle(let asked):
+            waiting = asked
+        case .handshaking(let asked, let timeout):
+            timeout.cancel()
+            waiting = asked
+        case .open, .outputClosed, .failed, .closed:
+            return  // failed or finished already: the first reason stands
+        }
         state = .failed
         recordFailure(error, context: context)
-        failPendingWrites(error)
+        fail(waiting, error)
         flushOutput(context: context)  // the alert, if OpenSSL produced one
         context.fireErrorCaught(error)
         context.close(promise: nil)
     }
 
     private func recordFailure(_ error: TLSHandshakeError, context: ChannelHandlerContext) {
-        let role = connection?.peerRoleLabel ?? "unknown"
+        let role = connection.peerRoleLabel
         logger.warning(
             "mTLS handshake rejected",
             metadata: ["reason": "\(error.reason.label)", "detail": "\(error.detail)", "side": "\(role)"]
@@ -384,14 +454,10 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
         ).increment()
     }
 
-    private func failPendingWrites(_ error: any Error) {
-        let writes = pendingWrites
-        pendingWrites = []
-        for (_, promise) in writes { promise?.fail(error) }
-        if let pendingOutputClose {
-            self.pendingOutputClose = nil
-            pendingOutputClose.fail(error)
-        }
+    /// What waited for a handshake that will not finish.
+    private func fail(_ waiting: Waiting, _ error: any Error) {
+        for (_, promise) in waiting.writes { promise?.fail(error) }
+        waiting.outputClose?.fail(error)
     }
 }
 
