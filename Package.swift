@@ -158,6 +158,7 @@ let package = Package(
                 "MeshAPI",
                 "MeshConfiguration",
                 "MeshIdentity",
+                "MeshNet",
                 "MeshProcess",
                 "MeshTLS",
                 "Policy",
@@ -192,7 +193,7 @@ let package = Package(
         ),
         .target(
             name: "MeshTestSupport",
-            dependencies: ["Policy"],
+            dependencies: ["MeshNet", "Policy"],
             path: "Tests/MeshTestSupport"
         ),
         .executableTarget(
@@ -254,6 +255,7 @@ let package = Package(
             dependencies: [
                 "Agent",
                 "MeshConfiguration",
+                "MeshNet",
                 "MeshProcess",
                 "Policy",
                 .product(name: "Prometheus", package: "swift-prometheus"),

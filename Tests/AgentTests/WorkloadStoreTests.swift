@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MeshAPI
 import MeshIdentity
+import MeshNet
 import MeshTestSupport
 import Testing
 
@@ -120,7 +121,7 @@ import Testing
             _ = try AdminClient(endpoint: .unix(path: socket), timeout: 5)
                 .send("POST", "/v1/apply", body: Array(Self.deployments("warm", count: 8).utf8))
             let window = max(1_000, UInt64((ContinuousClock.now - started) / .microseconds(1)) * 2)
-            kill(warm.processIdentifier, SIGKILL)
+            warm.signal(SIGKILL)
             warm.waitUntilExit()
             for round in 0..<12 {
                 let agent = try Self.startAgent(
@@ -138,7 +139,7 @@ import Testing
                 }
                 sender.start()
                 usleep(UInt32(random.next() % window))
-                kill(agent.processIdentifier, SIGKILL)
+                agent.signal(SIGKILL)
                 agent.waitUntilExit()
 
                 let check = try Self.startAgent(
@@ -150,7 +151,7 @@ import Testing
                     .get("/v1/deployments", as: [DeploymentStatus].self)
                 let strays = try FileManager.default.contentsOfDirectory(atPath: directory.path + "/state/workloads")
                     .filter { $0.contains(".tmp-") }
-                kill(check.processIdentifier, SIGKILL)
+                check.signal(SIGKILL)
                 check.waitUntilExit()
                 outcomes.append((round, listed.filter { $0.name.hasPrefix("r\(round)-") }.count, strays))
             }
@@ -166,18 +167,15 @@ import Testing
         }
     }
 
-    private static func startAgent(_ binary: String, config: String, _ socket: String) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["run", "--config", config]
-        process.environment = ["PATH": "/nonexistent"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+    private static func startAgent(_ binary: String, config: String, _ socket: String) throws -> ChildProcess {
+        let process = try ChildProcess.start(
+            [binary, "run", "--config", config],
+            environment: ["PATH": "/nonexistent"]
+        )
         let deadline = Date() + 20
         while !AdminClient(endpoint: .unix(path: socket), timeout: 1).isReachable() {
             guard Date() < deadline, process.isRunning else {
-                kill(process.processIdentifier, SIGKILL)
+                process.signal(SIGKILL)
                 throw SocketError("the agent did not answer on \(socket)")
             }
             usleep(20_000)

@@ -326,18 +326,17 @@ import Testing
     private func udpDelivered(_ lab: NamespaceLab, from: String, to: String, address: String) throws -> Bool {
         let family = address.contains(":") ? "AF_INET6" : "AF_INET"
         let log = lab.directory.path + "/udp-\(UUID().uuidString).log"
-        let receiver = Process()
-        receiver.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        receiver.arguments = NamespaceLab.command(
-            in: to,
-            [
-                NamespaceLab.python, "-c",
-                "import socket; s = socket.socket(socket.\(family), socket.SOCK_DGRAM); s.bind(('\(address)', 9999)); "
-                    + "open('\(log)', 'w').write('ready'); s.settimeout(2)\n"
-                    + "try: open('\(log)', 'w').write(s.recv(100).decode())\nexcept OSError: pass",
-            ]
+        let receiver = try ChildProcess.start(
+            NamespaceLab.command(
+                in: to,
+                [
+                    NamespaceLab.python, "-c",
+                    "import socket; s = socket.socket(socket.\(family), socket.SOCK_DGRAM); s.bind(('\(address)', 9999)); "
+                        + "open('\(log)', 'w').write('ready'); s.settimeout(2)\n"
+                        + "try: open('\(log)', 'w').write(s.recv(100).decode())\nexcept OSError: pass",
+                ]
+            )
         )
-        try receiver.run()
         let deadline = Date() + 10
         while !FileManager.default.fileExists(atPath: log), Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
         // A datagram the output filter drops fails in the sender (EPERM): not an error here.

@@ -205,7 +205,7 @@ import Testing
         // the record it last published expires at most one TTL after the stop.
         let before = try AdminClient(endpoint: .unix(path: "\(directory)/agent-1.sock"))
             .get("/dht/services/orders.default", as: ServiceLookup.self)
-        kill(ordersOne.processIdentifier, SIGKILL)
+        ordersOne.signal(SIGKILL)
         ordersOne.waitUntilExit()
         let stopped = Date()
         let lastExpiry = try #require(before.endpoints.first { $0.endpoint == "\(lab.addressB):15008" }?.expires)

@@ -1,4 +1,5 @@
 import Foundation
+import MeshNet
 import MeshTestSupport
 
 /// Two network namespaces, "a" and "b", joined by a veth pair, with IPv4 and IPv6
@@ -13,7 +14,7 @@ final class NamespaceLab: @unchecked Sendable {
     let b: String
     let subnet: Int
     let directory = TemporaryDirectory()
-    private var processes: [Process] = []
+    private var processes: [ChildProcess] = []
     private let lock = NSLock()
 
     var addressA: String { "10.77.\(subnet).1" }
@@ -50,7 +51,7 @@ final class NamespaceLab: @unchecked Sendable {
     func tearDown() {
         lock.withLock {
             for process in processes where process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
+                process.signal(SIGKILL)
                 process.waitUntilExit()
             }
             processes = []
@@ -85,15 +86,10 @@ final class NamespaceLab: @unchecked Sendable {
     /// Starts a long-running command in `namespace` (nil: on the host), killed by
     /// `tearDown` unless stopped before; its output goes to `log`.
     @discardableResult
-    func start(in namespace: String?, as user: UInt32? = nil, _ arguments: [String], log: String) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = Self.command(in: namespace, as: user, arguments)
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
+    func start(in namespace: String?, as user: UInt32? = nil, _ arguments: [String], log: String) throws
+        -> ChildProcess
+    {
+        let process = try ChildProcess.start(Self.command(in: namespace, as: user, arguments), output: .file(log))
         lock.withLock { processes.append(process) }
         return process
     }

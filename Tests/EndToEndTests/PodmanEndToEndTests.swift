@@ -1,5 +1,6 @@
 import Foundation
 import MeshAPI
+import MeshNet
 import MeshTestSupport
 import Testing
 
@@ -19,18 +20,17 @@ import Testing
     final class Node: @unchecked Sendable {
         let directory = TemporaryDirectory()
         let runDirectory = "/run/beemesh-test-\(getpid())"
-        var agent: Process?
+        var agent: ChildProcess?
         var socket: String { directory.path + "/api/agent.sock" }
         var policies: String { directory.path + "/policies" }
 
-        /// SIGTERM (or `signal`), then SIGKILL if it is still there after 10 s: a child
-        /// of a test thread may have inherited a mask that blocks SIGTERM.
+        /// SIGTERM (or `signal`), then SIGKILL if it is still there after 10 s.
         func stopAgent(signal: Int32 = SIGTERM) {
             guard let agent, agent.isRunning else { return }
-            kill(agent.processIdentifier, signal)
+            agent.signal(signal)
             let deadline = Date() + 10
             while agent.isRunning, Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
-            if agent.isRunning { kill(agent.processIdentifier, SIGKILL) }
+            agent.signal(SIGKILL)
             agent.waitUntilExit()
         }
 
@@ -143,17 +143,15 @@ import Testing
         // The orders app only ever sees its own sidecar (loopback), never frontend's address.
         #expect(answer.contains("(peer [::ffff:127.0.0.1])"), "\(answer)")
         // `beectl logs -f` streams: frontend logs a line a second.
-        let follower = Process()
-        follower.executableURL = URL(fileURLWithPath: beectl)
-        follower.arguments = ["logs", "frontend-0", "-f", "--tail", "0", "--agent", node.socket]
-        let output = Pipe()
-        follower.standardOutput = output
-        try follower.run()
-        try output.fileHandleForWriting.close()  // only the child writes: EOF when it ends
+        let followed = node.directory.path + "/followed.log"
+        let follower = try ChildProcess.start(
+            [beectl, "logs", "frontend-0", "-f", "--tail", "0", "--agent", node.socket],
+            output: .file(followed)
+        )
         Thread.sleep(forTimeInterval: 3.5)
-        kill(follower.processIdentifier, SIGKILL)  // SIGTERM may be blocked (see stopAgent)
+        follower.signal(SIGKILL)
         follower.waitUntilExit()
-        let streamed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let streamed = (try? String(contentsOfFile: followed, encoding: .utf8)) ?? ""
         #expect(streamed.split(separator: "\n").count >= 2, "followed: \(streamed)")
         let (missing, why) = try runProcess(
             [beectl, "logs", "frontend-0", "-c", "nosuch", "--agent", node.socket],
@@ -165,7 +163,7 @@ import Testing
         // container left a thread behind when its reader went (150 requests: 6 -> 156
         // threads). Readers that go now take their threads with them, and at most 32
         // streams are open at once.
-        let agentPID = try #require(node.agent?.processIdentifier)
+        let agentPID = try #require(node.agent?.pid)
         func threads() -> Int {
             (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agentPID)/task").count) ?? -1
         }
@@ -269,15 +267,10 @@ import Testing
     // MARK: helpers
 
     private func startAgent(_ node: Node, log: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: agentBinary)
-        process.arguments = ["run", "--config", node.directory.path + "/podman-agent.yaml"]
-        _ = FileManager.default.createFile(atPath: node.directory.path + "/" + log, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: node.directory.path + "/" + log))
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        node.agent = process
+        node.agent = try ChildProcess.start(
+            [agentBinary, "run", "--config", node.directory.path + "/podman-agent.yaml"],
+            output: .file(node.directory.path + "/" + log)
+        )
         try waitUntil("the agent's API answers", timeout: 30) {
             AdminClient(endpoint: .unix(path: node.socket), timeout: 1).isReachable()
         }

@@ -1,4 +1,5 @@
 import Foundation
+import MeshNet
 
 /// Runs blocking work (sockets, child processes) on a thread of its own.
 ///
@@ -51,25 +52,8 @@ public final class TemporaryDirectory: Sendable {
 public func runProcess(_ arguments: [String], input: [UInt8], timeout: Double = 10) throws -> (
     status: Int32, output: String
 ) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let stdin = Pipe()
-    let output = Pipe()
-    process.standardInput = stdin
-    process.standardOutput = output
-    process.standardError = output
-    try process.run()
-    stdin.fileHandleForWriting.write(Data(input))
-    try stdin.fileHandleForWriting.close()
-    let deadline = Date() + timeout
-    while process.isRunning, Date() < deadline {
-        Thread.sleep(forTimeInterval: 0.02)
-    }
-    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    process.waitUntilExit()
-    let text = output.fileHandleForReading.readDataToEndOfFile()
-    return (process.terminationStatus, String(decoding: text, as: UTF8.self))
+    let (status, output) = try ChildProcess.run(arguments, input: input, timeout: timeout)
+    return (status, String(decoding: output, as: UTF8.self))
 }
 
 /// A small deterministic generator, so that a failing random test reproduces.

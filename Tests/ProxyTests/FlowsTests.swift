@@ -1,5 +1,6 @@
 import Foundation
 import MeshAPI
+import MeshNet
 import MeshTestSupport
 import NIOCore
 import Testing
@@ -98,11 +99,10 @@ import Testing
         let output = TemporaryDirectory()
         let followFile = output.path + "/follow.ndjson"
         #expect(FileManager.default.createFile(atPath: followFile, contents: nil))
-        let follower = Process()
-        follower.executableURL = URL(fileURLWithPath: Self.beectl)
-        follower.arguments = ["flows", "--proxy", pair.serverAdminSocket, "--follow", "-o", "json"]
-        follower.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: followFile))
-        try follower.run()
+        let follower = try ChildProcess.start(
+            [Self.beectl, "flows", "--proxy", pair.serverAdminSocket, "--follow", "-o", "json"],
+            output: .file(followFile)
+        )
         defer { if follower.isRunning { follower.terminate() } }
         try await waitUntil("beectl follows the server's flows") { server.flowFollowers == 1 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import MeshNet
 import MeshTestSupport
 import NIOCore
 import Testing
@@ -169,14 +170,11 @@ import Testing
         try "public\n".write(toFile: site.path + "/public/ok.txt", atomically: true, encoding: .utf8)
         try "secret\n".write(toFile: site.path + "/secret.txt", atomically: true, encoding: .utf8)
         let port = try freePort()
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        server.arguments = ["-m", "http.server", "--bind", "127.0.0.1", "--directory", site.path, "\(port)"]
-        server.standardOutput = FileHandle.nullDevice
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        let server = try ChildProcess.start([
+            "/usr/bin/python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", site.path, "\(port)",
+        ])
         defer {
-            kill(server.processIdentifier, SIGKILL)  // SIGTERM may be blocked in a child of a test thread
+            server.signal(SIGKILL)
             server.waitUntilExit()
         }
         try await waitUntil("python3 -m http.server answers") { (try? BlockingSocket(port: port)) != nil }

@@ -1,4 +1,5 @@
 import Foundation
+import MeshNet
 import MeshTestSupport
 import Testing
 
@@ -51,13 +52,9 @@ import Testing
             endpoints: [{address: 127.0.0.1:\(pair.serverAddresses.inbound.port!), identity: spiffe://example.org/ns/default/sa/orders}]
         """.write(toFile: config, atomically: true, encoding: .utf8)
 
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["run", "--config", config]
-        try process.run()
+        let process = try ChildProcess.start([executable, "run", "--config", config])
         defer { if process.isRunning { process.terminate() } }
 
-        let pid = process.processIdentifier
         let outcome = try await blocking { () throws -> (String, Bool, String, Bool, Double) in
             var live: BlockingSocket?
             for _ in 0..<200 where live == nil {
@@ -67,7 +64,7 @@ import Testing
             guard let live else { throw SocketError("sidecar never listened on \(routePort)") }
             let first = try live.roundTrip("one;")
 
-            kill(pid, SIGTERM)
+            process.terminate()
             Thread.sleep(forTimeInterval: 0.5)
             let refused = (try? BlockingSocket(port: routePort)) == nil
             let second = try live.roundTrip("two;")
@@ -85,7 +82,7 @@ import Testing
         #expect(outcome.4 < 3, "exits soon after the last connection closed")
         #expect(!process.isRunning)
         if !process.isRunning {
-            #expect(process.terminationStatus == 0)
+            #expect(process.exitStatus == 0)
         }
         await pair.shutdown()
         try await app.close()

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MeshAPI
 import MeshIdentity
+import MeshNet
 
 /// The reconciler's hands: every podman call, file and process a pod needs, one
 /// `PodLifecycle.Directive` at a time. It decides nothing (`PodLifecycle` does) and
@@ -28,7 +29,7 @@ final class PodRuntime: @unchecked Sendable {
     /// nothing).
     let podSockets: PodSockets?
     private let logger: Logger
-    private var podmanService: Process?
+    private var podmanService: ChildProcess?
 
     init(settings: Reconciler.Settings, nodeCA: CertificateAuthority, podSockets: PodSockets?, logger: Logger) {
         self.settings = settings
@@ -59,15 +60,12 @@ final class PodRuntime: @unchecked Sendable {
             atPath: (settings.podmanSocket as NSString).deletingLastPathComponent,
             withIntermediateDirectories: true
         )
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["podman", "system", "service", "--time=0", "unix://\(settings.podmanSocket)"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
         do {
-            try process.run()
+            let process = try ChildProcess.start([
+                "podman", "system", "service", "--time=0", "unix://\(settings.podmanSocket)",
+            ])
             podmanService = process
-            try? PEMFile.write(podmanPIDFile, "\(process.processIdentifier)\n", mode: 0o644)
+            try? PEMFile.write(podmanPIDFile, "\(process.pid)\n", mode: 0o644)
         } catch {
             logger.error("cannot start podman system service", metadata: ["error": "\(error)"])
             return
@@ -79,6 +77,7 @@ final class PodRuntime: @unchecked Sendable {
     func stopPodmanService() {
         guard let podmanService else { return }
         podmanService.terminate()
+        podmanService.waitUntilExit()
         unlink(podmanPIDFile)
     }
 
@@ -277,17 +276,12 @@ final class PodRuntime: @unchecked Sendable {
     }
 
     private func installCapture(_ pod: DesiredPod, netns: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: settings.proxyBinary)
-        process.arguments = pod.captureArguments(netns: netns)
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw PodmanError(status: nil, message: "capture install failed: \(text)")
+        let (status, output) = try ChildProcess.run([settings.proxyBinary] + pod.captureArguments(netns: netns))
+        guard status == 0 else {
+            throw PodmanError(
+                status: nil,
+                message: "capture install failed: \(String(decoding: output, as: UTF8.self))"
+            )
         }
     }
 
