@@ -186,7 +186,7 @@ extension YAMLField {
             guard let node = map.optional(key) else { continue }
             let values = try node.strings()
             for value in values where value != "*" {
-                try Workload.checkName(value, field: node, limit: 63)
+                try KubernetesObject.checkName(value, field: node, limit: 63)
             }
             grant[keyPath: names] = values
         }

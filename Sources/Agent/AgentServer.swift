@@ -36,7 +36,7 @@ public final class AgentServer: Service, Sendable {
             recordDirectory: configuration.node.stateDirectory + "/records"
         )
         if let pods = configuration.pods {
-            let sockets = PodSockets(group: group, sidecarUser: Workload.sidecarID, logger: logger)
+            let sockets = PodSockets(group: group, sidecarUser: KubernetesObject.sidecarID, logger: logger)
             podSockets = sockets
             let here = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
             reconciler = try Reconciler(

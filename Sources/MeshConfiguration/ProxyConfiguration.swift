@@ -125,7 +125,7 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
     public var capture = CaptureListeners()
 
     /// The workload this sidecar serves, as policies select it.
-    public struct Workload: Sendable, Equatable, Encodable {
+    public struct ServedWorkload: Sendable, Equatable, Encodable {
         /// Default: the namespace of the sidecar's own SPIFFE ID (`…/ns/<namespace>/…`).
         public var namespace: String?
         public var labels: [String: String] = [:]
@@ -232,7 +232,7 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
     public var dnsListeners: [HostPort] {
         dns.listen ?? (discovery.agent != nil ? [HostPort(host: "127.0.0.1", port: 15053)] : [])
     }
-    public var workload = Workload()
+    public var workload = ServedWorkload()
     public var policies = Policies()
     public var admin = Admin()
     public var metrics = MetricsEndpoint()

@@ -139,7 +139,7 @@ import Testing
         let agent = try Agent(access: APIAccess(grants: [grant]))
         try agent.serveControl(group: Self.nobody)
         // Root's own objects in another namespace, which the tenant must neither see nor touch.
-        let theirs = try Workload.parse(
+        let theirs = try KubernetesObject.parse(
             yaml: try String(
                 contentsOfFile: try manifest(agent, name: "billing", namespace: "ops", account: "billing"),
                 encoding: .utf8
@@ -259,9 +259,9 @@ import Testing
         let tenant = APIAccess(grants: [
             .init(subject: .user(1000), namespaces: ["shop"], serviceAccounts: ["frontend"])
         ]).permissions(for: LocalUser(uid: 1000, gid: 1000, groups: [1000]))
-        func service(_ name: String) throws -> Workload {
+        func service(_ name: String) throws -> KubernetesObject {
             try #require(
-                try Workload.parse(
+                try KubernetesObject.parse(
                     yaml: "apiVersion: v1\nkind: Service\nmetadata: {name: \(name), namespace: shop}\n"
                         + "spec: {selector: {app: \(name)}, ports: [{port: 8080}]}",
                     file: "svc.yaml"

@@ -44,7 +44,7 @@ import Testing
         """
 
     @Test func aDemoManifestBecomesObjectsAndPods() throws {
-        let workloads = try Workload.parse(yaml: Self.demo, file: "demo.yaml")
+        let workloads = try KubernetesObject.parse(yaml: Self.demo, file: "demo.yaml")
         #expect(workloads.map(\.key) == ["Service/default/orders", "Deployment/default/orders", "Pod/ops/tool"])
         let deployment = workloads[1]
         #expect(deployment.replicas == 2 && deployment.template?.serviceAccount == "orders")
@@ -79,9 +79,9 @@ import Testing
               labels: {app: \(String(decoding: try JSONEncoder().encode(injected), as: UTF8.self))}
             spec: {containers: [{name: web, image: i}]}
             """
-        #expect(throws: LocatedError.self) { try Workload.parse(yaml: manifest, file: "m.yaml") }
+        #expect(throws: LocatedError.self) { try KubernetesObject.parse(yaml: manifest, file: "m.yaml") }
         // The encoder alone holds too, for a value that got past the manifest reader.
-        let plain = try Workload.parse(
+        let plain = try KubernetesObject.parse(
             yaml: manifest.replacingOccurrences(of: "labels: {app:", with: "annotations: {a:"),
             file: "m.yaml"
         )
@@ -107,7 +107,7 @@ import Testing
 
     @Test func aServiceIsPublishedOnlyUnderTheAccountNamedLikeIt() throws {
         let yaml = Self.demo.replacingOccurrences(of: "serviceAccountName: orders", with: "serviceAccountName: other")
-        let pods = DesiredPod.plan(try Workload.parse(yaml: yaml, file: "demo.yaml"))
+        let pods = DesiredPod.plan(try KubernetesObject.parse(yaml: yaml, file: "demo.yaml"))
         #expect(pods[0].published == nil, "a record signed by 'other' would be refused for orders")
     }
 
@@ -189,7 +189,7 @@ import Testing
     ])
     func badManifestsNameFileLineAndField(_ yaml: String, _ expected: String) {
         #expect {
-            _ = try Workload.parse(yaml: yaml, file: "m.yaml")
+            _ = try KubernetesObject.parse(yaml: yaml, file: "m.yaml")
         } throws: { error in
             "\(error)".hasPrefix(expected)
         }
@@ -197,7 +197,7 @@ import Testing
 
     @Test func anObjectTwiceInOneFileIsRefused() {
         let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: w, image: i}]}\n"
-        #expect(throws: (any Error).self) { try Workload.parse(yaml: pod + "---\n" + pod, file: "m.yaml") }
+        #expect(throws: (any Error).self) { try KubernetesObject.parse(yaml: pod + "---\n" + pod, file: "m.yaml") }
     }
 
     @Test func runAsIDsReachPodmanAndNeverTheSidecars() throws {
@@ -211,7 +211,9 @@ import Testing
                 - {name: w, image: i, securityContext: {runAsUser: 2000, capabilities: {drop: [ALL]}}}
                 - {name: v, image: i}
             """
-        let containers = try #require(try Workload.parse(yaml: yaml, file: "m.yaml").first?.template?.containers)
+        let containers = try #require(
+            try KubernetesObject.parse(yaml: yaml, file: "m.yaml").first?.template?.containers
+        )
         #expect(containers.map(\.runAsUser) == [2000, 1000] && containers.map(\.runAsGroup) == [1000, 1000])
         #expect(PodRuntime.appUser(imageUser: "app:app", runAsUser: 2000, runAsGroup: nil) == "2000:app")
         #expect(PodRuntime.appUser(imageUser: nil, runAsUser: nil, runAsGroup: 5) == "0:5")

@@ -22,7 +22,7 @@ import Testing
             metadata: {name: orders, namespace: shop}
             spec: {serviceAccountName: orders, containers: [{name: web, image: i}]}
             """
-        let pod = try #require(DesiredPod.plan(try Workload.parse(yaml: yaml, file: "pod.yaml")).first)
+        let pod = try #require(DesiredPod.plan(try KubernetesObject.parse(yaml: yaml, file: "pod.yaml")).first)
         let identity = "\(directory.path)/pods/\(pod.directoryName)/identity"
         try FileManager.default.createDirectory(atPath: identity, withIntermediateDirectories: true)
         try reconciler.runtime.issueIdentity(for: pod, into: identity)

@@ -19,7 +19,7 @@ import Testing
             """
         }
         .joined(separator: "\n---\n")
-        return DesiredPod.plan(try Workload.parse(yaml: yaml, file: "pods.yaml"))
+        return DesiredPod.plan(try KubernetesObject.parse(yaml: yaml, file: "pods.yaml"))
     }
 
     static func lifecycle() -> PodLifecycle {
@@ -79,7 +79,7 @@ import Testing
             metadata: {name: tool, namespace: ops, annotations: {beemesh.io/inject: "false"}}
             spec: {containers: [{name: sh, image: i}]}
             """
-        let pod = try #require(DesiredPod.plan(try Workload.parse(yaml: yaml, file: "p.yaml")).first)
+        let pod = try #require(DesiredPod.plan(try KubernetesObject.parse(yaml: yaml, file: "p.yaml")).first)
         var lifecycle = Self.lifecycle()
         #expect(lifecycle.pass(desired: [pod], existing: [:], observed: [:], now: Self.t0) == [.create(pod)])
         #expect(lifecycle.created(pod.podmanName, now: Self.t0) == [.startApps(pod)])

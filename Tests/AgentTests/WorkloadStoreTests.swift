@@ -37,7 +37,9 @@ import Testing
     @Test func anApplyThatWouldShareAPodNameIsRefusedAsAWhole() throws {
         let directory = TemporaryDirectory()
         let reconciler = try reconciler(directory)
-        _ = try reconciler.apply(try Workload.parse(yaml: Self.deployments("sec", count: 3, replicas: 1), file: "a"))
+        _ = try reconciler.apply(
+            try KubernetesObject.parse(yaml: Self.deployments("sec", count: 3, replicas: 1), file: "a")
+        )
         let pod = """
             apiVersion: v1
             kind: Pod
@@ -50,7 +52,7 @@ import Testing
             spec: {containers: [{name: web, image: localhost/app:1}]}
             """
         #expect {
-            _ = try reconciler.apply(try Workload.parse(yaml: pod, file: "pod.yaml"))
+            _ = try reconciler.apply(try KubernetesObject.parse(yaml: pod, file: "pod.yaml"))
         } throws: { error in
             "\(error)"
                 == "Deployment/default/sec-2 and Pod/default/sec-2-0 would both run pod sec-2-0 in namespace default"
@@ -75,7 +77,7 @@ import Testing
         let directory = TemporaryDirectory()
         let workloads = directory.path + "/workloads"
         try FileManager.default.createDirectory(atPath: workloads, withIntermediateDirectories: true)
-        let legacy = try #require(try Workload.parse(yaml: Self.deployments("old", count: 1), file: "x").first)
+        let legacy = try #require(try KubernetesObject.parse(yaml: Self.deployments("old", count: 1), file: "x").first)
         try MeshJSON.encoder().encode(legacy).write(
             to: URL(fileURLWithPath: workloads + "/Deployment.default.old-0.json")
         )
@@ -84,7 +86,7 @@ import Testing
 
         let reconciler = try reconciler(directory)
         #expect(reconciler.workload("Deployment/default/old-0") != nil)
-        _ = try reconciler.apply(try Workload.parse(yaml: Self.deployments("new", count: 1), file: "y"))
+        _ = try reconciler.apply(try KubernetesObject.parse(yaml: Self.deployments("new", count: 1), file: "y"))
         let names = try FileManager.default.contentsOfDirectory(atPath: workloads)
         #expect(names == ["desired.json"], "\(names)")
         let reread = try self.reconciler(directory)

@@ -127,7 +127,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     private static func yaml(_ bytes: [UInt8]) {
         let text = String(decoding: bytes, as: UTF8.self)
         _ = try? PolicyDocuments.parse(text, file: "fuzz.yaml")
-        _ = try? Workload.parse(yaml: text, file: "fuzz.yaml")
+        _ = try? KubernetesObject.parse(yaml: text, file: "fuzz.yaml")
         _ = try? ProxyConfiguration.parse(yaml: text, file: "fuzz.yaml")
         _ = try? AgentConfiguration.parse(yaml: text, file: "fuzz.yaml")
     }
@@ -141,8 +141,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         }
         let text = String(decoding: bytes, as: UTF8.self)
         _ = try? FlowFilter(query: QueryString.decode(Substring(text)))
-        _ = try? Workload.parse(yaml: text, file: "body")
-        _ = Workload.Kind(name: text)
+        _ = try? KubernetesObject.parse(yaml: text, file: "body")
+        _ = KubernetesObject.Kind(name: text)
     }
 }
 

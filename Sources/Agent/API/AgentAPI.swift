@@ -164,9 +164,9 @@ struct AgentAPI: Sendable {
         switch (method, parts.count > 1 ? parts[1] : parts.first ?? "") {
         case (.POST, "apply"), (.POST, "delete"):
             let file = query.first { $0.name == "file" }?.value ?? "manifest"
-            let parsed: [Workload]
+            let parsed: [KubernetesObject]
             do {
-                parsed = try Workload.parse(yaml: String(decoding: body, as: UTF8.self), file: file)
+                parsed = try KubernetesObject.parse(yaml: String(decoding: body, as: UTF8.self), file: file)
             } catch {
                 Counter(label: "beemesh_manifests_refused_total").increment()
                 return failure(.badRequest, "\(error)")
@@ -189,7 +189,7 @@ struct AgentAPI: Sendable {
                 return failure(.internalServerError, "cannot store: \(error)")
             }
         case (.DELETE, "objects") where parts.count == 5:
-            guard let kind = Workload.Kind(name: parts[2]) else {
+            guard let kind = KubernetesObject.Kind(name: parts[2]) else {
                 return failure(.badRequest, "unknown kind '\(parts[2])'")
             }
             let key = "\(kind.rawValue)/\(parts[3])/\(parts[4])"
@@ -229,7 +229,7 @@ struct AgentAPI: Sendable {
     }
 
     /// Why `permissions` may not write `workload`; nil: they may.
-    static func writeRefusal(_ workload: Workload, _ permissions: Permissions) -> String? {
+    static func writeRefusal(_ workload: KubernetesObject, _ permissions: Permissions) -> String? {
         // A Service is its namesake account's: pods publish themselves only under the
         // Service named like their service account, so writing it is writing for it.
         let account = workload.template?.serviceAccount ?? (workload.kind == .service ? workload.name : nil)

@@ -46,7 +46,7 @@ struct DesiredPod: Sendable, Equatable {
     }
 
     /// Every pod the stored objects ask for.
-    static func plan(_ workloads: some Collection<Workload>) -> [DesiredPod] {
+    static func plan(_ workloads: some Collection<KubernetesObject>) -> [DesiredPod] {
         let services = workloads.filter { $0.kind == .service }
         var pods: [DesiredPod] = []
         for workload in workloads.sorted(by: { $0.key < $1.key }) {

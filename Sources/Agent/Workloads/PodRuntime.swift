@@ -367,7 +367,7 @@ final class PodRuntime: @unchecked Sendable {
             switch id {
             case .name(let name):
                 return "runs as the image's \(kind) '\(name)', a name: set securityContext.\(field)"
-            case .number(let number) where number == Workload.sidecarID:
+            case .number(let number) where number == KubernetesObject.sidecarID:
                 return "runs as \(kind) \(number), the sidecar's (image user '\(imageUser ?? "")')"
             case .number, .unset:
                 continue
@@ -396,7 +396,7 @@ final class PodRuntime: @unchecked Sendable {
         guard let pid = try podman.inspectContainer(name)?.State.Pid, pid > 0,
             let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         else { return }
-        let sidecar = String(Workload.sidecarID)
+        let sidecar = String(KubernetesObject.sidecarID)
         for line in status.split(separator: "\n")
         where line.hasPrefix("Uid:") || line.hasPrefix("Gid:") || line.hasPrefix("Groups:") {
             guard line.split(whereSeparator: \.isWhitespace).dropFirst().contains(Substring(sidecar)) else { continue }

@@ -26,7 +26,7 @@ final class Reconciler: @unchecked Sendable {
         /// This agent's node ID: its pods carry it, and it manages no others (two agents
         /// sharing one podman must not remove each other's pods).
         var agentID: String
-        var sidecarUser: UInt32 = Workload.sidecarID
+        var sidecarUser: UInt32 = KubernetesObject.sidecarID
     }
 
     private let settings: Settings
@@ -40,7 +40,7 @@ final class Reconciler: @unchecked Sendable {
 
     /// Shared with API readers.
     private struct Shared {
-        var workloads: [String: Workload] = [:]
+        var workloads: [String: KubernetesObject] = [:]
         var pods: [String: PodStatus] = [:]
         var stopping = false
     }
@@ -108,7 +108,7 @@ final class Reconciler: @unchecked Sendable {
     /// checked before) and reconciles at once. One line per object, as kubectl prints
     /// them. Refused as a whole when the result would have two objects ask for one pod
     /// name (`Pod sec-c-0` beside `Deployment sec-c`).
-    func apply(_ workloads: [Workload]) throws -> [String] {
+    func apply(_ workloads: [KubernetesObject]) throws -> [String] {
         let lines = try shared.withLockedValue { shared in
             var next = shared.workloads
             var lines: [String] = []
@@ -160,7 +160,7 @@ final class Reconciler: @unchecked Sendable {
 
     /// Two objects whose pods would share a name: refused at apply, since each would
     /// replace the other's pod forever.
-    static func podNameConflict(in workloads: [String: Workload]) -> ApplyConflict? {
+    static func podNameConflict(in workloads: [String: KubernetesObject]) -> ApplyConflict? {
         var owners: [String: String] = [:]
         for pod in DesiredPod.plan(workloads.values) {
             if let owner = owners[pod.podmanName], owner != pod.owner {
@@ -174,7 +174,7 @@ final class Reconciler: @unchecked Sendable {
     }
 
     /// The stored object under `key` (`Kind/namespace/name`).
-    func workload(_ key: String) -> Workload? {
+    func workload(_ key: String) -> KubernetesObject? {
         shared.withLockedValue { $0.workloads[key] }
     }
 

@@ -34,11 +34,11 @@ struct WorkloadStore {
 
     /// Every stored object, by key, and the old-layout files that could not be read
     /// (skipped, and kept on disk). An unreadable `desired.json` is an error.
-    func load() throws(Unreadable) -> (workloads: [String: Workload], errors: [String]) {
+    func load() throws(Unreadable) -> (workloads: [String: KubernetesObject], errors: [String]) {
         guard FileManager.default.fileExists(atPath: file) else { return loadLegacy() }
         do {
             let list = try MeshJSON.decoder().decode(
-                [Workload].self,
+                [KubernetesObject].self,
                 from: Data(contentsOf: URL(fileURLWithPath: file))
             )
             return (Dictionary(list.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last }), [])
@@ -50,7 +50,7 @@ struct WorkloadStore {
     /// Replaces the stored state with `workloads`, in one atomic step; then removes
     /// the files of the earlier layout that `desired.json` now holds (one that could
     /// not be read stays, for its owner to look at).
-    func commit(_ workloads: [String: Workload]) throws {
+    func commit(_ workloads: [String: KubernetesObject]) throws {
         let list = workloads.values.sorted { $0.key < $1.key }
         let data = try MeshJSON.encoder(pretty: true).encode(list)
         try PEMFile.write(file, bytes: Array(data), mode: 0o600)
@@ -64,8 +64,8 @@ struct WorkloadStore {
         return names.filter { $0.hasSuffix(".json") && $0 != "desired.json" }.sorted()
     }
 
-    private func loadLegacy() -> (workloads: [String: Workload], errors: [String]) {
-        var workloads: [String: Workload] = [:]
+    private func loadLegacy() -> (workloads: [String: KubernetesObject], errors: [String]) {
+        var workloads: [String: KubernetesObject] = [:]
         var errors: [String] = []
         for name in legacyFiles() {
             let path = directory + "/" + name
@@ -78,7 +78,7 @@ struct WorkloadStore {
         return (workloads, errors)
     }
 
-    private func readLegacy(_ path: String) -> Workload? {
-        try? MeshJSON.decoder().decode(Workload.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
+    private func readLegacy(_ path: String) -> KubernetesObject? {
+        try? MeshJSON.decoder().decode(KubernetesObject.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
     }
 }

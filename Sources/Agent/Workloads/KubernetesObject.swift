@@ -10,7 +10,7 @@ import Policy
 /// act on but that real manifests carry (resources, probes, image pull policy, …) are
 /// accepted and ignored; any other unknown field is an error, so that a typo is not
 /// silently dropped.
-public struct Workload: Codable, Sendable, Equatable {
+public struct KubernetesObject: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable, CaseIterable {
         case pod = "Pod"
         case deployment = "Deployment"
@@ -93,14 +93,14 @@ public enum Annotations {
     public static let allowNonTCP = "beemesh.io/allow-non-tcp"
 }
 
-extension Workload {
+extension KubernetesObject {
     /// Ports the sidecar itself uses in every pod: an app may not claim them.
     public static let reservedPorts: Set<UInt16> = [15000, 15001, 15006, 15008, 15053, 15090]
 
     /// Every object in a YAML text (documents separated by `---`; empty ones skipped).
     /// Throws the first error; nothing is returned then, so an apply changes nothing.
-    public static func parse(yaml: String, file: String) throws(LocatedError) -> [Workload] {
-        var workloads: [Workload] = []
+    public static func parse(yaml: String, file: String) throws(LocatedError) -> [KubernetesObject] {
+        var workloads: [KubernetesObject] = []
         var keys: Set<String> = []
         for document in try YAMLField.documents(yaml, file: file) {
             if document.isEmpty { continue }
@@ -116,7 +116,7 @@ extension Workload {
         return workloads
     }
 
-    static func parse(_ document: YAMLField) throws(LocatedError) -> Workload {
+    static func parse(_ document: YAMLField) throws(LocatedError) -> KubernetesObject {
         let top = try document.mapping(allowed: ["apiVersion", "kind", "metadata", "spec", "status"])
         let kindField = try top.required("kind")
         let kindName = try kindField.string()
@@ -141,7 +141,7 @@ extension Workload {
             namespace = try field.string()
             try checkName(namespace, field: field, limit: 63)
         }
-        var workload = Workload(
+        var workload = KubernetesObject(
             kind: kind,
             name: name,
             namespace: namespace,
