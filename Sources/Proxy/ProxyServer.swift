@@ -373,6 +373,7 @@ public final class ProxyServer: Service, Sendable {
     ) -> ServerBootstrap {
         let tracker = environment.tracker
         let flows = environment.flows
+        let metrics = environment.metrics
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -390,8 +391,7 @@ public final class ProxyServer: Service, Sendable {
                         ticket = admitted
                         channel.closeFuture.whenComplete { _ in admitted.release() }
                     case .failure(let refusal):
-                        Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", refusal.rawValue)])
-                            .increment()
+                        metrics.inbound(refusal.rawValue)
                         channel.close(promise: nil)
                         return channel.eventLoop.makeSucceededVoidFuture()
                     }

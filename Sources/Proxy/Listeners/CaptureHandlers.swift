@@ -52,19 +52,23 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
             flow.destination.address = destination.text
             flow.destination.port = UInt16(truncatingIfNeeded: destination.port ?? 0)
         }
-        // Dialled the listener itself (not redirected): relaying would loop.
-        if destination == context.channel.localAddress {
+        let discovery = environment.discovery
+        let decision = CaptureDecision.decide(
+            destination,
+            listener: context.channel.localAddress,
+            virtualService: { address in discovery?.service(atVirtual: address) },
+            routes: routes,
+            egress: environment.policies.egress
+        )
+        switch decision {
+        case .loop:
             refuse("connection to the capture listener itself", result: "loop", context: context)
-            return
-        }
-        if let discovery = environment.discovery, let host = destination.ipAddress, let port = destination.port,
-            let (family, address) = IPNetwork.parseAddress(host),
-            let service = discovery.service(atVirtual: IPNetwork.bytes(address, family: family))
-        {
-            meshService(service, port: UInt16(truncatingIfNeeded: port), discovery: discovery, context: context)
-            return
-        }
-        if let entry = routes.route(for: destination) {
+        case .noAddress:
+            refuse("destination without an IP address", result: "error", context: context)
+        case .meshService(let service, let port):
+            guard let discovery else { preconditionFailure("a virtual IP without discovery") }
+            meshService(service, port: port, discovery: discovery, context: context)
+        case .route(let entry):
             logger.info(
                 "captured outbound connection",
                 metadata: ["service": "\(entry.route.service)", "port": "\(entry.route.port)"]
@@ -78,37 +82,24 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
                 ),
                 context: context
             )
-            return
+        case .passThrough(let egress), .egressDenied(let egress):
+            logger[metadataKey: "policy"] = "\(egress.policyLabel)"
+            for audit in egress.audits {
+                logger.info("audit rule matched", metadata: ["audit": "\(audit)", "decision": "\(egress)"])
+            }
+            environment.metrics.egressDecision(egress)
+            flow?.decided(egress)
+            guard case .passThrough = decision else {
+                flow?.update { $0.reason = "egress_denied" }
+                refuse(
+                    "destination is not a mesh service and no egress policy allows it (\(egress))",
+                    result: "egress_denied",
+                    context: context
+                )
+                return
+            }
+            passThrough(to: destination, context: context)
         }
-        // Not a mesh service: egress policies decide (none that allows it: refused).
-        guard let host = destination.ipAddress, let port = destination.port,
-            let (family, address) = IPNetwork.parseAddress(host)
-        else {
-            refuse("destination without an IP address", result: "error", context: context)
-            return
-        }
-        let decision = environment.policies.egress.evaluate(
-            EgressRequest(family: family, address: address, port: UInt16(port))
-        )
-        logger[metadataKey: "policy"] = "\(decision.policyLabel)"
-        for audit in decision.audits {
-            logger.info("audit rule matched", metadata: ["audit": "\(audit)", "decision": "\(decision)"])
-        }
-        Counter(
-            label: "beemesh_egress_decisions_total",
-            dimensions: [("verdict", decision.verdict.rawValue), ("policy", decision.policyLabel)]
-        ).increment()
-        flow?.decided(decision)
-        guard decision.isAllowed else {
-            flow?.update { $0.reason = "egress_denied" }
-            refuse(
-                "destination is not a mesh service and no egress policy allows it (\(decision))",
-                result: "egress_denied",
-                context: context
-            )
-            return
-        }
-        passThrough(to: destination, context: context)
     }
 
     /// A virtual IP that mesh DNS gave out: the service's endpoints come from the DHT
@@ -191,8 +182,7 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
                     upstream.close(promise: nil)
                     return
                 }
-                Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "passthrough")])
-                    .increment()
+                handler.environment.metrics.outbound("passthrough")
                 RelayHandler.join(
                     context,
                     to: upstream,
@@ -211,7 +201,7 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
         context: ChannelHandlerContext
     ) {
         logger.warning("refused outbound connection: \(message)", metadata: metadata)
-        Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", result)]).increment()
+        environment.metrics.outbound(result)
         if result != "egress_denied" { flow?.failed(result) }
         context.close(promise: nil)
     }
@@ -287,10 +277,7 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
                 switch result {
                 case .failure(let error):
                     handler.logger.warning("app connect failed", metadata: ["error": "\(error)"])
-                    Counter(
-                        label: "beemesh_inbound_connections_total",
-                        dimensions: [("result", "upstream_unavailable")]
-                    ).increment()
+                    handler.environment.metrics.inbound("upstream_unavailable")
                     handler.flow?.failed("upstream_unavailable")
                     context.close(promise: nil)
                 case .success(let app):
@@ -299,8 +286,7 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
                         return
                     }
                     handler.logger.info("plaintext inbound connection admitted by policy")
-                    Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "plaintext")])
-                        .increment()
+                    handler.environment.metrics.inbound("plaintext")
                     let gate = handler.environment.httpGate(
                         for: PolicyRequest(peer: nil, port: UInt16(port)),
                         flow: handler.flow,
@@ -320,8 +306,7 @@ final class PlaintextInboundHandler: ChannelInboundHandler, RemovableChannelHand
 
     private func refuse(_ why: String, context: ChannelHandlerContext) {
         logger.warning("refused plaintext inbound connection: \(why)")
-        Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "plaintext_refused")])
-            .increment()
+        environment.metrics.inbound("plaintext_refused")
         if !decided { flow?.failed("no_original_destination") }
         context.close(promise: nil)
     }

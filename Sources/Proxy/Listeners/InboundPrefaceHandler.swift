@@ -174,7 +174,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         var response = context.channel.allocator.buffer(capacity: 8)
         PrefaceResponse.ok.encode(into: &response)
         context.writeAndFlush(wrapOutboundOut(response), promise: nil)
-        Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "ok")]).increment()
+        environment.metrics.inbound("ok")
         logger.debug("inbound relay established")
 
         RelayHandler.join(
@@ -209,7 +209,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
         if reason != .malformedPreface {
             logger.warning("denied inbound connection", metadata: ["reason": "\(reason.label)"])
         }
-        Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", reason.label)]).increment()
+        environment.metrics.inbound(reason.label)
         var response = context.channel.allocator.buffer(capacity: 8)
         PrefaceResponse.denied(reason).encode(into: &response)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)

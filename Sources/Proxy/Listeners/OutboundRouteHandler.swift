@@ -86,7 +86,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
         guard context.channel.isActive else { return }
         guard let endpoint = endpoints.first else {
             logger.warning("no endpoint reachable; closing the client connection")
-            Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "no_endpoint")]).increment()
+            environment.metrics.outbound("no_endpoint")
             flow?.failed(lastFailure.map { "no_endpoint (\($0))" } ?? "no_endpoint")
             context.close(promise: nil)
             return
@@ -178,7 +178,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 "endpoint refused the connection",
                 metadata: ["endpoint": "\(endpoint.address)", "error": "\(error)"]
             )
-            Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "error")]).increment()
+            environment.metrics.outbound("error")
             flow?.failed((error as? PrefaceError)?.code.rawValue ?? "preface_failed")
             upstream.close(promise: nil)
             context.close(promise: nil)
@@ -187,7 +187,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 "denied by the endpoint",
                 metadata: ["endpoint": "\(endpoint.address)", "reason": "\(reason.label)"]
             )
-            Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", reason.label)]).increment()
+            environment.metrics.outbound(reason.label)
             if reason == .upstreamUnavailable {
                 flow?.failed(reason.label)
             } else {
@@ -200,7 +200,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 upstream.close(promise: nil)
                 return
             }
-            Counter(label: "beemesh_outbound_connections_total", dimensions: [("result", "ok")]).increment()
+            environment.metrics.outbound("ok")
             flow?.decided(.allowed)
             RelayHandler.join(
                 context,

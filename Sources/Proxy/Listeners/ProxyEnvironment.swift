@@ -21,6 +21,8 @@ struct ProxyEnvironment: Sendable {
     /// Where established opaque relays move (nil with `relayEngine: channel`).
     let directRelays: DirectRelays?
     let logger: Logger
+    /// Built once per proxy: the handlers count connections through it.
+    let metrics = ProxyMetrics()
     /// The ports this proxy listens on, as bound.
     let listenerPorts = ListenerPorts()
 

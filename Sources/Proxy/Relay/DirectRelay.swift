@@ -225,7 +225,7 @@ final class DirectRelays: Sendable {
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         downstream.close(promise: nil)
         upstream.close(promise: nil)
-        Counter(label: "beemesh_relays_total", dimensions: [("engine", "direct")]).increment()
+        environment.metrics.relay(direct: true)
         adoptions.add(1, ordering: .relaxed)
         if !loop.adopt(relay) {
             // The proxy is stopping: end the connection here.

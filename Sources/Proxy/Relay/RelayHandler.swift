@@ -91,7 +91,7 @@ final class RelayHandler: ChannelDuplexHandler {
         {
             return
         }
-        Counter(label: "beemesh_relays_total", dimensions: [("engine", "channel")]).increment()
+        environment.metrics.relay(direct: false)
         let idleTimeout = environment.idleTimeout
         let (downstreamSide, upstreamSide) = pair(idleTimeout: idleTimeout, flow: flow, logger: logger)
         do {
