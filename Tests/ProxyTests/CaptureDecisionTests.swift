@@ -21,14 +21,9 @@ import Testing
     }()
 
     static let egress: EgressSet = {
-        let yaml = """
-            apiVersion: beemesh.io/v1
-            kind: EgressPolicy
-            metadata: {name: provider, namespace: shop}
-            spec:
-              action: ALLOW
-              rules: [{to: [{cidrs: [203.0.113.0/24], ports: [443]}]}]
-            """
+        let yaml =
+            "{apiVersion: beemesh.io/v1, kind: EgressPolicy, metadata: {name: provider, namespace: shop}, "
+            + "spec: {action: ALLOW, rules: [{to: [{cidrs: [203.0.113.0/24], ports: [443]}]}]}}"
         let documents = try! PolicyDocuments.parse(yaml, file: "egress.yaml")
         return EgressSet(documents.egress, for: Workload(namespace: "shop"))
     }()
