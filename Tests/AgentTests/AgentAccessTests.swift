@@ -32,7 +32,7 @@ import Testing
         var channels: [any Channel] = []
         var socket: String { directory.path + "/agent.sock" }
 
-        init(access: APIAccess) throws {
+        init(access: APIAccess, sidecars: (@Sendable () -> [(pod: String, socket: String)])? = nil) throws {
             chmod(directory.path, 0o755)
             let nodeCA = try AgentAccessTests.root.issueIntermediate(nodeName: "node-1")
             let caDirectory = directory.path + "/ca"
@@ -50,12 +50,14 @@ import Testing
             )
             sockets = PodSockets(group: group, sidecarUser: 1337, logger: Logger(label: "test"))
             reconciler = try Reconciler.forTests(in: directory.path, nodeCA: identity.nodeCA, podSockets: sockets)
-            api = AgentAPI(
+            var api = AgentAPI(
                 dht: dht,
                 validator: ServiceRecordValidator(bundle: identity.credentials.bundle),
                 access: access,
                 reconciler: reconciler
             )
+            api.sidecars = sidecars
+            self.api = api
             sockets.serve(api)
         }
 

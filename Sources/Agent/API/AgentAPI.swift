@@ -42,6 +42,9 @@ struct AgentAPI: Sendable {
     var metrics: PrometheusCollectorRegistry?
     /// The pods side (nil: a DHT-only agent, whose `/v1` answers 404).
     var reconciler: Reconciler?
+    /// The sidecars `/flows` asks, by `namespace/name`: the reconciler's running pods
+    /// unless set (tests set it to sidecars of their own).
+    var sidecars: (@Sendable () -> [(pod: String, socket: String)])?
 
     struct Response: Sendable {
         var status: HTTPResponseStatus
@@ -269,7 +272,7 @@ struct AgentAPI: Sendable {
         var capacity = 0
         var evicted: UInt64 = 0
         var overruns: UInt64 = 0
-        let sidecars = reconciler.sidecarSockets.filter { sidecar in
+        let sidecars = (self.sidecars?() ?? reconciler.sidecarSockets).filter { sidecar in
             let namespace = String(sidecar.pod.prefix { $0 != "/" })
             return permissions.mayRead(namespace: namespace) && (filter.namespace.map { $0 == namespace } ?? true)
         }
