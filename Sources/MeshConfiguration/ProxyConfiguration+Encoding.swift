@@ -111,7 +111,8 @@ extension ProxyConfiguration.DNS {
     }
 }
 
-/// Seconds as the configuration writes them: `30s`, `0.25s`.
+/// Seconds as the configuration writes them, in fixed point to the nanosecond the
+/// reader keeps: `30s`, `0.25s`, `0.00001s`.
 private struct Duration: Encodable {
     let seconds: Double
 
@@ -119,7 +120,10 @@ private struct Duration: Encodable {
 
     func encode(to encoder: any Encoder) throws {
         var value = encoder.singleValueContainer()
-        let whole = seconds.rounded() == seconds && abs(seconds) < 1e15
-        try value.encode(whole ? "\(Int(seconds))s" : "\(seconds)s")
+        let nanoseconds = Int64((seconds * 1e9).rounded())
+        let fraction = String(nanoseconds % 1_000_000_000)
+        let digits = String(repeating: "0", count: 9 - fraction.count) + fraction
+        let trimmed = digits.reversed().drop { $0 == "0" }.reversed()
+        try value.encode("\(nanoseconds / 1_000_000_000)" + (trimmed.isEmpty ? "" : "." + String(trimmed)) + "s")
     }
 }

@@ -18,8 +18,11 @@ extension YAMLField {
 
     package func duration(positive: Bool) throws(ConfigurationError) -> Double {
         let text = try string()
-        guard let seconds = DurationString.parse(text), !positive || seconds > 0 else {
-            throw error("'\(text)' is not a duration such as 500ms, 10s, 5m, 1h")
+        // Kept to the nanosecond, and at most a century: what the encoder writes back.
+        guard let parsed = DurationString.parse(text), parsed <= 3_153_600_000,
+            case let seconds = (parsed * 1e9).rounded() / 1e9, !positive || seconds > 0
+        else {
+            throw error("'\(text)' is not a duration such as 500ms, 10s, 5m, 1h (at most 100 years)")
         }
         return seconds
     }

@@ -45,6 +45,7 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     deinit {
+        if status == nil { reap(WNOHANG) }  // one that ended is not left a zombie
         if outputPipe >= 0 { close(outputPipe) }
         pthread_mutex_destroy(lock)
         lock.deallocate()
@@ -89,10 +90,15 @@ public final class ChildProcess: @unchecked Sendable {
         case .file(let path):
             posix_spawn_file_actions_addopen(&actions, 1, path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         case .capture:
-            let (read, write) = try pipePair()
-            opened.append(write)
-            posix_spawn_file_actions_adddup2(&actions, write, 1)
-            outputReader = read
+            do {
+                let (read, write) = try pipePair()
+                opened.append(write)
+                posix_spawn_file_actions_adddup2(&actions, write, 1)
+                outputReader = read
+            } catch {
+                if inputWriter >= 0 { close(inputWriter) }
+                throw error
+            }
         }
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         posix_spawn_file_actions_addclosefrom_np(&actions, 3)
@@ -134,11 +140,14 @@ public final class ChildProcess: @unchecked Sendable {
             if outputReader >= 0 { close(outputReader) }
             throw StartFailed(command: arguments[0], code: result)
         }
+        // The child's ends, closed here before any input is written: a write must see
+        // the child's end go when the child does.
+        for fd in opened { close(fd) }
+        opened = []
         if inputWriter >= 0 {
-            // Small inputs (a manifest, a line): written whole, then closed so the child
-            // sees its end. A child that exits without reading gets EPIPE, not SIGPIPE
-            // (ignored by the runtime), which is not an error here.
-            if let input { _ = SystemFile.writeAll(input, to: inputWriter) }
+            // Written whole, then closed so the child sees its end. A child that exits
+            // without reading them is not an error.
+            if let input { writeIgnoringSIGPIPE(input, to: inputWriter) }
             close(inputWriter)
         }
         return ChildProcess(pid: pid, outputPipe: outputReader)
@@ -157,13 +166,15 @@ public final class ChildProcess: @unchecked Sendable {
         var chunk = [UInt8](repeating: 0, count: 16384)
         let deadline = monotonicSeconds() + timeout
         var killed = false
-        while true {
-            var poller = pollfd(fd: child.outputPipe, events: Int16(POLLIN), revents: 0)
-            let remaining = deadline - monotonicSeconds()
-            if remaining <= 0, !killed {
+        func killAtDeadline() {
+            if !killed, monotonicSeconds() >= deadline {
                 child.signal(SIGKILL)
                 killed = true
             }
+        }
+        while true {
+            var poller = pollfd(fd: child.outputPipe, events: Int16(POLLIN), revents: 0)
+            killAtDeadline()
             // Short polls: a grandchild may keep the pipe open after the child is gone.
             let ready = poll(&poller, 1, 20)
             if ready > 0 {
@@ -182,7 +193,32 @@ public final class ChildProcess: @unchecked Sendable {
                 break
             }
         }
+        // Its output ended: the child may still run (it closed its output early).
+        while child.isRunning {
+            killAtDeadline()
+            usleep(20_000)
+        }
         return (child.waitUntilExit(), output)
+    }
+
+    /// Writes `bytes` with SIGPIPE blocked on this thread, so that a child that exited
+    /// without reading costs an EPIPE here, not this process (a SIGPIPE it raised is
+    /// taken back before the mask is restored).
+    private static func writeIgnoringSIGPIPE(_ bytes: [UInt8], to fd: CInt) {
+        var pipeSignal = sigset_t()
+        sigemptyset(&pipeSignal)
+        sigaddset(&pipeSignal, SIGPIPE)
+        var previous = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &pipeSignal, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+        if SystemFile.writeAll(bytes, to: fd) != nil {
+            var pending = sigset_t()
+            sigpending(&pending)
+            if sigismember(&pending, SIGPIPE) == 1, sigismember(&previous, SIGPIPE) == 0 {
+                var now = timespec()
+                _ = sigtimedwait(&pipeSignal, nil, &now)
+            }
+        }
     }
 
     /// The exit status once the child has ended (128 + the signal for one killed by a
@@ -196,9 +232,12 @@ public final class ChildProcess: @unchecked Sendable {
 
     public var isRunning: Bool { exitStatus == nil }
 
-    /// Waits for the child to end; its exit status.
+    /// Waits for the child to end; its exit status. The wait itself holds no lock, so
+    /// another thread may signal the child meanwhile.
     @discardableResult
     public func waitUntilExit() -> Int32 {
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0, errno == EINTR {}
         pthread_mutex_lock(lock)
         defer { pthread_mutex_unlock(lock) }
         while status == nil { reap(0) }

@@ -193,6 +193,39 @@ import Testing
         #expect(lifecycle.view(of: name)?.restarts == [DesiredPod.sidecarName: 0, "web": 4])
     }
 
+    /// A back-off that ends wakes the shell for a full pass (which creates the pod
+    /// again), not for a spin of ticks: its end is the next wake while it runs, and due
+    /// once it passed.
+    @Test func aBackOffsEndIsTheNextWakeAndThenDue() throws {
+        let pod = try #require(try Self.pods("orders").first)
+        var lifecycle = Self.lifecycle()
+        _ = lifecycle.pass(desired: [pod], existing: [:], observed: [:], now: Self.t0)
+        #expect(lifecycle.failed(pod.podmanName, reason: "no image", now: Self.t0) == [.discard(pod: pod.podmanName)])
+        #expect(lifecycle.nextWake(now: Self.t0 + 0.5) == Self.t0 + 1)
+        #expect(!lifecycle.retryDue(now: Self.t0 + 0.5))
+        #expect(lifecycle.retryDue(now: Self.t0 + 1))
+        #expect(lifecycle.nextWake(now: Self.t0 + 1.5) == Self.t0 + 2.5, "an ended back-off is not a wake")
+        #expect(lifecycle.pass(desired: [pod], existing: [:], observed: [:], now: Self.t0 + 1.5) == [.create(pod)])
+        #expect(!lifecycle.retryDue(now: Self.t0 + 1.5))
+    }
+
+    /// A restart podman refused leaves the pod not running.
+    @Test func aFailedRestartIsNotRunning() throws {
+        let pod = try #require(try Self.pods("orders").first)
+        var lifecycle = Self.lifecycle()
+        Self.running(pod, in: &lifecycle)
+        let exited = Self.observation(web: .stopped(status: "exited", exitCode: 1))
+        let directives = lifecycle.pass(
+            desired: [pod],
+            existing: [pod.podmanName: pod.specDigest],
+            observed: [pod.podmanName: exited],
+            now: Self.t0 + 1
+        )
+        #expect(directives == [.restartContainer(pod: pod.podmanName, container: "web", restarts: 1)])
+        lifecycle.restartFailed(pod.podmanName)
+        #expect(lifecycle.view(of: pod.podmanName)?.phase.name == "Pending")
+    }
+
     @Test func podsNoLongerAskedForOrWhoseObjectsChangedAreRemoved() throws {
         let pod = try #require(try Self.pods("orders").first)
         var lifecycle = Self.lifecycle()

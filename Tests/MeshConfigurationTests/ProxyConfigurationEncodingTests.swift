@@ -65,7 +65,7 @@ import Testing
         configuration.flows.capacity = 12
         configuration.flows.record = false
         configuration.flows.recordQuery = true
-        configuration.timeouts.connect = 1.5
+        configuration.timeouts.connect = 0.000_01
         configuration.timeouts.handshake = 3
         configuration.timeouts.firstByte = 0.5
         configuration.timeouts.preface = 2
@@ -90,6 +90,7 @@ import Testing
         let (decoded, text) = try Self.roundTrip(configuration)
         #expect(decoded == configuration, "\(text)")
         #expect(text.contains("\"listen\" : \"off\"") && text.contains("\"reloadInterval\" : \"0.25s\""), "\(text)")
+        #expect(text.contains("\"connect\" : \"0.00001s\"") && text.contains("\"idle\" : \"600s\""), "\(text)")
     }
 
     /// Mesh DNS has three states: by default (nil) on when there is an agent, a list of

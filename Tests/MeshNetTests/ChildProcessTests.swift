@@ -1,3 +1,4 @@
+import Dispatch
 import MeshNet
 import Testing
 
@@ -18,9 +19,41 @@ import Testing
         #expect(throws: ChildProcess.StartFailed.self) { try ChildProcess.start(["/nonexistent/command"]) }
     }
 
+    /// Also one that closed its output and goes on running.
     @Test func aChildPastItsTimeoutIsKilled() throws {
         let slept = try ChildProcess.run(["sleep", "30"], timeout: 0.2)
         #expect(slept.status == 128 + SIGKILL)
+        let quiet = try ChildProcess.run(["sh", "-c", "exec >&- 2>&-; sleep 30"], timeout: 0.2)
+        #expect(quiet.status == 128 + SIGKILL)
+    }
+
+    /// Input for a child that exits without reading it: an EPIPE for the writer, not a
+    /// SIGPIPE that would end this process.
+    @Test func inputForAChildThatReadsNothing() throws {
+        let ignored = try ChildProcess.run(["true"], input: [UInt8](repeating: 0x61, count: 1 << 20))
+        #expect(ignored.status == 0)
+    }
+
+    /// Another thread can signal a child while one waits for it (the wait holds no
+    /// lock): the signal is not stuck behind the wait.
+    @Test func aWaitHoldsNoLock() throws {
+        final class Outcome: @unchecked Sendable {  // written before `done` is signalled, read after
+            var status: Int32 = 0
+        }
+        let child = try ChildProcess.start(["sleep", "30"])
+        let outcome = Outcome()
+        let waiting = DispatchSemaphore(value: 0)
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            waiting.signal()
+            outcome.status = child.waitUntilExit()
+            done.signal()
+        }
+        waiting.wait()
+        usleep(50_000)  // into its wait; a signal sent before it works too, only less tested
+        child.signal(SIGKILL)
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(outcome.status == 128 + SIGKILL)
     }
 
     /// A signal the spawning thread blocks still reaches the child (its mask is reset),
@@ -45,18 +78,21 @@ import Testing
         #expect(mask & (1 << (UInt64(SIGPIPE) - 1)) == 0, "SigIgn \(String(mask, radix: 16))")
     }
 
-    /// With hundreds of descriptors open in the parent (what crashed Foundation), every
-    /// spawn works and the child sees only its standard input, output and error (and the
-    /// directory `ls` opens to list them).
+    /// With hundreds of descriptors open in the parent (what crashed Foundation), none
+    /// of them close-on-exec, every spawn works and the child sees only its standard
+    /// input, output and error (and the directory `ls` opens to list them).
     @Test func aParentWithManyDescriptorsLeaksNoneToItsChildren() throws {
         var opened: [CInt] = []
         defer { for fd in opened { close(fd) } }
         for _ in 0..<600 {
-            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            let fd = open("/dev/null", O_RDONLY)
             guard fd >= 0 else { break }
             opened.append(fd)
         }
-        #expect(opened.count == 600)
+        var ends: [CInt] = [-1, -1]
+        #expect(pipe(&ends) == 0)
+        opened += ends
+        #expect(opened.count == 602)
         for _ in 0..<50 {
             let listed = try ChildProcess.run(["ls", "/proc/self/fd"])
             let descriptors = String(decoding: listed.output, as: UTF8.self).split(separator: "\n")

@@ -14,6 +14,7 @@ import MeshAPI
 /// | `tick(now:)`                 | `probeSidecar` for each pod waiting for its sidecar; `discard` for one that waited longer than `sidecarReadyTimeout` |
 /// | `sidecarProbed(_:ready:now:)` | `startApps` once the sidecar is ready                 |
 /// | `appsStarted(_:)`            | none: the pod runs                                      |
+/// | `restartFailed(_:)`          | none: the pod is not running after all                  |
 /// | `failed(_:reason:now:)`      | `discard` (what was made is removed), and a retry after the back-off |
 ///
 /// A pod moves through `Phase`s:
@@ -261,17 +262,29 @@ struct PodLifecycle {
     }
 
     /// When the shell should call `tick` or `pass` next: soon while a sidecar is awaited,
-    /// at the earliest back-off's end, and otherwise after `idle`.
+    /// at the end of the earliest back-off still running, and otherwise after `idle`.
     func nextWake(now: Date, idle: TimeInterval = 1, probeInterval: TimeInterval = 0.05) -> Date {
         var next = now + idle
         for state in pods.values {
             switch state.phase {
             case .awaitingSidecar: next = min(next, now + probeInterval)
-            case .backingOff(let retryAt): next = min(next, max(now, retryAt))
-            case .pending, .running, .crashLoopBackOff, .terminating: continue
+            case .backingOff(let retryAt) where retryAt > now: next = min(next, retryAt)
+            case .backingOff, .pending, .running, .crashLoopBackOff, .terminating: continue
             }
         }
         return next
+    }
+
+    /// Whether a back-off has ended: a pass creates the pod again (`tick` does not).
+    func retryDue(now: Date) -> Bool {
+        pods.values.contains { state in
+            if case .backingOff(let retryAt) = state.phase { retryAt <= now } else { false }
+        }
+    }
+
+    /// A restart the last pass asked for did not happen: the pod is not running.
+    mutating func restartFailed(_ name: String) {
+        if pods[name]?.phase == .running { pods[name]?.phase = .pending }
     }
 
     // MARK: running pods

@@ -192,15 +192,18 @@ final class PodRuntime: @unchecked Sendable {
         try? podman.removePod(name)
     }
 
-    func restart(pod: String, container: String, restarts: Int) {
+    /// Starts an exited container again; false when podman could not.
+    func restart(pod: String, container: String, restarts: Int) -> Bool {
         logger.warning(
             "container exited; restarting",
             metadata: ["pod": "\(pod)", "container": "\(container)", "restarts": "\(restarts)"]
         )
         do {
             try podman.startContainer("\(pod).\(container)")
+            return true
         } catch {
             logger.error("cannot restart container", metadata: ["pod": "\(pod)", "error": "\(error)"])
+            return false
         }
     }
 

@@ -222,7 +222,7 @@ final class Reconciler: @unchecked Sendable {
         runtime.ensurePodmanService()
         var nextPass = clock()
         while !shared.withLockedValue({ $0.stopping }) {
-            if clock() >= nextPass {
+            if clock() >= nextPass || lifecycle.retryDue(now: clock()) {
                 reconcileOnce()
                 nextPass = clock() + 1
             } else {
@@ -237,7 +237,7 @@ final class Reconciler: @unchecked Sendable {
     }
 
     /// One full pass: observe, decide, carry out, publish the pods' statuses.
-    func reconcileOnce() {
+    private func reconcileOnce() {
         let desired = DesiredPod.plan(shared.withLockedValue { $0.workloads }.values)
         let existing: [String: (digest: String, created: Date?)]
         do {
@@ -314,7 +314,7 @@ final class Reconciler: @unchecked Sendable {
         case .probeSidecar(let pod):
             return lifecycle.sidecarProbed(pod.podmanName, ready: runtime.sidecarReady(pod), now: clock())
         case .restartContainer(let pod, let container, let restarts):
-            runtime.restart(pod: pod, container: container, restarts: restarts)
+            if !runtime.restart(pod: pod, container: container, restarts: restarts) { lifecycle.restartFailed(pod) }
         case .renewIdentity(let pod):
             runtime.renewIdentity(pod)
         case .openAgentSocket(let pod):

@@ -122,6 +122,8 @@ final class RelayHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // A channel already full when the pair is built holds its partner's reads at once.
+        _ = pair.state.writable(side, context.channel.isWritable)
         if idleTimeout != nil { scheduleIdleCheck(context: context) }
     }
 
