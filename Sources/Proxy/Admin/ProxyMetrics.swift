@@ -8,7 +8,7 @@ import Policy
 /// | metric                               | dimension | values                     |
 /// |--------------------------------------|-----------|----------------------------|
 /// | `beemesh_outbound_connections_total` | `result`  | ok, passthrough, no_endpoint, error, loop, egress_denied, no_original_destination, unreachable, and the denial reasons of the server sidecar (`PrefaceResponse.Reason`) |
-/// | `beemesh_inbound_connections_total`  | `result`  | ok, plaintext, plaintext_refused, upstream_unavailable, the denial reasons, unauthenticated_cap, unauthenticated_source_cap |
+/// | `beemesh_inbound_connections_total`  | `result`  | ok, plaintext, plaintext_refused, upstream_unavailable, the denial reasons, unauthenticated_cap, unauthenticated_source_cap (and, counted by `HandshakeAdmission` itself, first_byte_timeout and unauthenticated_evicted) |
 /// | `beemesh_relays_total`               | `engine`  | channel, direct            |
 /// | `beemesh_egress_decisions_total`     | `verdict`, `policy` | built per decision: policies come and go |
 final class ProxyMetrics: Sendable {
