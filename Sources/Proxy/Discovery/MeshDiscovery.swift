@@ -38,6 +38,11 @@ final class MeshDiscovery: Sendable {
     private let pool = NIOThreadPool(numberOfThreads: 1)
     private let credentials: TLSCredentialsSource
     private let logger: Logger
+    /// `beemesh_dht_publish_total` and `beemesh_dht_lookups_total` by result, made once.
+    private let published = Counter(label: "beemesh_dht_publish_total", dimensions: [("result", "ok")])
+    private let publishFailed = Counter(label: "beemesh_dht_publish_total", dimensions: [("result", "failed")])
+    private let resolved = Counter(label: "beemesh_dht_lookups_total", dimensions: [("result", "ok")])
+    private let resolveFailed = Counter(label: "beemesh_dht_lookups_total", dimensions: [("result", "failed")])
     private let cache = NIOLockedValueBox<[String: Resolution]>([:])
     private let vips = NIOLockedValueBox(VirtualIPs())
     private let publishTask = NIOLockedValueBox<RepeatedTask?>(nil)
@@ -95,6 +100,7 @@ final class MeshDiscovery: Sendable {
         )
         let client = self.client
         let logger = self.logger
+        let (published, publishFailed) = (self.published, self.publishFailed)
         return pool.runIfActive(eventLoop: loop) {
             let signed = try SignedServiceRecord.sign(record, with: context.credentials)
             let body = try MeshJSON.encoder().encode(
@@ -104,13 +110,13 @@ final class MeshDiscovery: Sendable {
             guard status == 200 else { throw AdminClientError(status: status, body: answer) }
             return try MeshJSON.decoder().decode(PublishResult.self, from: Data(answer))
         }.map { result in
-            Counter(label: "beemesh_dht_publish_total", dimensions: [("result", "ok")]).increment()
+            published.increment()
             logger.debug(
                 "service record published",
                 metadata: ["service": "\(publish.service)", "replicas": "\(result.replicas)"]
             )
         }.recover { error in
-            Counter(label: "beemesh_dht_publish_total", dimensions: [("result", "failed")]).increment()
+            publishFailed.increment()
             logger.warning(
                 "cannot publish the service record",
                 metadata: ["service": "\(publish.service)", "error": "\(error)"]
@@ -131,15 +137,16 @@ final class MeshDiscovery: Sendable {
         let bundle = credentials.current.credentials.bundle
         let cacheTTL = configuration.cacheTTL
         let logger = self.logger
+        let (resolved, resolveFailed) = (self.resolved, self.resolveFailed)
         return pool.runIfActive(eventLoop: loop) {
             try client.get("/dht/services/\(service)", as: ServiceLookup.self)
         }.map { lookup in
             let resolution = Self.verify(lookup, bundle: bundle, cacheTTL: cacheTTL, logger: logger)
             self.cache.withLockedValue { $0[service] = resolution }
-            Counter(label: "beemesh_dht_lookups_total", dimensions: [("result", "ok")]).increment()
+            resolved.increment()
             return resolution
         }.flatMapError { error in
-            Counter(label: "beemesh_dht_lookups_total", dimensions: [("result", "failed")]).increment()
+            resolveFailed.increment()
             logger.warning("service lookup failed", metadata: ["service": "\(service)", "error": "\(error)"])
             if let cached { return loop.makeSucceededFuture(cached) }
             return loop.makeFailedFuture(error)

@@ -73,6 +73,7 @@ final class FlowRecorder: Sendable {
 
     private let state: NIOLockedValueBox<State>
     private let metrics = RequestMetrics()
+    private let flowMetrics = FlowMetrics()
 
     init(capacity: Int, recording: Bool, now: @escaping @Sendable () -> Date = { Date() }) {
         self.capacity = capacity
@@ -106,7 +107,7 @@ final class FlowRecorder: Sendable {
             state.openByDirection[direction, default: 0] += 1
             return state.openByDirection[direction, default: 0]
         }
-        Gauge(label: "beemesh_active_flows", dimensions: [("direction", direction.rawValue)]).record(open)
+        flowMetrics.active[direction]?.record(open)
         channel.closeFuture.whenComplete { _ in flow.channelClosed() }
         return flow
     }
@@ -127,13 +128,7 @@ final class FlowRecorder: Sendable {
             return (state.openByDirection[finished.direction, default: 0], state.ring.evicted != before)
         }
         guard open >= 0 else { return }
-        if evicted { Counter(label: "beemesh_flow_records_evicted_total").increment() }
-        let direction = ("direction", record.direction.rawValue)
-        Gauge(label: "beemesh_active_flows", dimensions: [direction]).record(open)
-        Counter(label: "beemesh_connections_total", dimensions: [direction, ("verdict", record.verdict.rawValue)])
-            .increment()
-        Counter(label: "beemesh_received_bytes_total", dimensions: [direction]).increment(by: Int64(record.bytesIn))
-        Counter(label: "beemesh_sent_bytes_total", dimensions: [direction]).increment(by: Int64(record.bytesOut))
+        flowMetrics.ended(record, open: open, evicted: evicted)
         publish(.flowEnd(record))
     }
 
@@ -205,8 +200,51 @@ final class FlowRecorder: Sendable {
         }
         if dropped > 0 {
             state.withLockedValue { $0.overruns += dropped }
-            Counter(label: "beemesh_flow_events_dropped_total").increment(by: Int64(dropped))
+            flowMetrics.eventsDropped.increment(by: Int64(dropped))
         }
+    }
+}
+
+/// The per-flow metrics, made once (as `RequestMetrics`): a flow's start and end count
+/// without a registry lookup.
+private struct FlowMetrics: Sendable {
+    let active: [FlowRecord.Direction: Gauge]
+    private let connections: [FlowRecord.Direction: [FlowRecord.Verdict: Counter]]
+    private let received: [FlowRecord.Direction: Counter]
+    private let sent: [FlowRecord.Direction: Counter]
+    private let evicted = Counter(label: "beemesh_flow_records_evicted_total")
+    let eventsDropped = Counter(label: "beemesh_flow_events_dropped_total")
+
+    init() {
+        func byDirection<M>(_ make: (FlowRecord.Direction) -> M) -> [FlowRecord.Direction: M] {
+            Dictionary(uniqueKeysWithValues: FlowRecord.Direction.allCases.map { ($0, make($0)) })
+        }
+        active = byDirection { Gauge(label: "beemesh_active_flows", dimensions: [("direction", $0.rawValue)]) }
+        received = byDirection {
+            Counter(label: "beemesh_received_bytes_total", dimensions: [("direction", $0.rawValue)])
+        }
+        sent = byDirection { Counter(label: "beemesh_sent_bytes_total", dimensions: [("direction", $0.rawValue)]) }
+        connections = byDirection { direction in
+            Dictionary(
+                uniqueKeysWithValues: FlowRecord.Verdict.allCases.map { verdict in
+                    (
+                        verdict,
+                        Counter(
+                            label: "beemesh_connections_total",
+                            dimensions: [("direction", direction.rawValue), ("verdict", verdict.rawValue)]
+                        )
+                    )
+                }
+            )
+        }
+    }
+
+    func ended(_ record: FlowRecord, open: Int, evicted flowEvicted: Bool) {
+        if flowEvicted { evicted.increment() }
+        active[record.direction]?.record(open)
+        connections[record.direction]?[record.verdict]?.increment()
+        received[record.direction]?.increment(by: Int64(record.bytesIn))
+        sent[record.direction]?.increment(by: Int64(record.bytesOut))
     }
 }
 
