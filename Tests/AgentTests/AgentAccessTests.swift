@@ -32,7 +32,11 @@ import Testing
         var channels: [any Channel] = []
         var socket: String { directory.path + "/agent.sock" }
 
-        init(access: APIAccess, sidecars: (@Sendable () -> [(pod: String, socket: String)])? = nil) throws {
+        init(
+            access: APIAccess,
+            sidecars: (@Sendable () -> [(pod: String, socket: String)])? = nil,
+            sidecarDeadline: Double = 1
+        ) throws {
             chmod(directory.path, 0o755)
             let nodeCA = try AgentAccessTests.root.issueIntermediate(nodeName: "node-1")
             let caDirectory = directory.path + "/ca"
@@ -57,6 +61,7 @@ import Testing
                 reconciler: reconciler
             )
             api.sidecars = sidecars
+            api.sidecarDeadline = sidecarDeadline
             self.api = api
             sockets.serve(api)
         }

@@ -246,7 +246,7 @@ struct AgentAPI: Sendable {
 
     /// The deadline of one sidecar's answer to `/flows`: a stalled sidecar costs this
     /// much, never the whole answer.
-    static let sidecarDeadline = 1.0
+    var sidecarDeadline = 1.0
 
     /// Every sidecar's flows that match, each marked with its pod, oldest first. The
     /// sidecars are asked in parallel, each with a short deadline.
@@ -280,12 +280,12 @@ struct AgentAPI: Sendable {
         let asked = DispatchGroup()
         for (pod, socket) in sidecars {
             DispatchQueue.global().async(group: asked) {
-                let client = AdminClient(endpoint: .unix(path: socket), timeout: Self.sidecarDeadline)
+                let client = AdminClient(endpoint: .unix(path: socket), timeout: sidecarDeadline)
                 guard let list = try? client.get(path, as: FlowList.self) else { return }
                 answers.withLockedValue { $0.append((pod, list)) }
             }
         }
-        _ = asked.wait(timeout: .now() + Self.sidecarDeadline * 2)
+        _ = asked.wait(timeout: .now() + sidecarDeadline * 2)
         for (pod, list) in answers.withLockedValue({ $0 }) {
             flows += list.flows.map { flow in
                 var flow = flow
