@@ -139,16 +139,7 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        let waiting: Waiting?
-        switch state {
-        case .idle(let asked):
-            waiting = asked
-        case .handshaking(let asked, let timeout):
-            timeout.cancel()
-            waiting = asked
-        case .open, .outputClosed, .failed, .closed:
-            waiting = nil
-        }
+        let waiting = leaveHandshake()
         state = .closed
         if let waiting {
             let error = TLSHandshakeError(.closed, "connection closed during the handshake")
@@ -424,16 +415,8 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func fail(_ error: TLSHandshakeError, context: ChannelHandlerContext) {
-        let waiting: Waiting
-        switch state {
-        case .idle(let asked):
-            waiting = asked
-        case .handshaking(let asked, let timeout):
-            timeout.cancel()
-            waiting = asked
-        case .open, .outputClosed, .failed, .closed:
-            return  // failed or finished already: the first reason stands
-        }
+        // Failed or finished already: the first reason stands.
+        guard let waiting = leaveHandshake() else { return }
         state = .failed
         recordFailure(error, context: context)
         fail(waiting, error)
@@ -452,6 +435,20 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
             label: "beemesh_tls_handshake_failures_total",
             dimensions: [("reason", error.reason.label), ("side", role)]
         ).increment()
+    }
+
+    /// Before authentication: what was asked meanwhile, the handshake timer cancelled;
+    /// nil once the handshake finished or failed.
+    private func leaveHandshake() -> Waiting? {
+        switch state {
+        case .idle(let waiting):
+            return waiting
+        case .handshaking(let waiting, let timeout):
+            timeout.cancel()
+            return waiting
+        case .open, .outputClosed, .failed, .closed:
+            return nil
+        }
     }
 
     /// What waited for a handshake that will not finish.
