@@ -438,13 +438,14 @@ public struct KademliaNode: Sendable {
     public var activeLookups: Int { lookups.count }
 }
 
-/// The node's own generator, seeded by its caller: SplitMix64.
-struct SplitMix: RandomNumberGenerator, Sendable {
+/// The node's own generator, seeded by its caller: SplitMix64. Public for the
+/// simulators and benchmarks that need the same sequence from a seed.
+public struct SplitMix: RandomNumberGenerator, Sendable {
     var state: UInt64
 
-    init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

@@ -152,7 +152,7 @@ public struct SignedServiceRecord: Equatable, Sendable {
 
 /// Why a service record is not believed.
 public struct ServiceRecordError: Error, Equatable, Sendable, CustomStringConvertible {
-    public enum Code: String, Sendable {
+    public enum Code: String, Sendable, CaseIterable {
         case malformed
         /// The DHT record's key, publisher, sequence or expiry is not the signed one's.
         case mismatch

@@ -85,7 +85,7 @@ public enum WireCodec {
 
 /// Why bytes are not a message. The code is for metrics, the reason for logs.
 public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
-    public enum Code: String, Sendable {
+    public enum Code: String, Sendable, CaseIterable {
         case oversized, truncated, unknownVersion = "unknown_version", unknownType = "unknown_type", malformed
     }
 

@@ -19,3 +19,34 @@ public enum MeshMetrics {
         return registry
     }()
 }
+
+/// One counter per value of one dimension (a result, a reason), built once when the
+/// component that counts starts, so that counting is a dictionary lookup and never a
+/// registry lookup. A value outside `values` still counts: its counter is built then.
+public struct CounterFamily: Sendable {
+    public let label: String
+    public let dimension: String
+    private let counters: [String: CoreMetrics.Counter]
+
+    public init(_ label: String, by dimension: String, values: some Sequence<String>) {
+        self.label = label
+        self.dimension = dimension
+        counters = Dictionary(values.map { ($0, CoreMetrics.Counter(label: label, dimensions: [(dimension, $0)])) }) {
+            first,
+            _ in
+            first
+        }
+    }
+
+    /// The family of a code enum's cases (a parser's error codes).
+    public init<Code: CaseIterable & RawRepresentable>(_ label: String, by dimension: String, codes: Code.Type)
+    where Code.RawValue == String {
+        self.init(label, by: dimension, values: Code.allCases.map(\.rawValue))
+    }
+
+    public func increment(_ value: String, by amount: Int = 1) {
+        (counters[value] ?? CoreMetrics.Counter(label: label, dimensions: [(dimension, value)])).increment(
+            by: Int64(amount)
+        )
+    }
+}

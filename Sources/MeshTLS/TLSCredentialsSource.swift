@@ -32,6 +32,8 @@ public struct CredentialPaths: Sendable, Equatable {
 public final class TLSCredentialsSource: Sendable {
     public let paths: CredentialPaths
     private let logger: Logger
+    private let reloads = Counter(label: "beemesh_tls_credential_reloads_total")
+    private let reloadFailures = Counter(label: "beemesh_tls_credential_reload_failures_total")
     private let state: NIOLockedValueBox<(context: TLSContext, fingerprint: [FileFingerprint])>
 
     /// Loads the credentials once; throws if they are unusable at start.
@@ -61,7 +63,7 @@ public final class TLSCredentialsSource: Sendable {
         do {
             let context = try TLSCredentialsSource.build(paths)
             state.withLockedValue { $0 = (context, fingerprint) }
-            Counter(label: "beemesh_tls_credential_reloads_total").increment()
+            reloads.increment()
             logger.info(
                 "reloaded workload identity",
                 metadata: [
@@ -74,7 +76,7 @@ public final class TLSCredentialsSource: Sendable {
         } catch {
             // Remember the broken fingerprint so the error is logged once per change.
             state.withLockedValue { $0.fingerprint = fingerprint }
-            Counter(label: "beemesh_tls_credential_reload_failures_total").increment()
+            reloadFailures.increment()
             logger.error(
                 "credential files changed but do not load; keeping the previous identity",
                 metadata: ["error": "\(error)"]

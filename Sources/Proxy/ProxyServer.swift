@@ -65,11 +65,13 @@ public final class ProxyServer: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
+        let counters = ProxyMetrics()
         admission = HandshakeAdmission(
             limits: .init(
                 total: configuration.inbound.maxUnauthenticated,
                 perSource: configuration.inbound.maxUnauthenticatedPerSource
-            )
+            ),
+            metrics: counters
         )
         let credentials = try TLSCredentialsSource(
             paths: CredentialPaths(
@@ -94,6 +96,7 @@ public final class ProxyServer: Service, Sendable {
             directory: configuration.policies.directory,
             workload: Workload(namespace: namespace, labels: configuration.workload.labels),
             httpPorts: Set(configuration.policies.httpPorts),
+            metrics: counters,
             logger: logger
         )
         self.environment = ProxyEnvironment(
@@ -101,7 +104,7 @@ public final class ProxyServer: Service, Sendable {
             credentials: credentials,
             tracker: ConnectionTracker(),
             policies: policies,
-            liveFlows: LiveFlows(),
+            liveFlows: LiveFlows(metrics: counters),
             flows: FlowRecorder(capacity: configuration.flows.capacity, recording: configuration.flows.record),
             discovery: discovery,
             directRelays: configuration.relayEngine == .direct
@@ -110,7 +113,8 @@ public final class ProxyServer: Service, Sendable {
                     idleTimeout: .seconds(configuration.timeouts.idle),
                     logger: logger
                 ) : nil,
-            logger: logger
+            logger: logger,
+            metrics: counters
         )
         self.policyWatcher = PolicyWatcher(directory: configuration.policies.directory) { [environment] in
             if environment.policies.reload() {
@@ -172,7 +176,7 @@ public final class ProxyServer: Service, Sendable {
             ticket in
             guard let ticket else { throw ChannelError.inappropriateOperationForState }  // always given here
             try channel.pipeline.syncOperations.addHandlers(
-                FirstByteTimeout(timeout: firstByte),
+                FirstByteTimeout(timeout: firstByte, metrics: environment.metrics),
                 MeshTLSHandler(
                     context: environment.credentials.current,
                     expectedPeer: nil,
@@ -239,7 +243,12 @@ public final class ProxyServer: Service, Sendable {
         var dns: [SocketAddress] = []
         if let discovery = environment.discovery {
             discovery.start(on: group.next())
-            let server = MeshDNSServer(discovery: discovery, configuration: configuration.dns, logger: logger)
+            let server = MeshDNSServer(
+                discovery: discovery,
+                configuration: configuration.dns,
+                metrics: environment.metrics,
+                logger: logger
+            )
             let channels = try await server.start(group: group, listen: configuration.dnsListeners)
             listeners.withLockedValue { $0 += channels }
             dns = channels.enumerated().filter { $0.offset % 2 == 0 }.compactMap { $0.element.localAddress }
@@ -303,8 +312,7 @@ public final class ProxyServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 guard limit?.admit(channel) ?? true else {
-                    Counter(label: "beemesh_admin_connections_closed_total", dimensions: [("reason", "cap")])
-                        .increment()
+                    api.environment.metrics.adminClosed("cap")
                     channel.close(promise: nil)
                     return channel.eventLoop.makeSucceededVoidFuture()
                 }

@@ -148,11 +148,13 @@ import Testing
             [beectl, "logs", "frontend-0", "-f", "--tail", "0", "--agent", node.socket],
             output: .file(followed)
         )
-        Thread.sleep(forTimeInterval: 3.5)
+        func streamed() -> String { (try? String(contentsOfFile: followed, encoding: .utf8)) ?? "" }
+        let streaming = Result {
+            try waitUntil("two lines followed", timeout: 15) { streamed().split(separator: "\n").count >= 2 }
+        }
         follower.signal(SIGKILL)
         follower.waitUntilExit()
-        let streamed = (try? String(contentsOfFile: followed, encoding: .utf8)) ?? ""
-        #expect(streamed.split(separator: "\n").count >= 2, "followed: \(streamed)")
+        #expect((try? streaming.get()) != nil, "followed: \(streamed())")
         let (missing, why) = try runProcess(
             [beectl, "logs", "frontend-0", "-c", "nosuch", "--agent", node.socket],
             input: []
@@ -215,8 +217,11 @@ import Testing
             atPath: Self.root + "/deploy/policies/demo-deny.yaml",
             toPath: node.policies + "/demo-deny.yaml"
         )
-        Thread.sleep(forTimeInterval: 1)
-        let denied = try exec(["curl", "-sS", "-m", "3", "http://orders.default.mesh:8080/cgi-bin/hello"])
+        var denied = (status: Int32(0), output: "")
+        try? waitUntil("the deny policy is in force", timeout: 15) {
+            denied = try exec(["curl", "-sS", "-m", "3", "http://orders.default.mesh:8080/cgi-bin/hello"])
+            return denied.status != 0
+        }
         #expect(denied.status != 0, "\(denied.output)")
         let flows = try flowList(node, ["--verdict", "denied", "--pod", "orders-*"])
         #expect(
@@ -224,8 +229,11 @@ import Testing
             "\(flows.map { "\($0.pod ?? "-") \($0.verdict) \($0.policy ?? "-")" }) \(denied.output)\n\(diagnostics(node))"
         )
         try FileManager.default.removeItem(atPath: node.policies + "/demo-deny.yaml")
-        Thread.sleep(forTimeInterval: 1)
-        let allowed = try exec(["curl", "-sS", "-m", "3", "http://orders.default.mesh:8080/cgi-bin/hello"])
+        var allowed = (status: Int32(-1), output: "")
+        try? waitUntil("the deny policy is gone", timeout: 15) {
+            allowed = try exec(["curl", "-sS", "-m", "3", "http://orders.default.mesh:8080/cgi-bin/hello"])
+            return allowed.status == 0
+        }
         #expect(allowed.status == 0, "\(allowed.output)\n\(diagnostics(node))")
 
         // A killed app container is restarted.

@@ -61,7 +61,7 @@ import Testing
         let (_, pair) = try await MeshPair.serving { TestApp.Echo() }
         let port = pair.routePort()
         let directory = pair.policyDirectory
-        let outcome = try await blocking { () throws -> (String, String) in
+        let live = try await blocking { () throws -> BlockingSocket in
             let live = try BlockingSocket(port: port)
             _ = try live.roundTrip("one;")
             // The allowing file itself breaks (a typo in an edit) and a new, broken deny arrives.
@@ -71,7 +71,12 @@ import Testing
                 as: "10-deny.yaml",
                 in: directory
             )
-            Thread.sleep(forTimeInterval: 0.6)
+            return live
+        }
+        // Once the proxy has read both files (and refused both), nothing has changed.
+        let server = pair.server
+        try await waitUntil("both broken files are read") { server.policyErrors.count == 2 }
+        let outcome = try await blocking { () throws -> (String, String) in
             let fresh = try BlockingSocket(port: port)
             return (try live.roundTrip("two;"), try fresh.roundTrip("three;"))
         }

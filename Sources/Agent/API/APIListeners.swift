@@ -29,8 +29,7 @@ enum APIListeners {
             .childChannelInitializer { channel in
                 caller(channel).flatMapThrowing { caller in
                     guard let caller else {
-                        Counter(label: "beemesh_api_refused_total", dimensions: [("reason", "no_credentials")])
-                            .increment()
+                        api.counters.apiRefused("no_credentials")
                         throw ChannelError.inputClosed
                     }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)

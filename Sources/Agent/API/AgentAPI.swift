@@ -40,6 +40,8 @@ struct AgentAPI: Sendable {
     var logger = Logger(label: "beemesh-agent.api")
     /// The process's metrics (nil: `/metrics` answers 404).
     var metrics: PrometheusCollectorRegistry?
+    /// What the API counts: the agent's table, which its DHT service holds.
+    var counters: AgentMetrics { dht.metrics }
     /// The pods side (nil: a DHT-only agent, whose `/v1` answers 404).
     var reconciler: Reconciler?
     /// The sidecars `/flows` asks, by `namespace/name`: the reconciler's running pods
@@ -171,7 +173,7 @@ struct AgentAPI: Sendable {
             do {
                 parsed = try KubernetesObject.parse(yaml: String(decoding: body, as: UTF8.self), file: file)
             } catch {
-                Counter(label: "beemesh_manifests_refused_total").increment()
+                counters.manifestRefused()
                 return failure(.badRequest, "\(error)")
             }
             // Every object, and for a delete what is stored under its key, must be one
@@ -186,7 +188,7 @@ struct AgentAPI: Sendable {
                     parts[1] == "apply" ? try reconciler.apply(parsed) : try reconciler.delete(parsed.map(\.key))
                 return json(ApplyResult(objects: lines))
             } catch let conflict as ApplyConflict {
-                Counter(label: "beemesh_manifests_refused_total").increment()
+                counters.manifestRefused()
                 return failure(.conflict, "\(conflict)")
             } catch {
                 return failure(.internalServerError, "cannot store: \(error)")
@@ -351,13 +353,11 @@ struct AgentAPI: Sendable {
             record = try SignedServiceRecord(decoding: Array(value)).dhtRecord
             let service = try validator.check(record)
             if let binding, let reason = Self.publishRefusal(service, binding) {
-                Counter(label: "beemesh_dht_publish_refused_total", dimensions: [("reason", "not_own_record")])
-                    .increment()
+                counters.publishRefused("not_own_record")
                 return loop.makeSucceededFuture(refuse(.forbidden, reason, .pod(binding), "/dht/records"))
             }
         } catch {
-            Counter(label: "beemesh_dht_publish_refused_total", dimensions: [("reason", error.code.rawValue)])
-                .increment()
+            counters.publishRefused(error.code.rawValue)
             return loop.makeSucceededFuture(failure(.badRequest, "record refused: \(error)"))
         }
         return dht.publish(record).map { replicas in
@@ -388,7 +388,7 @@ struct AgentAPI: Sendable {
             case .tooManyRequests: "overloaded"
             default: "forbidden"
             }
-        Counter(label: "beemesh_api_refused_total", dimensions: [("reason", label)]).increment()
+        counters.apiRefused(label)
         logger.warning(
             "agent API request refused",
             metadata: ["caller": "\(caller)", "route": "\(route)", "reason": "\(reason)"]

@@ -28,6 +28,8 @@ public final class DHTService: @unchecked Sendable {
     /// Where records published through this agent are kept, so that a restarted agent
     /// stores them again at once instead of waiting for their sidecars to republish.
     private let recordDirectory: String?
+    /// The agent's counters (`AgentServer` hands the API the same table).
+    let metrics: AgentMetrics
 
     /// Retry interval for bootstrap peers while none answers.
     static let bootstrapRetry: TimeAmount = .seconds(2)
@@ -37,8 +39,10 @@ public final class DHTService: @unchecked Sendable {
         configuration: AgentConfiguration.DHT,
         loop: any EventLoop,
         logger: Logger,
-        recordDirectory: String? = nil
+        recordDirectory: String? = nil,
+        metrics: AgentMetrics = AgentMetrics()
     ) throws {
+        self.metrics = metrics
         self.identity = identity
         self.recordDirectory = recordDirectory
         self.configuration = configuration
@@ -49,6 +53,7 @@ public final class DHTService: @unchecked Sendable {
             loop: loop,
             tls: tls,
             requestTimeout: .nanoseconds(Int64(configuration.requestTimeout * 1e9)),
+            metrics: metrics,
             logger: logger
         )
         var settings = KademliaNode.Configuration()
@@ -236,8 +241,7 @@ public final class DHTService: @unchecked Sendable {
         for (reason, count) in current {
             let new = count - reportedRejections[reason, default: 0]
             if new > 0 {
-                Counter(label: "beemesh_dht_messages_rejected_total", dimensions: [("reason", reason)])
-                    .increment(by: Int64(new))
+                metrics.dhtRejected(reason, count: new)
             }
         }
         reportedRejections = current

@@ -29,7 +29,10 @@ final class DHTTransport: @unchecked Sendable {
     /// Connections beyond this many (both directions) are refused.
     static let maximumConnections = 1024
 
-    init(loop: any EventLoop, tls: TLSContext, requestTimeout: TimeAmount, logger: Logger) {
+    private let metrics: AgentMetrics
+
+    init(loop: any EventLoop, tls: TLSContext, requestTimeout: TimeAmount, metrics: AgentMetrics, logger: Logger) {
+        self.metrics = metrics
         self.loop = loop
         self.tls = tls
         self.requestTimeout = requestTimeout
@@ -70,7 +73,7 @@ final class DHTTransport: @unchecked Sendable {
     /// notices the missing answer.
     func send(_ envelope: Envelope, to contact: Contact) {
         loop.preconditionInEventLoop()
-        Counter(label: "beemesh_dht_messages_sent_total").increment()
+        metrics.dhtSent()
         if let channel = byPeer[contact.id] {
             channel.writeAndFlush(envelope, promise: nil)
             return
@@ -157,12 +160,12 @@ final class DHTTransport: @unchecked Sendable {
     }
 
     fileprivate func received(_ envelope: Envelope) {
-        Counter(label: "beemesh_dht_messages_received_total").increment()
+        metrics.dhtReceived()
         onEnvelope(envelope)
     }
 
     fileprivate func rejected(_ reason: String) {
-        Counter(label: "beemesh_dht_messages_rejected_total", dimensions: [("reason", reason)]).increment()
+        metrics.dhtRejected(reason)
     }
 }
 

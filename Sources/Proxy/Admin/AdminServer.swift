@@ -189,7 +189,7 @@ final class AdminHandler: ChannelInboundHandler {
     /// (a follower, which sends nothing after its request, is not).
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read, subscription == nil {
-            Counter(label: "beemesh_admin_connections_closed_total", dimensions: [("reason", "idle")]).increment()
+            api.environment.metrics.adminClosed("idle")
             context.close(promise: nil)
             return
         }

@@ -95,7 +95,7 @@ struct DNSQuery: Equatable, Sendable {
 
 /// Why a DNS message was refused (counted by reason).
 struct DNSError: Error, Equatable, Sendable, CustomStringConvertible {
-    enum Code: String, Sendable {
+    enum Code: String, Sendable, CaseIterable {
         case truncated
         case malformed
         case notAQuery = "not_a_query"

@@ -29,7 +29,13 @@ final class MeshDNSServer: Sendable {
     /// An upstream's answer is awaited this long before the next one is asked.
     static let upstreamTimeout: TimeAmount = .milliseconds(2000)
 
-    init(discovery: MeshDiscovery, configuration: ProxyConfiguration.DNS, logger: Logger) {
+    /// The values of `beemesh_dns_queries_total`'s `result`.
+    static let results = ["mesh", "nxdomain", "forwarded", "servfail"]
+
+    private let metrics: ProxyMetrics
+
+    init(discovery: MeshDiscovery, configuration: ProxyConfiguration.DNS, metrics: ProxyMetrics, logger: Logger) {
+        self.metrics = metrics
         self.discovery = discovery
         self.configuration = configuration
         self.logger = logger
@@ -90,7 +96,7 @@ final class MeshDNSServer: Sendable {
         do {
             query = try DNSQuery(parsing: message)
         } catch {
-            Counter(label: "beemesh_dns_rejected_total", dimensions: [("reason", error.code.rawValue)]).increment()
+            metrics.dnsRejected(error.code)
             logger.debug("DNS query refused", metadata: ["error": "\(error)"])
             return loop.makeSucceededFuture(DNSQuery.formatError(for: message))
         }
@@ -122,7 +128,7 @@ final class MeshDNSServer: Sendable {
     }
 
     private func count(_ result: String) {
-        Counter(label: "beemesh_dns_queries_total", dimensions: [("result", result)]).increment()
+        metrics.dnsQuery(result)
     }
 
     /// Asks the upstreams in turn over UDP; SERVFAIL when none answers.

@@ -3,6 +3,7 @@ import Logging
 import MeshAPI
 import MeshConfiguration
 import MeshIdentity
+import MeshProcess
 import MeshTLS
 import Metrics
 import NIOConcurrencyHelpers
@@ -38,11 +39,17 @@ final class MeshDiscovery: Sendable {
     private let pool = NIOThreadPool(numberOfThreads: 1)
     private let credentials: TLSCredentialsSource
     private let logger: Logger
-    /// `beemesh_dht_publish_total` and `beemesh_dht_lookups_total` by result, made once.
+    /// `beemesh_dht_publish_total` and `beemesh_dht_lookups_total` by result, and
+    /// `beemesh_dht_records_rejected_total` by reason, made once.
     private let published = Counter(label: "beemesh_dht_publish_total", dimensions: [("result", "ok")])
     private let publishFailed = Counter(label: "beemesh_dht_publish_total", dimensions: [("result", "failed")])
     private let resolved = Counter(label: "beemesh_dht_lookups_total", dimensions: [("result", "ok")])
     private let resolveFailed = Counter(label: "beemesh_dht_lookups_total", dimensions: [("result", "failed")])
+    private let recordsRejected = CounterFamily(
+        "beemesh_dht_records_rejected_total",
+        by: "reason",
+        codes: ServiceRecordError.Code.self
+    )
     private let cache = NIOLockedValueBox<[String: Resolution]>([:])
     private let vips = NIOLockedValueBox(VirtualIPs())
     private let publishTask = NIOLockedValueBox<RepeatedTask?>(nil)
@@ -137,11 +144,11 @@ final class MeshDiscovery: Sendable {
         let bundle = credentials.current.credentials.bundle
         let cacheTTL = configuration.cacheTTL
         let logger = self.logger
-        let (resolved, resolveFailed) = (self.resolved, self.resolveFailed)
+        let (resolved, resolveFailed, rejected) = (self.resolved, self.resolveFailed, self.recordsRejected)
         return pool.runIfActive(eventLoop: loop) {
             try client.get("/dht/services/\(service)", as: ServiceLookup.self)
         }.map { lookup in
-            let resolution = Self.verify(lookup, bundle: bundle, cacheTTL: cacheTTL, logger: logger)
+            let resolution = Self.verify(lookup, bundle: bundle, cacheTTL: cacheTTL, rejected: rejected, logger: logger)
             self.cache.withLockedValue { $0[service] = resolution }
             resolved.increment()
             return resolution
@@ -153,11 +160,13 @@ final class MeshDiscovery: Sendable {
         }
     }
 
-    /// The endpoints whose records verify against `bundle`; the rest are counted and dropped.
+    /// The endpoints whose records verify against `bundle`; the rest are counted (in
+    /// `rejected`, by reason) and dropped.
     static func verify(
         _ lookup: ServiceLookup,
         bundle: TrustBundle,
         cacheTTL: Double,
+        rejected: CounterFamily? = nil,
         logger: Logger
     ) -> Resolution {
         let validator = ServiceRecordValidator(bundle: bundle)
@@ -176,8 +185,7 @@ final class MeshDiscovery: Sendable {
                 endpoints.append((ProxyConfiguration.Endpoint(address: address, identity: identity), service.ports))
                 earliestExpiry = min(earliestExpiry, Double(service.expires) / 1e9)
             } catch {
-                Counter(label: "beemesh_dht_records_rejected_total", dimensions: [("reason", error.code.rawValue)])
-                    .increment()
+                rejected?.increment(error.code.rawValue)
                 logger.warning(
                     "service record refused",
                     metadata: ["service": "\(lookup.service)", "endpoint": "\(endpoint.endpoint)", "error": "\(error)"]

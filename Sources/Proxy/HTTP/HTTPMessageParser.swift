@@ -5,7 +5,7 @@ import NIOCore
 /// a 400 where a response can still be written): a message whose length we cannot
 /// know is never guessed at, and never allowed.
 struct HTTPFramingError: Error, Equatable, CustomStringConvertible {
-    enum Code: String, Equatable {
+    enum Code: String, Equatable, CaseIterable {
         case headTooLarge = "head_too_large"
         case malformedStartLine = "malformed_start_line"
         case malformedHeader = "malformed_header"

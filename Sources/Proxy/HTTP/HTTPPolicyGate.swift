@@ -48,6 +48,7 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
     private var logger: Logger
     private var requests = HTTPMessageParser.requests()
     private var responses: HTTPMessageParser
+    private let metrics: ProxyMetrics
     private let forwarded = ForwardedMethods()
     private var slots: [Slot] = []
     private var droppingCurrent = false
@@ -61,8 +62,10 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
         policies: PolicyStore,
         flow: Flow?,
         recordQuery: Bool = false,
+        metrics: ProxyMetrics = ProxyMetrics(),
         logger: Logger
     ) {
+        self.metrics = metrics
         self.peer = peer
         self.port = port
         self.policies = policies
@@ -214,7 +217,7 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
             "HTTP request refused: ambiguous target",
             metadata: ["method": "\(head.first)", "error": "\(refusal)"]
         )
-        Counter(label: "beemesh_http_parse_errors_total", dimensions: [("reason", refusal.code.rawValue)]).increment()
+        metrics.httpParseError(refusal.code.rawValue)
         flow?.httpRequest(
             HTTPExchange(
                 method: head.first,
@@ -235,7 +238,7 @@ final class HTTPPolicyGate: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func refuse(_ error: HTTPFramingError, context: ChannelHandlerContext) {
         logger.warning("HTTP request refused: cannot be framed", metadata: ["error": "\(error)"])
-        Counter(label: "beemesh_http_parse_errors_total", dimensions: [("reason", error.code.rawValue)]).increment()
+        metrics.httpParseError(error.code.rawValue)
         closing = true
         if slots.isEmpty {
             write(status: "400 Bad Request", body: "bad request\n", closeAfter: true, context: context)

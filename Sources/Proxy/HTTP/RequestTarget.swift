@@ -28,7 +28,7 @@ struct RequestTarget: Equatable {
     let target: String
 
     struct Refusal: Error, Equatable, CustomStringConvertible {
-        enum Code: String {
+        enum Code: String, CaseIterable {
             case notOriginForm = "not_origin_form"
             case encodedSeparator = "encoded_separator"
             case badPercentEncoding = "bad_percent_encoding"

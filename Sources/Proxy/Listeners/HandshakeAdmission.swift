@@ -36,9 +36,11 @@ final class HandshakeAdmission: Sendable {
 
     let limits: Limits
     private let state = NIOLockedValueBox(State())
+    private let metrics: ProxyMetrics
 
-    init(limits: Limits) {
+    init(limits: Limits, metrics: ProxyMetrics = ProxyMetrics()) {
         self.limits = limits
+        self.metrics = metrics
     }
 
     /// Connections counted now (tests and metrics).
@@ -47,7 +49,7 @@ final class HandshakeAdmission: Sendable {
     /// Every connection that asked to be admitted, admitted or not, since start.
     var arrivals: UInt64 { state.withLockedValue { $0.arrivals } }
 
-    enum Refusal: String, Error {
+    enum Refusal: String, Error, CaseIterable {
         case total = "unauthenticated_cap"
         case perSource = "unauthenticated_source_cap"
     }
@@ -85,8 +87,7 @@ final class HandshakeAdmission: Sendable {
             return (.success(Ticket(admission: self, id: id)), evicted)
         }
         if let evicted {
-            Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "unauthenticated_evicted")])
-                .increment()
+            metrics.inbound("unauthenticated_evicted")
             evicted.evict()
         }
         return result
@@ -120,17 +121,19 @@ final class FirstByteTimeout: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
     private let timeout: TimeAmount
+    private let metrics: ProxyMetrics
     private var scheduled: Scheduled<Void>?
 
-    init(timeout: TimeAmount) {
+    init(timeout: TimeAmount, metrics: ProxyMetrics) {
         self.timeout = timeout
+        self.metrics = metrics
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let metrics = metrics
         scheduled = context.eventLoop.scheduleTask(in: timeout) {
-            Counter(label: "beemesh_inbound_connections_total", dimensions: [("result", "first_byte_timeout")])
-                .increment()
+            metrics.inbound("first_byte_timeout")
             bound.value.close(promise: nil)
         }
     }

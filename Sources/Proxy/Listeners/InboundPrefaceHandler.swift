@@ -194,7 +194,7 @@ final class InboundPrefaceHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private func reject(_ error: PrefaceError, context: ChannelHandlerContext) {
         logger.warning("refused preface", metadata: ["reason": "\(error.code.rawValue)", "detail": "\(error.reason)"])
-        Counter(label: "beemesh_preface_errors_total", dimensions: [("reason", error.code.rawValue)]).increment()
+        environment.metrics.prefaceError(error.code)
         deny(.malformedPreface, context: context)
     }
 

@@ -21,8 +21,8 @@ struct ProxyEnvironment: Sendable {
     /// Where established opaque relays move (nil with `relayEngine: channel`).
     let directRelays: DirectRelays?
     let logger: Logger
-    /// Built once per proxy: the handlers count connections through it.
-    let metrics = ProxyMetrics()
+    /// Built once per proxy: every component counts through it.
+    let metrics: ProxyMetrics
     /// The ports this proxy listens on, as bound.
     let listenerPorts = ListenerPorts()
 
@@ -49,10 +49,7 @@ struct ProxyEnvironment: Sendable {
     /// flow; an admitted one is registered so that a policy change can revoke it.
     func decide(_ request: PolicyRequest, channel: any Channel, flow: Flow?, logger: Logger) -> PolicyDecision {
         let decision = policies.current.evaluate(request)
-        Counter(
-            label: "beemesh_policy_decisions_total",
-            dimensions: [("verdict", decision.verdict.rawValue), ("policy", decision.policyLabel)]
-        ).increment()
+        metrics.policyDecision(decision)
         for audit in decision.audits {
             logger.info("audit rule matched", metadata: ["audit": "\(audit)", "decision": "\(decision)"])
         }
@@ -72,6 +69,7 @@ struct ProxyEnvironment: Sendable {
             policies: policies,
             flow: flow,
             recordQuery: configuration.flows.recordQuery,
+            metrics: metrics,
             logger: logger
         )
     }

@@ -23,6 +23,11 @@ final class LiveFlows: Sendable {
     }
 
     private let flows = NIOLockedValueBox<[ObjectIdentifier: Entry]>([:])
+    private let metrics: ProxyMetrics
+
+    init(metrics: ProxyMetrics = ProxyMetrics()) {
+        self.metrics = metrics
+    }
 
     func register(_ channel: any Channel, request: PolicyRequest, flow: Flow?, logger: Logger) {
         let id = ObjectIdentifier(channel)
@@ -82,7 +87,7 @@ final class LiveFlows: Sendable {
                 "flow revoked by a policy change",
                 metadata: ["decision": "\(decision)", "policy": "\(decision.policyLabel)"]
             )
-            Counter(label: "beemesh_flows_revoked_total", dimensions: [("policy", decision.policyLabel)]).increment()
+            metrics.flowRevoked(by: decision)
             entry.flow?.revoked(by: decision)
             cut()
         }

@@ -20,7 +20,16 @@ final class PolicyStore: Sendable {
     private let state: NIOLockedValueBox<State>
     private let logger: Logger
 
-    init(directory: String, workload: Workload, httpPorts: Set<UInt16> = [], logger: Logger) {
+    private let metrics: ProxyMetrics
+
+    init(
+        directory: String,
+        workload: Workload,
+        httpPorts: Set<UInt16> = [],
+        metrics: ProxyMetrics = ProxyMetrics(),
+        logger: Logger
+    ) {
+        self.metrics = metrics
         self.directory = directory
         self.workload = workload
         self.httpPorts = httpPorts
@@ -54,12 +63,7 @@ final class PolicyStore: Sendable {
         for error in update.rejected {
             logger.error("policy file refused; its last good version stays in force", metadata: ["error": "\(error)"])
         }
-        Counter(
-            label: "beemesh_policy_reloads_total",
-            dimensions: [("result", update.rejected.isEmpty ? "ok" : "error")]
-        )
-        .increment()
-        Gauge(label: "beemesh_policy_file_errors").record(errors.count)
+        metrics.policyReload(ok: update.rejected.isEmpty, fileErrors: errors.count)
         if update.changed {
             logger.info(
                 "policies loaded",

@@ -176,7 +176,7 @@ public struct PrefaceResponse: Hashable, Sendable {
 
 /// A preface that cannot be accepted.
 public struct PrefaceError: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Code: String, Sendable, Hashable {
+    public enum Code: String, Sendable, Hashable, CaseIterable {
         case badMagic = "bad_magic"
         case unknownVersion = "unknown_version"
         case oversized = "oversized"
