@@ -12,6 +12,12 @@ let package = Package(
         .executable(name: "beemesh-proxy", targets: ["beemesh-proxy"]),
         .executable(name: "beectl", targets: ["beectl"]),
         .executable(name: "beemesh-agent", targets: ["beemesh-agent"]),
+        // For the micro-benchmarks in Benchmarks/, a package of their own.
+        .library(name: "Policy", targets: ["Policy"]),
+        .library(name: "Kademlia", targets: ["Kademlia"]),
+        .library(name: "MeshConfiguration", targets: ["MeshConfiguration"]),
+        .library(name: "Proxy", targets: ["Proxy"]),
+        .library(name: "MeshTestSupport", targets: ["MeshTestSupport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
@@ -195,14 +201,6 @@ let package = Package(
             name: "MeshTestSupport",
             dependencies: ["MeshNet", "Policy"],
             path: "Tests/MeshTestSupport"
-        ),
-        .executableTarget(
-            name: "beemesh-bench",
-            dependencies: [
-                "MeshTestSupport",
-                "Policy",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
         ),
         .testTarget(
             name: "CaptureTests",

@@ -28,8 +28,9 @@ def main(path):
     print("# BeeMesh policy benchmark\n")
     for name in sorted(facts):
         print("- %s: %s" % (name, facts[name]))
-    print("- set: %s rules selecting the workload, %s decisions timed one by one (%s allowed)"
-          % (values.get("set.rules", "?"), values.get("decisions", "?"), values.get("allowed", "?")))
+    print("- set: %s rules selecting the workload, %s decisions timed one by one (Benchmarks/, PolicyBenchmarks;"
+          " each sample also carries the harness's own cost, 'empty iteration' p50 %s us)"
+          % (values.get("set.rules", "?"), values.get("indexed.samples", "?"), values.get("empty.p50_us", "?")))
     print()
     print("| metric | p50 (us) | p99 (us) | max (us) |")
     print("|---|---:|---:|---:|")
