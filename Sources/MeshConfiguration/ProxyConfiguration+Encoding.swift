@@ -39,12 +39,15 @@ extension ProxyConfiguration.Endpoint: Encodable {
 }
 
 extension ProxyConfiguration.Timeouts {
-    private enum CodingKeys: String, CodingKey { case connect, handshake, firstByte, preface, idle, drain }
+    private enum CodingKeys: String, CodingKey {
+        case connect, nextEndpoint, handshake, firstByte, preface, idle, drain
+    }
 
     public func encode(to encoder: any Encoder) throws {
         var values = encoder.container(keyedBy: CodingKeys.self)
         for (key, seconds) in [
-            (CodingKeys.connect, connect), (.handshake, handshake), (.firstByte, firstByte), (.preface, preface),
+            (CodingKeys.connect, connect), (.nextEndpoint, nextEndpoint), (.handshake, handshake),
+            (.firstByte, firstByte), (.preface, preface),
             (.idle, idle), (.drain, drain),
         ] {
             try values.encode(Duration(seconds), forKey: key)

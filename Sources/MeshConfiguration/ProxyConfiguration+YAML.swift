@@ -158,12 +158,15 @@ extension ProxyConfiguration {
 
         if let timeoutsNode = top.optional("timeouts") {
             let map = try timeoutsNode.mapping(allowed: [
-                "connect", "handshake", "firstByte", "preface", "idle", "drain",
+                "connect", "nextEndpoint", "handshake", "firstByte", "preface", "idle", "drain",
             ])
             if let node = map.optional("firstByte") {
                 configuration.timeouts.firstByte = try node.duration(positive: true)
             }
             if let node = map.optional("connect") { configuration.timeouts.connect = try node.duration(positive: true) }
+            if let node = map.optional("nextEndpoint") {
+                configuration.timeouts.nextEndpoint = try node.duration(positive: true)
+            }
             if let node = map.optional("handshake") {
                 configuration.timeouts.handshake = try node.duration(positive: true)
             }

@@ -106,6 +106,11 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
     public struct Timeouts: Sendable, Equatable, Encodable {
         /// TCP connect, to an endpoint or to the app. Default 5 s.
         public var connect: Double = 5
+        /// While an endpoint has not answered (connect, handshake and preface) for
+        /// this long, the next endpoint of the service is dialled as well; the first
+        /// to answer carries the connection (Happy Eyeballs between endpoints).
+        /// Default 250 ms.
+        public var nextEndpoint: Double = 0.25
         /// The whole TLS handshake. Default 10 s.
         public var handshake: Double = 10
         /// An inbound mTLS connection that sends nothing this long after it is

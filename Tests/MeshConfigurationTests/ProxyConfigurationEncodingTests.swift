@@ -66,6 +66,7 @@ import Testing
         configuration.flows.record = false
         configuration.flows.recordQuery = true
         configuration.timeouts.connect = 0.000_01
+        configuration.timeouts.nextEndpoint = 0.1
         configuration.timeouts.handshake = 3
         configuration.timeouts.firstByte = 0.5
         configuration.timeouts.preface = 2

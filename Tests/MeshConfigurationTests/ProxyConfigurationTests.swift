@@ -17,6 +17,7 @@ import Testing
         #expect(configuration.inbound.ports.isEmpty)
         #expect(configuration.routes.isEmpty)
         #expect(configuration.timeouts.connect == 5)
+        #expect(configuration.timeouts.nextEndpoint == 0.25)
         #expect(configuration.timeouts.handshake == 10)
         #expect(configuration.timeouts.idle == 3600)
         #expect(configuration.timeouts.drain == 30)

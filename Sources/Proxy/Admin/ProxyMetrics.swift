@@ -11,6 +11,7 @@ import Policy
 /// | `beemesh_outbound_connections_total`   | `result`  | ok, passthrough, no_endpoint, error, loop, egress_denied, no_original_destination, unreachable, and the denial reasons of the server sidecar (`PrefaceResponse.Reason`) |
 /// | `beemesh_inbound_connections_total`    | `result`  | ok, plaintext, plaintext_refused, upstream_unavailable, the denial reasons, unauthenticated_cap, unauthenticated_source_cap, unauthenticated_evicted, first_byte_timeout |
 /// | `beemesh_relays_total`                 | `engine`  | channel, direct           |
+/// | `beemesh_endpoint_ejections_total`     |           | an endpoint attempt failed: tried last for a while |
 /// | `beemesh_preface_errors_total`         | `reason`  | `PrefaceError.Code`       |
 /// | `beemesh_http_parse_errors_total`      | `reason`  | `HTTPFramingError.Code`, `RequestTarget.Refusal.Code` |
 /// | `beemesh_dns_queries_total`            | `result`  | `MeshDNSServer.results`   |
@@ -38,6 +39,7 @@ final class ProxyMetrics: Sendable {
     private let outbound = CounterFamily("beemesh_outbound_connections_total", by: "result", values: outboundResults)
     private let inbound = CounterFamily("beemesh_inbound_connections_total", by: "result", values: inboundResults)
     private let relays = CounterFamily("beemesh_relays_total", by: "engine", values: ["channel", "direct"])
+    private let ejections = Counter(label: "beemesh_endpoint_ejections_total")
     private let prefaceErrors = CounterFamily(
         "beemesh_preface_errors_total",
         by: "reason",
@@ -67,6 +69,8 @@ final class ProxyMetrics: Sendable {
     func inbound(_ result: String) { inbound.increment(result) }
 
     func relay(direct: Bool) { relays.increment(direct ? "direct" : "channel") }
+
+    func endpointEjected() { ejections.increment() }
 
     func prefaceError(_ code: PrefaceError.Code) { prefaceErrors.increment(code.rawValue) }
 

@@ -28,8 +28,10 @@ final class EndpointRotation: Sendable {
 
 /// The client half of the mTLS hop, on an accepted plaintext connection of a route:
 /// connects to an endpoint's sidecar with mTLS (insisting on the endpoint's identity),
-/// sends the preface, waits for the answer, then relays. Endpoints that cannot be
-/// reached or fail the handshake are skipped in turn; a denial ends the connection.
+/// sends the preface, waits for the answer, then relays. The endpoints race
+/// (`EndpointRace`): the next is dialled when one fails or stays silent for
+/// `timeouts.nextEndpoint`, and the first to answer carries the connection; endpoints
+/// that failed lately go last (`EndpointHealth`). A denial ends the connection.
 final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
@@ -40,6 +42,13 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
     private var logger: Logger
     /// Why the last endpoint tried could not be used.
     private var lastFailure: String?
+    private var candidates: [ProxyConfiguration.Endpoint] = []
+    private var race = EndpointRace(candidates: 0, stagger: 0)
+    /// Each dialled attempt's connection once it exists; a cancelled attempt whose
+    /// connection arrives later is closed then.
+    private var upstreams: [Int: any Channel] = [:]
+    private var cancelled: Set<Int> = []
+    private var timer: Scheduled<Void>?
 
     init(route: ProxyConfiguration.Route, rotation: EndpointRotation, environment: ProxyEnvironment, flow: Flow?) {
         self.route = route
@@ -65,7 +74,21 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
             flow.destination.service = route.service
             flow.destination.port = route.port
         }
-        attempt(rotation.attemptOrder()[...], context: context)
+        let now = NIODeadline.now().uptimeNanoseconds
+        candidates = environment.endpointHealth.order(rotation.attemptOrder(), now: now)
+        race = EndpointRace(
+            candidates: candidates.count,
+            stagger: UInt64(environment.configuration.timeouts.nextEndpoint * 1e9)
+        )
+        carry(race.start(now: now), context: context)
+        if candidates.isEmpty { carry([.exhausted], context: context) }
+    }
+
+    /// The client went away while the endpoints were still racing: every attempt ends.
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        for index in 0..<race.dialled { cancel(index) }
+        context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -81,20 +104,57 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
     private var inputEnded = false
     private var early = ByteBuffer()
 
-    private func attempt(_ endpoints: ArraySlice<ProxyConfiguration.Endpoint>, context: ChannelHandlerContext) {
-        // The client may have gone while an earlier endpoint failed.
-        guard context.channel.isActive else { return }
-        guard let endpoint = endpoints.first else {
-            logger.warning("no endpoint reachable; closing the client connection")
-            environment.metrics.outbound("no_endpoint")
-            flow?.failed(lastFailure.map { "no_endpoint (\($0))" } ?? "no_endpoint")
-            context.close(promise: nil)
-            return
+    private func carry(_ directives: [EndpointRace.Directive], context: ChannelHandlerContext) {
+        for directive in directives {
+            switch directive {
+            case .dial(let index):
+                dial(index, context: context)
+            case .wake(let at):
+                timer?.cancel()
+                let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+                timer = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(at)) {
+                    let (handler, context) = bound.value
+                    handler.carry(handler.race.timer(now: NIODeadline.now().uptimeNanoseconds), context: context)
+                }
+            case .cancel(let index):
+                cancel(index)
+            case .eject(let index):
+                environment.endpointHealth.failed(
+                    candidates[index].address.description,
+                    now: NIODeadline.now().uptimeNanoseconds
+                )
+                environment.metrics.endpointEjected()
+            case .use:
+                break  // `answered` carries the flow on that attempt's connection
+            case .exhausted:
+                timer?.cancel()
+                logger.warning("no endpoint reachable; closing the client connection")
+                environment.metrics.outbound("no_endpoint")
+                flow?.failed(lastFailure.map { "no_endpoint (\($0))" } ?? "no_endpoint")
+                context.close(promise: nil)
+            }
         }
-        flow?.update { flow in
-            flow.destination.address = endpoint.address.description
-            flow.destination.identity = endpoint.identity.description
-        }
+    }
+
+    private func cancel(_ index: Int) {
+        cancelled.insert(index)
+        upstreams.removeValue(forKey: index)?.close(promise: nil)
+    }
+
+    /// Attempt `index` could not be used: the endpoint goes last for a while, and the
+    /// race goes on.
+    private func failed(_ index: Int, reason: String, context: ChannelHandlerContext) {
+        upstreams.removeValue(forKey: index)?.close(promise: nil)
+        lastFailure = reason
+        let now = NIODeadline.now().uptimeNanoseconds
+        environment.endpointHealth.failed(candidates[index].address.description, now: now)
+        environment.metrics.endpointEjected()
+        carry(race.failed(index, now: now), context: context)
+    }
+
+    private func dial(_ index: Int, context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }  // the client left while an attempt failed
+        let endpoint = candidates[index]
         let tlsContext = environment.credentials.current
         let request: PrefaceRequest
         do {
@@ -133,36 +193,39 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                 switch result {
                 case .failure(let error):
                     responsePromise.fail(error)
-                    handler.lastFailure = "unreachable"
+                    guard !handler.cancelled.contains(index) else { return }
                     handler.logger.warning(
                         "endpoint unreachable",
                         metadata: ["endpoint": "\(endpoint.address)", "error": "\(error)"]
                     )
-                    handler.attempt(endpoints.dropFirst(), context: context)
+                    handler.failed(index, reason: "unreachable", context: context)
                 case .success(let upstream):
+                    guard !handler.cancelled.contains(index), context.channel.isActive else {
+                        upstream.close(promise: nil)
+                        return
+                    }
+                    handler.upstreams[index] = upstream
                     responsePromise.futureResult.whenComplete { outcome in
                         let (handler, context) = bound.value
-                        handler.finish(
-                            outcome,
-                            upstream: upstream,
-                            endpoint: endpoint,
-                            rest: endpoints.dropFirst(),
-                            context: context
-                        )
+                        handler.answered(index, outcome, upstream: upstream, endpoint: endpoint, context: context)
                     }
                 }
             }
     }
 
-    private func finish(
+    /// Attempt `index` finished its handshake and preface (or failed on the way).
+    private func answered(
+        _ index: Int,
         _ outcome: Result<PrefaceClientHandler.Outcome, any Error>,
         upstream: any Channel,
         endpoint: ProxyConfiguration.Endpoint,
-        rest: ArraySlice<ProxyConfiguration.Endpoint>,
         context: ChannelHandlerContext
     ) {
-        switch outcome {
-        case .failure(let error as TLSHandshakeError):
+        guard !cancelled.contains(index) else {
+            upstream.close(promise: nil)
+            return
+        }
+        if case .failure(let error as TLSHandshakeError) = outcome {
             logger.warning(
                 "mTLS to endpoint failed",
                 metadata: [
@@ -170,9 +233,32 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                     "detail": "\(error.detail)",
                 ]
             )
-            upstream.close(promise: nil)
-            lastFailure = error.reason.label
-            attempt(rest, context: context)
+            failed(index, reason: error.reason.label, context: context)
+            return
+        }
+        environment.endpointHealth.answered(endpoint.address.description)
+        let directives = race.answered(index)
+        guard directives.first == .use(index) else {
+            carry(directives, context: context)
+            return
+        }
+        upstreams[index] = nil
+        timer?.cancel()
+        carry(Array(directives.dropFirst()), context: context)
+        flow?.update { flow in
+            flow.destination.address = endpoint.address.description
+            flow.destination.identity = endpoint.identity.description
+        }
+        finish(outcome, upstream: upstream, endpoint: endpoint, context: context)
+    }
+
+    private func finish(
+        _ outcome: Result<PrefaceClientHandler.Outcome, any Error>,
+        upstream: any Channel,
+        endpoint: ProxyConfiguration.Endpoint,
+        context: ChannelHandlerContext
+    ) {
+        switch outcome {
         case .failure(let error):
             logger.warning(
                 "endpoint refused the connection",

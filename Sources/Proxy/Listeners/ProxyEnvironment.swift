@@ -25,6 +25,8 @@ struct ProxyEnvironment: Sendable {
     let metrics: ProxyMetrics
     /// The ports this proxy listens on, as bound.
     let listenerPorts = ListenerPorts()
+    /// Endpoints that failed lately, which outbound connections try last.
+    let endpointHealth = EndpointHealthTable()
 
     /// Whether a preface may name `port`: only ports listed in `inbound.ports` (none
     /// when the list is empty), and never one of the proxy's own listeners, which a

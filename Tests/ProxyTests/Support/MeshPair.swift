@@ -47,7 +47,9 @@ final class MeshPair {
         serverInboundPort: Int = 0,
         engine: RelayEngine = .direct,
         serverInbound: String = "",
-        serverTimeouts: String = ""
+        serverTimeouts: String = "",
+        clientTimeouts: String = "",
+        endpointsBefore: [String] = []
     ) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("beemesh-pair-\(UUID())").path
         root = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("example.org"))
@@ -83,7 +85,7 @@ final class MeshPair {
               - listen: 127.0.0.1:0
                 service: \(route.service)
                 port: \(route.port)
-                endpoints: [{address: 127.0.0.1:\(inboundPort), identity: spiffe://example.org/ns/default/sa/orders}]
+                endpoints: [\((endpointsBefore + ["127.0.0.1:\(inboundPort)"]).map { "{address: \($0), identity: spiffe://example.org/ns/default/sa/orders}" }.joined(separator: ", "))]
             """
         }.joined(separator: "\n")
         let clientYAML = """
@@ -91,7 +93,7 @@ final class MeshPair {
             inbound: {listen: 127.0.0.1:0}
             admin: {listen: 127.0.0.1:0, socket: \(directory)/frontend-admin.sock}
             metrics: {listen: 127.0.0.1:0}
-            timeouts: {idle: \(idle)}
+            timeouts: {idle: \(idle)\(clientTimeouts)}
             relayEngine: \(engine.rawValue)
             routes:\(routes.isEmpty ? " []" : "\n" + routeYAML)
             """
