@@ -2,8 +2,8 @@ import Kademlia
 import MeshProcess
 import Metrics
 
-/// The agent's counters, built once when it starts (`AgentServer` makes one and hands
-/// it to the DHT and the API) from this one table.
+/// The agent's counters, built once when it starts from this one table: its
+/// `DHTService` makes it, and the API counts through the same one.
 ///
 /// | metric                                | dimension | values                     |
 /// |---------------------------------------|-----------|----------------------------|

@@ -76,6 +76,9 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let handshakeTimeout: TimeAmount
     private var logger: Logger
     private var state: State = .idle(Waiting())
+    /// Its connection was closed by its own side on purpose before the handshake ended
+    /// (`TLSHandshakeAbandoned`): that is not logged or counted as a rejection.
+    private var abandoned = false
     /// Promises of plaintext already encrypted but not flushed yet.
     private var unflushedPromise: EventLoopPromise<Void>?
     /// Ciphertext was passed down without a flush (large writes go down in chunks).
@@ -194,6 +197,10 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is TLSHandshakeAbandoned {
+            abandoned = true
+            return
+        }
         if let event = event as? ChannelEvent, event == .inputClosed {
             switch state {
             case .handshaking, .idle:
@@ -426,6 +433,7 @@ public final class MeshTLSHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func recordFailure(_ error: TLSHandshakeError, context: ChannelHandlerContext) {
+        guard !abandoned else { return }  // we closed it ourselves: nothing was rejected
         let role = connection.peerRoleLabel
         logger.warning(
             "mTLS handshake rejected",
@@ -469,3 +477,11 @@ extension TLSConnection {
 
 @available(*, unavailable)
 extension MeshTLSHandler: Sendable {}
+
+/// Fired into a client connection's pipeline just before its own side closes it in
+/// the middle of the handshake on purpose (a client sidecar racing endpoints closes the
+/// attempts that lost): `MeshTLSHandler` then records no failure. The peer still sees
+/// a client that left mid-handshake.
+public struct TLSHandshakeAbandoned: Sendable {
+    public init() {}
+}

@@ -1,6 +1,7 @@
 import Foundation
 import MeshTestSupport
 import NIOCore
+import NIOPosix
 import Testing
 
 @testable import Proxy
@@ -45,6 +46,30 @@ import Testing
         try await app.close()
     }
 
+    /// An endpoint that accepts and then resets the connection before any handshake:
+    /// the next endpoint is dialled at once, without waiting for the stagger.
+    @Test func anEndpointThatResetsGivesWayAtOnce() async throws {
+        let resetting = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Resetter()) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let app = try await TestApp.start { TestApp.Echo() }
+        let port = app.localAddress!.port!
+        let pair = try await MeshPair(
+            routes: [("orders.default", port)],
+            allowedPorts: [port],
+            clientTimeouts: ", nextEndpoint: 5s",
+            endpointsBefore: ["127.0.0.1:\(resetting.localAddress!.port!)"]
+        )
+        let first = try await Self.timedRoundTrip(pair.routePort(), "one;")
+        #expect(first.echo == "one;")
+        #expect(first.seconds < 2.5, "waited \(first.seconds) s for an endpoint that had reset")
+        await pair.shutdown()
+        try await app.close()
+        try await resetting.close()
+    }
+
     static func timedRoundTrip(_ port: Int, _ text: String) async throws -> (echo: String, seconds: Double) {
         try await blocking {
             let started = ContinuousClock.now
@@ -53,6 +78,17 @@ import Testing
             let elapsed = ContinuousClock.now - started
             return (echo, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
         }
+    }
+}
+
+/// Resets every connection as soon as it is accepted (SO_LINGER 0, then close).
+final class Resetter: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        (channel as? any SocketOptionProvider)?.setSoLinger(linger(l_onoff: 1, l_linger: 0))
+            .whenComplete { _ in channel.close(promise: nil) }
     }
 }
 

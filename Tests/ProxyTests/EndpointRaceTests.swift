@@ -64,6 +64,7 @@ import Testing
         #expect(health.order(endpoints, address: { $0 }, now: 500 * Self.ms) == ["b:1", "c:1", "a:1"])
         #expect(health.order(endpoints, address: { $0 }, now: 1_000 * Self.ms) == endpoints, "back after 1 s")
         #expect(health.failed("a:1", now: 1_000 * Self.ms) == 2_000 * Self.ms, "a second failure in a row: 2 s")
+        #expect(health.failed("a:1", now: 1_500 * Self.ms) == 1_500 * Self.ms, "while ejected: the same ejection")
         #expect(health.failed("b:1", now: 1_100 * Self.ms) == 1_000 * Self.ms)
         // Both ejected: tried after c, the one back sooner first.
         #expect(health.order(endpoints, address: { $0 }, now: 1_200 * Self.ms) == ["c:1", "b:1", "a:1"])
@@ -74,10 +75,16 @@ import Testing
 
     @Test func theEjectionIsCappedAndTheTableForgetsOldFailures() {
         var health = EndpointHealth()
+        var now: UInt64 = 0
         var period: UInt64 = 0
-        for _ in 0..<40 { period = health.failed("a:1", now: 0) }
+        for _ in 0..<40 {
+            period = health.failed("a:1", now: now)
+            now += period  // failing again each time it comes back
+        }
         #expect(period == EndpointHealth.longestEjection)
-        health.sweep(now: 2 * EndpointHealth.longestEjection + 1)
-        #expect(health.failed("a:1", now: 0) == EndpointHealth.firstEjection, "forgotten: a first failure again")
+        let later = now + 2 * EndpointHealth.longestEjection + 1
+        health.sweep(now: later)
+        #expect(health.count == 0)
+        #expect(health.failed("a:1", now: later) == EndpointHealth.firstEjection, "forgotten: a first failure again")
     }
 }

@@ -16,11 +16,11 @@ plain_pod_running() { [ "$(podman inspect benchpod-web --format '{{.State.Status
 mesh_pod_gone() { ! podman pod exists benchpod.default; }
 
 [ "$(id -u)" = 0 ] || die "run as root (podman pods, capture)"
+bench_begin
 "$ROOT/tools/setup" >/dev/null || die "tools/setup failed"
 build
 agent="$BIN/beemesh-agent"
 [ -x "$agent" ] || die "beemesh-agent not found at $agent"
-bench_begin
 manifest="$D/agent-pod.yaml"
 results="$WORK/agent.txt"
 socket=$WORK/api/agent.sock

@@ -88,10 +88,10 @@ capture_wrk() {
 
 [ "$(uname -s)" = Linux ] || die "Linux only"
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, nftables)"
+bench_begin
 install_deps
 build
 [ -z "$PROXY_NOTE" ] || die "$PROXY_NOTE"
-bench_begin
 make_identities
 capture_namespaces
 # nginx inside the server namespace, on its loopback, behind the sidecar
@@ -111,6 +111,7 @@ for ROUND in $(seq "$ROUNDS"); do
     capture_wrk captured "http://$CAP_ADDR_B:$APP_HTTP_PORT/"
     sleep 2
 done
-"$PROXY" capture show --netns "$CAP_A" >"$WORK/out/counters-a.txt" 2>&1 || die "capture show failed"
+"$PROXY" capture show --netns "$CAP_A" >"$WORK/out/counters-a.txt" 2>&1 ||
+    record capture.error "capture show failed: $(tail -n 1 "$WORK/out/counters-a.txt")"
 record capture.redirected_connections "$(awk '/outbound TCP to the proxy/ { print $3 }' "$WORK/out/counters-a.txt")"
 bench_report capture capture_report.py "$RES"

@@ -294,10 +294,10 @@ keepalive_rounds() {
 }
 
 [ "$(uname -s)" = Linux ] || die "Linux only"
+bench_begin
 raise_open_files
 install_deps
 build
-bench_begin
 ports_free $ALL_PORTS
 make_identities
 start_apps

@@ -14,10 +14,10 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ "$(uname -s)" = Linux ] || die "Linux only"
+bench_begin
 raise_open_files
 install_deps
 build
-bench_begin
 ports_free $ALL_PORTS
 make_identities
 start_apps
@@ -28,6 +28,7 @@ run_fg python3 "$D/flood.py" --target "$SC_SERVER_IN" --route "$SC_ROUTE_HTTP" -
     --flood "${BENCH_FLOOD:-5000}" --reopen "${BENCH_FLOOD_REOPEN:-1000}" >"$WORK/out/flood.txt" 2>"$WORK/logs/flood.log" ||
     { tail_log flood; die "flood.py failed"; }
 alive sc-server || die "the server sidecar died during the flood"
-counters=$(curl -s "http://127.0.0.1:$SC_SERVER_METRICS/metrics" | { grep -E '^beemesh_inbound_connections_total' || true; } | tr '\n' ' ')
+counters=$({ curl -s -m 5 "http://127.0.0.1:$SC_SERVER_METRICS/metrics" || true; } |
+    { grep -E '^beemesh_inbound_connections_total' || true; } | tr '\n' ' ')
 stop_pair
 bench_report flood flood_report.py "$WORK/out/flood.txt" "$counters"

@@ -46,13 +46,15 @@ concurrently() {
 }
 
 [ "$(uname -s)" = Linux ] || die "Linux only"
+bench_begin
 raise_open_files
 install_deps
 build
-bench_begin
 off=300
 iperf_off=$((APP_IPERF_PORT + 1))
-ports_free $ALL_PORTS $iperf_off
+# shellcheck disable=SC2046  # the second pair's ports: every SC_* port + $off
+ports_free $ALL_PORTS $iperf_off $(for port in $SC_ROUTE_HTTP $SC_ROUTE_IPERF $SC_SERVER_IN $SC_CLIENT_IN \
+    $SC_SERVER_METRICS $SC_CLIENT_METRICS $SC_SERVER_ADMIN $SC_CLIENT_ADMIN; do echo $((port + off)); done)
 make_identities
 start_apps
 meta

@@ -10,7 +10,7 @@
 #   BENCH_SECONDS=6       length of each measurement
 #   BENCH_ROUNDS=3        rounds of all setups; the reports show medians
 #   BENCH_CONNS=1000      connections held open for the RSS measurement
-#   BENCH_PORT_BASE=17000 first of the 127.0.0.1 ports used (up to base+301)
+#   BENCH_PORT_BASE=17000 first of the 127.0.0.1 ports used (up to base+323)
 #   BENCH_SKIP_BUILD=1    do not run swift; use the binaries already built
 #   BENCH_BIN_DIR=DIR     where beemesh-proxy, beemesh-agent and beectl are (default:
 #                         the directory tools/build-release prints)
@@ -127,8 +127,9 @@ bench_begin() {
 
 # bench_lock: one benchmark at a time on this machine. The lock is a directory
 # holding the owner's PID (no descriptor for the processes a benchmark starts to
-# inherit), renamed into place whole so that it never exists without its PID; one
-# whose owner is gone is taken over.
+# inherit), renamed into place whole so that it never exists without its PID. One
+# whose owner is gone is moved aside (a rename, so that of two runs finding it stale
+# only one takes it) and taken over. At exit it is removed only if it is still ours.
 BENCH_LOCK=/tmp/beemesh-bench.lock
 bench_lock() {
     local staging="$BENCH_LOCK.$$" holder
@@ -136,15 +137,19 @@ bench_lock() {
     echo $$ >"$staging/pid"
     if ! mv -T "$staging" "$BENCH_LOCK" 2>/dev/null; then
         holder=$(cat "$BENCH_LOCK/pid" 2>/dev/null || true)
-        if [ -n "$holder" ] && kill -0 "$holder" 2>/dev/null; then
+        # /proc, not kill -0: a holder of another user is alive too
+        if [ -z "$holder" ] || [ -d "/proc/$holder" ]; then
             rm -rf "$staging"
-            die "another tools/bench run (pid $holder) holds $BENCH_LOCK: one benchmark at a time"
+            die "another tools/bench run (pid ${holder:-starting}) holds $BENCH_LOCK: one benchmark at a time"
         fi
-        log "taking over $BENCH_LOCK from a run that is gone (pid ${holder:-unknown})"
-        rm -rf "$BENCH_LOCK"
-        mv -T "$staging" "$BENCH_LOCK" || die "cannot take $BENCH_LOCK"
+        if ! mv -T "$BENCH_LOCK" "$BENCH_LOCK.stale.$$" 2>/dev/null || ! mv -T "$staging" "$BENCH_LOCK" 2>/dev/null; then
+            rm -rf "$staging" "$BENCH_LOCK.stale.$$"
+            die "another tools/bench run took $BENCH_LOCK first"
+        fi
+        log "took over $BENCH_LOCK from a run that is gone (pid $holder)"
+        rm -rf "$BENCH_LOCK.stale.$$"
     fi
-    at_exit 'rm -rf "$BENCH_LOCK"'
+    at_exit '[ "$(cat "$BENCH_LOCK/pid" 2>/dev/null)" = $$ ] && rm -rf "$BENCH_LOCK"'
 }
 
 # raise_open_files: 65536 open files if the hard limit allows, else the hard limit

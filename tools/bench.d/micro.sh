@@ -9,8 +9,8 @@
 #
 # Policy decisions (indexed and the linear-scan baseline) and reloads with 10,000
 # rules; the mesh preface, the DHT's wire frames and a sidecar's configuration
-# (parse and encode). Each reports wall-clock time, throughput, allocations and
-# instructions per iteration. Builds the Benchmarks package in release (its own
+# (parse and encode). Each reports wall-clock time, throughput and allocations per
+# iteration. Builds the Benchmarks package in release (its own
 # .build), even with BENCH_SKIP_BUILD=1.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -27,7 +27,8 @@ case ${1:-} in
         # package-benchmark ends with "The baseline 'Current_run' is EQUAL to / BETTER
         # than / WORSE than the defined thresholds" (the plugin's exit status is 1 for
         # both of the last two)
-        run_fg "${benchmark[@]}" benchmark thresholds check --no-progress 2>&1 | tee "$WORK/check.log" || true
+        run_fg "${benchmark[@]}" benchmark thresholds check --no-progress >"$WORK/check.log" 2>&1 || true
+        cat "$WORK/check.log"
         if grep -q "is WORSE than the defined thresholds" "$WORK/check.log"; then
             die "micro-benchmarks regressed beyond their thresholds; see the table above"
         elif grep -q "is BETTER than the defined thresholds" "$WORK/check.log"; then

@@ -12,10 +12,10 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ "$(uname -s)" = Linux ] || die "Linux only"
+bench_begin
 install_deps
 build
 [ -z "$PROXY_NOTE" ] || die "$PROXY_NOTE"
-bench_begin
 meta
 meta_tools capture
 
@@ -64,6 +64,7 @@ while alive policy-wrk; do
     sleep 0.25
 done
 wait "${PID[policy-wrk]}" || true # parse records what went wrong
+unset "PID[policy-wrk]"
 parse wrk "$WORK/logs/policy-wrk.log" traffic.nc
 record traffic.edits "$edits"
 record traffic.reloads "$(grep -c 'policies loaded' "$WORK/logs/sc-server.log" || true)"

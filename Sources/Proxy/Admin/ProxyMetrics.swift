@@ -92,18 +92,15 @@ final class ProxyMetrics: Sendable {
     /// An admin or metrics connection closed by the proxy: idle, or over the cap.
     func adminClosed(_ reason: String) { adminClosed.increment(reason) }
 
-    func policyDecision(_ decision: PolicyDecision) {
-        Counter(
-            label: "beemesh_policy_decisions_total",
-            dimensions: [("verdict", decision.verdict.rawValue), ("policy", decision.policyLabel)]
-        ).increment()
-    }
+    func policyDecision(_ decision: PolicyDecision) { count("beemesh_policy_decisions_total", decision) }
 
-    func egressDecision(_ decision: PolicyDecision) {
-        Counter(
-            label: "beemesh_egress_decisions_total",
-            dimensions: [("verdict", decision.verdict.rawValue), ("policy", decision.policyLabel)]
-        ).increment()
+    func egressDecision(_ decision: PolicyDecision) { count("beemesh_egress_decisions_total", decision) }
+
+    /// A decision by verdict and by the policy that made it (policies come and go, so
+    /// these counters are built per decision).
+    private func count(_ label: String, _ decision: PolicyDecision) {
+        Counter(label: label, dimensions: [("verdict", decision.verdict.rawValue), ("policy", decision.policyLabel)])
+            .increment()
     }
 
     func flowRevoked(by decision: PolicyDecision) {

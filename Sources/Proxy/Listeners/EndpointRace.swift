@@ -137,10 +137,13 @@ struct EndpointHealth: Sendable {
 
     private var records: [String: Record] = [:]
 
-    /// `address` failed an attempt at `now`; returns how long it is ejected for.
+    /// `address` failed an attempt at `now`; returns how long it is ejected for from
+    /// now. Failures while it is ejected already (connections that were under way
+    /// together) count as one: they say nothing new about the endpoint.
     @discardableResult
     mutating func failed(_ address: String, now: UInt64) -> UInt64 {
         var record = records[address] ?? Record(failures: 0, ejectedUntil: 0)
+        guard record.ejectedUntil <= now else { return record.ejectedUntil - now }
         record.failures += 1
         let doubling = UInt64(1) << UInt64(min(record.failures - 1, 16))
         let period = min(

@@ -119,11 +119,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
             case .cancel(let index):
                 cancel(index)
             case .eject(let index):
-                environment.endpointHealth.failed(
-                    candidates[index].address.description,
-                    now: NIODeadline.now().uptimeNanoseconds
-                )
-                environment.metrics.endpointEjected()
+                eject(index, now: NIODeadline.now().uptimeNanoseconds)
             case .use:
                 break  // `answered` carries the flow on that attempt's connection
             case .exhausted:
@@ -136,9 +132,19 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
         }
     }
 
+    /// Ends attempt `index`, also while it is still connecting or in its handshake
+    /// (which then counts as no rejection: we left).
     private func cancel(_ index: Int) {
         cancelled.insert(index)
-        upstreams.removeValue(forKey: index)?.close(promise: nil)
+        guard let upstream = upstreams.removeValue(forKey: index) else { return }
+        upstream.pipeline.fireUserInboundEventTriggered(TLSHandshakeAbandoned())
+        upstream.close(promise: nil)
+    }
+
+    /// Moves `candidates[index]` to the back of the line for a while.
+    private func eject(_ index: Int, now: UInt64) {
+        environment.endpointHealth.failed(candidates[index].address.description, now: now)
+        environment.metrics.endpointEjected()
     }
 
     /// Attempt `index` could not be used: the endpoint goes last for a while, and the
@@ -146,9 +152,13 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
     private func failed(_ index: Int, reason: String, context: ChannelHandlerContext) {
         upstreams.removeValue(forKey: index)?.close(promise: nil)
         lastFailure = reason
+        let endpoint = candidates[index]
+        flow?.update { flow in
+            flow.destination.address = endpoint.address.description
+            flow.destination.identity = endpoint.identity.description
+        }
         let now = NIODeadline.now().uptimeNanoseconds
-        environment.endpointHealth.failed(candidates[index].address.description, now: now)
-        environment.metrics.endpointEjected()
+        eject(index, now: now)
         carry(race.failed(index, now: now), context: context)
     }
 
@@ -165,12 +175,15 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
         }
         let environment = self.environment
         let logger = self.logger
-        let flow = self.flow
         let responsePromise = context.eventLoop.makePromise(of: PrefaceClientHandler.Outcome.self)
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         environment.relayClientBootstrap(on: context.eventLoop)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // Known from the start, so that a cancel closes it even while it connects.
+                let handler = bound.value.handler
+                if handler.cancelled.contains(index) { return channel.close() }
+                handler.upstreams[index] = channel
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
                         MeshTLSHandler(
                             context: tlsContext,
@@ -181,7 +194,6 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                         PrefaceClientHandler(
                             request: request,
                             timeout: environment.prefaceTimeout,
-                            flow: flow,
                             outcome: responsePromise
                         )
                     )
@@ -204,7 +216,6 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
                         upstream.close(promise: nil)
                         return
                     }
-                    handler.upstreams[index] = upstream
                     responsePromise.futureResult.whenComplete { outcome in
                         let (handler, context) = bound.value
                         handler.answered(index, outcome, upstream: upstream, endpoint: endpoint, context: context)
@@ -236,6 +247,14 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
             failed(index, reason: error.reason.label, context: context)
             return
         }
+        if case .failure(let error as PrefaceClientHandler.BeforeHandshake) = outcome {
+            logger.warning(
+                "endpoint connection failed before the handshake ended",
+                metadata: ["endpoint": "\(endpoint.address)", "error": "\(error.underlying)"]
+            )
+            failed(index, reason: "unreachable", context: context)
+            return
+        }
         environment.endpointHealth.answered(endpoint.address.description)
         let directives = race.answered(index)
         guard directives.first == .use(index) else {
@@ -249,7 +268,18 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
             flow.destination.address = endpoint.address.description
             flow.destination.identity = endpoint.identity.description
         }
+        if let handshake = answeredHandshake(outcome) {
+            flow?.handshakeCompleted(version: handshake.protocolVersion, cipher: handshake.cipher, peer: nil)
+        }
         finish(outcome, upstream: upstream, endpoint: endpoint, context: context)
+    }
+
+    private func answeredHandshake(_ outcome: Result<PrefaceClientHandler.Outcome, any Error>) -> TLSHandshakeCompleted?
+    {
+        switch outcome {
+        case .success(.accepted(_, let handshake)), .success(.denied(_, let handshake)): handshake
+        case .failure: nil
+        }
     }
 
     private func finish(
@@ -268,7 +298,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
             flow?.failed((error as? PrefaceError)?.code.rawValue ?? "preface_failed")
             upstream.close(promise: nil)
             context.close(promise: nil)
-        case .success(.denied(let reason)):
+        case .success(.denied(let reason, _)):
             logger.warning(
                 "denied by the endpoint",
                 metadata: ["endpoint": "\(endpoint.address)", "reason": "\(reason.label)"]
@@ -281,7 +311,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
             }
             upstream.close(promise: nil)
             context.close(promise: nil)
-        case .success(.accepted(let leftover)):
+        case .success(.accepted(let leftover, _)):
             guard context.channel.isActive else {
                 upstream.close(promise: nil)
                 return
@@ -310,27 +340,32 @@ final class PrefaceClientHandler: ChannelInboundHandler, RemovableChannelHandler
     typealias OutboundOut = ByteBuffer
 
     enum Outcome {
-        case accepted(leftover: ByteBuffer)
-        case denied(PrefaceResponse.Reason)
+        case accepted(leftover: ByteBuffer, handshake: TLSHandshakeCompleted)
+        case denied(PrefaceResponse.Reason, handshake: TLSHandshakeCompleted)
+    }
+
+    /// The connection failed before its handshake ended, other than by a refused
+    /// handshake (a reset, a close): the endpoint did not answer.
+    struct BeforeHandshake: Error {
+        let underlying: any Error
     }
 
     private let request: PrefaceRequest
     private let timeout: TimeAmount
-    private let flow: Flow?
+    private var handshake: TLSHandshakeCompleted?
     private var outcome: EventLoopPromise<Outcome>?
     private var buffered = ByteBuffer()
     private var timer: Scheduled<Void>?
 
-    init(request: PrefaceRequest, timeout: TimeAmount, flow: Flow?, outcome: EventLoopPromise<Outcome>) {
+    init(request: PrefaceRequest, timeout: TimeAmount, outcome: EventLoopPromise<Outcome>) {
         self.request = request
         self.timeout = timeout
-        self.flow = flow
         self.outcome = outcome
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let completed = event as? TLSHandshakeCompleted {
-            flow?.handshakeCompleted(version: completed.protocolVersion, cipher: completed.cipher, peer: nil)
+            handshake = completed
             var buffer = context.channel.allocator.buffer(capacity: 64)
             request.encode(into: &buffer)
             context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
@@ -359,11 +394,12 @@ final class PrefaceClientHandler: ChannelInboundHandler, RemovableChannelHandler
         do {
             guard let body = try MeshPreface.decodeFrame(&buffered) else { return }
             let response = try PrefaceResponse(body: body)
+            guard let handshake else { throw PrefaceError(.truncated, "an answer before the handshake ended") }
             switch response.status {
             case .ok:
-                complete(.success(.accepted(leftover: buffered)), context: context)
+                complete(.success(.accepted(leftover: buffered, handshake: handshake)), context: context)
             case .denied:
-                complete(.success(.denied(response.reason)), context: context)
+                complete(.success(.denied(response.reason, handshake: handshake)), context: context)
             }
         } catch {
             complete(.failure(error), context: context)
@@ -387,6 +423,10 @@ final class PrefaceClientHandler: ChannelInboundHandler, RemovableChannelHandler
     private func complete(_ result: Result<Outcome, any Error>, context: ChannelHandlerContext) {
         guard let outcome else { return }
         self.outcome = nil
+        var result = result
+        if handshake == nil, case .failure(let error) = result, !(error is TLSHandshakeError) {
+            result = .failure(BeforeHandshake(underlying: error))
+        }
         timer?.cancel()
         if case .success(.accepted) = result {
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
