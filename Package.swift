@@ -244,7 +244,9 @@ let package = Package(
         .executableTarget(
             name: "beemesh-dht-sim",
             dependencies: [
+                "Kademlia",
                 "KademliaSimulation",
+                "MeshIdentity",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

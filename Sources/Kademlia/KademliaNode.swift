@@ -22,6 +22,21 @@ public struct KademliaNode: Sendable {
         public var republishInterval: UInt64 = 1_800_000_000_000
         /// How often `tick` runs its periodic work (refresh, republish, expiry).
         public var maintenanceInterval: UInt64 = 60_000_000_000
+        /// A `put` of a key whose holders a lookup found less than this long ago stores
+        /// on those holders again without a new lookup; a holder that did not accept a
+        /// store is dropped from them, and with fewer than half of `k` left the next
+        /// put looks them up again. A sidecar republishes its record every 10 s, so most
+        /// republishes cost the stores alone (measured in the simulator's publishing
+        /// load, `tools/bench dht`). A node that joined closer to the key meanwhile gets
+        /// the record at the next lookup, at most this much later; lookups find the
+        /// record on the other holders until then.
+        public var holderReuse: UInt64 = 300_000_000_000
+        /// A full bucket does not probe its least recently heard contact for a
+        /// newcomer while that contact was heard within this long (every other contact
+        /// of the bucket then was too). Stores every 10 s from many publishers made
+        /// such probes a quarter of the mesh's DHT traffic (the simulator's publishing
+        /// load).
+        public var probeQuiet: UInt64 = 60_000_000_000
         /// A client does lookups and publishes, answers nothing, and enters no table.
         public var isClient = false
 
@@ -87,6 +102,9 @@ public struct KademliaNode: Sendable {
     /// then the network knows more, and our true neighbours learn of us.
     private var settlePending = false
     private var puts: [NodeID: (acks: Int, outstanding: Int)] = [:]
+    /// The holders the last lookup for each key we publish found, and when; dropped
+    /// when one of them did not accept a store.
+    private var holders: [NodeID: (contacts: [Contact], found: UInt64)] = [:]
     private var nextRequestID: UInt64 = 1
     private var nextLookupID: UInt64 = 1
     private var nextMaintenance: UInt64?
@@ -131,11 +149,12 @@ public struct KademliaNode: Sendable {
     }
 
     /// Publishes a record: stores it on the k nodes closest to its key (found by a
-    /// lookup) and republishes it every `republishInterval` while it is ours.
+    /// lookup, or the ones found less than `holderReuse` ago) and republishes it every
+    /// `republishInterval` while it is ours.
     public mutating func put(_ record: Record, now: UInt64) -> [Directive] {
         owned[record.key] = (record, now)
         if !configuration.isClient { held[record.key, default: [:]][record.publisher] = record }
-        return startLookup(target: record.key, kind: .node, purpose: .put(record), now: now).1
+        return store(record, now: now)
     }
 
     // MARK: events
@@ -164,10 +183,10 @@ public struct KademliaNode: Sendable {
             break
         case .store(let key):
             if case .stored(let accepted) = envelope.message {
-                directives += storeAnswered(key: key, accepted: accepted)
+                directives += storeAnswered(key: key, accepted: accepted, from: envelope.from.id)
             } else {
                 reject("unexpected_response")
-                directives += storeAnswered(key: key, accepted: false)
+                directives += storeAnswered(key: key, accepted: false, from: envelope.from.id)
             }
         case .lookup(let id, _):
             guard var entry = lookups[id] else { break }
@@ -204,7 +223,7 @@ public struct KademliaNode: Sendable {
             case .probe:
                 break
             case .store(let key):
-                directives += storeAnswered(key: key, accepted: false)
+                directives += storeAnswered(key: key, accepted: false, from: request.to.id)
             case .lookup(let id, let retried):
                 guard var entry = lookups[id] else { continue }
                 if !retried {
@@ -238,7 +257,9 @@ public struct KademliaNode: Sendable {
     // MARK: inside
 
     private mutating func learn(_ peer: Contact, now: UInt64) -> [Directive] {
-        guard case .probe(let oldest) = table.observe(peer) else { return [] }
+        guard case .probe(let oldest) = table.observe(peer, now: now, quiet: configuration.probeQuiet) else {
+            return []
+        }
         return send(.ping, to: oldest, purpose: .probe, now: now)
     }
 
@@ -348,12 +369,28 @@ public struct KademliaNode: Sendable {
         case .refresh:
             break
         case .put(let record):
-            let holders = result.closest.prefix(configuration.k)
-            puts[record.key] = (0, holders.count)
-            if holders.isEmpty { directives += storeAnswered(key: record.key, accepted: false, counted: false) }
-            for holder in holders {
-                directives += send(.store(record), to: holder, purpose: .store(record.key), now: now)
-            }
+            let found = Array(result.closest.prefix(configuration.k))
+            holders[record.key] = found.isEmpty ? nil : (found, now)
+            directives += send(record, to: found, now: now)
+        }
+        return directives
+    }
+
+    /// A record to the holders of its key: the remembered ones while fresh, otherwise
+    /// those a new lookup finds.
+    private mutating func store(_ record: Record, now: UInt64) -> [Directive] {
+        if let known = holders[record.key], now - known.found < configuration.holderReuse, puts[record.key] == nil {
+            return send(record, to: known.contacts, now: now)
+        }
+        return startLookup(target: record.key, kind: .node, purpose: .put(record), now: now).1
+    }
+
+    private mutating func send(_ record: Record, to holders: [Contact], now: UInt64) -> [Directive] {
+        puts[record.key] = (0, holders.count)
+        var directives: [Directive] = []
+        if holders.isEmpty { directives += storeAnswered(key: record.key, accepted: false, counted: false) }
+        for holder in holders {
+            directives += send(.store(record), to: holder, purpose: .store(record.key), now: now)
         }
         return directives
     }
@@ -370,7 +407,18 @@ public struct KademliaNode: Sendable {
         return newest.values.sorted { $0.publisher < $1.publisher }
     }
 
-    private mutating func storeAnswered(key: NodeID, accepted: Bool, counted: Bool = true) -> [Directive] {
+    private mutating func storeAnswered(
+        key: NodeID,
+        accepted: Bool,
+        from holder: NodeID? = nil,
+        counted: Bool = true
+    ) -> [Directive] {
+        // A holder that is gone or refuses is not asked again; with fewer than half of
+        // k left, the next put looks the holders up again.
+        if !accepted, var known = holders[key] {
+            known.contacts.removeAll { $0.id == holder }
+            holders[key] = holder == nil || known.contacts.count < configuration.k / 2 ? nil : known
+        }
         guard var put = puts[key] else { return [] }
         if counted {
             put.outstanding -= 1
@@ -411,7 +459,7 @@ public struct KademliaNode: Sendable {
         }
         for (key, entry) in owned where now - entry.published >= configuration.republishInterval {
             owned[key] = (entry.record, now)
-            directives += startLookup(target: key, kind: .node, purpose: .put(entry.record), now: now).1
+            directives += store(entry.record, now: now)
         }
         if !configuration.isClient {
             for bucket in table.bucketsDue(now: now, interval: configuration.refreshInterval) {

@@ -23,6 +23,8 @@ public struct RoutingTable: Sendable {
         var failures: [NodeID: Int] = [:]
         var replacements: [Contact] = []
         var probing: NodeID?
+        /// When each contact was last heard from (the `now` of `observe`).
+        var heard: [NodeID: UInt64] = [:]
         /// Virtual time of the last lookup into this bucket's range (for refresh).
         var lastLookup: UInt64 = 0
     }
@@ -44,9 +46,13 @@ public struct RoutingTable: Sendable {
         return buckets[index].contacts.contains { $0.id == id }
     }
 
-    /// A message from (or an answer naming) `contact` was seen.
-    public mutating func observe(_ contact: Contact) -> Observation {
+    /// A message from (or an answer naming) `contact` was seen at `now`. A full
+    /// bucket probes its least recently heard contact for the newcomer, unless even
+    /// that one was heard within `quiet` (then every contact of the bucket was, and a
+    /// probe would only confirm it): the newcomer waits in the cache.
+    public mutating func observe(_ contact: Contact, now: UInt64 = 0, quiet: UInt64 = 0) -> Observation {
         guard let index = own.bucket(of: contact.id) else { return .ignored }
+        buckets[index].heard[contact.id] = now
         if let position = buckets[index].contacts.firstIndex(of: contact) {
             buckets[index].failures.removeValue(forKey: contact.id)
             let seen = buckets[index].contacts.remove(at: position)
@@ -61,8 +67,12 @@ public struct RoutingTable: Sendable {
         }
         buckets[index].replacements.removeAll { $0 == contact }
         buckets[index].replacements.append(contact)
-        if buckets[index].replacements.count > k { buckets[index].replacements.removeFirst() }
+        if buckets[index].replacements.count > k {
+            let dropped = buckets[index].replacements.removeFirst()
+            buckets[index].heard[dropped.id] = nil
+        }
         guard buckets[index].probing == nil, let oldest = buckets[index].contacts.first else { return .cached }
+        if quiet > 0, let heard = buckets[index].heard[oldest.id], now < heard + quiet { return .cached }
         buckets[index].probing = oldest.id
         return .probe(oldest)
     }
@@ -77,7 +87,10 @@ public struct RoutingTable: Sendable {
     public mutating func failed(_ id: NodeID) {
         guard let index = own.bucket(of: id) else { return }
         buckets[index].replacements.removeAll { $0.id == id }
-        guard let position = buckets[index].contacts.firstIndex(where: { $0.id == id }) else { return }
+        guard let position = buckets[index].contacts.firstIndex(where: { $0.id == id }) else {
+            buckets[index].heard[id] = nil
+            return
+        }
         let failures = buckets[index].failures[id, default: 0] + 1
         let probed = buckets[index].probing == id
         if probed { buckets[index].probing = nil }
@@ -86,6 +99,7 @@ public struct RoutingTable: Sendable {
             return
         }
         buckets[index].failures.removeValue(forKey: id)
+        buckets[index].heard[id] = nil
         buckets[index].contacts.remove(at: position)
         if let replacement = buckets[index].replacements.popLast() {
             buckets[index].contacts.append(replacement)

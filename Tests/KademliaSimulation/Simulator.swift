@@ -120,6 +120,8 @@ public final class Simulation {
     private enum Payload {
         case deliver(Envelope, to: Int)
         case wake(Int)
+        /// Publishing load: service record `slot` is republished by its node.
+        case publish(slot: Int)
     }
 
     /// The heap orders small values; payloads wait in a side table until their turn.
@@ -144,6 +146,13 @@ public final class Simulation {
     private var finished: [Int: [UInt64: LookupResult]] = [:]
     private var published: [NodeID: Int] = [:]
     public private(set) var report = Report()
+    /// Publishing load: each slot's key, publisher and sequence; what is counted while
+    /// `measuring`.
+    private var slots: [(key: NodeID, publisher: Int, sequence: UInt64)] = []
+    private var measuring = false
+    fileprivate var load = LoadReport()
+    fileprivate var loadTTL: UInt64 = 30_000_000_000
+    fileprivate var loadSample: UInt64 = 97
 
     public init(_ configuration: Configuration) {
         self.configuration = configuration
@@ -354,6 +363,7 @@ public final class Simulation {
         for directive in directives {
             switch directive {
             case .send(let envelope, let contact):
+                if measuring { count(envelope) }
                 guard let target = byID[contact.id] else { continue }
                 if Double(random.next() % 1_000_000) / 1_000_000 < configuration.loss { continue }
                 let span = configuration.latency.upperBound - configuration.latency.lowerBound + 1
@@ -390,6 +400,8 @@ public final class Simulation {
             case .wake(let index):
                 guard members[index].alive else { continue }
                 apply(members[index].node.tick(now: now), of: index)
+            case .publish(let slot):
+                republish(slot)
             }
         }
         now = end
@@ -416,6 +428,131 @@ public final class Simulation {
             if known >= 18 { accurate += 1 }
         }
         return alive.isEmpty ? 0 : Double(accurate) / Double(alive.count)
+    }
+}
+
+// MARK: publishing load
+
+extension Simulation {
+    /// What the mesh's service records cost the DHT in steady state: every node
+    /// publishes `recordsPerNode` records (its pods' endpoints) with a `ttl` and
+    /// republishes each every `ttl / 3`, as a sidecar does; after one round of warm-up,
+    /// every message sent during `window` is counted, by kind.
+    public struct LoadConfiguration: Sendable {
+        public var recordsPerNode = 10
+        public var ttl: UInt64 = 30_000_000_000
+        public var window: UInt64 = 30_000_000_000
+        /// Every this many messages, one is encoded to measure its size on the wire.
+        public var sizeSample = 97
+
+        public init() {}
+    }
+
+    public struct LoadReport: Sendable {
+        public var nodes = 0
+        public var records = 0
+        public var windowSeconds = 0.0
+        public var messages = 0
+        public var byKind: [String: Int] = [:]
+        public var sampledMessages = 0
+        public var sampledBytes = 0
+        public var publishes = 0
+        public var events = 0
+
+        /// Messages each node sends per second, on average.
+        public var messagesPerNodePerSecond: Double {
+            nodes == 0 || windowSeconds == 0 ? 0 : Double(messages) / Double(nodes) / windowSeconds
+        }
+
+        /// Bytes on the wire per message, from the sample (simulated records are smaller
+        /// than real ones: see `bytesPerStore`).
+        public var bytesPerMessage: Double {
+            sampledMessages == 0 ? 0 : Double(sampledBytes) / Double(sampledMessages)
+        }
+    }
+
+    /// Builds the network as `run` does, then runs the publishing load.
+    public func runPublishingLoad(_ settings: LoadConfiguration) -> LoadReport {
+        let ms: UInt64 = 1_000_000
+        for _ in 0..<configuration.nodes { join(); advance(by: 5 * ms) }
+        advance(by: 70_000 * ms)
+        let period = settings.ttl / 3
+        for index in members.indices {
+            for _ in 0..<settings.recordsPerNode {
+                slots.append((NodeID.random(using: &random), index, 0))
+                // First publishes spread over one period, as pods start at any time.
+                schedule(.publish(slot: slots.count - 1), at: now + random.next() % period)
+            }
+        }
+        loadTTL = settings.ttl
+        advance(by: period + 2_000 * ms)  // every record published once, the lookups done
+        load = LoadReport()
+        load.nodes = configuration.nodes
+        load.records = slots.count
+        loadSample = UInt64(settings.sizeSample)
+        measuring = true
+        let before = report.events
+        advance(by: settings.window)
+        measuring = false
+        load.events = report.events - before
+        load.windowSeconds = Double(settings.window) / 1e9
+        return load
+    }
+
+    fileprivate func republish(_ slot: Int) {
+        slots[slot].sequence += 1
+        let (key, index, sequence) = slots[slot]
+        let record = validator.sign(
+            key: key,
+            publisher: members[index].node.contact.id,
+            payload: Array("10.88.\(slot % 250).\(slot % 200):31000 orders".utf8),
+            sequence: sequence,
+            expires: now + loadTTL
+        )
+        if measuring { load.publishes += 1 }
+        apply(members[index].node.put(record, now: now), of: index)
+        schedule(.publish(slot: slot), at: now + loadTTL / 3)
+    }
+
+    fileprivate func count(_ envelope: Envelope) {
+        load.messages += 1
+        let kind: String
+        switch envelope.message {
+        case .ping: kind = "ping"
+        case .pong: kind = "pong"
+        case .findNode: kind = "findNode"
+        case .nodes: kind = "nodes"
+        case .findValue: kind = "findValue"
+        case .values: kind = "values"
+        case .store: kind = "store"
+        case .stored: kind = "stored"
+        }
+        load.byKind[kind, default: 0] += 1
+        if UInt64(load.messages) % loadSample == 0 {
+            load.sampledMessages += 1
+            load.sampledBytes += WireCodec.encode(envelope).count
+        }
+    }
+}
+
+extension Simulation.LoadReport {
+    /// The simulator's printout of the publishing load; `bytesPerStore` is the size of
+    /// one store message carrying a real signed service record.
+    public func rendered(bytesPerStore: Int?) -> String {
+        let kinds = byKind.sorted { $0.value > $1.value }
+            .map { "\($0.key) \(String(format: "%.1f", Double($0.value) / Double(nodes) / windowSeconds))" }
+            .joined(separator: ", ")
+        var lines = [
+            "publishing load: \(nodes) nodes, \(records) records (\(records / max(1, nodes)) per node), republished every ttl/3",
+            "messages sent per node per second  \(String(format: "%.1f", messagesPerNodePerSecond)) (\(kinds))",
+            "republishes in the window          \(publishes) (\(String(format: "%.2f", Double(publishes) / Double(nodes) / windowSeconds)) per node per second)",
+            "bytes per message (sampled)        \(String(format: "%.0f", bytesPerMessage)) simulated",
+        ]
+        if let bytesPerStore {
+            lines.append("bytes per store with a real record \(bytesPerStore)")
+        }
+        lines.append("events \(events) in \(String(format: "%.0f", windowSeconds)) s measured")
+        return lines.joined(separator: "\n")
     }
 }
 

@@ -221,6 +221,55 @@ import Testing
         #expect(holder.rejected["key_full"] == 1)
     }
 
+    /// A republish within `holderReuse` of the lookup stores on the same holders
+    /// without a lookup; a holder that does not accept is dropped from them, and too
+    /// few left send the next one to a lookup.
+    @Test func aRepublishReusesTheHoldersFoundUntilOneFails() {
+        let key = NodeID(9, 9, 9, 9)
+        func record(_ sequence: UInt64) -> Record {
+            Self.signatures.sign(
+                key: key,
+                publisher: a.id,
+                payload: [7],
+                sequence: sequence,
+                expires: 600 * Self.second
+            )
+        }
+        var node = Self.node(a.id)
+        _ = node.receive(Envelope(from: b, requestID: 0, message: .ping), now: 0)
+        // The first put looks the key up (b knows nobody closer), then stores on b.
+        let lookup = Self.sends(node.put(record(1), now: 0))
+        #expect(lookup.map(\.0.message) == [.findNode(key)])
+        let stores = Self.sends(
+            node.receive(Envelope(from: b, requestID: lookup[0].0.requestID, message: .nodes([])), now: 1)
+        )
+        #expect(stores.map(\.0.message) == [.store(record(1))] && stores[0].1 == b)
+        #expect(
+            node.receive(Envelope(from: b, requestID: stores[0].0.requestID, message: .stored(true)), now: 2)
+                == [.published(key: key, replicas: 1)]
+        )
+        // Ten seconds later: straight to b, no lookup.
+        let again = Self.sends(node.put(record(2), now: 10 * Self.second))
+        #expect(again.map(\.0.message) == [.store(record(2))] && again[0].1 == b)
+        // b refuses it: b is dropped, fewer than half of k are left (none), and the
+        // next put looks the holders up again.
+        _ = node.receive(
+            Envelope(from: b, requestID: again[0].0.requestID, message: .stored(false)),
+            now: 11 * Self.second
+        )
+        #expect(Self.sends(node.put(record(3), now: 20 * Self.second)).map(\.0.message) == [.findNode(key)])
+        // And after `holderReuse`, a lookup even when every store was accepted.
+        var fresh = Self.node(a.id)
+        _ = fresh.receive(Envelope(from: b, requestID: 0, message: .ping), now: 0)
+        let first = Self.sends(fresh.put(record(1), now: 0))
+        let stored = Self.sends(
+            fresh.receive(Envelope(from: b, requestID: first[0].0.requestID, message: .nodes([])), now: 1)
+        )
+        _ = fresh.receive(Envelope(from: b, requestID: stored[0].0.requestID, message: .stored(true)), now: 2)
+        let late = fresh.configuration.holderReuse + 1
+        #expect(Self.sends(fresh.put(record(2), now: late)).map(\.0.message) == [.findNode(key)])
+    }
+
     @Test func aLoneNodeFindsWhatItHoldsItself() {
         // A one-node DHT (one agent on one machine): the record put is held locally and a
         // value lookup, which has nobody to ask, still returns it.

@@ -50,6 +50,18 @@ import Testing
         #expect(!table.contains(Self.far(3).id) && !table.contains(Self.far(4).id))
     }
 
+    /// While even the least recently heard contact of a full bucket was heard within
+    /// `quiet`, a newcomer waits in the cache without a probe.
+    @Test func aFullBucketHeardFromLatelyProbesNobody() {
+        let second: UInt64 = 1_000_000_000
+        var table = RoutingTable(own: Self.own, k: 2)
+        _ = table.observe(Self.far(0), now: 0)
+        _ = table.observe(Self.far(1), now: 5 * second)
+        #expect(table.observe(Self.far(2), now: 30 * second, quiet: 60 * second) == .cached)
+        #expect(table.observe(Self.far(3), now: 60 * second, quiet: 60 * second) == .probe(Self.far(0)))
+        #expect(table.observe(Self.far(4), now: 61 * second) == .cached, "one probe at a time")
+    }
+
     @Test func aProbedContactThatDoesNotAnswerMakesRoomForTheNewestReplacement() {
         var table = RoutingTable(own: Self.own, k: 2)
         _ = table.observe(Self.far(0))

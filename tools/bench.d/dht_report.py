@@ -1,22 +1,24 @@
 #!/usr/bin/env python3
 """Check the output of `beemesh-dht-sim` against the DHT targets (for `tools/bench dht`).
 
-usage: dht_report.py SIMULATOR_OUTPUT_TEXT
+usage: dht_report.py SIMULATOR_OUTPUT_TEXT [PUBLISHING_LOAD_OUTPUT_TEXT]
 
 Targets: lookup success >= 99.9% without churn and >= 99% while a third of the nodes
 leave and others join; hops p50 <= 4 and p99 <= 6; no record lost when a third of the
 nodes leave at once (for keys with three publishers, all three); no forged, expired
-or rolled-back record stored.
+or rolled-back record stored. With the publishing load's output (`--records-per-node`):
+each node sends under 50 messages a second on average for publishing and maintenance.
 """
 import re
 import sys
 
 
-def main(text):
-    def find(pattern):
-        m = re.search(pattern, text, re.M)
+def main(text, load=None):
+    def find(pattern, within=None):
+        within = text if within is None else within
+        m = re.search(pattern, within, re.M)
         if not m:
-            raise SystemExit("simulator output lacks %r:\n%s" % (pattern, text))
+            raise SystemExit("simulator output lacks %r:\n%s" % (pattern, within))
         return m.groups()
 
     steady, = find(r"lookup success \(steady\)\s+([0-9.]+)%")
@@ -38,14 +40,21 @@ def main(text):
             "%s of %s keys" % (merged_complete, merged_keys),
         ),
     ]
+    if load is not None:
+        rate, = find(r"messages sent per node per second\s+([0-9.]+)", load)
+        checks.append(("messages sent per node per second, publishing and maintenance", float(rate) < 50, "%s (< 50)" % rate))
     print("# BeeMesh DHT simulation\n")
     print("```")
     print(text.strip())
     print("```\n")
+    if load is not None:
+        print("```")
+        print(load.strip())
+        print("```\n")
     print("Targets:")
     for name, passed, detail in checks:
         print("- %s %s: %s" % ("PASS" if passed else "FAIL", name, detail))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
