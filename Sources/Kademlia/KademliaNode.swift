@@ -105,6 +105,8 @@ public struct KademliaNode: Sendable {
     /// The holders the last lookup for each key we publish found, and when; dropped
     /// when one of them did not accept a store.
     private var holders: [NodeID: (contacts: [Contact], found: UInt64)] = [:]
+    /// Put lookups under way, by key.
+    private var putLookups: [NodeID: Int] = [:]
     private var nextRequestID: UInt64 = 1
     private var nextLookupID: UInt64 = 1
     private var nextMaintenance: UInt64?
@@ -369,8 +371,12 @@ public struct KademliaNode: Sendable {
         case .refresh:
             break
         case .put(let record):
+            putLookups[record.key, default: 1] -= 1
+            if putLookups[record.key] == 0 { putLookups[record.key] = nil }
             let found = Array(result.closest.prefix(configuration.k))
-            holders[record.key] = found.isEmpty ? nil : (found, now)
+            // Only a full set is worth reusing: with fewer, the mesh is small or still
+            // filling, and nodes that join next may be the key's true holders.
+            holders[record.key] = found.count >= configuration.k ? (found, now) : nil
             directives += send(record, to: found, now: now)
         }
         return directives
@@ -379,9 +385,14 @@ public struct KademliaNode: Sendable {
     /// A record to the holders of its key: the remembered ones while fresh, otherwise
     /// those a new lookup finds.
     private mutating func store(_ record: Record, now: UInt64) -> [Directive] {
-        if let known = holders[record.key], now - known.found < configuration.holderReuse, puts[record.key] == nil {
+        // Not while another put of the key is under way: their counts would mix. (A
+        // clock that stepped back makes the list stale rather than trapping.)
+        if let known = holders[record.key], now >= known.found, now - known.found < configuration.holderReuse,
+            puts[record.key] == nil, putLookups[record.key] == nil
+        {
             return send(record, to: known.contacts, now: now)
         }
+        putLookups[record.key, default: 0] += 1
         return startLookup(target: record.key, kind: .node, purpose: .put(record), now: now).1
     }
 
@@ -417,7 +428,7 @@ public struct KademliaNode: Sendable {
         // k left, the next put looks the holders up again.
         if !accepted, var known = holders[key] {
             known.contacts.removeAll { $0.id == holder }
-            holders[key] = holder == nil || known.contacts.count < configuration.k / 2 ? nil : known
+            holders[key] = holder == nil || known.contacts.count < max(1, configuration.k / 2) ? nil : known
         }
         guard var put = puts[key] else { return [] }
         if counted {
@@ -457,7 +468,8 @@ public struct KademliaNode: Sendable {
             let live = publishers.filter { $0.value.expires > now }
             return live.isEmpty ? nil : live
         }
-        for (key, entry) in owned where now - entry.published >= configuration.republishInterval {
+        for (key, entry) in owned
+        where now < entry.published || now - entry.published >= configuration.republishInterval {
             owned[key] = (entry.record, now)
             directives += store(entry.record, now: now)
         }

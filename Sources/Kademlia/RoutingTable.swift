@@ -47,9 +47,10 @@ public struct RoutingTable: Sendable {
     }
 
     /// A message from (or an answer naming) `contact` was seen at `now`. A full
-    /// bucket probes its least recently heard contact for the newcomer, unless even
-    /// that one was heard within `quiet` (then every contact of the bucket was, and a
-    /// probe would only confirm it): the newcomer waits in the cache.
+    /// bucket probes its least recently heard contact for the newcomer, unless that one
+    /// was heard within `quiet` (a probe would most likely only confirm it): the
+    /// newcomer waits in the cache. A dead contact is never heard again, so it reaches
+    /// the front and is probed by the first newcomer after `quiet`.
     public mutating func observe(_ contact: Contact, now: UInt64 = 0, quiet: UInt64 = 0) -> Observation {
         guard let index = own.bucket(of: contact.id) else { return .ignored }
         buckets[index].heard[contact.id] = now

@@ -19,7 +19,8 @@ struct DHTSimulator: ParsableCommand {
     @Option(
         help: """
             Instead: the publishing load, with this many service records per node \
-            (30 s TTL, republished every 10 s), measured for 30 s of virtual time.
+            (30 s TTL, republished every 10 s; first publishes spread over 5 min), \
+            measured for 60 s of virtual time.
             """
     )
     var recordsPerNode: Int?

@@ -436,12 +436,16 @@ public final class Simulation {
 extension Simulation {
     /// What the mesh's service records cost the DHT in steady state: every node
     /// publishes `recordsPerNode` records (its pods' endpoints) with a `ttl` and
-    /// republishes each every `ttl / 3`, as a sidecar does; after one round of warm-up,
-    /// every message sent during `window` is counted, by kind.
+    /// republishes each every `ttl / 3`, as a sidecar does. Pods start at any time, so
+    /// the records' first publishes are spread over `spread` (by default the nodes'
+    /// `holderReuse`: every phase of reusing and renewing holders is then under way at
+    /// once, as in a mesh that has run for a while); once all have started and one
+    /// more round has passed, every message sent during `window` is counted, by kind.
     public struct LoadConfiguration: Sendable {
         public var recordsPerNode = 10
         public var ttl: UInt64 = 30_000_000_000
-        public var window: UInt64 = 30_000_000_000
+        public var spread = KademliaNode.Configuration().holderReuse
+        public var window: UInt64 = 60_000_000_000
         /// Every this many messages, one is encoded to measure its size on the wire.
         public var sizeSample = 97
 
@@ -480,12 +484,11 @@ extension Simulation {
         for index in members.indices {
             for _ in 0..<settings.recordsPerNode {
                 slots.append((NodeID.random(using: &random), index, 0))
-                // First publishes spread over one period, as pods start at any time.
-                schedule(.publish(slot: slots.count - 1), at: now + random.next() % period)
+                schedule(.publish(slot: slots.count - 1), at: now + random.next() % max(1, settings.spread))
             }
         }
         loadTTL = settings.ttl
-        advance(by: period + 2_000 * ms)  // every record published once, the lookups done
+        advance(by: settings.spread + period + 2_000 * ms)  // every record under way, one more round
         load = LoadReport()
         load.nodes = configuration.nodes
         load.records = slots.count

@@ -8,9 +8,10 @@ import Testing
     static let publisher = NodeID(4, 4, 4, 4)
     static let second: UInt64 = 1_000_000_000
 
-    static func node(_ id: NodeID, client: Bool = false) -> KademliaNode {
+    static func node(_ id: NodeID, client: Bool = false, k: Int = 20) -> KademliaNode {
         var configuration = KademliaNode.Configuration()
         configuration.isClient = client
+        configuration.k = k
         return KademliaNode(
             contact: Contact(id: id, address: "n\(id.words.0)"),
             configuration: configuration,
@@ -235,7 +236,8 @@ import Testing
                 expires: 600 * Self.second
             )
         }
-        var node = Self.node(a.id)
+        // k = 1: b alone is a full set of holders (a smaller set is never reused).
+        var node = Self.node(a.id, k: 1)
         _ = node.receive(Envelope(from: b, requestID: 0, message: .ping), now: 0)
         // The first put looks the key up (b knows nobody closer), then stores on b.
         let lookup = Self.sends(node.put(record(1), now: 0))
@@ -259,7 +261,7 @@ import Testing
         )
         #expect(Self.sends(node.put(record(3), now: 20 * Self.second)).map(\.0.message) == [.findNode(key)])
         // And after `holderReuse`, a lookup even when every store was accepted.
-        var fresh = Self.node(a.id)
+        var fresh = Self.node(a.id, k: 1)
         _ = fresh.receive(Envelope(from: b, requestID: 0, message: .ping), now: 0)
         let first = Self.sends(fresh.put(record(1), now: 0))
         let stored = Self.sends(

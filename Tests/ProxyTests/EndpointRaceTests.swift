@@ -64,7 +64,8 @@ import Testing
         #expect(health.order(endpoints, address: { $0 }, now: 500 * Self.ms) == ["b:1", "c:1", "a:1"])
         #expect(health.order(endpoints, address: { $0 }, now: 1_000 * Self.ms) == endpoints, "back after 1 s")
         #expect(health.failed("a:1", now: 1_000 * Self.ms) == 2_000 * Self.ms, "a second failure in a row: 2 s")
-        #expect(health.failed("a:1", now: 1_500 * Self.ms) == 1_500 * Self.ms, "while ejected: the same ejection")
+        #expect(health.failed("a:1", now: 1_500 * Self.ms) == nil, "while ejected: the same ejection")
+        #expect(health.isEjected("a:1", now: 2_999 * Self.ms) && !health.isEjected("a:1", now: 3_000 * Self.ms))
         #expect(health.failed("b:1", now: 1_100 * Self.ms) == 1_000 * Self.ms)
         // Both ejected: tried after c, the one back sooner first.
         #expect(health.order(endpoints, address: { $0 }, now: 1_200 * Self.ms) == ["c:1", "b:1", "a:1"])
@@ -78,7 +79,7 @@ import Testing
         var now: UInt64 = 0
         var period: UInt64 = 0
         for _ in 0..<40 {
-            period = health.failed("a:1", now: now)
+            period = health.failed("a:1", now: now) ?? 0
             now += period  // failing again each time it comes back
         }
         #expect(period == EndpointHealth.longestEjection)

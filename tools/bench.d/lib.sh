@@ -142,7 +142,15 @@ bench_lock() {
             rm -rf "$staging"
             die "another tools/bench run (pid ${holder:-starting}) holds $BENCH_LOCK: one benchmark at a time"
         fi
-        if ! mv -T "$BENCH_LOCK" "$BENCH_LOCK.stale.$$" 2>/dev/null || ! mv -T "$staging" "$BENCH_LOCK" 2>/dev/null; then
+        # Moved aside, it must still be the dead run's: another run may have taken
+        # over between our read and our move (then it goes back).
+        if ! mv -T "$BENCH_LOCK" "$BENCH_LOCK.stale.$$" 2>/dev/null ||
+            [ "$(cat "$BENCH_LOCK.stale.$$/pid" 2>/dev/null)" != "$holder" ]; then
+            mv -T "$BENCH_LOCK.stale.$$" "$BENCH_LOCK" 2>/dev/null || true
+            rm -rf "$staging" "$BENCH_LOCK.stale.$$"
+            die "another tools/bench run took $BENCH_LOCK first"
+        fi
+        if ! mv -T "$staging" "$BENCH_LOCK" 2>/dev/null; then
             rm -rf "$staging" "$BENCH_LOCK.stale.$$"
             die "another tools/bench run took $BENCH_LOCK first"
         fi

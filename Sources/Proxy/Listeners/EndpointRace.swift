@@ -108,10 +108,11 @@ final class EndpointHealthTable: Sendable {
         health.withLockedValue { $0.order(endpoints, address: { $0.address.description }, now: now) }
     }
 
-    func failed(_ address: String, now: UInt64) {
+    /// Returns whether `address` was ejected anew (not already).
+    func failed(_ address: String, now: UInt64) -> Bool {
         health.withLockedValue { health in
-            health.failed(address, now: now)
-            if health.count > 1024 { health.sweep(now: now) }
+            defer { if health.count > 1024 { health.sweep(now: now) } }
+            return health.failed(address, now: now) != nil
         }
     }
 
@@ -137,13 +138,13 @@ struct EndpointHealth: Sendable {
 
     private var records: [String: Record] = [:]
 
-    /// `address` failed an attempt at `now`; returns how long it is ejected for from
-    /// now. Failures while it is ejected already (connections that were under way
-    /// together) count as one: they say nothing new about the endpoint.
+    /// `address` failed an attempt at `now`; returns how long it is ejected for, or
+    /// nil when it was ejected already: failures while it is (connections that were
+    /// under way together) say nothing new about the endpoint.
     @discardableResult
-    mutating func failed(_ address: String, now: UInt64) -> UInt64 {
+    mutating func failed(_ address: String, now: UInt64) -> UInt64? {
         var record = records[address] ?? Record(failures: 0, ejectedUntil: 0)
-        guard record.ejectedUntil <= now else { return record.ejectedUntil - now }
+        guard record.ejectedUntil <= now else { return nil }
         record.failures += 1
         let doubling = UInt64(1) << UInt64(min(record.failures - 1, 16))
         let period = min(

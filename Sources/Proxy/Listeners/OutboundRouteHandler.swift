@@ -141,10 +141,18 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
         upstream.close(promise: nil)
     }
 
+    private func recordDestination(_ endpoint: ProxyConfiguration.Endpoint) {
+        flow?.update { flow in
+            flow.destination.address = endpoint.address.description
+            flow.destination.identity = endpoint.identity.description
+        }
+    }
+
     /// Moves `candidates[index]` to the back of the line for a while.
     private func eject(_ index: Int, now: UInt64) {
-        environment.endpointHealth.failed(candidates[index].address.description, now: now)
-        environment.metrics.endpointEjected()
+        if environment.endpointHealth.failed(candidates[index].address.description, now: now) {
+            environment.metrics.endpointEjected()
+        }
     }
 
     /// Attempt `index` could not be used: the endpoint goes last for a while, and the
@@ -153,10 +161,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
         upstreams.removeValue(forKey: index)?.close(promise: nil)
         lastFailure = reason
         let endpoint = candidates[index]
-        flow?.update { flow in
-            flow.destination.address = endpoint.address.description
-            flow.destination.identity = endpoint.identity.description
-        }
+        recordDestination(endpoint)
         let now = NIODeadline.now().uptimeNanoseconds
         eject(index, now: now)
         carry(race.failed(index, now: now), context: context)
@@ -264,10 +269,7 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
         upstreams[index] = nil
         timer?.cancel()
         carry(Array(directives.dropFirst()), context: context)
-        flow?.update { flow in
-            flow.destination.address = endpoint.address.description
-            flow.destination.identity = endpoint.identity.description
-        }
+        recordDestination(endpoint)
         if let handshake = answeredHandshake(outcome) {
             flow?.handshakeCompleted(version: handshake.protocolVersion, cipher: handshake.cipher, peer: nil)
         }
