@@ -293,12 +293,7 @@ keepalive_rounds() {
     if [[ " ${setups[*]} " == *" haproxy "* ]]; then stop_haproxy; fi
 }
 
-[ "$(uname -s)" = Linux ] || die "Linux only"
-bench_begin
-raise_open_files
-install_deps
-build
-ports_free $ALL_PORTS
+bench_loopback
 make_identities
 start_apps
 meta

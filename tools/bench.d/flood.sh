@@ -13,12 +13,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-[ "$(uname -s)" = Linux ] || die "Linux only"
-bench_begin
-raise_open_files
-install_deps
-build
-ports_free $ALL_PORTS
+bench_loopback
 make_identities
 start_apps
 start_pair || die "the sidecar pair did not start"

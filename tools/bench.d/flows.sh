@@ -45,15 +45,10 @@ concurrently() {
     cpu_cost "$kind" flows_off "$before_off" "$after_off" "$switched_off" "$out_off"
 }
 
-[ "$(uname -s)" = Linux ] || die "Linux only"
-bench_begin
-raise_open_files
-install_deps
-build
 off=300
 iperf_off=$((APP_IPERF_PORT + 1))
 # shellcheck disable=SC2046  # the second pair's ports: every SC_* port + $off
-ports_free $ALL_PORTS $iperf_off $(for port in $SC_ROUTE_HTTP $SC_ROUTE_IPERF $SC_SERVER_IN $SC_CLIENT_IN \
+bench_loopback $iperf_off $(for port in $SC_ROUTE_HTTP $SC_ROUTE_IPERF $SC_SERVER_IN $SC_CLIENT_IN \
     $SC_SERVER_METRICS $SC_CLIENT_METRICS $SC_SERVER_ADMIN $SC_CLIENT_ADMIN; do echo $((port + off)); done)
 make_identities
 start_apps

@@ -160,6 +160,18 @@ bench_lock() {
     at_exit '[ "$(cat "$BENCH_LOCK/pid" 2>/dev/null)" = $$ ] && rm -rf "$BENCH_LOCK"'
 }
 
+# bench_loopback [EXTRA_PORT...]: what every benchmark on 127.0.0.1 starts with: the
+# lock and the run's temp dir, the open-files limit, the tools, the binaries, and its
+# ports free
+bench_loopback() {
+    [ "$(uname -s)" = Linux ] || die "Linux only"
+    bench_begin
+    raise_open_files
+    install_deps
+    build
+    ports_free $ALL_PORTS "$@"
+}
+
 # raise_open_files: 65536 open files if the hard limit allows, else the hard limit
 raise_open_files() {
     if ! ulimit -n 65536 2>/dev/null; then
