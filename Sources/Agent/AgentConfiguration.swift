@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MeshConfiguration
+import MeshNet
 import Policy
 
 /// The node agent's configuration: `beemesh-agent run --config FILE` (YAML).
@@ -74,6 +75,23 @@ public struct AgentConfiguration: Sendable, Equatable {
         public var policies = "/etc/beemesh/policies"
         /// Workload certificates live this long and are renewed at half-life. Default 24 h.
         public var certificateTTL: Double = 86_400
+        /// The address other nodes dial this node's pods at. Default: the host of
+        /// `dht.advertise`.
+        public var advertise: String?
+        /// The host ports pods' mTLS listeners are published on, one per pod (on
+        /// `advertise`), so that other nodes reach them with no route to the pod network.
+        /// Default 30000-32767; nil (`off`), or an advertised loopback address: pods
+        /// publish their pod address, reachable on this node only.
+        public var hostPorts: ClosedRange<UInt16>? = 30000...32767
+
+        /// Where other nodes dial this node's pods: `advertise` (else `dhtHost`) and the
+        /// host port range; nil when pods publish their pod address instead (no range,
+        /// or a loopback address, which no other node can dial).
+        public func published(dhtHost: String) -> (host: String, ports: ClosedRange<UInt16>)? {
+            let host = advertise ?? dhtHost
+            guard let hostPorts, !host.hasPrefix("127."), host != "::1", host != "localhost" else { return nil }
+            return (host, hostPorts)
+        }
     }
 
     public var node: Node
@@ -150,6 +168,7 @@ extension AgentConfiguration {
             if podsNode.isMapping {
                 let map = try podsNode.mapping(allowed: [
                     "podmanSocket", "sidecarImage", "proxyBinary", "runDirectory", "policies", "certificateTTL",
+                    "advertise", "hostPorts",
                 ])
                 if let node = map.optional("podmanSocket") { pods.podmanSocket = try node.string() }
                 if let node = map.optional("sidecarImage") { pods.sidecarImage = try node.string() }
@@ -160,6 +179,13 @@ extension AgentConfiguration {
                     pods.certificateTTL = try node.duration(positive: true)
                     guard pods.certificateTTL >= 60 else { throw node.error("at least 1m") }
                 }
+                if let node = map.optional("advertise") {
+                    let host = try node.string()
+                    guard (try? IPNetwork(parsing: host))?.prefixLength ?? 0 > 0, host != "0.0.0.0", host != "::"
+                    else { throw node.error("'\(host)' is not an address other nodes can dial") }
+                    pods.advertise = host
+                }
+                if let node = map.optional("hostPorts") { pods.hostPorts = try node.portRange() }
             }
             configuration.pods = pods
         }
@@ -196,6 +222,16 @@ extension YAMLField {
             )
         }
         return grant
+    }
+
+    /// `FIRST-LAST` (a range of TCP ports), or `off`.
+    fileprivate func portRange() throws(ConfigurationError) -> ClosedRange<UInt16>? {
+        let text = try string()
+        if text == "off" { return nil }
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.count == 2, let first = UInt16(parts[0]), let last = UInt16(parts[1]), first > 0, first <= last
+        else { throw error("'\(text)' is not a port range such as 30000-32767 (or off)") }
+        return first...last
     }
 
     /// A user name from the user database, or a uid.

@@ -48,7 +48,10 @@ public final class AgentServer: Service, Sendable {
                     policies: pods.policies,
                     certificateTTL: pods.certificateTTL,
                     node: configuration.node.name,
-                    agentID: identity.id.description
+                    agentID: identity.id.description,
+                    published: pods.published(dhtHost: configuration.dht.advertised.host).map {
+                        ($0.host, $0.ports, configuration.node.stateDirectory + "/host-ports.json")
+                    }
                 ),
                 store: try WorkloadStore(directory: configuration.node.stateDirectory + "/workloads"),
                 nodeCA: identity.nodeCA,
@@ -100,6 +103,20 @@ public final class AgentServer: Service, Sendable {
         if let pods = configuration.pods {
             try FileManager.default.createDirectory(atPath: pods.runDirectory, withIntermediateDirectories: true)
             try FileManager.default.createDirectory(atPath: pods.policies, withIntermediateDirectories: true)
+        }
+        if let pods = configuration.pods, let published = pods.published(dhtHost: configuration.dht.advertised.host) {
+            logger.info(
+                "pods that publish a service are published on host ports",
+                metadata: ["address": "\(published.host)", "ports": "\(published.ports)"]
+            )
+            // A pod reaching another pod of this node at its host port is answered
+            // through conntrack only if bridged packets pass netfilter.
+            let bridged = try? String(contentsOfFile: "/proc/sys/net/bridge/bridge-nf-call-iptables", encoding: .utf8)
+            if bridged?.hasPrefix("1") != true {
+                logger.warning(
+                    "br_netfilter is not active (net.bridge.bridge-nf-call-iptables): pods of this node cannot reach each other through their host ports"
+                )
+            }
         }
         reconciler?.start()
         try? await gracefulShutdown()

@@ -24,8 +24,10 @@ struct FlowsCommand: ParsableCommand {
     )
     var proxy: String?
 
-    @Option(help: "The node agent's API socket or http://host:port, when no --proxy is given.")
-    var agent = "/var/run/beemesh/agent/agent.sock"
+    @Option(
+        help: "The node agent's API socket or http://host:port, when no --proxy is given (default: $BEEMESH_AGENT)."
+    )
+    var agent = AgentConnection.environmentAgent
 
     @Option(help: "Pod name (a glob; through the agent only).")
     var pod: String?

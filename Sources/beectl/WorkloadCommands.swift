@@ -4,8 +4,13 @@ import MeshAPI
 
 /// The node agent's API, as `--agent` names it.
 struct AgentConnection: ParsableArguments {
-    @Option(help: "The node agent's API socket or http://host:port.")
-    var agent = "/var/run/beemesh/agent/agent.sock"
+    @Option(help: "The node agent's API socket or http://host:port (default: $BEEMESH_AGENT, else \(defaultAgent)).")
+    var agent = AgentConnection.environmentAgent
+
+    static let defaultAgent = "/var/run/beemesh/agent/agent.sock"
+    /// `$BEEMESH_AGENT` when set (as `tools/lab exec` sets it for a node), else the
+    /// agent's default socket.
+    static var environmentAgent: String { ProcessInfo.processInfo.environment["BEEMESH_AGENT"] ?? defaultAgent }
 
     func client(timeout: Double? = 60) throws -> AdminClient {
         do {

@@ -57,7 +57,10 @@ import Testing
         #expect(pods[0].injected && !pods[2].injected && pods[2].published == nil)
         #expect(pods[0].specDigest == pods[1].specDigest && pods[0].specDigest != pods[2].specDigest)
         #expect(pods[0].captureArguments(netns: "/run/netns/x").suffix(2) == ["--exclude-outbound-ports", "5432"])
-        let text = try pods[0].proxyConfiguration(podIP: "10.88.0.7", agentSocket: "/var/run/beemesh-agent/agent.sock")
+        let text = try pods[0].proxyConfiguration(
+            endpoint: DesiredPod.endpoint(podIP: "10.88.0.7"),
+            agentSocket: "/var/run/beemesh-agent/agent.sock"
+        )
         let proxy = try ProxyConfiguration.parse(yaml: text, file: "proxy.yaml")
         #expect(proxy.discovery.publish?.service == "orders.default" && proxy.discovery.publish?.ports == [8080])
         #expect(proxy.discovery.publish?.endpoint == HostPort(host: "10.88.0.7", port: 15008))
@@ -99,7 +102,7 @@ import Testing
             published: nil
         )
         let proxy = try ProxyConfiguration.parse(
-            yaml: try pod.proxyConfiguration(podIP: "10.88.0.9", agentSocket: nil),
+            yaml: try pod.proxyConfiguration(endpoint: DesiredPod.endpoint(podIP: "10.88.0.9"), agentSocket: nil),
             file: "proxy.yaml"
         )
         #expect(proxy.flows.record && proxy.logLevel == .info && proxy.workload.labels == ["app": injected])

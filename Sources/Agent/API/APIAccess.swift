@@ -157,7 +157,7 @@ struct PodBinding: Sendable, Equatable {
     var identity: String
     /// `name.namespace` of the service the pod publishes; nil: it publishes none.
     var service: String?
-    /// The endpoint its record must name (`podIP:15008`); nil: not known yet, nothing
-    /// may be published.
+    /// The endpoint its record must name (`nodeAddress:hostPort` for a pod published on
+    /// a host port, else `podIP:15008`); nil: not known yet, nothing may be published.
     var endpoint: String?
 }

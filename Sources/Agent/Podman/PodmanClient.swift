@@ -34,6 +34,17 @@ struct PodmanClient: Sendable {
         var hostname: String
         /// The pod's resolver: mesh DNS captures whatever it is, as long as it is not loopback.
         var dns_server: [String]?
+        /// Host ports forwarded to the pod (podman's port mapping: the network's
+        /// `portmap`, which also holds the port open on the host so nothing else binds it).
+        var portmappings: [PortMapping]?
+    }
+
+    struct PortMapping: Encodable {
+        /// Empty: every address of the host.
+        var host_ip: String
+        var host_port: UInt16
+        var container_port: UInt16
+        var `protocol` = "tcp"
     }
 
     func createPod(_ spec: PodSpec) throws(PodmanError) {

@@ -54,6 +54,9 @@ public struct PodTemplate: Codable, Sendable, Equatable {
     /// Default `default`: the pod's identity is `spiffe://<td>/ns/<namespace>/sa/<account>`.
     public var serviceAccount: String
     public var containers: [Container]
+    /// `spec.nodeName`: the node that runs the pods (until placement exists, the way
+    /// to put a workload on a node); nil: the node it is applied to.
+    public var nodeName: String? = nil
 
     /// Every container port of the pod.
     public var ports: [UInt16] { containers.flatMap(\.ports) }
@@ -223,8 +226,14 @@ extension KubernetesObject {
         annotations: [String: String]
     ) throws(LocatedError) -> PodTemplate {
         let map = try spec.mapping(
-            allowed: ignoredPodFields.union(["containers", "serviceAccountName", "securityContext"])
+            allowed: ignoredPodFields.union(["containers", "serviceAccountName", "securityContext", "nodeName"])
         )
+        var nodeName: String?
+        if let field = map.optional("nodeName") {
+            let name = try field.string()
+            try checkName(name, field: field, limit: 63)
+            nodeName = name
+        }
         let podSecurity = try securityContext(map.optional("securityContext"))
         var serviceAccount = "default"
         if let field = map.optional("serviceAccountName") {
@@ -311,7 +320,8 @@ extension KubernetesObject {
             labels: labels,
             annotations: annotations,
             serviceAccount: serviceAccount,
-            containers: containers
+            containers: containers,
+            nodeName: nodeName
         )
     }
 

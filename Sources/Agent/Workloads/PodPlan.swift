@@ -45,12 +45,14 @@ struct DesiredPod: Sendable, Equatable {
         return Array(Digest.sha256(Array(text.utf8)).prefix(8)).hexString
     }
 
-    /// Every pod the stored objects ask for.
-    static func plan(_ workloads: some Collection<KubernetesObject>) -> [DesiredPod] {
+    /// Every pod the stored objects ask for; with `node`, only those that node runs
+    /// (a template naming another node in `spec.nodeName` is that node's).
+    static func plan(_ workloads: some Collection<KubernetesObject>, node: String? = nil) -> [DesiredPod] {
         let services = workloads.filter { $0.kind == .service }
         var pods: [DesiredPod] = []
         for workload in workloads.sorted(by: { $0.key < $1.key }) {
             guard let template = workload.template else { continue }
+            if let node, let named = template.nodeName, named != node { continue }
             let selecting = services.filter { service in
                 service.namespace == workload.namespace
                     && (service.service?.selector ?? [:]).allSatisfy { template.labels[$0.key] == $0.value }
@@ -82,13 +84,21 @@ struct DesiredPod: Sendable, Equatable {
         Array(Digest.sha256(Array(podmanName.utf8)).prefix(8)).hexString
     }
 
-    /// The mTLS endpoint other pods dial: the pod's address, port 15008.
+    /// The sidecar's mTLS listener in the pod.
+    static let mtlsPort: UInt16 = 15008
+
+    /// The mTLS endpoint of a pod that is not published on a host port: its pod
+    /// address, which only its own node reaches.
     static func endpoint(podIP: String) -> HostPort {
-        HostPort(host: podIP, port: 15008)
+        HostPort(host: podIP, port: Int(mtlsPort))
     }
 
-    /// What this pod's sidecar may publish through its own agent socket.
-    func binding(podIP: String?, trustDomain: TrustDomain) throws -> PodBinding {
+    /// Whether other pods dial this one at all: it publishes a service record.
+    var publishes: Bool { injected && published != nil }
+
+    /// What this pod's sidecar may publish through its own agent socket; `endpoint`
+    /// is the address its record names (nil: not known yet).
+    func binding(endpoint: HostPort?, trustDomain: TrustDomain) throws -> PodBinding {
         PodBinding(
             pod: "\(namespace)/\(name)",
             identity: try SpiffeID(
@@ -98,14 +108,15 @@ struct DesiredPod: Sendable, Equatable {
             )
             .description,
             service: published.map { "\($0.service).\(namespace)" },
-            endpoint: podIP.map { Self.endpoint(podIP: $0).description }
+            endpoint: endpoint?.description
         )
     }
 
     /// The sidecar's configuration for this pod: the paths the sidecar container mounts,
     /// capture on the conventional ports, and discovery through the pod's own agent
-    /// socket.
-    func sidecarConfiguration(podIP: String?, agentSocket: String?) -> ProxyConfiguration {
+    /// socket, publishing `endpoint` (the host port that publishes the pod, or its pod
+    /// address).
+    func sidecarConfiguration(endpoint: HostPort?, agentSocket: String?) -> ProxyConfiguration {
         var configuration = ProxyConfiguration(
             identity: .init(
                 certificate: "/etc/beemesh/identity/cert.pem",
@@ -121,9 +132,9 @@ struct DesiredPod: Sendable, Equatable {
         configuration.workload = .init(namespace: namespace, labels: template.labels)
         if let agentSocket {
             configuration.discovery.agent = agentSocket
-            if let published, let podIP {
+            if let published, let endpoint {
                 var publish = ProxyConfiguration.Publish(service: "\(published.service).\(namespace)")
-                publish.endpoint = Self.endpoint(podIP: podIP)
+                publish.endpoint = endpoint
                 publish.ports = published.ports
                 configuration.discovery.publish = publish
             }
@@ -133,10 +144,10 @@ struct DesiredPod: Sendable, Equatable {
 
     /// `sidecarConfiguration` as the file the sidecar reads: the value encoded (JSON,
     /// which the sidecar reads as YAML), so no value from a manifest can add a field.
-    func proxyConfiguration(podIP: String?, agentSocket: String?) throws -> String {
+    func proxyConfiguration(endpoint: HostPort?, agentSocket: String?) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let configuration = sidecarConfiguration(podIP: podIP, agentSocket: agentSocket)
+        let configuration = sidecarConfiguration(endpoint: endpoint, agentSocket: agentSocket)
         return String(decoding: try encoder.encode(configuration), as: UTF8.self) + "\n"
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import MeshAPI
+import MeshConfiguration
 import MeshIdentity
 import MeshNet
 
@@ -30,13 +31,19 @@ final class PodRuntime: @unchecked Sendable {
     let podSockets: PodSockets?
     private let logger: Logger
     private var podmanService: ChildProcess?
+    /// Which host port publishes which pod (nil: pods publish their pod address).
+    private var hostPorts: HostPortTable?
+    private var hostPortsPruned = false
 
-    init(settings: Reconciler.Settings, nodeCA: CertificateAuthority, podSockets: PodSockets?, logger: Logger) {
+    init(settings: Reconciler.Settings, nodeCA: CertificateAuthority, podSockets: PodSockets?, logger: Logger) throws {
         self.settings = settings
         self.podman = PodmanClient(socket: settings.podmanSocket)
         self.nodeCA = nodeCA
         self.podSockets = podSockets
         self.logger = logger
+        if let published = settings.published {
+            hostPorts = try HostPortTable.load(path: published.table, range: published.ports)
+        }
     }
 
     var trustDomain: TrustDomain { nodeCA.trustDomain }
@@ -81,14 +88,73 @@ final class PodRuntime: @unchecked Sendable {
         unlink(podmanPIDFile)
     }
 
+    // MARK: host ports
+
+    /// The address other pods dial `pod` at: the node's advertised address and the
+    /// pod's host port when it has one, else its pod address, else nil (not known).
+    func endpoint(of pod: DesiredPod, podIP: String?) -> HostPort? {
+        if let published = settings.published, let port = hostPorts?.assigned[pod.podmanName] {
+            return HostPort(host: published.host, port: Int(port))
+        }
+        return podIP.map(DesiredPod.endpoint(podIP:))
+    }
+
+    /// The port mapping that publishes a pod that others dial on a host port of its
+    /// own, allocated (and recorded) now if it has none; nil for a pod that publishes
+    /// nothing, or when host ports are off.
+    private func hostPortMapping(_ pod: DesiredPod) throws -> [PodmanClient.PortMapping]? {
+        guard pod.publishes, let published = settings.published, var table = hostPorts else { return nil }
+        let bindHost = (try? IPNetwork(parsing: published.host)) != nil ? published.host : ""
+        guard
+            let port = table.port(
+                for: pod.podmanName,
+                usable: { HostPortTable.bindable(host: bindHost, port: $0) }
+            )
+        else {
+            throw PodmanError(
+                status: nil,
+                message:
+                    "no free host port in \(published.ports.lowerBound)-\(published.ports.upperBound) (pods.hostPorts)"
+            )
+        }
+        if table != hostPorts {
+            try table.save(path: published.table)
+            hostPorts = table
+        }
+        return [.init(host_ip: bindHost, host_port: port, container_port: DesiredPod.mtlsPort)]
+    }
+
+    /// `pod` is gone: its host port is free.
+    private func releaseHostPort(_ podmanName: String) {
+        guard let published = settings.published, var table = hostPorts, table.release(podmanName) != nil else {
+            return
+        }
+        do {
+            try table.save(path: published.table)
+        } catch {
+            logger.error("cannot save the host port table", metadata: ["error": "\(error)"])
+        }
+        hostPorts = table
+    }
+
     // MARK: observing
 
     /// The pods podman runs for this agent: name, spec digest, and when it was created.
+    /// The first time, host ports of pods that went while the agent was down are freed.
     func existingPods() throws -> [String: (digest: String, created: Date?)] {
         var pods: [String: (digest: String, created: Date?)] = [:]
         for summary in try podman.listPods(label: "\(Self.managedLabel)=\(settings.agentID)")
         where pods[summary.Name] == nil {
             pods[summary.Name] = (summary.Labels?[Self.specLabel] ?? "", summary.createdDate)
+        }
+        if !hostPortsPruned, var table = hostPorts, let published = settings.published {
+            hostPortsPruned = true
+            let gone = table.keep(only: Set(pods.keys))
+            if !gone.isEmpty {
+                logger.info("host ports of pods gone while the agent was down freed", metadata: ["pods": "\(gone)"])
+                try table.save(path: published.table)
+                hostPorts = table
+            }
         }
         return pods
     }
@@ -148,20 +214,22 @@ final class PodRuntime: @unchecked Sendable {
                     Self.managedLabel: settings.agentID, Self.specLabel: pod.specDigest, Self.ownerLabel: pod.owner,
                     "beemesh.io/namespace": pod.namespace, "beemesh.io/name": pod.name,
                 ],
-                hostname: pod.name
+                hostname: pod.name,
+                portmappings: try hostPortMapping(pod)
             )
         )
         try podman.startPod(pod.podmanName)
         guard pod.injected else { return }
         let infra = try infraContainer(of: pod)
+        let endpoint = endpoint(of: pod, podIP: infra.ip)
         try PEMFile.write(
             directory + "/config/proxy.yaml",
-            try pod.proxyConfiguration(podIP: infra.ip, agentSocket: podSockets.map { _ in Self.agentSocketInPod }),
+            try pod.proxyConfiguration(endpoint: endpoint, agentSocket: podSockets.map { _ in Self.agentSocketInPod }),
             mode: 0o644
         )
         if let podSockets {
             try podSockets.open(
-                try pod.binding(podIP: infra.ip, trustDomain: nodeCA.trustDomain),
+                try pod.binding(endpoint: endpoint, trustDomain: nodeCA.trustDomain),
                 at: directory + "/agent/agent.sock",
                 key: pod.podmanName
             )
@@ -186,10 +254,11 @@ final class PodRuntime: @unchecked Sendable {
         logger.info("pod started", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "injected": "\(pod.injected)"])
     }
 
-    /// Removes what a failed attempt made: the pod and its agent socket.
+    /// Removes what a failed attempt made: the pod, its agent socket and its host port.
     func discard(_ name: String) {
         podSockets?.close(key: name)
         try? podman.removePod(name)
+        releaseHostPort(name)
     }
 
     /// Starts an exited container again; false when podman could not.
@@ -221,7 +290,7 @@ final class PodRuntime: @unchecked Sendable {
         do {
             let ip = try infraContainer(of: pod).ip
             try podSockets?.open(
-                try pod.binding(podIP: ip, trustDomain: nodeCA.trustDomain),
+                try pod.binding(endpoint: endpoint(of: pod, podIP: ip), trustDomain: nodeCA.trustDomain),
                 at: directory(of: pod) + "/agent/agent.sock",
                 key: pod.podmanName
             )
@@ -458,6 +527,7 @@ final class PodRuntime: @unchecked Sendable {
             logger.error("cannot remove pod", metadata: ["pod": "\(name)", "error": "\(error)"])
             return
         }
+        releaseHostPort(name)
         try? FileManager.default.removeItem(
             atPath: "\(settings.runDirectory)/\(DesiredPod.directoryName(podmanName: name))"
         )

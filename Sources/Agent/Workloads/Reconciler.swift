@@ -26,6 +26,9 @@ final class Reconciler: @unchecked Sendable {
         /// This agent's node ID: its pods carry it, and it manages no others (two agents
         /// sharing one podman must not remove each other's pods).
         var agentID: String
+        /// Pods that publish a service are published on a host port of `host` from
+        /// `ports`, recorded in the file `table`; nil: they publish their pod address.
+        var published: (host: String, ports: ClosedRange<UInt16>, table: String)?
         var sidecarUser: UInt32 = KubernetesObject.sidecarID
     }
 
@@ -61,7 +64,7 @@ final class Reconciler: @unchecked Sendable {
     ) throws {
         self.settings = settings
         self.store = store
-        self.runtime = PodRuntime(settings: settings, nodeCA: nodeCA, podSockets: podSockets, logger: logger)
+        self.runtime = try PodRuntime(settings: settings, nodeCA: nodeCA, podSockets: podSockets, logger: logger)
         self.logger = logger
         self.clock = clock
         self.lifecycle = PodLifecycle(
@@ -238,7 +241,7 @@ final class Reconciler: @unchecked Sendable {
 
     /// One full pass: observe, decide, carry out, publish the pods' statuses.
     private func reconcileOnce() {
-        let desired = DesiredPod.plan(shared.withLockedValue { $0.workloads }.values)
+        let desired = DesiredPod.plan(shared.withLockedValue { $0.workloads }.values, node: settings.node)
         let existing: [String: (digest: String, created: Date?)]
         do {
             existing = try runtime.existingPods()

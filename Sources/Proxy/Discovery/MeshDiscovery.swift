@@ -51,6 +51,8 @@ final class MeshDiscovery: Sendable {
         codes: ServiceRecordError.Code.self
     )
     private let cache = NIOLockedValueBox<[String: Resolution]>([:])
+    /// Services whose stale answer a background lookup is refreshing.
+    private let refreshing = NIOLockedValueBox<Set<String>>([])
     private let vips = NIOLockedValueBox(VirtualIPs())
     private let publishTask = NIOLockedValueBox<RepeatedTask?>(nil)
     private let inbound: ProxyConfiguration.Inbound
@@ -133,13 +135,23 @@ final class MeshDiscovery: Sendable {
 
     // MARK: resolving
 
-    /// The endpoints of `service` (`name.namespace`): from the cache while fresh,
-    /// otherwise looked up through the agent. When the agent cannot answer, a stale
-    /// answer is used rather than none.
+    /// The endpoints of `service` (`name.namespace`): from the cache while fresh; a
+    /// stale answer is used at once while one lookup through the agent refreshes it in
+    /// the background (a lookup waits on silent DHT nodes, up to the agent's request
+    /// timeout, and no connection or DNS answer should); only a service never resolved
+    /// waits for its lookup. When the agent cannot answer, the stale answer stays.
     func resolve(_ service: String, on loop: any EventLoop) -> EventLoopFuture<Resolution> {
-        let now = NIODeadline.now()
-        let cached = cache.withLockedValue { $0[service] }
-        if let cached, cached.freshUntil > now { return loop.makeSucceededFuture(cached) }
+        guard let cached = cache.withLockedValue({ $0[service] }) else { return lookUp(service, on: loop) }
+        if cached.freshUntil <= NIODeadline.now(), refreshing.withLockedValue({ $0.insert(service).inserted }) {
+            lookUp(service, on: loop).whenComplete { _ in
+                _ = self.refreshing.withLockedValue { $0.remove(service) }
+            }
+        }
+        return loop.makeSucceededFuture(cached)
+    }
+
+    /// Looks `service` up through the agent and caches the verified answer.
+    private func lookUp(_ service: String, on loop: any EventLoop) -> EventLoopFuture<Resolution> {
         let client = self.client
         let bundle = credentials.current.credentials.bundle
         let cacheTTL = configuration.cacheTTL
@@ -152,11 +164,10 @@ final class MeshDiscovery: Sendable {
             self.cache.withLockedValue { $0[service] = resolution }
             resolved.increment()
             return resolution
-        }.flatMapError { error in
+        }.flatMapErrorThrowing { error in
             resolveFailed.increment()
             logger.warning("service lookup failed", metadata: ["service": "\(service)", "error": "\(error)"])
-            if let cached { return loop.makeSucceededFuture(cached) }
-            return loop.makeFailedFuture(error)
+            throw error
         }
     }
 
