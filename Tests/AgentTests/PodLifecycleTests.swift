@@ -30,10 +30,12 @@ import Testing
         sidecar: PodLifecycle.ContainerState = .running,
         web: PodLifecycle.ContainerState = .running,
         expiry: Date = t0 + 3600,
-        socketOpen: Bool = true
+        socketOpen: Bool = true,
+        networkIntact: Bool = true
     ) -> PodLifecycle.Observation {
         .init(
             containers: [DesiredPod.sidecarName: sidecar, "web": web],
+            networkIntact: networkIntact,
             identityExpiry: expiry,
             agentSocketOpen: socketOpen
         )
@@ -249,6 +251,36 @@ import Testing
 
     /// An agent that restarts finds its pods running: it opens their agent sockets
     /// again, and app containers it had not made yet wait for the sidecar.
+    /// A node that lost power comes back with its pods' infra containers stopped: a
+    /// restarted container would get a new network namespace without capture. The pod
+    /// is rebuilt (removed, then created with its capture), not restarted in place,
+    /// even when podman still reports its containers as running or stopped.
+    @Test func aPodWhoseNetworkNamespaceIsGoneIsRebuiltNotRestarted() throws {
+        let pod = try #require(try Self.pods("orders").first)
+        let name = pod.podmanName
+        var lifecycle = Self.lifecycle()
+        Self.running(pod, in: &lifecycle)
+        let existing = [name: pod.specDigest]
+        for observation in [
+            Self.observation(networkIntact: false),
+            Self.observation(sidecar: .stopped(status: "exited", exitCode: 137), networkIntact: false),
+        ] {
+            let directives = lifecycle.pass(
+                desired: [pod],
+                existing: existing,
+                observed: [name: observation],
+                now: Self.t0 + 5
+            )
+            #expect(
+                directives == [
+                    .remove(pod: name, reason: "its network namespace is gone (the infra container stopped): rebuilt")
+                ]
+            )
+            #expect(lifecycle.view(of: name)?.phase == .pending)
+        }
+        #expect(lifecycle.pass(desired: [pod], existing: [:], observed: [:], now: Self.t0 + 6) == [.create(pod)])
+    }
+
     @Test func aRestartedAgentTakesOverRunningPods() throws {
         let pod = try #require(try Self.pods("orders").first)
         let name = pod.podmanName

@@ -8,7 +8,9 @@ import Testing
 /// its mesh name over mutual TLS with the workload's identity checked end to end;
 /// nothing of node 2's pod answers in plaintext from node 3 (its published ports, the
 /// app port, and the pod's own address through a route an attacker added); and with
-/// node 2 cut off the LAN, every request of frontend is still answered (by node 3).
+/// node 2 cut off the LAN, every request of frontend is still answered (by node 3);
+/// and node 3, after a power loss and a boot, serves again from a pod rebuilt with its
+/// capture.
 /// Needs root and podman (`tools/setup`); the images are built from this build.
 @Suite(.serialized) struct LabEndToEndTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -23,6 +25,8 @@ import Testing
         /// probe → what came back (`refused`, `nothing`, or the first bytes).
         var plaintext: [(probe: String, reply: String)] = []
         var afterCut: [String] = []
+        /// `nft list tables` in node 3's pod after the node lost power and booted.
+        var captureAfterBoot = ""
     }
 
     @Test func threeNodesServeAcrossNodesRefusePlaintextAndSurviveACut() async throws {
@@ -48,6 +52,7 @@ import Testing
         for line in observed.afterCut {
             #expect(line.contains("orders-b-0 answered"), "after node 2 was cut: \(line)")
         }
+        #expect(observed.captureAfterBoot.contains("table inet beemesh"), "\(observed.captureAfterBoot)")
     }
 
     private static func lab(_ name: String, _ arguments: [String], timeout: Double = 30) throws -> String {
@@ -108,6 +113,22 @@ import Testing
         try waitUntil("ten requests of frontend after the cut", timeout: 40) { frontendLog().count >= before + 10 }
         observed.afterCut = Array(frontendLog().dropFirst(before))
         try lab(name, ["heal", "2"])
+
+        // Node 3 loses power and boots: its pod is rebuilt with its capture (a pod
+        // restarted container by container would get a namespace without it).
+        try lab(name, ["kill", "3"])
+        try lab(name, ["start", "3"], timeout: 120)
+        let booted = frontendLog().count
+        try waitUntil("frontend answered by node 3's rebuilt replica", timeout: 90) {
+            frontendLog().dropFirst(booted).contains { $0.contains("orders-b-0 answered") }
+        }
+        let infra = try lab(name, ["exec", "3", "podman", "ps", "-q", "--filter", "name=infra"])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let sandbox = try lab(
+            name,
+            ["exec", "3", "podman", "inspect", infra, "--format", "{{.NetworkSettings.SandboxKey}}"]
+        ).trimmingCharacters(in: .whitespacesAndNewlines)
+        observed.captureAfterBoot = try NamespaceLab.run(["nsenter", "--net=" + sandbox, "nft", "list", "tables"])
         return observed
     }
 

@@ -9,7 +9,7 @@ import MeshAPI
 ///
 /// | event                        | directives                                             |
 /// |------------------------------|--------------------------------------------------------|
-/// | `pass(desired:observed:now:)` | `remove` pods no object asks for (or whose objects changed), `create` asked-for pods that do not run and are not backing off, `restartContainer` exited containers whose back-off is over, `renewIdentity` at half-life, `openAgentSocket` for pods found running after a restart |
+/// | `pass(desired:observed:now:)` | `remove` pods no object asks for (or whose objects changed, or whose network namespace is gone), `create` asked-for pods that do not run and are not backing off, `restartContainer` exited containers whose back-off is over, `renewIdentity` at half-life, `openAgentSocket` for pods found running after a restart |
 /// | `created(_:now:)`            | `startApps` for a pod without a sidecar; nothing for one with a sidecar (it waits for `/ready`) |
 /// | `tick(now:)`                 | `probeSidecar` for each pod waiting for its sidecar; `discard` for one that waited longer than `sidecarReadyTimeout` |
 /// | `sidecarProbed(_:ready:now:)` | `startApps` once the sidecar is ready                 |
@@ -69,6 +69,10 @@ struct PodLifecycle {
         var containers: [String: ContainerState]
         /// The pod's address on the node's container network, for its status.
         var ip: String?
+        /// Whether the pod's network namespace is the one its capture was installed in
+        /// (its infra container runs in it). When not, the pod is rebuilt, never
+        /// restarted container by container into a namespace without capture.
+        var networkIntact = true
         /// The pod's workload certificate's expiry; nil without a sidecar or a readable one.
         var identityExpiry: Date?
         /// Whether the agent serves the pod's own agent socket (it does not after an
@@ -195,6 +199,13 @@ struct PodLifecycle {
                     state.phase = .pending
                     directives.append(.create(pod))
                 }
+                continue
+            }
+            if pod.injected, !observation.networkIntact {
+                directives.append(
+                    .remove(pod: name, reason: "its network namespace is gone (the infra container stopped): rebuilt")
+                )
+                state = Pod(desired: pod)
                 continue
             }
             if pod.injected, !observation.agentSocketOpen { directives.append(.openAgentSocket(pod)) }

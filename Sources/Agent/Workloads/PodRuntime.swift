@@ -33,7 +33,6 @@ final class PodRuntime: @unchecked Sendable {
     private var podmanService: ChildProcess?
     /// Which host port publishes which pod (nil: pods publish their pod address).
     private var hostPorts: HostPortTable?
-    private var hostPortsPruned = false
 
     init(settings: Reconciler.Settings, nodeCA: CertificateAuthority, podSockets: PodSockets?, logger: Logger) throws {
         self.settings = settings
@@ -124,11 +123,14 @@ final class PodRuntime: @unchecked Sendable {
         return [.init(host_ip: bindHost, host_port: port, container_port: DesiredPod.mtlsPort)]
     }
 
-    /// `pod` is gone: its host port is free.
-    private func releaseHostPort(_ podmanName: String) {
-        guard let published = settings.published, var table = hostPorts, table.release(podmanName) != nil else {
-            return
-        }
+    /// Frees the host ports of pods that are neither asked for nor still exist: a pod
+    /// replaced (its objects changed, or rebuilt) keeps its port, one whose objects
+    /// were deleted (or that went while the agent was down) gives it up.
+    func keepHostPorts(for pods: Set<String>) {
+        guard let published = settings.published, var table = hostPorts else { return }
+        let freed = table.keep(only: pods)
+        guard !freed.isEmpty else { return }
+        logger.info("host ports freed", metadata: ["pods": "\(freed)"])
         do {
             try table.save(path: published.table)
         } catch {
@@ -140,21 +142,11 @@ final class PodRuntime: @unchecked Sendable {
     // MARK: observing
 
     /// The pods podman runs for this agent: name, spec digest, and when it was created.
-    /// The first time, host ports of pods that went while the agent was down are freed.
     func existingPods() throws -> [String: (digest: String, created: Date?)] {
         var pods: [String: (digest: String, created: Date?)] = [:]
         for summary in try podman.listPods(label: "\(Self.managedLabel)=\(settings.agentID)")
         where pods[summary.Name] == nil {
             pods[summary.Name] = (summary.Labels?[Self.specLabel] ?? "", summary.createdDate)
-        }
-        if !hostPortsPruned, var table = hostPorts, let published = settings.published {
-            hostPortsPruned = true
-            let gone = table.keep(only: Set(pods.keys))
-            if !gone.isEmpty {
-                logger.info("host ports of pods gone while the agent was down freed", metadata: ["pods": "\(gone)"])
-                try table.save(path: published.table)
-                hostPorts = table
-            }
         }
         return pods
     }
@@ -179,13 +171,31 @@ final class PodRuntime: @unchecked Sendable {
             }
         }
         let certificate = try? PEMFile.read(directory(of: pod) + "/identity/cert.pem")
+        let infra = try? infraContainer(of: pod)
         return PodLifecycle.Observation(
             containers: containers,
-            ip: (try? infraContainer(of: pod))?.ip,
+            ip: infra?.ip,
+            networkIntact: !pod.injected || networkIntact(pod, infra: infra),
             identityExpiry: pod.injected
                 ? certificate.flatMap { try? Certificate.parseChain(pem: $0).first?.notAfter } : nil,
             agentSocketOpen: !pod.injected || podSockets?.pods.contains(pod.podmanName) != false
         )
+    }
+
+    /// Whether the pod still has the network namespace its capture was installed in:
+    /// its infra container runs, in the namespace recorded at creation. One that
+    /// stopped (the node lost power, someone killed it) comes back with a new, empty
+    /// namespace, and containers restarted into it would run without capture. A pod
+    /// whose namespace was not recorded (made by an earlier agent) is adopted as it is.
+    private func networkIntact(_ pod: DesiredPod, infra: (ip: String?, netns: String, running: Bool)?) -> Bool {
+        guard let infra else { return true }  // podman did not answer: nothing is known
+        guard infra.running else { return false }
+        let file = directory(of: pod) + "/netns"
+        guard let recorded = try? PEMFile.read(file) else {
+            try? PEMFile.write(file, infra.netns, mode: 0o644)
+            return true
+        }
+        return recorded == infra.netns
     }
 
     /// Whether the pod's sidecar answers `/ready`: asked once, with a short deadline.
@@ -220,7 +230,7 @@ final class PodRuntime: @unchecked Sendable {
         )
         try podman.startPod(pod.podmanName)
         guard pod.injected else { return }
-        let infra = try infraContainer(of: pod)
+        let infra = try networkNamespace(of: pod)
         let endpoint = endpoint(of: pod, podIP: infra.ip)
         try PEMFile.write(
             directory + "/config/proxy.yaml",
@@ -235,6 +245,7 @@ final class PodRuntime: @unchecked Sendable {
             )
         }
         try installCapture(pod, netns: infra.netns)
+        try PEMFile.write(directory + "/netns", infra.netns, mode: 0o644)
         try podman.createContainer(sidecarSpec(pod, directory: directory))
         try podman.startContainer(pod.containerName(DesiredPod.sidecarName))
     }
@@ -254,11 +265,10 @@ final class PodRuntime: @unchecked Sendable {
         logger.info("pod started", metadata: ["pod": "\(pod.namespace)/\(pod.name)", "injected": "\(pod.injected)"])
     }
 
-    /// Removes what a failed attempt made: the pod, its agent socket and its host port.
+    /// Removes what a failed attempt made: the pod and its agent socket.
     func discard(_ name: String) {
         podSockets?.close(key: name)
         try? podman.removePod(name)
-        releaseHostPort(name)
     }
 
     /// Starts an exited container again; false when podman could not.
@@ -288,7 +298,7 @@ final class PodRuntime: @unchecked Sendable {
     /// Opens the agent socket of a pod that is already running (the agent restarted).
     func openAgentSocket(_ pod: DesiredPod) {
         do {
-            let ip = try infraContainer(of: pod).ip
+            let ip = try networkNamespace(of: pod).ip
             try podSockets?.open(
                 try pod.binding(endpoint: endpoint(of: pod, podIP: ip), trustDomain: nodeCA.trustDomain),
                 at: directory(of: pod) + "/agent/agent.sock",
@@ -336,15 +346,25 @@ final class PodRuntime: @unchecked Sendable {
         }
     }
 
-    func infraContainer(of pod: DesiredPod) throws -> (ip: String?, netns: String) {
+    /// The pod's infra container: its address, its network namespace (empty when it
+    /// has none, as when it stopped) and whether it runs.
+    func infraContainer(of pod: DesiredPod) throws -> (ip: String?, netns: String, running: Bool) {
         guard let inspect = try podman.inspectPod(pod.podmanName), let infra = inspect.InfraContainerID,
-            let container = try podman.inspectContainer(infra), let netns = container.NetworkSettings?.SandboxKey,
-            !netns.isEmpty
+            let container = try podman.inspectContainer(infra)
         else {
-            throw PodmanError(status: nil, message: "pod \(pod.podmanName) has no network namespace")
+            throw PodmanError(status: nil, message: "pod \(pod.podmanName) has no infra container")
         }
         let ip = container.NetworkSettings?.IPAddress
-        return (ip?.isEmpty == false ? ip : nil, netns)
+        return (ip?.isEmpty == false ? ip : nil, container.NetworkSettings?.SandboxKey ?? "", container.State.Running)
+    }
+
+    /// The network namespace of a pod whose infra container runs.
+    private func networkNamespace(of pod: DesiredPod) throws -> (ip: String?, netns: String) {
+        let infra = try infraContainer(of: pod)
+        guard infra.running, !infra.netns.isEmpty else {
+            throw PodmanError(status: nil, message: "pod \(pod.podmanName) has no network namespace")
+        }
+        return (infra.ip, infra.netns)
     }
 
     private func installCapture(_ pod: DesiredPod, netns: String) throws {
@@ -527,7 +547,6 @@ final class PodRuntime: @unchecked Sendable {
             logger.error("cannot remove pod", metadata: ["pod": "\(name)", "error": "\(error)"])
             return
         }
-        releaseHostPort(name)
         try? FileManager.default.removeItem(
             atPath: "\(settings.runDirectory)/\(DesiredPod.directoryName(podmanName: name))"
         )
