@@ -2,8 +2,13 @@ import Foundation
 import Kademlia
 import Logging
 import MeshAPI
+import MeshConfiguration
 import MeshIdentity
+import MeshTLS
+import MeshTestSupport
+import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import Testing
 
 @testable import Proxy
@@ -101,5 +106,147 @@ import Testing
         let foreign = try CertificateAuthority.createRoot(trustDomain: try TrustDomain("discovery.test"))
         let none = MeshDiscovery.verify(lookup, bundle: foreign.bundle, cacheTTL: 30, logger: Logger(label: "t"))
         #expect(none.endpoints.isEmpty, "another root of the same name is not ours")
+    }
+}
+
+/// A stale answer is used at once while one lookup refreshes it: a lookup that waits
+/// on a silent DHT node must hold up neither a connection nor a DNS answer.
+@Suite struct MeshDiscoveryRefreshTests {
+    /// An agent's `/dht/services/…` on a TCP port: answers each request with the
+    /// lookup it is given, after `hold` is released when one is set.
+    final class FakeAgent: @unchecked Sendable {
+        let listener: Int32
+        let port: Int
+        private let lock = NSLock()
+        private var answer: ServiceLookup
+        private var holding: DispatchSemaphore?
+        private(set) var requests = 0
+
+        init(answer: ServiceLookup) throws {
+            self.answer = answer
+            let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(listener, $0, length) == 0 && listen(listener, 8) == 0
+                        && getsockname(listener, $0, &length) == 0
+                }
+            }
+            guard bound else { throw SocketError("cannot listen") }
+            self.listener = listener
+            port = Int(UInt16(bigEndian: address.sin_port))
+            let thread = Thread { [self] in serve() }
+            thread.start()
+        }
+
+        /// From now on requests wait for `release` and then get `lookup`.
+        func hold(then lookup: ServiceLookup) -> DispatchSemaphore {
+            let semaphore = DispatchSemaphore(value: 0)
+            lock.withLock {
+                answer = lookup
+                holding = semaphore
+            }
+            return semaphore
+        }
+
+        var requestCount: Int { lock.withLock { requests } }
+
+        private func serve() {
+            while true {
+                let connection = accept(listener, nil, nil)
+                guard connection >= 0 else { return }
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                _ = recv(connection, &buffer, buffer.count, 0)
+                let (lookup, semaphore) = lock.withLock {
+                    requests += 1
+                    return (answer, holding)
+                }
+                semaphore?.wait()
+                let body = (try? MeshJSON.encoder().encode(lookup)) ?? Data()
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n"
+                let response = Array((head + "Connection: close\r\n\r\n").utf8) + Array(body)
+                _ = response.withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                close(connection)
+            }
+        }
+    }
+
+    static func lookup(_ address: String) throws -> ServiceLookup {
+        ServiceLookup(
+            service: "orders.default",
+            endpoints: [try MeshDiscoveryTests.endpoint(MeshDiscoveryTests.orders, address)],
+            hops: 1,
+            messages: 1
+        )
+    }
+
+    @Test func aStaleAnswerIsUsedAtOnceWhileOneLookupRefreshesIt() async throws {
+        let directory = TemporaryDirectory()
+        let credentials = MeshDiscoveryTests.frontend
+        try PEMFile.write(directory.path + "/cert.pem", credentials.chain.map(\.pemEncoded).joined(), mode: 0o644)
+        try PEMFile.write(directory.path + "/key.pem", credentials.key.pemEncoded, mode: 0o600)
+        try PEMFile.write(directory.path + "/bundle.pem", credentials.bundle.pemEncoded, mode: 0o644)
+        let agent = try FakeAgent(answer: try Self.lookup("10.0.0.1:15008"))
+        let paths = CredentialPaths(
+            certificate: directory.path + "/cert.pem",
+            privateKey: directory.path + "/key.pem",
+            trustBundle: directory.path + "/bundle.pem"
+        )
+        var configuration = ProxyConfiguration(
+            identity: .init(
+                certificate: paths.certificate,
+                privateKey: paths.privateKey,
+                trustBundle: paths.trustBundle
+            )
+        )
+        configuration.discovery.cacheTTL = 0.001
+        let discovery = try MeshDiscovery(
+            configuration: configuration.discovery,
+            agent: "http://127.0.0.1:\(agent.port)",
+            inbound: configuration.inbound,
+            credentials: try TLSCredentialsSource(paths: paths, logger: Logger(label: "test")),
+            logger: Logger(label: "test")
+        )
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        discovery.start(on: loop)  // no publish: only its lookup pool starts
+        func resolve() async throws -> [String] {
+            try await discovery.resolve("orders.default", on: loop).get().endpoints.map {
+                $0.endpoint.address.description
+            }
+        }
+
+        #expect(try await resolve() == ["10.0.0.1:15008"], "never resolved: the lookup is awaited")
+        #expect(agent.requestCount == 1)
+        let release = agent.hold(then: try Self.lookup("10.0.0.2:15008"))
+        try await Task.sleep(for: .milliseconds(5))  // the answer is stale (cacheTTL 1 ms)
+        // The agent holds every lookup now: these answer from the stale entry (within
+        // 5 s, or the test fails rather than hangs), and only one lookup goes out.
+        let answers = NIOLockedValueBox<[[String]]>([])
+        for _ in 0..<2 {
+            discovery.resolve("orders.default", on: loop).whenSuccess { resolution in
+                answers.withLockedValue { $0.append(resolution.endpoints.map { $0.endpoint.address.description }) }
+            }
+        }
+        defer { for _ in 0..<4 { release.signal() } }
+        try await waitUntil("two stale answers while the agent holds the lookup", seconds: 5) {
+            answers.withLockedValue { $0.count } == 2
+        }
+        #expect(answers.withLockedValue { $0 } == [["10.0.0.1:15008"], ["10.0.0.1:15008"]])
+        try await waitUntil("the refresh reached the agent") { agent.requestCount == 2 }
+        #expect(agent.requestCount == 2, "one refresh at a time")
+        release.signal()
+        try await waitUntil("the refreshed answer is used", seconds: 10) {
+            (try? discovery.resolve("orders.default", on: loop).wait())?.endpoints.first?.endpoint.address.description
+                == "10.0.0.2:15008"
+        }
+        for _ in 0..<4 { release.signal() }  // the refreshes that came after
+        await discovery.stop()
+        try await group.shutdownGracefully()
+        shutdown(agent.listener, Int32(SHUT_RDWR))
+        close(agent.listener)
     }
 }
