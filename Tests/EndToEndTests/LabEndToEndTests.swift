@@ -55,6 +55,7 @@ import Testing
         #expect(observed.captureAfterBoot.contains("table inet beemesh"), "\(observed.captureAfterBoot)")
     }
 
+    @discardableResult
     private static func lab(_ name: String, _ arguments: [String], timeout: Double = 30) throws -> String {
         try NamespaceLab.run(
             [root + "/tools/lab", "--name", name, "--bin", NamespaceLab.binaries] + arguments,
