@@ -92,6 +92,11 @@ public struct AgentConfiguration: Sendable, Equatable {
             guard let hostPorts, !host.hasPrefix("127."), host != "::1", host != "localhost" else { return nil }
             return (host, hostPorts)
         }
+
+        /// An IPv4 or IPv6 address, not a network or a name.
+        static func isAddress(_ text: String) -> Bool {
+            !text.contains("/") && (try? IPNetwork(parsing: text)) != nil
+        }
     }
 
     public var node: Node
@@ -181,11 +186,20 @@ extension AgentConfiguration {
                 }
                 if let node = map.optional("advertise") {
                     let host = try node.string()
-                    guard (try? IPNetwork(parsing: host))?.prefixLength ?? 0 > 0, host != "0.0.0.0", host != "::"
-                    else { throw node.error("'\(host)' is not an address other nodes can dial") }
+                    guard Pods.isAddress(host), host != "0.0.0.0", host != "::" else {
+                        throw node.error("'\(host)' is not an address (an IP) other nodes can dial")
+                    }
                     pods.advertise = host
                 }
                 if let node = map.optional("hostPorts") { pods.hostPorts = try node.portRange() }
+                if pods.advertise == nil, pods.published(dhtHost: configuration.dht.advertised.host) != nil,
+                    !Pods.isAddress(configuration.dht.advertised.host)
+                {
+                    throw (map.optional("hostPorts") ?? podsNode).error(
+                        "host ports are published on an address: set pods.advertise (dht.advertise names a host, "
+                            + "\(configuration.dht.advertised.host)), or hostPorts: off"
+                    )
+                }
             }
             configuration.pods = pods
         }

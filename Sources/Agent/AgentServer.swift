@@ -20,6 +20,8 @@ public final class AgentServer: Service, Sendable {
     let reconciler: Reconciler?
     /// Each injected pod's own agent socket.
     private let podSockets: PodSockets?
+    /// Where pods are published for other nodes (nil: on their pod addresses).
+    private let published: (host: String, ports: ClosedRange<UInt16>)?
 
     /// - Parameter metrics: the registry swift-metrics reports to, served at `/metrics`.
     public init(configuration: AgentConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil) throws {
@@ -35,6 +37,8 @@ public final class AgentServer: Service, Sendable {
             logger: logger,
             recordDirectory: configuration.node.stateDirectory + "/records"
         )
+        let published = configuration.pods?.published(dhtHost: configuration.dht.advertised.host)
+        self.published = published
         if let pods = configuration.pods {
             let sockets = PodSockets(group: group, sidecarUser: KubernetesObject.sidecarID, logger: logger)
             podSockets = sockets
@@ -49,7 +53,7 @@ public final class AgentServer: Service, Sendable {
                     certificateTTL: pods.certificateTTL,
                     node: configuration.node.name,
                     agentID: identity.id.description,
-                    published: pods.published(dhtHost: configuration.dht.advertised.host).map {
+                    published: published.map {
                         ($0.host, $0.ports, configuration.node.stateDirectory + "/host-ports.json")
                     }
                 ),
@@ -104,7 +108,7 @@ public final class AgentServer: Service, Sendable {
             try FileManager.default.createDirectory(atPath: pods.runDirectory, withIntermediateDirectories: true)
             try FileManager.default.createDirectory(atPath: pods.policies, withIntermediateDirectories: true)
         }
-        if let pods = configuration.pods, let published = pods.published(dhtHost: configuration.dht.advertised.host) {
+        if let published {
             logger.info(
                 "pods that publish a service are published on host ports",
                 metadata: ["address": "\(published.host)", "ports": "\(published.ports)"]

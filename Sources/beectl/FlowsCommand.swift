@@ -25,7 +25,8 @@ struct FlowsCommand: ParsableCommand {
     var proxy: String?
 
     @Option(
-        help: "The node agent's API socket or http://host:port, when no --proxy is given (default: $BEEMESH_AGENT)."
+        help:
+            "The node agent's API socket or http://host:port, when no --proxy is given (default: $BEEMESH_AGENT, else \(AgentConnection.defaultAgent))."
     )
     var agent = AgentConnection.environmentAgent
 

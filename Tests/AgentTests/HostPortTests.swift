@@ -1,4 +1,5 @@
 import Foundation
+import MeshTestSupport
 import Testing
 
 @testable import Agent
@@ -16,13 +17,14 @@ import Testing
         #expect(table.port(for: "a.default", usable: { _ in false }) == 30000, "a pod keeps the port it has")
         #expect(table.port(for: "c.default", usable: { _ in true }) == 30001)
         #expect(table.port(for: "d.default", usable: { _ in true }) == nil, "the range is full")
-        #expect(table.release("b.default") == 30002)
-        #expect(table.port(for: "d.default", usable: { _ in true }) == 30002)
+        #expect(table.keep(only: ["a.default", "c.default"]) == ["b.default"])
+        #expect(table.port(for: "d.default", usable: { _ in true }) == 30002, "a freed port is given again")
         #expect(table.keep(only: ["a.default"]) == ["c.default", "d.default"])
-        #expect(table.assigned == ["a.default": 30000])
+        table.adopt("e.default", port: 31234)
+        #expect(table.assigned == ["a.default": 30000, "e.default": 31234], "podman's port, even outside the range")
     }
 
-    @Test func theTableSurvivesARestartAndARangeChangeGivesUpPortsOutsideIt() throws {
+    @Test func theTableSurvivesARestartAndARangeChangeKeepsRunningPodsPorts() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hostports-\(UUID())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -33,7 +35,9 @@ import Testing
         _ = table.port(for: "b.default", usable: { _ in true })
         try table.save(path: path)
         #expect(try HostPortTable.load(path: path, range: 30000...30010) == table)
-        #expect(try HostPortTable.load(path: path, range: 30001...30010).assigned == ["b.default": 30001])
+        var narrowed = try HostPortTable.load(path: path, range: 30005...30010)
+        #expect(narrowed.assigned == table.assigned, "the pods run with their ports")
+        #expect(narrowed.port(for: "c.default", usable: { _ in true }) == 30005, "new ones come from the new range")
         try "{not json".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: HostPortTableUnreadable.self) { try HostPortTable.load(path: path, range: 30000...30010) }
     }
@@ -41,17 +45,7 @@ import Testing
     @Test func aBoundPortIsNotBindable() throws {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, length) == 0 && listen(listener, 1) == 0 && getsockname(listener, $0, &length) == 0
-            }
-        }
-        #expect(bound)
-        let port = UInt16(bigEndian: address.sin_port)
+        let port = UInt16(try bindLoopback(listener, listening: 1))
         #expect(!HostPortTable.bindable(host: "127.0.0.1", port: port))
         #expect(!HostPortTable.bindable(host: "", port: port), "a wildcard bind collides with it too")
     }
@@ -71,11 +65,22 @@ import Testing
         #expect(explicit?.published(dhtHost: "10.0.0.5")?.host == "192.0.2.7")
         #expect(explicit?.published(dhtHost: "10.0.0.5")?.ports == 31000...31099)
         #expect(try pods("pods: {hostPorts: off}")?.published(dhtHost: "10.0.0.5") == nil)
+        #expect(
+            performing: {
+                try AgentConfiguration.parse(
+                    yaml:
+                        "node: {name: n, ca: /ca}\ndht: {listen: 0.0.0.0:15010, advertise: node-a.lan:15010}\npods: {}",
+                    file: "agent.yaml"
+                )
+            },
+            throws: { "\($0)".contains("set pods.advertise") }
+        )
         for (yaml, message) in [
             ("pods: {hostPorts: 32000-31000}", "is not a port range"),
             ("pods: {hostPorts: 0-10}", "is not a port range"),
-            ("pods: {advertise: 0.0.0.0}", "is not an address other nodes can dial"),
-            ("pods: {advertise: node-a}", "is not an address other nodes can dial"),
+            ("pods: {advertise: 0.0.0.0}", "is not an address (an IP) other nodes can dial"),
+            ("pods: {advertise: node-a}", "is not an address (an IP) other nodes can dial"),
+            ("pods: {advertise: 10.0.0.5/24}", "is not an address (an IP) other nodes can dial"),
         ] {
             #expect(performing: { try pods(yaml) }, throws: { "\($0)".contains(message) })
         }

@@ -249,38 +249,31 @@ import Testing
         #expect(lifecycle.view(of: pod.podmanName) == nil, "forgotten")
     }
 
-    /// An agent that restarts finds its pods running: it opens their agent sockets
-    /// again, and app containers it had not made yet wait for the sidecar.
     /// A node that lost power comes back with its pods' infra containers stopped: a
     /// restarted container would get a new network namespace without capture. The pod
-    /// is rebuilt (removed, then created with its capture), not restarted in place,
-    /// even when podman still reports its containers as running or stopped.
-    @Test func aPodWhoseNetworkNamespaceIsGoneIsRebuiltNotRestarted() throws {
+    /// is rebuilt (removed, then created with its capture after the back-off), not
+    /// restarted in place, whether podman reports its containers running or stopped.
+    @Test(arguments: [PodLifecycle.ContainerState.running, .stopped(status: "exited", exitCode: 137)])
+    func aPodWhoseNetworkNamespaceIsGoneIsRebuiltNotRestarted(sidecar: PodLifecycle.ContainerState) throws {
         let pod = try #require(try Self.pods("orders").first)
         let name = pod.podmanName
         var lifecycle = Self.lifecycle()
         Self.running(pod, in: &lifecycle)
-        let existing = [name: pod.specDigest]
-        for observation in [
-            Self.observation(networkIntact: false),
-            Self.observation(sidecar: .stopped(status: "exited", exitCode: 137), networkIntact: false),
-        ] {
-            let directives = lifecycle.pass(
-                desired: [pod],
-                existing: existing,
-                observed: [name: observation],
-                now: Self.t0 + 5
-            )
-            #expect(
-                directives == [
-                    .remove(pod: name, reason: "its network namespace is gone (the infra container stopped): rebuilt")
-                ]
-            )
-            #expect(lifecycle.view(of: name)?.phase == .pending)
-        }
+        let reason = "its network namespace is gone (the infra container stopped): rebuilt"
+        let directives = lifecycle.pass(
+            desired: [pod],
+            existing: [name: pod.specDigest],
+            observed: [name: Self.observation(sidecar: sidecar, networkIntact: false)],
+            now: Self.t0 + 5
+        )
+        #expect(directives == [.remove(pod: name, reason: reason)])
+        #expect(lifecycle.view(of: name)?.phase == .backingOff(retryAt: Self.t0 + 6))
+        #expect(lifecycle.pass(desired: [pod], existing: [:], observed: [:], now: Self.t0 + 5.5).isEmpty)
         #expect(lifecycle.pass(desired: [pod], existing: [:], observed: [:], now: Self.t0 + 6) == [.create(pod)])
     }
 
+    /// An agent that restarts finds its pods running: it opens their agent sockets
+    /// again, and app containers it had not made yet wait for the sidecar.
     @Test func aRestartedAgentTakesOverRunningPods() throws {
         let pod = try #require(try Self.pods("orders").first)
         let name = pod.podmanName

@@ -27,6 +27,9 @@ import Testing
         var afterCut: [String] = []
         /// `nft list tables` in node 3's pod after the node lost power and booted.
         var captureAfterBoot = ""
+        /// Node 3's host port table before the power loss and after its pod was rebuilt.
+        var hostPortsBefore = ""
+        var hostPortsAfter = ""
     }
 
     @Test func threeNodesServeAcrossNodesRefusePlaintextAndSurviveACut() async throws {
@@ -42,6 +45,13 @@ import Testing
         #expect(observed.inboundSource.address?.hasPrefix("10.250.0.1:") == true, "it came from node 1")
         #expect(observed.plaintext.count >= 11, "\(observed.plaintext)")
         #expect(observed.plaintext.first?.reply.contains("HTTP/") == true, "the control answers: \(observed.plaintext)")
+        // The route to the pod network works (so the refusals through it mean
+        // something): the pod's 15008 accepts the connection (then says nothing to
+        // plaintext), its 15000 answers with a reset.
+        let replies = Dictionary(observed.plaintext, uniquingKeysWith: { first, _ in first })
+        let pod = observed.plaintext.first { $0.probe.hasPrefix("10.88.2.") }?.probe.split(separator: ":").first
+        #expect(pod.flatMap { replies["\($0):15008"] } == "nothing", "\(observed.plaintext)")
+        #expect(pod.flatMap { replies["\($0):15000"] } == "refused ConnectionRefusedError", "\(observed.plaintext)")
         for (probe, reply) in observed.plaintext.dropFirst() {
             #expect(
                 !reply.contains("HTTP/") && !reply.contains("answered") && !reply.contains("beemesh"),
@@ -53,6 +63,8 @@ import Testing
             #expect(line.contains("orders-b-0 answered"), "after node 2 was cut: \(line)")
         }
         #expect(observed.captureAfterBoot.contains("table inet beemesh"), "\(observed.captureAfterBoot)")
+        #expect(observed.hostPortsBefore.contains("\"orders-b-0.default\" : 3"), "\(observed.hostPortsBefore)")
+        #expect(observed.hostPortsAfter == observed.hostPortsBefore, "the rebuilt pod keeps its host port")
     }
 
     @discardableResult
@@ -68,16 +80,7 @@ import Testing
         _ = try? lab(name, ["down"], timeout: 120)  // what a killed earlier run left
         defer { _ = try? lab(name, ["down"], timeout: 120) }
         try lab(name, ["up", "3"], timeout: 300)
-        let state = "/var/lib/beemesh-lab/\(name)"
-        for node in [2, 3] {
-            try FileManager.default.copyItem(
-                atPath: root + "/deploy/policies/lab-demo-allow.yaml",
-                toPath: "\(state)/nodes/\(node)/policies/lab-demo-allow.yaml"
-            )
-        }
-        for node in 1...3 {
-            try lab(name, ["exec", "\(node)", "beectl", "apply", "-f", root + "/deploy/manifests/lab-demo.yaml"])
-        }
+        try lab(name, ["demo", "--apply"], timeout: 300)
 
         // Frontend's answers, which name the replica that served each.
         func frontendLog() -> [String] {
@@ -117,6 +120,8 @@ import Testing
 
         // Node 3 loses power and boots: its pod is rebuilt with its capture (a pod
         // restarted container by container would get a namespace without it).
+        let hostPorts = "/var/lib/beemesh-lab/\(name)/nodes/3/state/host-ports.json"
+        observed.hostPortsBefore = try String(contentsOfFile: hostPorts, encoding: .utf8)
         try lab(name, ["kill", "3"])
         try lab(name, ["start", "3"], timeout: 120)
         let booted = frontendLog().count
@@ -130,6 +135,7 @@ import Testing
             ["exec", "3", "podman", "inspect", infra, "--format", "{{.NetworkSettings.SandboxKey}}"]
         ).trimmingCharacters(in: .whitespacesAndNewlines)
         observed.captureAfterBoot = try NamespaceLab.run(["nsenter", "--net=" + sandbox, "nft", "list", "tables"])
+        observed.hostPortsAfter = try String(contentsOfFile: hostPorts, encoding: .utf8)
         return observed
     }
 

@@ -75,13 +75,21 @@ public struct SplitMix64: RandomNumberGenerator {
 public func freePort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
+    return try bindLoopback(fd)
+}
+
+/// Binds the IPv4 socket `fd` to a port of 127.0.0.1 the kernel picks (and listens,
+/// with `backlog`), and returns the port.
+@discardableResult
+public func bindLoopback(_ fd: Int32, listening backlog: Int32? = nil) throws -> Int {
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     let bound = withUnsafeMutablePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-            bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            bind(fd, pointer, length) == 0 && (backlog.map { listen(fd, $0) == 0 } ?? true)
+                && getsockname(fd, pointer, &length) == 0
         }
     }
     guard bound else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }

@@ -27,19 +27,18 @@ lab() { "$ROOT/tools/lab" --name "$name" --bin "$BIN" "$@"; }
 at_exit 'lab down >/dev/null 2>&1'
 log "lab $name: 3 nodes (tools/lab up 3)"
 lab up 3 >"$WORK/logs/lab-up.log" 2>&1 || { tail_log lab-up; die "tools/lab up failed"; }
-for node in 2 3; do
-    cp "$ROOT/deploy/policies/lab-demo-allow.yaml" "/var/lib/beemesh-lab/$name/nodes/$node/policies/"
-done
-for node in 1 2 3; do lab exec "$node" beectl apply -f "$ROOT/deploy/manifests/lab-demo.yaml" >/dev/null; done
+lab demo --apply >"$WORK/logs/lab-apply.log" 2>&1 || { tail_log lab-apply; die "tools/lab demo --apply failed"; }
 both_serve() {
     local log
     log=$(lab exec 1 beectl logs frontend-0 --tail 20 2>/dev/null) || return 1
     grep -q "orders-a-0 answered" <<<"$log" && grep -q "orders-b-0 answered" <<<"$log"
 }
 wait_until 300 "frontend answered by both orders replicas" both_serve
-netns=$(lab exec 1 podman inspect frontend-0.default.frontend --format '{{.NetworkSettings.SandboxKey}}')
+netns=$(lab exec 1 podman inspect frontend-0.default.frontend --format '{{.NetworkSettings.SandboxKey}}') ||
+    die "cannot inspect frontend's pod"
 # The pod's resolver is captured by its sidecar: any address but loopback will do.
-vip=$(nsenter --net="$netns" dig +short +time=2 @10.88.1.1 orders.default.mesh A | head -1)
+vip=$(nsenter --net="$netns" dig +short +time=2 @10.88.1.1 orders.default.mesh A) || vip=""
+vip=${vip%%$'\n'*}
 [ -n "$vip" ] || die "frontend's sidecar gave no address for orders.default.mesh"
 log "client: $rate requests a second to $vip:8080 (orders.default.mesh) from frontend's pod; node 2 cut after $before s"
 start_bg client nsenter --net="$netns" python3 "$D/lab_client.py" "$vip" 8080 "$rate" $((before + after)) \

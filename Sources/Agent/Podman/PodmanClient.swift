@@ -155,8 +155,14 @@ struct PodmanClient: Sendable {
             var FinishedAt: String?
         }
         struct Network: Decodable {
+            struct Binding: Decodable {
+                var HostIp: String?
+                var HostPort: String?
+            }
             var IPAddress: String?
             var SandboxKey: String?
+            /// `"15008/tcp"` → the host addresses and ports forwarded to it.
+            var Ports: [String: [Binding]?]?
         }
         var Name: String
         var State: State

@@ -11,11 +11,11 @@ struct HostPortTable: Equatable {
     /// podman pod name → host port.
     private(set) var assigned: [String: UInt16] = [:]
 
+    /// A port outside `range` (the range was changed) stays with its pod: the pod
+    /// runs with it, and its record names it. New pods get ports from the range.
     init(range: ClosedRange<UInt16>, assigned: [String: UInt16] = [:]) {
         self.range = range
-        // A port outside the range (the range was changed) is given up; the pod gets
-        // a new one when it is made again.
-        self.assigned = assigned.filter { range.contains($0.value) }
+        self.assigned = assigned
     }
 
     /// `pod`'s port: the one it has, else the lowest free one that `usable` accepts
@@ -31,13 +31,12 @@ struct HostPortTable: Equatable {
         return nil
     }
 
-    /// The pod is gone: its port is free.
-    @discardableResult
-    mutating func release(_ pod: String) -> UInt16? {
-        assigned.removeValue(forKey: pod)
+    /// A running pod's port as podman has it (the table was lost or moved aside).
+    mutating func adopt(_ pod: String, port: UInt16) {
+        assigned[pod] = port
     }
 
-    /// Frees the ports of every pod not in `pods` (removed while the agent was down).
+    /// Frees the ports of every pod not in `pods`.
     mutating func keep(only pods: Set<String>) -> [String] {
         let gone = assigned.keys.filter { !pods.contains($0) }.sorted()
         for pod in gone { assigned.removeValue(forKey: pod) }

@@ -202,10 +202,13 @@ struct PodLifecycle {
                 continue
             }
             if pod.injected, !observation.networkIntact {
-                directives.append(
-                    .remove(pod: name, reason: "its network namespace is gone (the infra container stopped): rebuilt")
-                )
-                state = Pod(desired: pod)
+                let reason = "its network namespace is gone (the infra container stopped): rebuilt"
+                directives.append(.remove(pod: name, reason: reason))
+                // Rebuilt after the back-off: a pod whose infra keeps dying is not
+                // torn down and made again every pass.
+                state.failures += 1
+                state.message = reason
+                state.phase = .backingOff(retryAt: now + Self.backoff(failures: state.failures))
                 continue
             }
             if pod.injected, !observation.agentSocketOpen { directives.append(.openAgentSocket(pod)) }

@@ -91,9 +91,17 @@ final class PodRuntime: @unchecked Sendable {
 
     /// The address other pods dial `pod` at: the node's advertised address and the
     /// pod's host port when it has one, else its pod address, else nil (not known).
-    func endpoint(of pod: DesiredPod, podIP: String?) -> HostPort? {
-        if let published = settings.published, let port = hostPorts?.assigned[pod.podmanName] {
-            return HostPort(host: published.host, port: Int(port))
+    func endpoint(of pod: DesiredPod, podIP: String?, infraPort: UInt16? = nil) -> HostPort? {
+        if let published = settings.published, pod.publishes {
+            if hostPorts?.assigned[pod.podmanName] == nil, let infraPort, var table = hostPorts {
+                // A running pod whose port the table lost: podman's mapping is the truth.
+                table.adopt(pod.podmanName, port: infraPort)
+                try? table.save(path: published.table)
+                hostPorts = table
+            }
+            if let port = hostPorts?.assigned[pod.podmanName] {
+                return HostPort(host: published.host, port: Int(port))
+            }
         }
         return podIP.map(DesiredPod.endpoint(podIP:))
     }
@@ -103,7 +111,7 @@ final class PodRuntime: @unchecked Sendable {
     /// nothing, or when host ports are off.
     private func hostPortMapping(_ pod: DesiredPod) throws -> [PodmanClient.PortMapping]? {
         guard pod.publishes, let published = settings.published, var table = hostPorts else { return nil }
-        let bindHost = (try? IPNetwork(parsing: published.host)) != nil ? published.host : ""
+        let bindHost = published.host
         guard
             let port = table.port(
                 for: pod.podmanName,
@@ -123,9 +131,10 @@ final class PodRuntime: @unchecked Sendable {
         return [.init(host_ip: bindHost, host_port: port, container_port: DesiredPod.mtlsPort)]
     }
 
-    /// Frees the host ports of pods that are neither asked for nor still exist: a pod
-    /// replaced (its objects changed, or rebuilt) keeps its port, one whose objects
-    /// were deleted (or that went while the agent was down) gives it up.
+    /// Frees the host ports of pods that are not asked for (or no longer publish): a
+    /// pod replaced (its objects changed, or rebuilt) keeps its port. A port freed
+    /// while podman still holds it (its pod is being removed) is skipped by the next
+    /// allocation, which binds it first.
     func keepHostPorts(for pods: Set<String>) {
         guard let published = settings.published, var table = hostPorts else { return }
         let freed = table.keep(only: pods)
@@ -171,11 +180,11 @@ final class PodRuntime: @unchecked Sendable {
             }
         }
         let certificate = try? PEMFile.read(directory(of: pod) + "/identity/cert.pem")
-        let infra = try? infraContainer(of: pod)
+        let infra = try? infraContainer(of: pod.podmanName)
         return PodLifecycle.Observation(
             containers: containers,
             ip: infra?.ip,
-            networkIntact: !pod.injected || networkIntact(pod, infra: infra),
+            networkIntact: !pod.injected || networkIntact(podmanName: pod.podmanName, infra: infra),
             identityExpiry: pod.injected
                 ? certificate.flatMap { try? Certificate.parseChain(pem: $0).first?.notAfter } : nil,
             agentSocketOpen: !pod.injected || podSockets?.pods.contains(pod.podmanName) != false
@@ -187,15 +196,17 @@ final class PodRuntime: @unchecked Sendable {
     /// stopped (the node lost power, someone killed it) comes back with a new, empty
     /// namespace, and containers restarted into it would run without capture. A pod
     /// whose namespace was not recorded (made by an earlier agent) is adopted as it is.
-    private func networkIntact(_ pod: DesiredPod, infra: (ip: String?, netns: String, running: Bool)?) -> Bool {
+    private func networkIntact(podmanName: String, infra: Infra?) -> Bool {
         guard let infra else { return true }  // podman did not answer: nothing is known
-        guard infra.running else { return false }
-        let file = directory(of: pod) + "/netns"
-        guard let recorded = try? PEMFile.read(file) else {
-            try? PEMFile.write(file, infra.netns, mode: 0o644)
-            return true
-        }
-        return recorded == infra.netns
+        guard infra.running, !infra.netns.isEmpty else { return false }
+        let file = "\(settings.runDirectory)/\(DesiredPod.directoryName(podmanName: podmanName))/netns"
+        if let recorded = try? PEMFile.read(file) { return recorded == infra.netns }
+        // No record (the pod's directory is on tmpfs, or an earlier agent made the
+        // pod): intact only if its namespace holds the capture table.
+        guard (try? ChildProcess.run([settings.proxyBinary, "capture", "show", "--netns", infra.netns]))?.status == 0
+        else { return false }
+        try? PEMFile.write(file, infra.netns, mode: 0o644)
+        return true
     }
 
     /// Whether the pod's sidecar answers `/ready`: asked once, with a short deadline.
@@ -273,6 +284,15 @@ final class PodRuntime: @unchecked Sendable {
 
     /// Starts an exited container again; false when podman could not.
     func restart(pod: String, container: String, restarts: Int) -> Bool {
+        // podman would start a stopped infra container first, in a new namespace
+        // without capture: such a pod is rebuilt by the next pass instead.
+        guard networkIntact(podmanName: pod, infra: try? infraContainer(of: pod)) else {
+            logger.warning(
+                "not restarting a container whose pod lost its network namespace",
+                metadata: ["pod": "\(pod)"]
+            )
+            return false
+        }
         logger.warning(
             "container exited; restarting",
             metadata: ["pod": "\(pod)", "container": "\(container)", "restarts": "\(restarts)"]
@@ -298,9 +318,12 @@ final class PodRuntime: @unchecked Sendable {
     /// Opens the agent socket of a pod that is already running (the agent restarted).
     func openAgentSocket(_ pod: DesiredPod) {
         do {
-            let ip = try networkNamespace(of: pod).ip
+            let infra = try networkNamespace(of: pod)
             try podSockets?.open(
-                try pod.binding(endpoint: endpoint(of: pod, podIP: ip), trustDomain: nodeCA.trustDomain),
+                try pod.binding(
+                    endpoint: endpoint(of: pod, podIP: infra.ip, infraPort: infra.hostPort),
+                    trustDomain: nodeCA.trustDomain
+                ),
                 at: directory(of: pod) + "/agent/agent.sock",
                 key: pod.podmanName
             )
@@ -346,25 +369,39 @@ final class PodRuntime: @unchecked Sendable {
         }
     }
 
-    /// The pod's infra container: its address, its network namespace (empty when it
-    /// has none, as when it stopped) and whether it runs.
-    func infraContainer(of pod: DesiredPod) throws -> (ip: String?, netns: String, running: Bool) {
-        guard let inspect = try podman.inspectPod(pod.podmanName), let infra = inspect.InfraContainerID,
-            let container = try podman.inspectContainer(infra)
-        else {
-            throw PodmanError(status: nil, message: "pod \(pod.podmanName) has no infra container")
-        }
-        let ip = container.NetworkSettings?.IPAddress
-        return (ip?.isEmpty == false ? ip : nil, container.NetworkSettings?.SandboxKey ?? "", container.State.Running)
+    /// A pod's infra container: its address, its network namespace (empty when it has
+    /// none, as when it stopped), whether it runs, and the host port forwarded to the
+    /// sidecar's mTLS port.
+    struct Infra {
+        var ip: String?
+        var netns: String
+        var running: Bool
+        var hostPort: UInt16?
     }
 
-    /// The network namespace of a pod whose infra container runs.
-    private func networkNamespace(of pod: DesiredPod) throws -> (ip: String?, netns: String) {
-        let infra = try infraContainer(of: pod)
+    func infraContainer(of podmanName: String) throws -> Infra {
+        guard let inspect = try podman.inspectPod(podmanName), let infra = inspect.InfraContainerID,
+            let container = try podman.inspectContainer(infra)
+        else {
+            throw PodmanError(status: nil, message: "pod \(podmanName) has no infra container")
+        }
+        let network = container.NetworkSettings
+        let bindings = network?.Ports?["\(DesiredPod.mtlsPort)/tcp"] ?? nil
+        return Infra(
+            ip: network?.IPAddress?.isEmpty == false ? network?.IPAddress : nil,
+            netns: network?.SandboxKey ?? "",
+            running: container.State.Running,
+            hostPort: bindings?.lazy.compactMap { $0.HostPort.flatMap { UInt16($0) } }.first
+        )
+    }
+
+    /// The infra container of a pod whose network namespace is there to use.
+    private func networkNamespace(of pod: DesiredPod) throws -> Infra {
+        let infra = try infraContainer(of: pod.podmanName)
         guard infra.running, !infra.netns.isEmpty else {
             throw PodmanError(status: nil, message: "pod \(pod.podmanName) has no network namespace")
         }
-        return (infra.ip, infra.netns)
+        return infra
     }
 
     private func installCapture(_ pod: DesiredPod, netns: String) throws {

@@ -249,7 +249,7 @@ final class Reconciler: @unchecked Sendable {
             logger.warning("cannot list pods", metadata: ["error": "\(error)"])
             return
         }
-        runtime.keepHostPorts(for: Set(desired.filter(\.publishes).map(\.podmanName)).union(existing.keys))
+        runtime.keepHostPorts(for: Set(desired.filter(\.publishes).map(\.podmanName)))
         var observed: [String: PodLifecycle.Observation] = [:]
         for pod in desired where existing[pod.podmanName]?.digest == pod.specDigest {
             observed[pod.podmanName] = runtime.observe(pod)

@@ -26,12 +26,34 @@ import NIOPosix
 final class MeshDiscovery: Sendable {
     /// One service's endpoints as last looked up, and the rotation per app port.
     struct Resolution: Sendable {
-        let endpoints: [(endpoint: ProxyConfiguration.Endpoint, ports: [UInt16])]
+        /// `expires`: the record's expiry, seconds since 1970.
+        let endpoints: [(endpoint: ProxyConfiguration.Endpoint, ports: [UInt16], expires: Double)]
         let rotations: [UInt16: EndpointRotation]
         let freshUntil: NIODeadline
 
+        init(
+            endpoints: [(endpoint: ProxyConfiguration.Endpoint, ports: [UInt16], expires: Double)],
+            freshUntil: NIODeadline
+        ) {
+            self.endpoints = endpoints
+            var byPort: [UInt16: [ProxyConfiguration.Endpoint]] = [:]
+            for (endpoint, ports, _) in endpoints {
+                for port in ports { byPort[port, default: []].append(endpoint) }
+            }
+            rotations = byPort.mapValues(EndpointRotation.init)
+            self.freshUntil = freshUntil
+        }
+
         /// The rotation over the endpoints that serve `port` (nil: none does).
         func rotation(for port: UInt16) -> EndpointRotation? { rotations[port] }
+
+        /// This answer without the endpoints whose records expired by `now`; nil when
+        /// none is left (a stale answer is not worth using then).
+        func unexpired(at now: Double) -> Resolution? {
+            let live = endpoints.filter { $0.expires > now }
+            guard !live.isEmpty else { return nil }
+            return live.count == endpoints.count ? self : Resolution(endpoints: live, freshUntil: freshUntil)
+        }
     }
 
     let configuration: ProxyConfiguration.Discovery
@@ -135,19 +157,27 @@ final class MeshDiscovery: Sendable {
 
     // MARK: resolving
 
-    /// The endpoints of `service` (`name.namespace`): from the cache while fresh; a
-    /// stale answer is used at once while one lookup through the agent refreshes it in
-    /// the background (a lookup waits on silent DHT nodes, up to the agent's request
-    /// timeout, and no connection or DNS answer should); only a service never resolved
-    /// waits for its lookup. When the agent cannot answer, the stale answer stays.
+    /// The endpoints of `service` (`name.namespace`): from the cache while fresh. A
+    /// stale answer's endpoints whose records have not expired are used at once while
+    /// one lookup through the agent refreshes it in the background (a lookup waits on
+    /// silent DHT nodes, up to the agent's request timeout, and no connection or DNS
+    /// answer should). A service never resolved, or whose stale answer has no live
+    /// endpoint left (none had published yet, or all expired), waits for its lookup;
+    /// if the agent cannot answer that, the last answer is used.
     func resolve(_ service: String, on loop: any EventLoop) -> EventLoopFuture<Resolution> {
-        guard let cached = cache.withLockedValue({ $0[service] }) else { return lookUp(service, on: loop) }
-        if cached.freshUntil <= NIODeadline.now(), refreshing.withLockedValue({ $0.insert(service).inserted }) {
+        let cached = cache.withLockedValue { $0[service] }
+        if let cached, cached.freshUntil > NIODeadline.now() { return loop.makeSucceededFuture(cached) }
+        guard let stale = cached?.unexpired(at: Date().timeIntervalSince1970) else {
+            return lookUp(service, on: loop).flatMapError { error in
+                cached.map { loop.makeSucceededFuture($0) } ?? loop.makeFailedFuture(error)
+            }
+        }
+        if refreshing.withLockedValue({ $0.insert(service).inserted }) {
             lookUp(service, on: loop).whenComplete { _ in
                 _ = self.refreshing.withLockedValue { $0.remove(service) }
             }
         }
-        return loop.makeSucceededFuture(cached)
+        return loop.makeSucceededFuture(stale)
     }
 
     /// Looks `service` up through the agent and caches the verified answer.
@@ -181,7 +211,7 @@ final class MeshDiscovery: Sendable {
         logger: Logger
     ) -> Resolution {
         let validator = ServiceRecordValidator(bundle: bundle)
-        var endpoints: [(endpoint: ProxyConfiguration.Endpoint, ports: [UInt16])] = []
+        var endpoints: [(endpoint: ProxyConfiguration.Endpoint, ports: [UInt16], expires: Double)] = []
         var earliestExpiry = Double.infinity
         for endpoint in lookup.endpoints {
             do throws(ServiceRecordError) {
@@ -193,8 +223,11 @@ final class MeshDiscovery: Sendable {
                 else {
                     throw ServiceRecordError(.malformed, "endpoint or identity unreadable")
                 }
-                endpoints.append((ProxyConfiguration.Endpoint(address: address, identity: identity), service.ports))
-                earliestExpiry = min(earliestExpiry, Double(service.expires) / 1e9)
+                let expires = Double(service.expires) / 1e9
+                endpoints.append(
+                    (ProxyConfiguration.Endpoint(address: address, identity: identity), service.ports, expires)
+                )
+                earliestExpiry = min(earliestExpiry, expires)
             } catch {
                 rejected?.increment(error.code.rawValue)
                 logger.warning(
@@ -203,17 +236,9 @@ final class MeshDiscovery: Sendable {
                 )
             }
         }
-        var byPort: [UInt16: [ProxyConfiguration.Endpoint]] = [:]
-        for (endpoint, ports) in endpoints {
-            for port in ports { byPort[port, default: []].append(endpoint) }
-        }
         let untilExpiry = earliestExpiry - Date().timeIntervalSince1970
         let fresh = max(0, min(cacheTTL, untilExpiry))
-        return Resolution(
-            endpoints: endpoints,
-            rotations: byPort.mapValues(EndpointRotation.init),
-            freshUntil: .now() + .seconds(fresh)
-        )
+        return Resolution(endpoints: endpoints, freshUntil: .now() + .seconds(fresh))
     }
 
     // MARK: virtual IPs
