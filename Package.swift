@@ -76,6 +76,11 @@ let package = Package(
             dependencies: ["MeshIdentity"],
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
         ),
+        // Raft as a pure state machine; its simulator runs thousands of seeded groups.
+        .target(
+            name: "Raft",
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        ),
         .target(
             name: "Capture",
             dependencies: ["CNetfilter", "MeshNet"]
@@ -217,6 +222,24 @@ let package = Package(
         .testTarget(
             name: "KademliaTests",
             dependencies: ["Kademlia", "KademliaSimulation", "MeshIdentity"]
+        ),
+        .testTarget(
+            name: "RaftTests",
+            dependencies: ["Raft", "RaftSimulation"]
+        ),
+        .target(
+            name: "RaftSimulation",
+            dependencies: ["Raft"],
+            path: "Tests/RaftSimulation",
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        ),
+        .executableTarget(
+            name: "beemesh-raft-sim",
+            dependencies: [
+                "Raft",
+                "RaftSimulation",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .target(
             name: "KademliaSimulation",
