@@ -52,7 +52,7 @@ public struct Raft: Sendable {
         /// from `entries.first.index` on.
         case persist(HardState, entries: [LogEntry])
         /// A snapshot from the leader: keep it, restore the state machine from it, and
-        /// drop the log up to it.
+        /// replace the whole log with it (no entry before or after it stays).
         case installSnapshot(Snapshot)
         case send(RaftMessage)
         /// Committed entries, in order: apply them to the state machine.
@@ -140,6 +140,8 @@ public struct Raft: Sendable {
     private var pendingMembershipIndex: UInt64 = 0
     /// This campaign was asked for by the leader (TimeoutNow).
     private var transferCampaign = false
+    /// When this member last became a pre-candidate.
+    private var preCampaignStarted: UInt64 = 0
     private var out: [Directive] = []
 
     /// A member as its disk left it. `bootstrap` is the group's first membership (the
@@ -371,6 +373,7 @@ public struct Raft: Sendable {
         setLeader(nil)
         leaderContact = nil
         if pre {
+            if role != .preCandidate { preCampaignStarted = now }
             role = .preCandidate
         } else {
             role = .candidate
@@ -440,8 +443,9 @@ public struct Raft: Sendable {
             case .append, .installSnapshot:
                 // A deposed leader: our term tells it to step down.
                 send(to: message.from, .appendReply(success: false, index: 0, conflictTerm: nil, round: 0))
-            case .requestVote(pre: true, _, _, _):
-                send(to: message.from, .vote(pre: true, granted: false))
+            case .requestVote(let pre, _, _, _):
+                // A candidate behind: our term tells it.
+                send(to: message.from, .vote(pre: pre, granted: false))
             default:
                 break
             }
@@ -451,6 +455,9 @@ public struct Raft: Sendable {
         case .requestVote(let pre, let lastIndex, let lastTerm, let transfer):
             handleVoteRequest(message, pre: pre, lastIndex: lastIndex, lastTerm: lastTerm, transfer: transfer)
         case .vote(let pre, let granted):
+            // A pre-vote answers the campaign for the next term, a vote this term's:
+            // a late answer to an earlier campaign counts for nothing.
+            guard message.term == (pre ? term + 1 : term) else { return }
             handleVote(from: message.from, pre: pre, granted: granted)
         case .append(let prevIndex, let prevTerm, let entries, let commit, let round):
             handleAppend(
@@ -495,8 +502,13 @@ public struct Raft: Sendable {
         // Two members that timed out together would each win the other's pre-vote and
         // split the real vote: between pre-candidates with equal logs, the higher ID
         // gets it.
+        // Only while both campaigns are new: a pre-candidate that cannot win by itself
+        // must not hold up the others for good.
         let sameLog = lastTerm == log.lastTerm && lastIndex == log.lastIndex
-        let yields = !(pre && role == .preCandidate && sameLog) || message.from > id
+        let racing =
+            pre && role == .preCandidate && sameLog
+            && now < preCampaignStarted + 2 * configuration.heartbeatInterval
+        let yields = !racing || message.from > id
         let granted = upToDate && free && (transfer || !inLease) && role != .leader && yields
         if granted, !pre {
             vote = message.from
@@ -529,6 +541,7 @@ public struct Raft: Sendable {
         leaderCommit: UInt64,
         round: UInt64
     ) {
+        precondition(role != .leader, "two leaders in term \(term): \(id) and \(member)")
         if role != .follower || leader != member { becomeFollower(term: term, leader: member) }
         leaderContact = now
         resetElectionTimer()
@@ -579,6 +592,7 @@ public struct Raft: Sendable {
     }
 
     private mutating func handleSnapshot(from member: RaftID, _ snapshot: Snapshot) {
+        precondition(role != .leader, "two leaders in term \(term): \(id) and \(member)")
         if role != .follower || leader != member { becomeFollower(term: term, leader: member) }
         leaderContact = now
         resetElectionTimer()
@@ -788,6 +802,7 @@ public struct Raft: Sendable {
         if !membership.contains(id), pendingMembershipIndex <= commit {
             becomeFollower(term: term, leader: nil)  // this leader removed itself
         }
+        checkReads()  // a membership change may make the quorum
     }
 
     private mutating func applyCommitted() {

@@ -58,6 +58,9 @@ public struct RaftSimulator {
         public var committed: UInt64 = 0
         public var acknowledgedWrites = 0
         public var messages = 0
+        /// Raft's own invariants broken: two leaders of one term, or two members that
+        /// applied different entries at one index (each described).
+        public var safetyViolations: [String] = []
     }
 
     // MARK: the world
@@ -127,9 +130,12 @@ public struct RaftSimulator {
     private var down: Set<Int> = []
     private var faultActive = false
     private var lastCommitByLeader: UInt64 = 0
-    private var membershipStep = 0
-    /// The member outside the group, added next.
-    private var spare: Int?
+    /// Who led each term, and the term of the entry applied at each index.
+    private var leaders: [UInt64: Int] = [:]
+    private var appliedTerms: [UInt64: UInt64] = [:]
+    /// Timestamps of the history: the time, then the order of events at that time.
+    private var stampTime: UInt64 = 0
+    private var stampCount: UInt64 = 0
     public private(set) var leaderCommits: [(time: UInt64, member: Int, term: UInt64)] = []
 
     public init(_ settings: Settings) {
@@ -138,7 +144,6 @@ public struct RaftSimulator {
         // With membership changes, one more member waits outside the group to join it.
         let count = settings.members + (settings.membershipChanges ? 1 : 0)
         ids = (0..<count).map { RaftID($0 + 1) }
-        spare = settings.membershipChanges ? count - 1 : nil
         for index in 0..<count {
             var member = Member()
             if settings.drift > 0 {
@@ -407,8 +412,14 @@ public struct RaftSimulator {
             if let pending = members[member].reads.removeValue(forKey: id) {
                 respond(member, pending, .unknown, failed: true, leader: leader.map { Int($0 - 1) })
             }
-        case .leaderChanged(let leader, _):
-            if leader == ids[member] { report.elections += 1 }
+        case .leaderChanged(let leader, let term):
+            if leader == ids[member] {
+                report.elections += 1
+                if let other = leaders[term], other != member {
+                    report.safetyViolations.append("members \(other + 1) and \(member + 1) both led term \(term)")
+                }
+                leaders[term] = member
+            }
             mix(5, now, UInt64(member), leader ?? 0)
         case .wake(let at):
             let due = now + globalDelay(member, untilLocal: at)
@@ -437,8 +448,9 @@ public struct RaftSimulator {
             report.committed = raft.commit
             leaderCommits.append((now, member, raft.term))
         }
+        // Recovered: a leader serves, and nobody running knows of a later term.
         if let raft = members[member].raft, raft.leadsWithCommit, let heal = report.lastHeal, report.recovery == nil,
-            now >= heal
+            now >= heal, members.indices.allSatisfy({ down.contains($0) || (members[$0].raft?.term ?? 0) <= raft.term })
         {
             report.recovery = now - heal
         }
@@ -469,6 +481,12 @@ public struct RaftSimulator {
 
     private mutating func apply(_ member: Int, _ entry: LogEntry) {
         members[member].applied = entry.index
+        if let term = appliedTerms[entry.index], term != entry.term {
+            report.safetyViolations.append(
+                "member \(member + 1) applied index \(entry.index) of term \(entry.term), another member term \(term)"
+            )
+        }
+        appliedTerms[entry.index] = entry.term
         members[member].sinceSnapshot += 1
         let pending = members[member].proposals.removeValue(forKey: entry.index)
         guard case .command(let bytes) = entry.kind else {
@@ -539,7 +557,7 @@ public struct RaftSimulator {
         }
         operations[client][number] = report.history.count
         report.history.append(
-            KVOperation(client: client, key: key, kind: kind, outcome: .unknown, called: now, returned: .max)
+            KVOperation(client: client, key: key, kind: kind, outcome: .unknown, called: stamp(), returned: .max)
         )
         clients[client].current = number
         let target = clients[client].leaderHint ?? Int(random.next() % UInt64(members.count))
@@ -554,11 +572,23 @@ public struct RaftSimulator {
         guard let position = operations[client][operation] else { return }
         clients[client].current = nil
         report.history[position].outcome = outcome
-        report.history[position].returned = now
+        report.history[position].returned = stamp()
         if outcome != .unknown, outcome != .failed, report.history[position].kind != .get {
             report.acknowledgedWrites += 1
         }
         schedule(in: 1_000_000 + random.next() % 20_000_000, .clientNext(client: client))
+    }
+
+    /// The time in the history: nanoseconds times 1,024 plus the order of the call or
+    /// return among those at the same nanosecond, so that the checker sees events of one
+    /// instant in the order they happened.
+    private mutating func stamp() -> UInt64 {
+        if now != stampTime {
+            stampTime = now
+            stampCount = 0
+        }
+        stampCount = min(stampCount + 1, 1023)
+        return now << 10 | stampCount
     }
 
     private func operationKey(_ pending: PendingOperation) -> String {
@@ -659,31 +689,32 @@ public struct RaftSimulator {
         schedule(in: length, .heal)
     }
 
-    /// One server at a time: the member outside the group joins as a learner, is
-    /// promoted once it has caught up, and then a voter other than the leader is
-    /// removed and waits outside in its turn; repeated while the run lasts.
+    /// One server at a time, read from the serving leader's membership: a learner is
+    /// promoted (once caught up), else the member outside the group joins as a
+    /// learner, else (all vote) a voter other than the leader is removed and waits
+    /// outside in its turn; repeated while the run lasts.
     private mutating func changeMembership() {
         defer {
             if now < settings.duration { schedule(in: 700_000_000, .membership) }
         }
-        guard let leader, let raft = members[leader].raft, let spare else { return }
+        guard
+            let leader = members.indices.filter({ members[$0].raft?.leadsWithCommit == true && !down.contains($0) })
+                .max(by: { term(of: $0) < term(of: $1) }),
+            let membership = members[leader].raft?.membership
+        else { return }
         let change: MembershipChange
-        switch membershipStep {
-        case 0:
-            change = .addLearner(ids[spare])
-        case 1:
-            change = .promote(ids[spare])
-        default:
-            let voters = members.indices.filter { $0 != leader && $0 != spare && raft.membership.isVoter(ids[$0]) }
+        if let learner = membership.learners.first {
+            change = .promote(learner)
+        } else if let outside = ids.first(where: { !membership.contains($0) }) {
+            change = .addLearner(outside)
+        } else {
+            let voters = membership.voters.filter { $0 != ids[leader] }
             guard !voters.isEmpty else { return }
-            let victim = voters[Int(random.next() % UInt64(voters.count))]
-            change = .remove(ids[victim])
+            change = .remove(voters[Int(random.next() % UInt64(voters.count))])
         }
         do {
             let directives = try members[leader].raft!.changeMembership(change, now: localTime(leader))
-            if case .remove(let removed) = change { self.spare = Int(removed - 1) }
-            membershipStep = (membershipStep + 1) % 3
-            mix(7, now, UInt64(membershipStep))
+            mix(7, now)
             carry(leader, directives)
         } catch {
             // Not yet (a change pending, the learner behind): the next round.

@@ -6,6 +6,9 @@ public enum FaultRuns {
     public struct Result: Sendable {
         public var runs = 0
         public var violations: [UInt64] = []
+        /// Seeds where Raft's own invariants broke (two leaders of a term, diverging
+        /// applied entries), with what broke.
+        public var safety: [(seed: UInt64, what: String)] = []
         public var recovered = 0
         /// Seeds whose leader did not commit within the bound after the last heal:
         /// the heal's time and the recovery (nil: none before the end).
@@ -37,6 +40,7 @@ public enum FaultRuns {
             let report = simulator.run()
             result.runs += 1
             if !report.verdict.linearizable { result.violations.append(seed) }
+            if let first = report.safetyViolations.first { result.safety.append((seed, first)) }
             let bound = 2 * RaftSimulator.Settings(seed: seed).electionMax
             if let recovery = report.recovery, recovery <= bound {
                 result.recovered += 1
@@ -57,7 +61,7 @@ public enum FaultRuns {
 }
 
 /// A steady group whose leader crashes: milliseconds from the crash to the first
-/// entry a new leader commits.
+/// entry a new leader commits (infinity when none did within 30 s).
 public enum CrashRuns {
     public static func run(
         trials: Int,
@@ -86,19 +90,24 @@ public enum CrashRuns {
                 simulator.run(until: time)
             } while simulator.leader == nil || simulator.leaderCommits.isEmpty
             simulator.run(until: time + seed % 7 * 37_000_000)
-            guard let leader = simulator.leader else { continue }
+            guard let leader = simulator.leader else {
+                downtimes.append(.infinity)
+                continue
+            }
             let crashed = simulator.time
             simulator.crash(leader)
             let commitsBefore = simulator.leaderCommits.count
             var waited: UInt64 = 0
+            var downtime = Double.infinity
             while waited < 30_000_000_000 {
                 waited += 10_000_000
                 simulator.run(until: crashed + waited)
                 if let commit = simulator.leaderCommits.dropFirst(commitsBefore).first(where: { $0.member != leader }) {
-                    downtimes.append(Double(commit.time - crashed) / 1e6)
+                    downtime = Double(commit.time - crashed) / 1e6
                     break
                 }
             }
+            downtimes.append(downtime)
         }
         return downtimes
     }

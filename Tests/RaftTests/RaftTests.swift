@@ -213,7 +213,57 @@ import Testing
         #expect(cluster.failedReads[1] == [43])
     }
 
-    @Test func aDivergedFollowerIsRepairedAndALaggingOneGetsTheSnapshot() throws {
+    /// A leader cut off with entries no one else has; a new leader overwrites them; back
+    /// on the network, the old leader's conflicting tail is truncated (term back-off)
+    /// and its log becomes the new leader's.
+    @Test func aDivergedFollowerIsTruncatedToTheLeadersLog() throws {
+        var cluster = Cluster([1, 2, 3])
+        cluster.elect(1, at: 3 * Self.second)
+        cluster.isolated = [1]
+        for index in 0..<5 { _ = try cluster.propose(1, "lost\(index)") }
+        cluster.deliver()
+        cluster.elect(2, at: cluster.now + 3 * Self.second)
+        #expect(cluster.members[2]?.role == .leader && cluster.members[2]?.term == 2)
+        _ = try cluster.propose(2, "kept")
+        cluster.deliver()
+        cluster.isolated = []
+        for step in 1...5 {
+            cluster.tick(2, at: cluster.now + UInt64(step) * Self.second / 10)
+            cluster.deliver()
+        }
+        #expect(cluster.members[1]?.role == .follower && cluster.members[1]?.leader == 2)
+        #expect(cluster.disks[1]?.entries.map(\.term) == cluster.disks[2]?.entries.map(\.term))
+        #expect(cluster.commands(1) == ["kept"], "the lost entries were never applied anywhere")
+    }
+
+    /// The order a shell relies on: what a vote or an acknowledgement promises is
+    /// persisted by a directive before the message that carries it.
+    @Test func aVoteAndAnAcknowledgementComeAfterTheirPersist() throws {
+        var voter = Raft(
+            configuration: Raft.Configuration(id: 2),
+            storage: RaftStorage(),
+            bootstrap: Membership(voters: [1, 2, 3]),
+            seed: 1
+        )
+        _ = voter.start(now: 0)
+        let request = RaftMessage.Body.requestVote(pre: false, lastIndex: 0, lastTerm: 0, transfer: false)
+        let vote = voter.receive(RaftMessage(from: 1, to: 2, term: 1, body: request), now: 3 * Self.second)
+        let persisted = vote.firstIndex { if case .persist(let state, _) = $0 { state.vote == 1 } else { false } }
+        let sent = vote.firstIndex {
+            if case .send(let message) = $0 { message.body == .vote(pre: false, granted: true) } else { false }
+        }
+        #expect(persisted != nil && sent != nil && persisted! < sent!, "\(vote)")
+        let entry = LogEntry(term: 1, index: 1, kind: .command([1]))
+        let body = RaftMessage.Body.append(prevIndex: 0, prevTerm: 0, entries: [entry], commit: 0, round: 0)
+        let append = voter.receive(RaftMessage(from: 1, to: 2, term: 1, body: body), now: 3 * Self.second)
+        let stored = append.firstIndex { if case .persist(_, let entries) = $0 { entries == [entry] } else { false } }
+        let acknowledged = append.firstIndex {
+            if case .send(let message) = $0, case .appendReply(true, 1, _, _) = message.body { true } else { false }
+        }
+        #expect(stored != nil && acknowledged != nil && stored! < acknowledged!, "\(append)")
+    }
+
+    @Test func aLaggingFollowerGetsTheSnapshot() throws {
         var cluster = Cluster([1, 2, 3])
         cluster.elect(1, at: 3 * Self.second)
         cluster.isolated = [3]
