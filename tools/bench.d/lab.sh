@@ -22,10 +22,10 @@ build
 rate=${BENCH_LAB_RATE:-10}
 before=${BENCH_LAB_BEFORE:-10}
 after=${BENCH_LAB_AFTER:-50}
-name=b$$
-lab() { "$ROOT/tools/lab" --name "$name" --bin "$BIN" "$@"; }
+lab_name=b$$  # not "name": the cleanup trap has a local of that name
+lab() { "$ROOT/tools/lab" --name "$lab_name" --bin "$BIN" "$@"; }
 at_exit 'lab down >/dev/null 2>&1'
-log "lab $name: 3 nodes (tools/lab up 3)"
+log "lab $lab_name: 3 nodes (tools/lab up 3)"
 lab up 3 >"$WORK/logs/lab-up.log" 2>&1 || { tail_log lab-up; die "tools/lab up failed"; }
 lab demo --apply >"$WORK/logs/lab-apply.log" 2>&1 || { tail_log lab-apply; die "tools/lab demo --apply failed"; }
 both_serve() {
