@@ -287,8 +287,11 @@ final class PodRuntime: @unchecked Sendable {
         // podman would start a stopped infra container first, in a new namespace
         // without capture: such a pod is rebuilt by the next pass instead. (A pod
         // without a sidecar has no capture to lose.)
-        let sidecar = Result { try podman.inspectContainer("\(pod).\(DesiredPod.sidecarName)") }
-        let injected = (try? sidecar.get()).map { $0 != nil } ?? true  // podman did not say: assume one
+        let injected: Bool
+        switch Result(catching: { try podman.inspectContainer("\(pod).\(DesiredPod.sidecarName)") }) {
+        case .success(let sidecar): injected = sidecar != nil
+        case .failure: injected = true  // podman did not say: assume one
+        }
         guard !injected || networkIntact(podmanName: pod, infra: try? infraContainer(of: pod)) else {
             logger.warning(
                 "not restarting a container whose pod lost its network namespace",
