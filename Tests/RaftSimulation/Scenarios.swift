@@ -84,11 +84,7 @@ public enum CrashRuns {
             settings.settle = 0
             var simulator = RaftSimulator(settings)
             // Until a leader has committed, then a little more (a random phase).
-            var time: UInt64 = 0
-            repeat {
-                time += 100_000_000
-                simulator.run(until: time)
-            } while simulator.leader == nil || simulator.leaderCommits.isEmpty
+            let time = simulator.runUntilALeaderCommits()
             simulator.run(until: time + seed % 7 * 37_000_000)
             guard let leader = simulator.leader else {
                 downtimes.append(.infinity)
@@ -131,11 +127,7 @@ public enum PartitionRuns {
             settings.duration = 120_000_000_000
             settings.settle = 0
             var simulator = RaftSimulator(settings)
-            var time: UInt64 = 0
-            repeat {
-                time += 100_000_000
-                simulator.run(until: time)
-            } while simulator.leader == nil || simulator.leaderCommits.isEmpty
+            let time = simulator.runUntilALeaderCommits()
             guard let leader = simulator.leader else { continue }
             let follower = (leader + 1 + Int(seed % 2)) % settings.members
             let term = simulator.term(of: leader)
@@ -149,5 +141,17 @@ public enum PartitionRuns {
             result.leaderChanges += simulator.summary.elections - elections
         }
         return result
+    }
+}
+
+extension RaftSimulator {
+    /// Runs in steps of 100 ms until a leader has committed; returns the time reached.
+    mutating func runUntilALeaderCommits() -> UInt64 {
+        var time: UInt64 = 0
+        repeat {
+            time += 100_000_000
+            run(until: time)
+        } while leader == nil || leaderCommits.isEmpty
+        return time
     }
 }
