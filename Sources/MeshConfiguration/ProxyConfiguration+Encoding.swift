@@ -40,13 +40,14 @@ extension ProxyConfiguration.Endpoint: Encodable {
 
 extension ProxyConfiguration.Timeouts {
     private enum CodingKeys: String, CodingKey {
-        case connect, nextEndpoint, handshake, firstByte, preface, idle, drain
+        case connect, nextEndpoint, ejection, handshake, firstByte, preface, idle, drain
     }
 
     public func encode(to encoder: any Encoder) throws {
         var values = encoder.container(keyedBy: CodingKeys.self)
         for (key, seconds) in [
-            (CodingKeys.connect, connect), (.nextEndpoint, nextEndpoint), (.handshake, handshake),
+            (CodingKeys.connect, connect), (.nextEndpoint, nextEndpoint), (.ejection, ejection),
+            (.handshake, handshake),
             (.firstByte, firstByte), (.preface, preface),
             (.idle, idle), (.drain, drain),
         ] {

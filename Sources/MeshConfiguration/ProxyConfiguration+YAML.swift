@@ -158,7 +158,7 @@ extension ProxyConfiguration {
 
         if let timeoutsNode = top.optional("timeouts") {
             let map = try timeoutsNode.mapping(allowed: [
-                "connect", "nextEndpoint", "handshake", "firstByte", "preface", "idle", "drain",
+                "connect", "nextEndpoint", "ejection", "handshake", "firstByte", "preface", "idle", "drain",
             ])
             if let node = map.optional("firstByte") {
                 configuration.timeouts.firstByte = try node.duration(positive: true)
@@ -166,6 +166,9 @@ extension ProxyConfiguration {
             if let node = map.optional("connect") { configuration.timeouts.connect = try node.duration(positive: true) }
             if let node = map.optional("nextEndpoint") {
                 configuration.timeouts.nextEndpoint = try node.duration(positive: true)
+            }
+            if let node = map.optional("ejection") {
+                configuration.timeouts.ejection = try node.duration(positive: true)
             }
             if let node = map.optional("handshake") {
                 configuration.timeouts.handshake = try node.duration(positive: true)

@@ -111,6 +111,10 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         /// to answer carries the connection (Happy Eyeballs between endpoints).
         /// Default 250 ms.
         public var nextEndpoint: Double = 0.25
+        /// An endpoint that failed an attempt, or was still silent when a later one
+        /// answered, is tried after the others for this long, doubling with each
+        /// failure in a row up to 60 s (passive outlier ejection). Default 1 s.
+        public var ejection: Double = 1
         /// The whole TLS handshake. Default 10 s.
         public var handshake: Double = 10
         /// An inbound mTLS connection that sends nothing this long after it is

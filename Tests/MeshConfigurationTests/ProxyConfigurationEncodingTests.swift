@@ -67,6 +67,7 @@ import Testing
         configuration.flows.recordQuery = true
         configuration.timeouts.connect = 0.000_01
         configuration.timeouts.nextEndpoint = 0.1
+        configuration.timeouts.ejection = 4
         configuration.timeouts.handshake = 3
         configuration.timeouts.firstByte = 0.5
         configuration.timeouts.preface = 2

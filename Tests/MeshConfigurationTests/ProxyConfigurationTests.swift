@@ -18,6 +18,7 @@ import Testing
         #expect(configuration.routes.isEmpty)
         #expect(configuration.timeouts.connect == 5)
         #expect(configuration.timeouts.nextEndpoint == 0.25)
+        #expect(configuration.timeouts.ejection == 1)
         #expect(configuration.timeouts.handshake == 10)
         #expect(configuration.timeouts.idle == 3600)
         #expect(configuration.timeouts.drain == 30)

@@ -108,11 +108,12 @@ final class EndpointHealthTable: Sendable {
         health.withLockedValue { $0.order(endpoints, address: { $0.address.description }, now: now) }
     }
 
-    /// Returns whether `address` was ejected anew (not already).
-    func failed(_ address: String, now: UInt64) -> Bool {
+    /// Returns whether `address` was ejected anew (not already), for `firstEjection`
+    /// nanoseconds after a first failure (`timeouts.ejection`).
+    func failed(_ address: String, now: UInt64, firstEjection: UInt64 = EndpointHealth.firstEjection) -> Bool {
         health.withLockedValue { health in
             defer { if health.count > 1024 { health.sweep(now: now) } }
-            return health.failed(address, now: now) != nil
+            return health.failed(address, now: now, firstEjection: firstEjection) != nil
         }
     }
 
@@ -122,8 +123,8 @@ final class EndpointHealthTable: Sendable {
 }
 
 /// Passive outlier ejection: an endpoint that failed an attempt is tried after the
-/// others for a while (1 s after its first failure, doubling with each failure in a
-/// row, at most 60 s), so later connections do not pay for it again; one answer
+/// others for a while (`timeouts.ejection`, 1 s by default, after its first failure,
+/// doubling with each failure in a row, at most 60 s), so later connections do not pay for it again; one answer
 /// restores it. Ejected endpoints are still tried, last, when no other is left: a
 /// route whose endpoints all failed keeps trying them, as Envoy's panic mode does.
 /// Pure: the time is given. Keyed by the endpoint's address.
@@ -142,13 +143,13 @@ struct EndpointHealth: Sendable {
     /// nil when it was ejected already: failures while it is (connections that were
     /// under way together) say nothing new about the endpoint.
     @discardableResult
-    mutating func failed(_ address: String, now: UInt64) -> UInt64? {
+    mutating func failed(_ address: String, now: UInt64, firstEjection: UInt64 = Self.firstEjection) -> UInt64? {
         var record = records[address] ?? Record(failures: 0, ejectedUntil: 0)
         guard record.ejectedUntil <= now else { return nil }
         record.failures += 1
         let doubling = UInt64(1) << UInt64(min(record.failures - 1, 16))
         let period = min(
-            Self.firstEjection.multipliedReportingOverflow(by: doubling).partialValue,
+            firstEjection.multipliedReportingOverflow(by: doubling).partialValue,
             Self.longestEjection
         )
         record.ejectedUntil = now + period

@@ -150,7 +150,12 @@ final class OutboundRouteHandler: ChannelInboundHandler, RemovableChannelHandler
 
     /// Moves `candidates[index]` to the back of the line for a while.
     private func eject(_ index: Int, now: UInt64) {
-        if environment.endpointHealth.failed(candidates[index].address.description, now: now) {
+        let firstEjection = UInt64(environment.configuration.timeouts.ejection * 1e9)
+        if environment.endpointHealth.failed(
+            candidates[index].address.description,
+            now: now,
+            firstEjection: firstEjection
+        ) {
             environment.metrics.endpointEjected()
         }
     }
