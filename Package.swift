@@ -81,6 +81,12 @@ let package = Package(
             name: "Raft",
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
         ),
+        // A Raft group's write-ahead log and snapshot on disk (the I/O Raft leaves out).
+        .target(
+            name: "RaftPersistence",
+            dependencies: ["Raft"],
+            swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        ),
         .target(
             name: "Capture",
             dependencies: ["CNetfilter", "MeshNet"]
@@ -225,11 +231,11 @@ let package = Package(
         ),
         .testTarget(
             name: "RaftTests",
-            dependencies: ["Raft", "RaftSimulation"]
+            dependencies: ["MeshTestSupport", "Raft", "RaftPersistence", "RaftSimulation"]
         ),
         .target(
             name: "RaftSimulation",
-            dependencies: ["Raft"],
+            dependencies: ["Raft", "RaftPersistence"],
             path: "Tests/RaftSimulation",
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
         ),
@@ -237,6 +243,7 @@ let package = Package(
             name: "beemesh-raft-sim",
             dependencies: [
                 "Raft",
+                "RaftPersistence",
                 "RaftSimulation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

@@ -19,8 +19,22 @@ struct RaftSim: ParsableCommand {
     @Option(help: "Partitioned-follower trials (PreVote).") var partitionTrials = 1000
     @Option(help: "Virtual seconds of faults and workload per seed.") var seconds: UInt64 = 20
     @Option(help: "Instead: print the members of this fault seed every half second.") var traceSeed: UInt64?
+    @Option(
+        help: ArgumentHelp(
+            "Instead: append entries to the Raft log in this directory, printing each index once synced.",
+            discussion: "The writer of the log's crash test, which kills it with SIGKILL."
+        )
+    )
+    var logWriter: String?
+    @Option(help: "With --log-writer: stop after this many entries.") var entries: UInt64?
 
     func run() throws {
+        if let logWriter {
+            try LogCrashWorkload.run(directory: logWriter, entries: entries, seed: firstSeed) { index in
+                FileHandle.standardOutput.write(Data("acknowledged \(index)\n".utf8))
+            }
+            return
+        }
         if let traceSeed {
             let settings = FaultRuns.settings(seed: traceSeed, seconds: seconds)
             var simulator = RaftSimulator(settings)
