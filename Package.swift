@@ -259,8 +259,8 @@ let package = Package(
         .target(
             name: "FuzzTargets",
             dependencies: [
-                "Agent", "Kademlia", "MeshAPI", "MeshConfiguration", "MeshIdentity", "Policy", "Proxy",
-                .product(name: "NIOCore", package: "swift-nio"),
+                "Agent", "Kademlia", "MeshAPI", "MeshConfiguration", "MeshIdentity", "Policy", "Proxy", "Raft",
+                "RaftPersistence", .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tests/FuzzTargets"
         ),

@@ -1,3 +1,5 @@
+import Raft
+
 /// How a record sits in a file, so that a torn or damaged one is always noticed:
 ///
 /// ```

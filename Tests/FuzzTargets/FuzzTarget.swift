@@ -5,9 +5,11 @@ import MeshConfiguration
 import MeshIdentity
 import NIOCore
 import Policy
+import Raft
 
 @testable import Agent
 @testable import Proxy
+@testable import RaftPersistence
 
 /// Every parser that reads bytes from outside the process, as a libFuzzer target
 /// (`tools/fuzz TARGET`) and as a replay of committed inputs (the test suite runs
@@ -32,6 +34,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// The agent API's request bodies and queries: `PublishRequest` JSON, a signed
     /// record in it, `FlowFilter` queries, manifests.
     case agentAPI = "agent-api"
+    /// `RaftMessage` from a peer (it must survive its own re-encoding), and the same
+    /// bytes as a Raft write-ahead log: `RecordFrame.scan` and `RaftRecord`.
+    case raft
 
     public func run(_ bytes: [UInt8]) {
         switch self {
@@ -41,10 +46,25 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .http: Self.http(bytes)
         case .yaml: Self.yaml(bytes)
         case .agentAPI: Self.agentAPI(bytes)
+        case .raft: Self.raft(bytes)
         }
     }
 
     // MARK: targets
+
+    private static func raft(_ bytes: [UInt8]) {
+        if let message = try? RaftMessage(decoding: bytes[...]) {
+            let again = try? RaftMessage(decoding: message.encoded()[...])
+            precondition(again == message, "a Raft message changed through its own encoding: \(message)")
+        }
+        let file = RaftGroupStore.logMagic + bytes
+        let scan = RecordFrame.scan(file, from: 8)
+        for payload in scan.payloads {
+            if let record = RaftRecord.decode(file[payload]) {
+                precondition(RaftRecord.decode(record.encoded()[...]) == record, "a log record changed: \(record)")
+            }
+        }
+    }
 
     private static func preface(_ bytes: [UInt8]) {
         // The first byte picks where the input is cut, as the network would.
