@@ -87,6 +87,22 @@ let package = Package(
             dependencies: ["Raft"],
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
         ),
+        // A Raft member for real: the shell around `Raft` on an event loop, the
+        // workload's key-value state, and the transport between agents.
+        .target(
+            name: "RaftHost",
+            dependencies: [
+                "MeshConfiguration",
+                "MeshIdentity",
+                "MeshTLS",
+                "Raft",
+                "RaftPersistence",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
         .target(
             name: "Capture",
             dependencies: ["CNetfilter", "MeshNet"]
@@ -231,7 +247,12 @@ let package = Package(
         ),
         .testTarget(
             name: "RaftTests",
-            dependencies: ["MeshTestSupport", "Raft", "RaftPersistence", "RaftSimulation"]
+            dependencies: [
+                "MeshIdentity", "MeshTestSupport", "MeshTLS", "Raft", "RaftHost", "RaftPersistence", "RaftSimulation",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .target(
             name: "RaftSimulation",

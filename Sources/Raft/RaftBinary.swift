@@ -15,6 +15,15 @@ package struct ByteWriter {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
+    /// Length u32, then the bytes.
+    package mutating func blob(_ value: [UInt8]) {
+        u32(UInt32(value.count))
+        bytes.append(contentsOf: value)
+    }
+
+    /// Length u32, then UTF-8.
+    package mutating func string(_ value: String) { blob(Array(value.utf8)) }
+
     package mutating func entry(_ entry: LogEntry) {
         u64(entry.term)
         u64(entry.index)
@@ -23,8 +32,7 @@ package struct ByteWriter {
             byte(0)
         case .command(let command):
             byte(1)
-            u32(UInt32(command.count))
-            bytes.append(contentsOf: command)
+            blob(command)
         case .membership(let membership):
             byte(2)
             self.membership(membership)
@@ -88,13 +96,24 @@ package struct ByteReader {
         }
     }
 
+    package mutating func blob() -> [UInt8]? {
+        guard let length = u32() else { return nil }
+        return take(Int(length))
+    }
+
+    /// A string that is valid UTF-8.
+    package mutating func string() -> String? {
+        guard let bytes = blob() else { return nil }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
     package mutating func entry() -> LogEntry? {
         guard let term = u64(), let index = u64(), let kind = byte() else { return nil }
         switch kind {
         case 0:
             return LogEntry(term: term, index: index, kind: .noop)
         case 1:
-            guard let length = u32(), let command = take(Int(length)) else { return nil }
+            guard let command = blob() else { return nil }
             return LogEntry(term: term, index: index, kind: .command(command))
         case 2:
             guard let membership = membership() else { return nil }

@@ -1,0 +1,478 @@
+import Logging
+import NIOCore
+import Raft
+import RaftPersistence
+
+/// Where a group's messages go: the transport between agents.
+public protocol RaftMessageSink: AnyObject, Sendable {
+    func send(_ message: RaftMessage, group: String)
+}
+
+/// One member of one Raft group, for real: the shell around `Raft` that writes its log
+/// (`RaftGroupStore`), sends its messages (`RaftMessageSink`), keeps its timer on an
+/// event loop, applies committed entries to the workload's `KVStore`, and answers
+/// writes, reads and watches.
+///
+/// Directives run in order, and nothing that depends on the log leaves before the log
+/// is on disk: a `persist` is appended to the store, and every directive after it
+/// waits in `queued` until one `flush` at the end of the loop's turn syncs the store
+/// (one fdatasync for every event of the turn: group commit) and then carries them
+/// out. A client's answer is such a directive too.
+///
+/// Every method must be called on `loop` except the `async` ones, which hop onto it.
+public final class RaftGroupHost: @unchecked Sendable {
+    public struct Settings: Sendable {
+        public var raft: Raft.Configuration
+        /// A snapshot is taken when this many entries were applied since the last one.
+        public var snapshotEvery: UInt64 = 10_000
+        /// A write whose entry is not applied within this long gets `unknownOutcome`.
+        public var writeTimeout: TimeAmount = .seconds(5)
+        /// Changes kept for watches that resume from a revision.
+        public var watchHistory = 1000
+
+        public init(id: RaftID) { raft = Raft.Configuration(id: id) }
+    }
+
+    public let group: String
+    public let loop: any EventLoop
+    public let settings: Settings
+    private var raft: Raft
+    private let store: RaftGroupStore
+    private let sink: any RaftMessageSink
+    private var logger: Logger
+    public private(set) var kv: KVStore
+    private var queued: [Raft.Directive] = []
+    private var flushScheduled = false
+    private var wake: (at: UInt64, task: Scheduled<Void>)?
+    private var writes: [UInt64: PendingWrite] = [:]
+    private var reads: [UInt64: EventLoopPromise<UInt64>] = [:]
+    private var readyReads: [(index: UInt64, promise: EventLoopPromise<UInt64>)] = []
+    private var nextRead: UInt64 = 0
+    private var watchers: [UInt64: Watcher] = [:]
+    private var nextWatcher: UInt64 = 0
+    /// The latest changes, oldest first, for watches that resume.
+    private var history: [KVStore.Event] = []
+    private var leaderWatchers: [UInt64: @Sendable (RaftID?, UInt64) -> Void] = [:]
+    private var appliedSinceSnapshot: UInt64 = 0
+    /// Why the member stopped (a disk that failed): it takes no more events.
+    public private(set) var failure: String?
+
+    private struct PendingWrite {
+        var term: UInt64
+        var promise: EventLoopPromise<KVStore.Outcome>
+        var timeout: Scheduled<Void>
+    }
+
+    private struct Watcher {
+        var prefix: String
+        var send: @Sendable (KVStore.Event) -> Void
+    }
+
+    /// Opens the member's directory and starts it. `bootstrap` is the group's first
+    /// membership (the same on every first member; empty for a member that joins later).
+    public init(
+        group: String,
+        directory: String,
+        settings: Settings,
+        bootstrap: Membership,
+        sink: any RaftMessageSink,
+        loop: any EventLoop,
+        logger: Logger
+    ) throws {
+        self.group = group
+        self.settings = settings
+        self.sink = sink
+        self.loop = loop
+        self.logger = logger
+        self.logger[metadataKey: "group"] = "\(group)"
+        store = try RaftGroupStore(directory: directory)
+        if store.repairedBytes > 0 {
+            self.logger.warning(
+                "Raft log: a torn tail was cut off",
+                metadata: ["bytes": "\(store.repairedBytes)", "directory": "\(directory)"]
+            )
+        }
+        let recovered = store.recovered
+        kv = try recovered.snapshot.map { try KVStore(snapshot: $0.data) } ?? KVStore()
+        raft = Raft(
+            configuration: settings.raft,
+            storage: recovered,
+            bootstrap: bootstrap,
+            seed: UInt64.random(in: .min ... .max)
+        )
+    }
+
+    /// Starts the member's timer and applies what it knew was committed.
+    public func start() {
+        loop.preconditionInEventLoop()
+        carry(raft.start(now: Self.now()))
+    }
+
+    /// Stops the timer and fails whatever waits; the directory stays.
+    public func stop() {
+        loop.preconditionInEventLoop()
+        fail("the member stopped")
+    }
+
+    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    // MARK: events
+
+    /// A message from another member (the transport checked who sent it).
+    public func receive(_ message: RaftMessage) {
+        loop.preconditionInEventLoop()
+        guard failure == nil else { return }
+        carry(raft.receive(message, now: Self.now()))
+    }
+
+    /// Proposes a write; the outcome comes once its entry is applied here.
+    public func write(_ command: KVStore.Command) -> EventLoopFuture<KVStore.Outcome> {
+        loop.preconditionInEventLoop()
+        if let failure { return loop.makeFailedFuture(RaftGroupError.stopped(failure)) }
+        let proposal: (index: UInt64, [Raft.Directive])
+        do {
+            proposal = try raft.propose(command.encoded(), now: Self.now())
+        } catch {
+            return loop.makeFailedFuture(RaftGroupError(error))
+        }
+        let promise = loop.makePromise(of: KVStore.Outcome.self)
+        let index = proposal.index
+        let timeout = loop.scheduleTask(in: settings.writeTimeout) { [self] () -> Void in
+            writes.removeValue(forKey: index)?.promise.fail(RaftGroupError.unknownOutcome)
+        }
+        writes[index] = PendingWrite(term: raft.term, promise: promise, timeout: timeout)
+        carry(proposal.1)
+        return promise.futureResult
+    }
+
+    /// A linearizable read (ReadIndex): succeeds with the revision it may be answered
+    /// at once the state machine applied it; read `kv` then, on the loop.
+    public func linearizableRead() -> EventLoopFuture<UInt64> {
+        loop.preconditionInEventLoop()
+        if let failure { return loop.makeFailedFuture(RaftGroupError.stopped(failure)) }
+        nextRead += 1
+        let promise = loop.makePromise(of: UInt64.self)
+        reads[nextRead] = promise
+        carry(raft.read(nextRead, now: Self.now()))
+        return promise.futureResult
+    }
+
+    /// Calls `send` with every change under `prefix` after `revision` (those still in
+    /// the history first), until `cancelWatch`. Nil: `revision` is older than the
+    /// history (compacted), and the watcher must read again and resume from there.
+    public func watch(
+        prefix: String,
+        after revision: UInt64?,
+        send: @escaping @Sendable (KVStore.Event) -> Void
+    ) -> UInt64? {
+        loop.preconditionInEventLoop()
+        if let revision, revision < kv.revision {
+            guard let oldest = history.first, oldest.revision <= revision + 1 else { return nil }
+            for event in history where event.revision > revision && event.key.hasPrefix(prefix) { send(event) }
+        }
+        nextWatcher += 1
+        watchers[nextWatcher] = Watcher(prefix: prefix, send: send)
+        return nextWatcher
+    }
+
+    public func cancelWatch(_ id: UInt64) {
+        loop.preconditionInEventLoop()
+        watchers[id] = nil
+    }
+
+    /// Calls `changed` with the leader (nil: none known) and term now and at every change.
+    public func watchLeader(_ changed: @escaping @Sendable (RaftID?, UInt64) -> Void) -> UInt64 {
+        loop.preconditionInEventLoop()
+        nextWatcher += 1
+        leaderWatchers[nextWatcher] = changed
+        changed(raft.leader, raft.term)
+        return nextWatcher
+    }
+
+    public func cancelLeaderWatch(_ id: UInt64) {
+        loop.preconditionInEventLoop()
+        leaderWatchers[id] = nil
+    }
+
+    public func changeMembership(_ change: MembershipChange) throws(RaftGroupError) {
+        loop.preconditionInEventLoop()
+        do {
+            carry(try raft.changeMembership(change, now: Self.now()))
+        } catch {
+            throw RaftGroupError(error)
+        }
+    }
+
+    public func transferLeadership(to target: RaftID) throws(RaftGroupError) {
+        loop.preconditionInEventLoop()
+        do {
+            carry(try raft.transferLeadership(to: target, now: Self.now()))
+        } catch {
+            throw RaftGroupError(error)
+        }
+    }
+
+    public var status: RaftGroupStatus {
+        loop.preconditionInEventLoop()
+        let followers = raft.followers
+        return RaftGroupStatus(
+            group: group,
+            id: raft.id,
+            role: raft.role.rawValue,
+            term: raft.term,
+            leader: raft.leader,
+            commit: raft.commit,
+            applied: kv.revision,
+            lastIndex: raft.lastIndex,
+            snapshotIndex: raft.snapshotIndex,
+            logBytes: store.logBytes,
+            members: raft.membership.members.map { id in
+                let match = id == raft.id ? raft.lastIndex : followers[id]?.match
+                return RaftGroupStatus.Member(
+                    id: id,
+                    voter: raft.membership.isVoter(id),
+                    match: raft.role == .leader ? match : nil,
+                    lag: raft.role == .leader ? match.map { raft.lastIndex - min($0, raft.lastIndex) } : nil
+                )
+            },
+            failure: failure
+        )
+    }
+
+    public var isLeader: Bool { raft.role == .leader }
+    public var leader: RaftID? { raft.leader }
+    public var membership: Membership { raft.membership }
+
+    // MARK: the shell
+
+    private func carry(_ directives: [Raft.Directive]) {
+        for directive in directives {
+            if case .persist(let hardState, let entries) = directive {
+                store.append(hardState, entries: entries)
+                scheduleFlush()
+            } else if store.hasPendingWrites || !queued.isEmpty {
+                queued.append(directive)
+            } else {
+                perform(directive)
+            }
+        }
+        takeSnapshotIfDue()
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        loop.execute { [self] in flush() }
+    }
+
+    /// The end of the loop's turn: one sync for every persist since the last, then
+    /// what waited for it.
+    private func flush() {
+        flushScheduled = false
+        guard failure == nil else { return }
+        do {
+            try store.sync()
+        } catch {
+            logger.critical("Raft log: the disk failed; the member stops", metadata: ["error": "\(error)"])
+            fail("the log could not be written: \(error)")
+            return
+        }
+        let waiting = queued
+        queued = []
+        for directive in waiting { perform(directive) }
+        takeSnapshotIfDue()
+    }
+
+    private func perform(_ directive: Raft.Directive) {
+        switch directive {
+        case .persist:
+            preconditionFailure("a persist is never queued")
+        case .send(let message):
+            sink.send(message, group: group)
+        case .apply(let entries):
+            for entry in entries { apply(entry) }
+            answerReads()
+        case .installSnapshot(let snapshot):
+            install(snapshot)
+        case .readReady(let id, let index):
+            guard let promise = reads.removeValue(forKey: id) else { return }
+            if kv.revision >= index {
+                promise.succeed(index)
+            } else {
+                readyReads.append((index, promise))
+            }
+        case .readFailed(let id, let leader):
+            reads.removeValue(forKey: id)?.fail(RaftGroupError.notLeader(leader))
+        case .leaderChanged(let leader, let term):
+            logger.info(
+                "Raft leader",
+                metadata: ["leader": "\(leader.map { String($0, radix: 16) } ?? "none")", "term": "\(term)"]
+            )
+            for watcher in leaderWatchers.values { watcher(leader, term) }
+        case .wake(let at):
+            guard wake?.at != at else { return }
+            wake?.task.cancel()
+            let task = loop.scheduleTask(deadline: .uptimeNanoseconds(at)) { [self] in
+                wake = nil
+                guard failure == nil else { return }
+                carry(raft.tick(now: Self.now()))
+            }
+            wake = (at, task)
+        }
+    }
+
+    private func apply(_ entry: LogEntry) {
+        guard entry.index > kv.revision else { return }
+        appliedSinceSnapshot += 1
+        let pending = writes.removeValue(forKey: entry.index)
+        pending?.timeout.cancel()
+        guard case .command(let bytes) = entry.kind else {
+            kv.skip(to: entry.index)
+            pending?.promise.fail(RaftGroupError.lost)
+            return
+        }
+        guard let command = try? KVStore.Command(decoding: bytes) else {
+            // Only members write commands, and they encode them: a bug, not input.
+            logger.error("Raft log: an entry that is not a command", metadata: ["index": "\(entry.index)"])
+            kv.skip(to: entry.index)
+            pending?.promise.fail(RaftGroupError.lost)
+            return
+        }
+        let (outcome, event) = kv.apply(command, at: entry.index)
+        if let pending {
+            if pending.term == entry.term {
+                pending.promise.succeed(outcome)
+            } else {
+                pending.promise.fail(RaftGroupError.lost)
+            }
+        }
+        if let event { publish(event) }
+    }
+
+    private func publish(_ event: KVStore.Event) {
+        history.append(event)
+        if history.count > settings.watchHistory { history.removeFirst(history.count - settings.watchHistory) }
+        for watcher in watchers.values where event.key.hasPrefix(watcher.prefix) { watcher.send(event) }
+    }
+
+    private func answerReads() {
+        guard !readyReads.isEmpty else { return }
+        let revision = kv.revision
+        readyReads.removeAll { ready in
+            guard ready.index <= revision else { return false }
+            ready.promise.succeed(ready.index)
+            return true
+        }
+    }
+
+    private func install(_ snapshot: Snapshot) {
+        do {
+            try store.save(snapshot, keeping: [])
+            kv = try KVStore(snapshot: snapshot.data)
+        } catch {
+            logger.critical(
+                "Raft: a snapshot could not be installed; the member stops",
+                metadata: ["error": "\(error)"]
+            )
+            fail("a snapshot could not be installed: \(error)")
+            return
+        }
+        appliedSinceSnapshot = 0
+        // Writes whose entries the snapshot covers: whether they happened is unknown here.
+        for index in writes.keys where index <= snapshot.index {
+            writes.removeValue(forKey: index)?.promise.fail(RaftGroupError.unknownOutcome)
+        }
+        history = []
+        answerReads()
+    }
+
+    private func takeSnapshotIfDue() {
+        guard failure == nil, appliedSinceSnapshot >= settings.snapshotEvery, !store.hasPendingWrites, queued.isEmpty,
+            let snapshot = raft.snapshotTaken(index: kv.revision, data: kv.snapshot())
+        else { return }
+        appliedSinceSnapshot = 0
+        let kept = (snapshot.index + 1...max(snapshot.index + 1, raft.lastIndex)).compactMap { raft.entry(at: $0) }
+        do {
+            try store.save(snapshot, keeping: kept)
+        } catch {
+            logger.critical("Raft: a snapshot could not be saved; the member stops", metadata: ["error": "\(error)"])
+            fail("a snapshot could not be saved: \(error)")
+        }
+    }
+
+    private func fail(_ reason: String) {
+        failure = failure ?? reason
+        wake?.task.cancel()
+        wake = nil
+        queued = []
+        for (_, pending) in writes {
+            pending.timeout.cancel()
+            pending.promise.fail(RaftGroupError.stopped(reason))
+        }
+        writes = [:]
+        for (_, promise) in reads { promise.fail(RaftGroupError.stopped(reason)) }
+        reads = [:]
+        for ready in readyReads { ready.promise.fail(RaftGroupError.stopped(reason)) }
+        readyReads = []
+    }
+}
+
+/// Why a write or read was not answered with a result.
+public enum RaftGroupError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// This member does not lead; `leader` does, if known.
+    case notLeader(RaftID?)
+    /// Refused before it reached the log (a transfer or a membership change under way,
+    /// a member that is not caught up, ...).
+    case refused(String)
+    /// Known not to have happened: another entry took its place in the log.
+    case lost
+    /// It may or may not have happened (it was not applied here in time).
+    case unknownOutcome
+    /// The member stopped (its disk failed, or the group was removed).
+    case stopped(String)
+
+    init(_ refusal: Raft.Refusal) {
+        switch refusal {
+        case .notLeader(let leader): self = .notLeader(leader)
+        case .transferring: self = .refused("a leadership transfer is under way")
+        case .membershipChangePending: self = .refused("another membership change is not committed yet")
+        case .notCaughtUp: self = .refused("the member has not caught up with the leader")
+        case .noSuchMember: self = .refused("no such member")
+        case .alreadyMember: self = .refused("already a member")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .notLeader(let leader): "not the leader (leader: \(leader.map { String($0, radix: 16) } ?? "unknown"))"
+        case .refused(let reason): "refused: \(reason)"
+        case .lost: "not done: another entry took its place in the log"
+        case .unknownOutcome: "the outcome is unknown: it was not applied in time"
+        case .stopped(let reason): "the member stopped: \(reason)"
+        }
+    }
+}
+
+/// A member's view of its group, for `beectl raft status` and the agent's API.
+public struct RaftGroupStatus: Codable, Equatable, Sendable {
+    public struct Member: Codable, Equatable, Sendable {
+        public var id: RaftID
+        public var voter: Bool
+        /// The leader's knowledge of the member's log (nil on a follower).
+        public var match: UInt64?
+        public var lag: UInt64?
+    }
+
+    public var group: String
+    public var id: RaftID
+    public var role: String
+    public var term: UInt64
+    public var leader: RaftID?
+    public var commit: UInt64
+    public var applied: UInt64
+    public var lastIndex: UInt64
+    public var snapshotIndex: UInt64
+    public var logBytes: Int
+    public var members: [Member]
+    public var failure: String?
+}

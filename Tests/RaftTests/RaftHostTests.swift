@@ -1,0 +1,307 @@
+import Foundation
+import Logging
+import MeshConfiguration
+import MeshIdentity
+import MeshTestSupport
+import NIOCore
+import NIOPosix
+import Raft
+import RaftHost
+import RaftSimulation
+import Testing
+
+/// Three members for real: each on its own event loop with its own directory (fsync),
+/// talking mutual TLS as node identities over loopback. Clients write and read while
+/// the leader is stopped and later restarted from its disk; the history must be
+/// linearizable, a new leader must serve within the election bound, and the restarted
+/// member must catch up to the same state.
+@Suite struct RaftHostTests {
+    static let root = try! CertificateAuthority.createRoot(trustDomain: try! TrustDomain("raft.test"))
+
+    final class Member: @unchecked Sendable {
+        let name: String
+        let loop: any EventLoop
+        let directory: String
+        let credentials: WorkloadCredentials
+        var transport: RaftTransport!
+        var host: RaftGroupHost!
+        var port = 0
+        var id: RaftID { RaftTransport.memberID(publicKey: credentials.key.publicKeyDER) }
+
+        init(_ name: String, loop: any EventLoop, directory: String) throws {
+            self.name = name
+            self.loop = loop
+            self.directory = directory
+            credentials = try RaftHostTests.root.issueWorkload(try SpiffeID("spiffe://raft.test/node/\(name)"))
+        }
+
+        /// Opens the directory and the listener (a new port each time).
+        func start(members: [RaftID]) async throws {
+            let transport = try RaftTransport(loop: loop, credentials: credentials, logger: Logger(label: name))
+            var settings = RaftGroupHost.Settings(id: id)
+            settings.raft.heartbeatInterval = 50_000_000
+            settings.raft.electionTimeoutMin = 300_000_000
+            settings.raft.electionTimeoutMax = 600_000_000
+            settings.snapshotEvery = 200
+            let host = try RaftGroupHost(
+                group: "shop/orders",
+                directory: directory,
+                settings: settings,
+                bootstrap: Membership(voters: members),
+                sink: transport,
+                loop: loop,
+                logger: Logger(label: name)
+            )
+            port = try await loop.flatSubmit {
+                transport.register(host)
+                host.start()
+                return transport.listen(on: HostPort(host: "127.0.0.1", port: 0))
+            }.get().localAddress!.port!
+            self.transport = transport
+            self.host = host
+        }
+
+        func stop() async throws {
+            try await loop.flatSubmit { [self] in
+                host.stop()
+                transport.unregister(host.group)
+                return transport.close()
+            }.get()
+        }
+
+        func status() async throws -> RaftGroupStatus {
+            try await loop.submit { [self] in host.status }.get()
+        }
+    }
+
+    /// Members and a way to reach each, as a client sees them.
+    final class Cluster: @unchecked Sendable {
+        let members: [Member]
+        let lock = NSLock()
+        private var down: Set<Int> = []
+
+        init(_ members: [Member]) { self.members = members }
+
+        func connectAll() async throws {
+            for member in members where !isDown(member) {
+                let transport = member.transport!
+                let peers = members.map { ($0.id, $0.port) }
+                try await member.loop.submit {
+                    for (id, port) in peers { transport.setAddress(HostPort(host: "127.0.0.1", port: port), of: id) }
+                }.get()
+            }
+        }
+
+        func isDown(_ member: Member) -> Bool {
+            lock.withLock { down.contains(members.firstIndex { $0 === member }!) }
+        }
+
+        func setDown(_ index: Int, _ value: Bool) {
+            lock.withLock { if value { down.insert(index) } else { down.remove(index) } }
+        }
+
+        func leader() async throws -> Int? {
+            for (index, member) in members.enumerated() where !isDown(member) {
+                if try await member.status().role == "leader" { return index }
+            }
+            return nil
+        }
+    }
+
+    static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
+    static func attempt<T>(_ body: () async throws -> T) async -> Result<T, any Error> {
+        do { return .success(try await body()) } catch { return .failure(error) }
+    }
+
+    /// One client: gets, unique puts and compare-and-swaps (by revision, which with
+    /// unique values is a swap by value) on three keys, each recorded as the checker
+    /// wants it.
+    static func client(_ number: Int, cluster: Cluster, until deadline: UInt64) async -> [KVOperation] {
+        var history: [KVOperation] = []
+        var random = SplitMix64(seed: UInt64(number) &* 7919)
+        var target = number % cluster.members.count
+        var counter = 0
+        while now() < deadline {
+            let member = cluster.members[target]
+            if cluster.isDown(member) {
+                target = (target + 1) % cluster.members.count
+                continue
+            }
+            let host = member.host!
+            let key = "k\(random.next() % 3)"
+            let called = now()
+            switch random.next() % 3 {
+            case 0:
+                let result = await attempt {
+                    try await host.loop.flatSubmit {
+                        host.linearizableRead().map { _ in
+                            host.kv.values[key].map { String(decoding: $0.data, as: UTF8.self) }
+                        }
+                    }.get()
+                }
+                switch result {
+                case .success(let value):
+                    history.append(
+                        KVOperation(
+                            client: number,
+                            key: key,
+                            kind: .get,
+                            outcome: .value(value),
+                            called: called,
+                            returned: now()
+                        )
+                    )
+                case .failure(let error):
+                    if case .notLeader(let leader)? = error as? RaftGroupError {
+                        target =
+                            leader.flatMap { id in cluster.members.firstIndex { $0.id == id } } ?? (target + 1)
+                            % cluster.members.count
+                        try? await Task.sleep(for: .milliseconds(leader == nil ? 20 : 0))
+                    }
+                }
+            default:
+                counter += 1
+                let value = "c\(number)-\(counter)"
+                // A swap reads first (its own operation), then names the revision it saw.
+                var condition: (expected: String?, revision: UInt64)?
+                if random.next() % 2 == 0 {
+                    let attempted = await attempt {
+                        try await host.loop.flatSubmit {
+                            host.linearizableRead().map { _ in host.kv.values[key] }
+                        }.get()
+                    }
+                    if case .success(let read) = attempted {
+                        let seen = read.map { String(decoding: $0.data, as: UTF8.self) }
+                        history.append(
+                            KVOperation(
+                                client: number,
+                                key: key,
+                                kind: .get,
+                                outcome: .value(seen),
+                                called: called,
+                                returned: now()
+                            )
+                        )
+                        condition = (seen, read?.modRevision ?? 0)
+                    }
+                }
+                let started = now()
+                let command = KVStore.Command.put(key: key, value: Array(value.utf8), ifRevision: condition?.revision)
+                let kind: KVOperation.Kind = condition.map { .cas(expected: $0.expected, new: value) } ?? .put(value)
+                let result = await attempt { try await host.loop.flatSubmit { host.write(command) }.get() }
+                let outcome: KVOperation.Outcome
+                switch result {
+                case .success(.done):
+                    outcome = condition == nil ? .done : .swapped(true)
+                case .success(.conflict):
+                    outcome = .swapped(false)
+                case .failure(RaftGroupError.notLeader(let leader)):
+                    outcome = .failed
+                    target =
+                        leader.flatMap { id in cluster.members.firstIndex { $0.id == id } } ?? (target + 1)
+                        % cluster.members.count
+                    if leader == nil { try? await Task.sleep(for: .milliseconds(20)) }
+                case .failure(RaftGroupError.lost), .failure(RaftGroupError.refused):
+                    outcome = .failed
+                case .failure:
+                    outcome = .unknown
+                }
+                history.append(
+                    KVOperation(
+                        client: number,
+                        key: key,
+                        kind: kind,
+                        outcome: outcome,
+                        called: started,
+                        returned: now()
+                    )
+                )
+            }
+        }
+        return history
+    }
+
+    @Test func threeMembersOverMutualTLSSurviveTheLeadersLossAndStayLinearizable() async throws {
+        let directory = TemporaryDirectory()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        let members = try (1...3).map {
+            try Member("n\($0)", loop: group.next(), directory: directory.path + "/n\($0)")
+        }
+        let ids = members.map(\.id)
+        for member in members { try await member.start(members: ids) }
+        let cluster = Cluster(members)
+        try await cluster.connectAll()
+
+        let firstLeader = try await Self.waitForLeader(cluster, within: 5)
+        let workloadEnd = Self.now() + 4_000_000_000
+        let clients = Task {
+            await withTaskGroup(of: [KVOperation].self) { tasks in
+                for number in 0..<4 {
+                    tasks.addTask { await Self.client(number, cluster: cluster, until: workloadEnd) }
+                }
+                return await tasks.reduce(into: []) { $0 += $1 }
+            }
+        }
+        // After a second of load, the leader stops; a second and a half later it
+        // comes back from its directory, on a new port.
+        try await Task.sleep(for: .seconds(1))
+        cluster.setDown(firstLeader, true)
+        let stopped = Self.now()
+        try await members[firstLeader].stop()
+        let next = try await Self.waitForLeader(cluster, within: 5)
+        let failover = Double(Self.now() - stopped) / 1e9
+        try await Task.sleep(for: .milliseconds(1500))
+        try await members[firstLeader].start(members: ids)
+        cluster.setDown(firstLeader, false)
+        try await cluster.connectAll()
+        let history = await clients.value
+
+        // Everyone converges on the same state.
+        var statuses: [RaftGroupStatus] = []
+        let converged = try await Self.poll(within: 10) {
+            statuses = []
+            for member in members { statuses.append(try await member.status()) }
+            return Set(statuses.map(\.applied)).count == 1 && statuses[0].applied == statuses[0].commit
+        }
+        var states: [KVStore] = []
+        for member in members { states.append(try await member.loop.submit { member.host.kv }.get()) }
+        for member in members { try await member.stop() }
+        try await group.shutdownGracefully()
+
+        let verdict = LinearizabilityChecker.check(history)
+        let acknowledged = history.filter { $0.outcome == .done || $0.outcome == .swapped(true) }.count
+        print(
+            "RaftHostTests: \(history.count) operations, \(acknowledged) writes acknowledged, a new leader "
+                + "\(String(format: "%.3f", failover)) s after the old one stopped, snapshots at \(statuses.map(\.snapshotIndex))"
+        )
+        #expect(verdict.linearizable, "not linearizable at key \(verdict.key ?? "?")")
+        #expect(acknowledged > 50, "only \(acknowledged) writes acknowledged")
+        #expect(next != firstLeader)
+        #expect(failover < 1.2, "a new leader after \(failover) s (election timeout 300-600 ms)")
+        #expect(converged, "members did not converge: \(statuses.map { ($0.applied, $0.commit) })")
+        #expect(states[0].values == states[1].values && states[1].values == states[2].values)
+        #expect(
+            statuses.allSatisfy { $0.snapshotIndex > 0 },
+            "snapshots every 200 entries: \(statuses.map(\.snapshotIndex))"
+        )
+    }
+
+    static func waitForLeader(_ cluster: Cluster, within seconds: Double) async throws -> Int {
+        var found: Int?
+        _ = try await poll(within: seconds) {
+            found = try await cluster.leader()
+            return found != nil
+        }
+        return try #require(found, "no leader within \(seconds) s")
+    }
+
+    static func poll(within seconds: Double, _ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = now() + UInt64(seconds * 1e9)
+        while now() < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+}
