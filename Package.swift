@@ -281,7 +281,7 @@ let package = Package(
             name: "FuzzTargets",
             dependencies: [
                 "Agent", "Kademlia", "MeshAPI", "MeshConfiguration", "MeshIdentity", "Policy", "Proxy", "Raft",
-                "RaftPersistence", .product(name: "NIOCore", package: "swift-nio"),
+                "RaftHost", "RaftPersistence", .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Tests/FuzzTargets"
         ),

@@ -10,7 +10,7 @@ public protocol RaftMessageSink: AnyObject, Sendable {
 
 /// One member of one Raft group, for real: the shell around `Raft` that writes its log
 /// (`RaftGroupStore`), sends its messages (`RaftMessageSink`), keeps its timer on an
-/// event loop, applies committed entries to the workload's `KVStore`, and answers
+/// event loop, applies committed entries to the workload's `WorkloadState`, and answers
 /// writes, reads and watches.
 ///
 /// Directives run in order, and nothing that depends on the log leaves before the log
@@ -40,7 +40,7 @@ public final class RaftGroupHost: @unchecked Sendable {
     private let store: RaftGroupStore
     private let sink: any RaftMessageSink
     private var logger: Logger
-    public private(set) var kv: KVStore
+    public private(set) var state: WorkloadState
     private var queued: [Raft.Directive] = []
     private var flushScheduled = false
     private var wake: (at: UInt64, task: Scheduled<Void>)?
@@ -51,21 +51,23 @@ public final class RaftGroupHost: @unchecked Sendable {
     private var watchers: [UInt64: Watcher] = [:]
     private var nextWatcher: UInt64 = 0
     /// The latest changes, oldest first, for watches that resume.
-    private var history: [KVStore.Event] = []
-    private var leaderWatchers: [UInt64: @Sendable (RaftID?, UInt64) -> Void] = [:]
+    private var history: [WorkloadState.Event] = []
+    private var leaderWatchers: [UInt64: @Sendable (WorkloadState.Leadership) -> Void] = [:]
+    /// An election of the workload's leader is proposed and not applied yet.
+    private var electing = false
     private var appliedSinceSnapshot: UInt64 = 0
     /// Why the member stopped (a disk that failed): it takes no more events.
     public private(set) var failure: String?
 
     private struct PendingWrite {
         var term: UInt64
-        var promise: EventLoopPromise<KVStore.Outcome>
+        var promise: EventLoopPromise<WorkloadState.Outcome>
         var timeout: Scheduled<Void>
     }
 
     private struct Watcher {
         var prefix: String
-        var send: @Sendable (KVStore.Event) -> Void
+        var send: @Sendable (WorkloadState.Event) -> Void
     }
 
     /// Opens the member's directory and starts it. `bootstrap` is the group's first
@@ -93,7 +95,7 @@ public final class RaftGroupHost: @unchecked Sendable {
             )
         }
         let recovered = store.recovered
-        kv = try recovered.snapshot.map { try KVStore(snapshot: $0.data) } ?? KVStore()
+        state = try recovered.snapshot.map { try WorkloadState(snapshot: $0.data) } ?? WorkloadState()
         raft = Raft(
             configuration: settings.raft,
             storage: recovered,
@@ -126,7 +128,7 @@ public final class RaftGroupHost: @unchecked Sendable {
     }
 
     /// Proposes a write; the outcome comes once its entry is applied here.
-    public func write(_ command: KVStore.Command) -> EventLoopFuture<KVStore.Outcome> {
+    public func write(_ command: WorkloadState.Command) -> EventLoopFuture<WorkloadState.Outcome> {
         loop.preconditionInEventLoop()
         if let failure { return loop.makeFailedFuture(RaftGroupError.stopped(failure)) }
         let proposal: (index: UInt64, [Raft.Directive])
@@ -135,7 +137,7 @@ public final class RaftGroupHost: @unchecked Sendable {
         } catch {
             return loop.makeFailedFuture(RaftGroupError(error))
         }
-        let promise = loop.makePromise(of: KVStore.Outcome.self)
+        let promise = loop.makePromise(of: WorkloadState.Outcome.self)
         let index = proposal.index
         let timeout = loop.scheduleTask(in: settings.writeTimeout) { [self] () -> Void in
             writes.removeValue(forKey: index)?.promise.fail(RaftGroupError.unknownOutcome)
@@ -163,10 +165,10 @@ public final class RaftGroupHost: @unchecked Sendable {
     public func watch(
         prefix: String,
         after revision: UInt64?,
-        send: @escaping @Sendable (KVStore.Event) -> Void
+        send: @escaping @Sendable (WorkloadState.Event) -> Void
     ) -> UInt64? {
         loop.preconditionInEventLoop()
-        if let revision, revision < kv.revision {
+        if let revision, revision < state.revision {
             guard let oldest = history.first, oldest.revision <= revision + 1 else { return nil }
             for event in history where event.revision > revision && event.key.hasPrefix(prefix) { send(event) }
         }
@@ -180,12 +182,12 @@ public final class RaftGroupHost: @unchecked Sendable {
         watchers[id] = nil
     }
 
-    /// Calls `changed` with the leader (nil: none known) and term now and at every change.
-    public func watchLeader(_ changed: @escaping @Sendable (RaftID?, UInt64) -> Void) -> UInt64 {
+    /// Calls `changed` with the workload's leadership now and at every change.
+    public func watchLeader(_ changed: @escaping @Sendable (WorkloadState.Leadership) -> Void) -> UInt64 {
         loop.preconditionInEventLoop()
         nextWatcher += 1
         leaderWatchers[nextWatcher] = changed
-        changed(raft.leader, raft.term)
+        changed(state.leadership)
         return nextWatcher
     }
 
@@ -222,7 +224,7 @@ public final class RaftGroupHost: @unchecked Sendable {
             term: raft.term,
             leader: raft.leader,
             commit: raft.commit,
-            applied: kv.revision,
+            applied: state.revision,
             lastIndex: raft.lastIndex,
             snapshotIndex: raft.snapshotIndex,
             logBytes: store.logBytes,
@@ -240,7 +242,8 @@ public final class RaftGroupHost: @unchecked Sendable {
     }
 
     public var isLeader: Bool { raft.role == .leader }
-    public var leader: RaftID? { raft.leader }
+    /// The group's leader (a member), as far as this member knows.
+    public var raftLeader: RaftID? { raft.leader }
     public var membership: Membership { raft.membership }
 
     // MARK: the shell
@@ -257,6 +260,24 @@ public final class RaftGroupHost: @unchecked Sendable {
             }
         }
         takeSnapshotIfDue()
+        electIfDue()
+    }
+
+    /// The group's leader elects the workload's leader when the current one is not
+    /// ready (or there is none): one election in flight at a time, each a swap on the
+    /// leadership's revision.
+    private func electIfDue() {
+        guard !electing, failure == nil, raft.leadsWithCommit, queued.isEmpty, let due = state.electionDue else {
+            return
+        }
+        electing = true
+        write(.elect(ordinal: due, ifRevision: state.leadership.revision)).whenComplete { [self] result in
+            electing = false
+            if case .failure(let error) = result {
+                logger.debug("workload leader election not applied", metadata: ["error": "\(error)"])
+            }
+            electIfDue()
+        }
     }
 
     private func scheduleFlush() {
@@ -281,6 +302,7 @@ public final class RaftGroupHost: @unchecked Sendable {
         queued = []
         for directive in waiting { perform(directive) }
         takeSnapshotIfDue()
+        electIfDue()
     }
 
     private func perform(_ directive: Raft.Directive) {
@@ -290,13 +312,17 @@ public final class RaftGroupHost: @unchecked Sendable {
         case .send(let message):
             sink.send(message, group: group)
         case .apply(let entries):
+            let leadership = state.leadership
             for entry in entries { apply(entry) }
             answerReads()
+            if state.leadership != leadership {
+                for watcher in leaderWatchers.values { watcher(state.leadership) }
+            }
         case .installSnapshot(let snapshot):
             install(snapshot)
         case .readReady(let id, let index):
             guard let promise = reads.removeValue(forKey: id) else { return }
-            if kv.revision >= index {
+            if state.revision >= index {
                 promise.succeed(index)
             } else {
                 readyReads.append((index, promise))
@@ -308,7 +334,6 @@ public final class RaftGroupHost: @unchecked Sendable {
                 "Raft leader",
                 metadata: ["leader": "\(leader.map { String($0, radix: 16) } ?? "none")", "term": "\(term)"]
             )
-            for watcher in leaderWatchers.values { watcher(leader, term) }
         case .wake(let at):
             guard wake?.at != at else { return }
             wake?.task.cancel()
@@ -322,23 +347,23 @@ public final class RaftGroupHost: @unchecked Sendable {
     }
 
     private func apply(_ entry: LogEntry) {
-        guard entry.index > kv.revision else { return }
+        guard entry.index > state.revision else { return }
         appliedSinceSnapshot += 1
         let pending = writes.removeValue(forKey: entry.index)
         pending?.timeout.cancel()
         guard case .command(let bytes) = entry.kind else {
-            kv.skip(to: entry.index)
+            state.skip(to: entry.index)
             pending?.promise.fail(RaftGroupError.lost)
             return
         }
-        guard let command = try? KVStore.Command(decoding: bytes) else {
+        guard let command = try? WorkloadState.Command(decoding: bytes) else {
             // Only members write commands, and they encode them: a bug, not input.
             logger.error("Raft log: an entry that is not a command", metadata: ["index": "\(entry.index)"])
-            kv.skip(to: entry.index)
+            state.skip(to: entry.index)
             pending?.promise.fail(RaftGroupError.lost)
             return
         }
-        let (outcome, event) = kv.apply(command, at: entry.index)
+        let (outcome, event) = state.apply(command, at: entry.index)
         if let pending {
             if pending.term == entry.term {
                 pending.promise.succeed(outcome)
@@ -349,7 +374,7 @@ public final class RaftGroupHost: @unchecked Sendable {
         if let event { publish(event) }
     }
 
-    private func publish(_ event: KVStore.Event) {
+    private func publish(_ event: WorkloadState.Event) {
         history.append(event)
         if history.count > settings.watchHistory { history.removeFirst(history.count - settings.watchHistory) }
         for watcher in watchers.values where event.key.hasPrefix(watcher.prefix) { watcher.send(event) }
@@ -357,7 +382,7 @@ public final class RaftGroupHost: @unchecked Sendable {
 
     private func answerReads() {
         guard !readyReads.isEmpty else { return }
-        let revision = kv.revision
+        let revision = state.revision
         readyReads.removeAll { ready in
             guard ready.index <= revision else { return false }
             ready.promise.succeed(ready.index)
@@ -368,7 +393,7 @@ public final class RaftGroupHost: @unchecked Sendable {
     private func install(_ snapshot: Snapshot) {
         do {
             try store.save(snapshot, keeping: [])
-            kv = try KVStore(snapshot: snapshot.data)
+            state = try WorkloadState(snapshot: snapshot.data)
         } catch {
             logger.critical(
                 "Raft: a snapshot could not be installed; the member stops",
@@ -388,7 +413,7 @@ public final class RaftGroupHost: @unchecked Sendable {
 
     private func takeSnapshotIfDue() {
         guard failure == nil, appliedSinceSnapshot >= settings.snapshotEvery, !store.hasPendingWrites, queued.isEmpty,
-            let snapshot = raft.snapshotTaken(index: kv.revision, data: kv.snapshot())
+            let snapshot = raft.snapshotTaken(index: state.revision, data: state.snapshot())
         else { return }
         appliedSinceSnapshot = 0
         let kept = (snapshot.index + 1...max(snapshot.index + 1, raft.lastIndex)).compactMap { raft.entry(at: $0) }

@@ -6,6 +6,7 @@ import MeshIdentity
 import NIOCore
 import Policy
 import Raft
+import RaftHost
 
 @testable import Agent
 @testable import Proxy
@@ -34,8 +35,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// The agent API's request bodies and queries: `PublishRequest` JSON, a signed
     /// record in it, `FlowFilter` queries, manifests.
     case agentAPI = "agent-api"
-    /// `RaftMessage` from a peer (it must survive its own re-encoding), and the same
-    /// bytes as a Raft write-ahead log: `RecordFrame.scan` and `RaftRecord`.
+    /// `RaftMessage` from a peer (it must survive its own re-encoding), the same bytes
+    /// as a workload command and snapshot (`WorkloadState`), and as a Raft write-ahead
+    /// log: `RecordFrame.scan` and `RaftRecord`.
     case raft
 
     public func run(_ bytes: [UInt8]) {
@@ -56,6 +58,12 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         if let message = try? RaftMessage(decoding: bytes[...]) {
             let again = try? RaftMessage(decoding: message.encoded()[...])
             precondition(again == message, "a Raft message changed through its own encoding: \(message)")
+        }
+        if let command = try? WorkloadState.Command(decoding: bytes) {
+            precondition(try! WorkloadState.Command(decoding: command.encoded()) == command, "\(command) changed")
+        }
+        if let state = try? WorkloadState(snapshot: bytes) {
+            precondition(try! WorkloadState(snapshot: state.snapshot()) == state, "a workload snapshot changed")
         }
         let file = RaftGroupStore.logMagic + bytes
         let scan = RecordFrame.scan(file, from: 8)

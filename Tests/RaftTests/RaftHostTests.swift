@@ -136,7 +136,7 @@ import Testing
                 let result = await attempt {
                     try await host.loop.flatSubmit {
                         host.linearizableRead().map { _ in
-                            host.kv.values[key].map { String(decoding: $0.data, as: UTF8.self) }
+                            host.state.values[key].map { String(decoding: $0.data, as: UTF8.self) }
                         }
                     }.get()
                 }
@@ -168,7 +168,7 @@ import Testing
                 if random.next() % 2 == 0 {
                     let attempted = await attempt {
                         try await host.loop.flatSubmit {
-                            host.linearizableRead().map { _ in host.kv.values[key] }
+                            host.linearizableRead().map { _ in host.state.values[key] }
                         }.get()
                     }
                     if case .success(let read) = attempted {
@@ -187,7 +187,11 @@ import Testing
                     }
                 }
                 let started = now()
-                let command = KVStore.Command.put(key: key, value: Array(value.utf8), ifRevision: condition?.revision)
+                let command = WorkloadState.Command.put(
+                    key: key,
+                    value: Array(value.utf8),
+                    ifRevision: condition?.revision
+                )
                 let kind: KVOperation.Kind = condition.map { .cas(expected: $0.expected, new: value) } ?? .put(value)
                 let result = await attempt { try await host.loop.flatSubmit { host.write(command) }.get() }
                 let outcome: KVOperation.Outcome
@@ -264,8 +268,8 @@ import Testing
             for member in members { statuses.append(try await member.status()) }
             return Set(statuses.map(\.applied)).count == 1 && statuses[0].applied == statuses[0].commit
         }
-        var states: [KVStore] = []
-        for member in members { states.append(try await member.loop.submit { member.host.kv }.get()) }
+        var states: [WorkloadState] = []
+        for member in members { states.append(try await member.loop.submit { member.host.state }.get()) }
         for member in members { try await member.stop() }
         try await group.shutdownGracefully()
 
