@@ -92,6 +92,7 @@ let package = Package(
         .target(
             name: "RaftHost",
             dependencies: [
+                "MeshAPI",
                 "MeshConfiguration",
                 "MeshIdentity",
                 "MeshTLS",
@@ -186,6 +187,9 @@ let package = Package(
             name: "Agent",
             dependencies: [
                 "Capture",
+                "Raft",
+                "RaftHost",
+                "RaftPersistence",
                 "CLinux",
                 "Kademlia",
                 "MeshAPI",
@@ -248,7 +252,8 @@ let package = Package(
         .testTarget(
             name: "RaftTests",
             dependencies: [
-                "MeshIdentity", "MeshTestSupport", "MeshTLS", "Raft", "RaftHost", "RaftPersistence", "RaftSimulation",
+                "MeshAPI", "MeshIdentity", "MeshTestSupport", "MeshTLS", "Raft", "RaftHost", "RaftPersistence",
+                "RaftSimulation",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

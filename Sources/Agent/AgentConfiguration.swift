@@ -99,8 +99,25 @@ public struct AgentConfiguration: Sendable, Equatable {
         }
     }
 
+    /// The Raft groups of the StatefulSets this node runs (one per StatefulSet, in
+    /// `<stateDirectory>/raft`).
+    public struct Raft: Sendable, Equatable {
+        /// Raft messages between agents (mutual TLS between node identities). Default
+        /// nil (`off`): a StatefulSet's ordinals run on one node until placement spreads
+        /// them, so its group has one member and nothing to send.
+        public var listen: HostPort?
+        /// The leader's heartbeat. Default 100 ms.
+        public var heartbeat: Double = 0.1
+        /// A follower that hears no leader this long (randomized up to twice as long)
+        /// campaigns. Default 1 s; at least 5 heartbeats.
+        public var electionTimeout: Double = 1
+        /// A snapshot is taken, and the log cut, after this many entries. Default 10000.
+        public var snapshotEvery = 10_000
+    }
+
     public var node: Node
     public var dht = DHT()
+    public var raft = Raft()
     public var api = API()
     public var pods: Pods?
     public var logLevel: Logger.Level = .info
@@ -117,7 +134,7 @@ extension AgentConfiguration {
 
     public static func parse(yaml: String, file: String) throws(ConfigurationError) -> AgentConfiguration {
         let reader = try YAMLField.singleDocument(yaml, file: file)
-        let top = try reader.mapping(allowed: ["node", "dht", "api", "pods", "logLevel"])
+        let top = try reader.mapping(allowed: ["node", "dht", "api", "pods", "raft", "logLevel"])
 
         let nodeMap = try top.required("node").mapping(allowed: ["name", "ca", "stateDirectory"])
         let nameNode = try nodeMap.required("name")
@@ -202,6 +219,23 @@ extension AgentConfiguration {
                 }
             }
             configuration.pods = pods
+        }
+        if let raftNode = top.optional("raft") {
+            let map = try raftNode.mapping(allowed: ["listen", "heartbeat", "electionTimeout", "snapshotEvery"])
+            if let node = map.optional("listen") { configuration.raft.listen = try node.optionalHostPort() }
+            if let node = map.optional("heartbeat") { configuration.raft.heartbeat = try node.duration(positive: true) }
+            if let node = map.optional("electionTimeout") {
+                configuration.raft.electionTimeout = try node.duration(positive: true)
+            }
+            if configuration.raft.electionTimeout < 5 * configuration.raft.heartbeat {
+                throw (map.optional("electionTimeout") ?? map.optional("heartbeat") ?? raftNode)
+                    .error("electionTimeout must be at least 5 heartbeats, or a lost heartbeat starts an election")
+            }
+            if let node = map.optional("snapshotEvery") {
+                let entries = try node.integer()
+                guard (100...10_000_000).contains(entries) else { throw node.error("between 100 and 10000000") }
+                configuration.raft.snapshotEvery = entries
+            }
         }
         if let node = top.optional("logLevel") { configuration.logLevel = try node.logLevel() }
         return configuration

@@ -20,6 +20,8 @@ public final class AgentServer: Service, Sendable {
     let reconciler: Reconciler?
     /// Each injected pod's own agent socket.
     private let podSockets: PodSockets?
+    /// The StatefulSets' Raft groups (nil: a DHT-only agent).
+    let raftGroups: RaftGroups?
     /// Where pods are published for other nodes (nil: on their pod addresses).
     private let published: (host: String, ports: ClosedRange<UInt16>)?
 
@@ -40,7 +42,14 @@ public final class AgentServer: Service, Sendable {
         let published = configuration.pods?.published(dhtHost: configuration.dht.advertised.host)
         self.published = published
         if let pods = configuration.pods {
-            let sockets = PodSockets(group: group, sidecarUser: KubernetesObject.sidecarID, logger: logger)
+            let raftGroups = try RaftGroups(configuration: configuration, identity: identity, logger: logger)
+            self.raftGroups = raftGroups
+            let sockets = PodSockets(
+                group: group,
+                sidecarUser: KubernetesObject.sidecarID,
+                raftGroups: raftGroups,
+                logger: logger
+            )
             podSockets = sockets
             let here = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
             reconciler = try Reconciler(
@@ -60,11 +69,13 @@ public final class AgentServer: Service, Sendable {
                 store: try WorkloadStore(directory: configuration.node.stateDirectory + "/workloads"),
                 nodeCA: identity.nodeCA,
                 podSockets: sockets,
+                raftGroups: raftGroups,
                 logger: logger
             )
         } else {
             reconciler = nil
             podSockets = nil
+            raftGroups = nil
         }
     }
 
@@ -122,10 +133,12 @@ public final class AgentServer: Service, Sendable {
                 )
             }
         }
+        try await raftGroups?.start()
         reconciler?.start()
         try? await gracefulShutdown()
         logger.info("agent stopping")
         await reconciler?.stop()
+        await raftGroups?.stop()
         podSockets?.closeAll()
         for channel in listeners { try? await channel.close().get() }
         if let socket = configuration.api.socket { unlink(socket) }

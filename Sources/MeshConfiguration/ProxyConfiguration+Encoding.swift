@@ -66,6 +66,16 @@ extension ProxyConfiguration.Admin {
     }
 }
 
+extension ProxyConfiguration.WorkloadAPI {
+    private enum CodingKeys: String, CodingKey { case listen, socket }
+
+    public func encode(to encoder: any Encoder) throws {
+        var values = encoder.container(keyedBy: CodingKeys.self)
+        try values.encode(listen?.description ?? "off", forKey: .listen)
+        if let socket { try values.encode(socket, forKey: .socket) }
+    }
+}
+
 extension ProxyConfiguration.MetricsEndpoint {
     private enum CodingKeys: String, CodingKey { case listen }
 

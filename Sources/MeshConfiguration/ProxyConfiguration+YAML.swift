@@ -18,7 +18,7 @@ extension ProxyConfiguration {
         let reader = try YAMLField.singleDocument(yaml, file: file)
         let top = try reader.mapping(allowed: [
             "identity", "inbound", "routes", "capture", "workload", "policies", "admin", "metrics", "flows", "timeouts",
-            "workers", "relayEngine", "logLevel", "discovery", "dns",
+            "workers", "relayEngine", "logLevel", "discovery", "dns", "workloadAPI",
         ])
 
         let identityNode = try top.required("identity")
@@ -138,6 +138,14 @@ extension ProxyConfiguration {
             let map = try adminNode.mapping(allowed: ["listen", "socket"])
             if let node = map.optional("listen") { configuration.admin.listen = try node.optionalHostPort() }
             if let node = map.optional("socket") { configuration.admin.socket = try node.socketPath() }
+        }
+        if let workloadNode = top.optional("workloadAPI") {
+            let map = try workloadNode.mapping(allowed: ["listen", "socket"])
+            if let node = map.optional("listen") { configuration.workloadAPI.listen = try node.optionalHostPort() }
+            if let node = map.optional("socket") { configuration.workloadAPI.socket = try node.socketPath() }
+            if configuration.workloadAPI.listen != nil, configuration.workloadAPI.socket == nil {
+                throw (map.optional("listen") ?? workloadNode).error("a listener needs the agent's socket: set socket")
+            }
         }
         if let metricsNode = top.optional("metrics") {
             let map = try metricsNode.mapping(allowed: ["listen"])

@@ -233,8 +233,20 @@ public struct ProxyConfiguration: Sendable, Equatable, Encodable {
         public var ttl: UInt32 = 5
     }
 
+    /// The workload API of a StatefulSet's pod (`/v1/kv`, `/v1/leader`): the agent
+    /// serves it on a socket made for the pod alone, and the sidecar relays it to the
+    /// app on loopback. The agent sets both for a StatefulSet's pods.
+    public struct WorkloadAPI: Sendable, Equatable, Encodable {
+        /// Where the app reaches it; nil (`off`, the default): nowhere. The agent sets
+        /// `127.0.0.1:15020`.
+        public var listen: HostPort?
+        /// The agent's socket for this pod's workload API.
+        public var socket: String?
+    }
+
     public var discovery = Discovery()
     public var dns = DNS()
+    public var workloadAPI = WorkloadAPI()
 
     /// Where mesh DNS listens: `dns.listen`, or by default `127.0.0.1:15053` when there
     /// is an agent to resolve through.

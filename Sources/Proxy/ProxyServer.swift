@@ -253,6 +253,21 @@ public final class ProxyServer: Service, Sendable {
             listeners.withLockedValue { $0 += channels }
             dns = channels.enumerated().filter { $0.offset % 2 == 0 }.compactMap { $0.element.localAddress }
         }
+        if let listen = configuration.workloadAPI.listen, let socket = configuration.workloadAPI.socket {
+            let listener = try await WorkloadAPIRelay.bootstrap(
+                group: group,
+                socket: socket,
+                environment: environment,
+                logger: logger
+            )
+            .bind(host: listen.host, port: listen.port).get()
+            listeners.withLockedValue { $0.append(listener) }
+            environment.listenerPorts.insert(listener.localAddress!.port!)
+            logger.info(
+                "workload API up",
+                metadata: ["address": "\(listener.localAddress!)", "agent": "\(socket)"]
+            )
+        }
         let (admin, metricsAddress) = try await startAdmin()
         readiness.ready.store(true, ordering: .relaxed)
         return BoundAddresses(

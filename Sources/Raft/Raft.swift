@@ -189,11 +189,13 @@ public struct Raft: Sendable {
     // MARK: events
 
     /// The member starts (or restarts): its election timer runs, and what it knew was
-    /// committed is applied.
+    /// committed is applied. The only voter of its group leads at once.
     public mutating func start(now: UInt64) -> [Directive] {
         begin(now)
         resetElectionTimer()
         applyCommitted()
+        // The only voter has nobody to wait for: it leads at once (a group of one).
+        if membership.voters == [id] { campaign(pre: false, transfer: false) }
         return finish()
     }
 

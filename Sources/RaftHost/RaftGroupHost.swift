@@ -1,4 +1,5 @@
 import Logging
+import MeshAPI
 import NIOCore
 import Raft
 import RaftPersistence
@@ -50,8 +51,10 @@ public final class RaftGroupHost: @unchecked Sendable {
     private var nextRead: UInt64 = 0
     private var watchers: [UInt64: Watcher] = [:]
     private var nextWatcher: UInt64 = 0
-    /// The latest changes, oldest first, for watches that resume.
+    /// The latest changes, oldest first, for watches that resume: every change from
+    /// revision `historyStart` on.
     private var history: [WorkloadState.Event] = []
+    private var historyStart: UInt64 = 0
     private var leaderWatchers: [UInt64: @Sendable (WorkloadState.Leadership) -> Void] = [:]
     /// An election of the workload's leader is proposed and not applied yet.
     private var electing = false
@@ -96,6 +99,7 @@ public final class RaftGroupHost: @unchecked Sendable {
         }
         let recovered = store.recovered
         state = try recovered.snapshot.map { try WorkloadState(snapshot: $0.data) } ?? WorkloadState()
+        historyStart = (recovered.snapshot?.index ?? 0) + 1
         raft = Raft(
             configuration: settings.raft,
             storage: recovered,
@@ -159,22 +163,26 @@ public final class RaftGroupHost: @unchecked Sendable {
         return promise.futureResult
     }
 
-    /// Calls `send` with every change under `prefix` after `revision` (those still in
-    /// the history first), until `cancelWatch`. Nil: `revision` is older than the
+    /// Calls `send` with every change under `prefix` from now on, until `cancelWatch`;
+    /// returns its ID and the changes after `revision` still in the history (to be
+    /// delivered before any that `send` gets). Nil: `revision` is older than the
     /// history (compacted), and the watcher must read again and resume from there.
     public func watch(
         prefix: String,
         after revision: UInt64?,
         send: @escaping @Sendable (WorkloadState.Event) -> Void
-    ) -> UInt64? {
+    ) -> (id: UInt64, replay: [WorkloadState.Event])? {
         loop.preconditionInEventLoop()
+        var replay: [WorkloadState.Event] = []
         if let revision, revision < state.revision {
-            guard let oldest = history.first, oldest.revision <= revision + 1 else { return nil }
-            for event in history where event.revision > revision && event.key.hasPrefix(prefix) { send(event) }
+            // Revisions with no change of a key (noops, claims) are not in the history:
+            // it covers `revision` if nothing of it was dropped since.
+            guard revision + 1 >= historyStart else { return nil }
+            replay = history.filter { $0.revision > revision && $0.key.hasPrefix(prefix) }
         }
         nextWatcher += 1
         watchers[nextWatcher] = Watcher(prefix: prefix, send: send)
-        return nextWatcher
+        return (nextWatcher, replay)
     }
 
     public func cancelWatch(_ id: UInt64) {
@@ -214,15 +222,18 @@ public final class RaftGroupHost: @unchecked Sendable {
         }
     }
 
-    public var status: RaftGroupStatus {
+    /// This member's view, for the agent's API (`node`: the node it runs on).
+    public func status(node: String) -> RaftGroupStatus {
         loop.preconditionInEventLoop()
         let followers = raft.followers
+        let name = group.split(separator: "/").last.map(String.init) ?? group
         return RaftGroupStatus(
             group: group,
-            id: raft.id,
+            member: Self.hex(raft.id),
+            node: node,
             role: raft.role.rawValue,
             term: raft.term,
-            leader: raft.leader,
+            leader: raft.leader.map(Self.hex),
             commit: raft.commit,
             applied: state.revision,
             lastIndex: raft.lastIndex,
@@ -231,14 +242,26 @@ public final class RaftGroupHost: @unchecked Sendable {
             members: raft.membership.members.map { id in
                 let match = id == raft.id ? raft.lastIndex : followers[id]?.match
                 return RaftGroupStatus.Member(
-                    id: id,
+                    id: Self.hex(id),
                     voter: raft.membership.isVoter(id),
                     match: raft.role == .leader ? match : nil,
                     lag: raft.role == .leader ? match.map { raft.lastIndex - min($0, raft.lastIndex) } : nil
                 )
             },
+            ordinals: state.claims.sorted { $0.key < $1.key }.map {
+                RaftGroupStatus.Ordinal(ordinal: $0.key, node: $0.value.node, ready: $0.value.ready)
+            },
+            workloadLeader: state.leadership.ordinal.map { "\(name)-\($0)" },
+            leaderRevision: state.leadership.revision,
+            keys: state.values.count,
             failure: failure
         )
+    }
+
+    /// A member ID as the API shows it: 16 hexadecimal digits.
+    public static func hex(_ id: RaftID) -> String {
+        let digits = String(id, radix: 16)
+        return String(repeating: "0", count: max(0, 16 - digits.count)) + digits
     }
 
     public var isLeader: Bool { raft.role == .leader }
@@ -376,7 +399,11 @@ public final class RaftGroupHost: @unchecked Sendable {
 
     private func publish(_ event: WorkloadState.Event) {
         history.append(event)
-        if history.count > settings.watchHistory { history.removeFirst(history.count - settings.watchHistory) }
+        if history.count > settings.watchHistory {
+            let dropped = history.count - settings.watchHistory
+            historyStart = history[dropped - 1].revision + 1
+            history.removeFirst(dropped)
+        }
         for watcher in watchers.values where event.key.hasPrefix(watcher.prefix) { watcher.send(event) }
     }
 
@@ -408,6 +435,7 @@ public final class RaftGroupHost: @unchecked Sendable {
             writes.removeValue(forKey: index)?.promise.fail(RaftGroupError.unknownOutcome)
         }
         history = []
+        historyStart = snapshot.index + 1
         answerReads()
     }
 
@@ -476,28 +504,4 @@ public enum RaftGroupError: Error, Equatable, Sendable, CustomStringConvertible 
         case .stopped(let reason): "the member stopped: \(reason)"
         }
     }
-}
-
-/// A member's view of its group, for `beectl raft status` and the agent's API.
-public struct RaftGroupStatus: Codable, Equatable, Sendable {
-    public struct Member: Codable, Equatable, Sendable {
-        public var id: RaftID
-        public var voter: Bool
-        /// The leader's knowledge of the member's log (nil on a follower).
-        public var match: UInt64?
-        public var lag: UInt64?
-    }
-
-    public var group: String
-    public var id: RaftID
-    public var role: String
-    public var term: UInt64
-    public var leader: RaftID?
-    public var commit: UInt64
-    public var applied: UInt64
-    public var lastIndex: UInt64
-    public var snapshotIndex: UInt64
-    public var logBytes: Int
-    public var members: [Member]
-    public var failure: String?
 }

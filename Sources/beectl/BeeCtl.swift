@@ -9,7 +9,7 @@ struct BeeCtl: ParsableCommand {
         abstract: "Operate a BeeMesh trust domain and its workloads.",
         subcommands: [
             CACommand.self, ApplyCommand.self, GetCommand.self, DeleteCommand.self, LogsCommand.self, FlowsCommand.self,
-            PolicyCommand.self, DHTCommand.self,
+            PolicyCommand.self, DHTCommand.self, RaftCommand.self,
         ]
     )
 }

@@ -13,6 +13,7 @@ import Testing
                   bootstrap: [10.0.0.6:15010, "[fd00::7]:15010"]
                   requestTimeout: 500ms
                 api: {socket: off, listen: 127.0.0.1:15020}
+                raft: {listen: 10.0.0.5:15012, heartbeat: 50ms, electionTimeout: 500ms, snapshotEvery: 500}
                 logLevel: DEBUG
                 """,
             file: "agent.yaml"
@@ -23,6 +24,17 @@ import Testing
         #expect(configuration.dht.requestTimeout == 0.5 && configuration.dht.maintenanceInterval == 60)
         #expect(configuration.api.socket == nil && configuration.api.listen?.port == 15020)
         #expect(configuration.logLevel == .debug, "levels are read as the proxy reads them, in any case")
+        #expect(configuration.raft.listen?.description == "10.0.0.5:15012" && configuration.raft.heartbeat == 0.05)
+        #expect(configuration.raft.electionTimeout == 0.5 && configuration.raft.snapshotEvery == 500)
+        let defaults = try AgentConfiguration.parse(
+            yaml: "node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1}",
+            file: "a"
+        )
+        #expect(defaults.raft.listen == nil, "Raft's listener is off until groups span nodes")
+        #expect(
+            defaults.raft.heartbeat == 0.1 && defaults.raft.electionTimeout == 1
+                && defaults.raft.snapshotEvery == 10_000
+        )
     }
 
     @Test func accessGrantsNameUsersAndGroupsByNameOrNumber() throws {
@@ -89,6 +101,23 @@ import Testing
             _ = try AgentConfiguration.parse(yaml: yaml, file: "agent.yaml")
         } throws: { error in
             "\(error)".hasPrefix("agent.yaml:\(line): \(field)")
+        }
+    }
+
+    @Test(arguments: [
+        ("raft: {heartbeat: 300ms}", "raft.heartbeat"),
+        ("raft: {electionTimeout: 200ms}", "raft.electionTimeout"),
+        ("raft: {snapshotEvery: 10}", "raft.snapshotEvery"),
+        ("raft: {peers: []}", "raft.peers"),
+    ])
+    func raftMistakesNameTheirField(yaml: String, field: String) {
+        #expect {
+            _ = try AgentConfiguration.parse(
+                yaml: "node: {name: a, ca: /x}\ndht: {listen: 127.0.0.1:1}\n" + yaml,
+                file: "agent.yaml"
+            )
+        } throws: { error in
+            "\(error)".hasPrefix("agent.yaml:3: \(field)")
         }
     }
 }

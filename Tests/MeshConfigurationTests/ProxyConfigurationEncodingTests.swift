@@ -87,6 +87,8 @@ import Testing
         configuration.dns.resolvConf = "/r"
         configuration.dns.ttl = 9
         configuration.workers = 3
+        configuration.workloadAPI.listen = HostPort(host: "127.0.0.1", port: 15020)
+        configuration.workloadAPI.socket = "/var/run/beemesh-agent/workload.sock"
         configuration.relayEngine = .channel
         configuration.logLevel = .trace
         let (decoded, text) = try Self.roundTrip(configuration)

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import MeshAPI
 import MeshConfiguration
 import MeshIdentity
 import MeshTestSupport
@@ -70,7 +71,7 @@ import Testing
         }
 
         func status() async throws -> RaftGroupStatus {
-            try await loop.submit { [self] in host.status }.get()
+            try await loop.submit { [self] in host.status(node: name) }.get()
         }
     }
 

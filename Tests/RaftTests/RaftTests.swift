@@ -130,6 +130,22 @@ import Testing
         #expect(throws: Raft.Refusal.notLeader(1)) { try cluster.propose(2, "c") }
     }
 
+    /// A group of one (a StatefulSet whose ordinals all run on one node) has nobody to
+    /// wait for: its member leads as it starts, and again as it restarts.
+    @Test func theOnlyVoterLeadsAtOnce() {
+        let cluster = Cluster([1])
+        #expect(cluster.members[1]!.role == .leader && cluster.members[1]!.term == 1)
+        #expect(cluster.members[1]!.leadsWithCommit, "its noop committed at once")
+        var restarted = Raft(
+            configuration: Raft.Configuration(id: 1),
+            storage: cluster.disks[1]!,
+            bootstrap: Membership(voters: [1]),
+            seed: 7
+        )
+        _ = restarted.start(now: 5)
+        #expect(restarted.role == .leader && restarted.term == 2)
+    }
+
     @Test func preVoteKeepsAnIsolatedFollowerFromBumpingTheTerm() {
         for preVote in [true, false] {
             var cluster = Cluster([1, 2, 3]) { $0.preVote = preVote }

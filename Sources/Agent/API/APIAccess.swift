@@ -160,4 +160,6 @@ struct PodBinding: Sendable, Equatable {
     /// The endpoint its record must name (`nodeAddress:hostPort` for a pod published on
     /// a host port, else `podIP:15008`); nil: not known yet, nothing may be published.
     var endpoint: String?
+    /// A StatefulSet's pod: its group and ordinal, which its workload socket serves.
+    var workload: WorkloadAPIHandler.Binding?
 }

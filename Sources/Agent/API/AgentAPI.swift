@@ -21,6 +21,7 @@ import Prometheus
 /// | `POST /v1/delete?file=NAME` | the objects named in the YAML removed |
 /// | `DELETE /v1/objects/KIND/NAMESPACE/NAME` | one object removed |
 /// | `GET /v1/pods`, `GET /v1/deployments` | `[PodStatus]`, `[DeploymentStatus]` |
+/// | `GET /v1/raft?namespace=&name=` | `[RaftGroupStatus]`: the StatefulSets' Raft groups this node hosts |
 /// | `GET /v1/logs/NAMESPACE/POD?container=&follow=1&tail=N` | the container's output (streamed) |
 /// | `GET /flows?…` | the flows of every sidecar on the node, merged (`FlowList`, `pod` set) |
 ///
@@ -228,6 +229,20 @@ struct AgentAPI: Sendable {
             )
         case (.GET, "flows"):
             return mergedFlows(query: query, reconciler: reconciler, permissions)
+        case (.GET, "raft"):
+            guard let groups = reconciler.raftGroups else { return json([RaftGroupStatus]()) }
+            let namespace = query.first { $0.name == "namespace" }?.value
+            let name = query.first { $0.name == "name" }?.value
+            guard let statuses = try? groups.statuses.wait() else {
+                return failure(.serviceUnavailable, "the Raft groups do not answer")
+            }
+            return json(
+                statuses.filter { status in
+                    let parts = status.group.split(separator: "/").map(String.init)
+                    return permissions.mayRead(namespace: parts[0]) && (namespace.map { $0 == parts[0] } ?? true)
+                        && (name.map { $0 == parts.last } ?? true)
+                }
+            )
         default:
             return failure(.notFound, "no such resource: \(method) \(route)")
         }

@@ -1,6 +1,8 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 #if canImport(Glibc)
@@ -16,6 +18,8 @@ final class PodSockets: Sendable {
         let channel: any Channel
         let binding: NIOLockedValueBox<PodBinding>
         let path: String
+        /// A StatefulSet pod's workload socket (`workload.sock` beside the agent socket).
+        var workload: (channel: any Channel, path: String)?
     }
 
     private let group: any EventLoopGroup
@@ -23,10 +27,13 @@ final class PodSockets: Sendable {
     private let logger: Logger
     private let api = NIOLockedValueBox<AgentAPI?>(nil)
     private let sockets = NIOLockedValueBox<[String: Open]>([:])
+    /// The groups the workload sockets serve (nil: no workload sockets).
+    private let raftGroups: RaftGroups?
 
-    init(group: any EventLoopGroup, sidecarUser: UInt32, logger: Logger) {
+    init(group: any EventLoopGroup, sidecarUser: UInt32, raftGroups: RaftGroups? = nil, logger: Logger) {
         self.group = group
         self.sidecarUser = sidecarUser
+        self.raftGroups = raftGroups
         self.logger = logger
     }
 
@@ -71,7 +78,54 @@ final class PodSockets: Sendable {
             try? channel.close().wait()
             throw PodmanError(status: nil, message: "cannot give \(path) to uid \(sidecarUser) (0600): \(reason)")
         }
-        sockets.withLockedValue { $0[key] = Open(channel: channel, binding: box, path: path) }
+        var open = Open(channel: channel, binding: box, path: path)
+        if let workload = binding.workload, let raftGroups {
+            let workloadPath = (path as NSString).deletingLastPathComponent + "/workload.sock"
+            do {
+                open.workload = (try openWorkload(workload, at: workloadPath, groups: raftGroups), workloadPath)
+            } catch {
+                try? channel.close().wait()
+                unlink(path)
+                throw error
+            }
+        }
+        sockets.withLockedValue { $0[key] = open }
+    }
+
+    /// The socket the sidecar relays the workload API from (127.0.0.1:15020 in the
+    /// pod): only the sidecar's uid (or root) is served, and only that pod's group.
+    private func openWorkload(
+        _ binding: WorkloadAPIHandler.Binding,
+        at path: String,
+        groups: RaftGroups
+    ) throws -> any Channel {
+        unlink(path)
+        let (sidecarUser, logger) = (self.sidecarUser, self.logger)
+        let channel = try ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                APIListeners.peerCredentials(of: channel).flatMapThrowing { user in
+                    guard let user, user.uid == sidecarUser || user.uid == 0 else {
+                        logger.warning(
+                            "refused a caller on a pod's workload socket",
+                            metadata: [
+                                "group": "\(binding.group)", "caller": "\(user.map(\.description) ?? "unknown")",
+                            ]
+                        )
+                        throw ChannelError.inputClosed
+                    }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(
+                        WorkloadAPIHandler(groups: groups, binding: binding, logger: logger)
+                    )
+                }
+            }
+            .bind(unixDomainSocketPath: path).wait()
+        guard chown(path, sidecarUser, sidecarUser) == 0, chmod(path, 0o600) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? channel.close().wait()
+            throw PodmanError(status: nil, message: "cannot give \(path) to uid \(sidecarUser) (0600): \(reason)")
+        }
+        return channel
     }
 
     /// Closes the socket of the pod `key`, if it has one.
@@ -79,6 +133,10 @@ final class PodSockets: Sendable {
         guard let open = sockets.withLockedValue({ $0.removeValue(forKey: key) }) else { return }
         try? open.channel.close().wait()
         unlink(open.path)
+        if let workload = open.workload {
+            try? workload.channel.close().wait()
+            unlink(workload.path)
+        }
     }
 
     func closeAll() {

@@ -22,6 +22,14 @@ struct DesiredPod: Sendable, Equatable {
             && left.published?.ports == right.published?.ports
     }
 
+    /// A StatefulSet's pod: its group (`namespace/name`) and ordinal; nil for others.
+    var statefulOrdinal: (group: String, ordinal: Int)? {
+        guard owner.hasPrefix("StatefulSet/"), let dash = name.lastIndex(of: "-"),
+            let ordinal = Int(name[name.index(after: dash)...])
+        else { return nil }
+        return ("\(namespace)/\(name[..<dash])", ordinal)
+    }
+
     /// podman's pod names are global: `<name>.<namespace>` (dots never occur in either).
     var podmanName: String { "\(name).\(namespace)" }
 
@@ -86,6 +94,8 @@ struct DesiredPod: Sendable, Equatable {
 
     /// The sidecar's mTLS listener in the pod.
     static let mtlsPort: UInt16 = 15008
+    /// The workload API in a StatefulSet's pod, on loopback.
+    static let workloadAPIPort: UInt16 = 15020
 
     /// The mTLS endpoint of a pod that is not published on a host port: its pod
     /// address, which only its own node reaches.
@@ -108,7 +118,8 @@ struct DesiredPod: Sendable, Equatable {
             )
             .description,
             service: published.map { "\($0.service).\(namespace)" },
-            endpoint: endpoint?.description
+            endpoint: endpoint?.description,
+            workload: statefulOrdinal.map { WorkloadAPIHandler.Binding(group: $0.group, ordinal: $0.ordinal) }
         )
     }
 
@@ -132,6 +143,11 @@ struct DesiredPod: Sendable, Equatable {
         configuration.workload = .init(namespace: namespace, labels: template.labels)
         if let agentSocket {
             configuration.discovery.agent = agentSocket
+            if statefulOrdinal != nil {
+                configuration.workloadAPI.listen = HostPort(host: "127.0.0.1", port: Int(Self.workloadAPIPort))
+                configuration.workloadAPI.socket =
+                    (agentSocket as NSString).deletingLastPathComponent + "/workload.sock"
+            }
             if let published, let endpoint {
                 var publish = ProxyConfiguration.Publish(service: "\(published.service).\(namespace)")
                 publish.endpoint = endpoint

@@ -53,15 +53,20 @@ final class Reconciler: @unchecked Sendable {
 
     /// The decisions (the loop's thread only).
     private var lifecycle: PodLifecycle
+    /// The StatefulSets' Raft groups (nil: the agent hosts none, as in tests that run
+    /// pods only).
+    let raftGroups: RaftGroups?
 
     init(
         settings: Settings,
         store: WorkloadStore,
         nodeCA: CertificateAuthority,
         podSockets: PodSockets?,
+        raftGroups: RaftGroups? = nil,
         logger: Logger,
         clock: @escaping @Sendable () -> Date = Date.init
     ) throws {
+        self.raftGroups = raftGroups
         self.settings = settings
         self.store = store
         self.runtime = try PodRuntime(settings: settings, nodeCA: nodeCA, podSockets: podSockets, logger: logger)
@@ -241,13 +246,23 @@ final class Reconciler: @unchecked Sendable {
 
     /// One full pass: observe, decide, carry out, publish the pods' statuses.
     private func reconcileOnce() {
-        let desired = DesiredPod.plan(shared.withLockedValue { $0.workloads }.values, node: settings.node)
+        let workloads = shared.withLockedValue { $0.workloads }
+        var desired = DesiredPod.plan(workloads.values, node: settings.node)
         let existing: [String: (digest: String, created: Date?)]
         do {
             existing = try runtime.existingPods()
         } catch {
             logger.warning("cannot list pods", metadata: ["error": "\(error)"])
             return
+        }
+        if let raftGroups {
+            desired = Self.claimed(
+                desired,
+                workloads: workloads.values,
+                existing: existing,
+                groups: raftGroups,
+                node: settings.node
+            )
         }
         runtime.keepHostPorts(for: Set(desired.filter(\.publishes).map(\.podmanName)))
         var observed: [String: PodLifecycle.Observation] = [:]
@@ -285,6 +300,65 @@ final class Reconciler: @unchecked Sendable {
             )
         }
         shared.withLockedValue { $0.pods = statuses }
+        if let raftGroups {
+            raftGroups.report(
+                ready: Self.readiness(statuses.values, of: desired, workloads: workloads.values, node: settings.node)
+            )
+        }
+    }
+
+    /// The StatefulSets this node runs (`namespace/name` → replicas).
+    static func statefulSets(_ workloads: some Collection<KubernetesObject>, node: String) -> [String: Int] {
+        var sets: [String: Int] = [:]
+        for workload in workloads where workload.kind == .statefulSet {
+            if let named = workload.template?.nodeName, named != node { continue }
+            sets["\(workload.namespace)/\(workload.name)"] = workload.replicas
+        }
+        return sets
+    }
+
+    /// `desired` without the StatefulSet pods this node must not run: those whose
+    /// ordinal another node holds in the group, and those not yet claimed that do
+    /// not run already (an ordinal never runs on two nodes at once).
+    static func claimed(
+        _ desired: [DesiredPod],
+        workloads: some Collection<KubernetesObject>,
+        existing: [String: (digest: String, created: Date?)],
+        groups: RaftGroups,
+        node: String
+    ) -> [DesiredPod] {
+        let holders = groups.ensure(statefulSets(workloads, node: node))
+        return desired.filter { pod in
+            guard let (group, ordinal) = pod.statefulOrdinal else { return true }
+            switch holders[group]?[ordinal] ?? .unknown {
+            case .here: return true
+            case .elsewhere: return false
+            case .unknown: return existing[pod.podmanName] != nil
+            }
+        }
+    }
+
+    /// Which ordinals of each StatefulSet this node runs are ready (running, every
+    /// container up); every group this node hosts is named, so that the claims of
+    /// ordinals it no longer runs are released.
+    static func readiness(
+        _ statuses: some Collection<PodStatus>,
+        of desired: [DesiredPod],
+        workloads: some Collection<KubernetesObject>,
+        node: String
+    ) -> [String: [Int: Bool]] {
+        var ready = statefulSets(workloads, node: node).mapValues { _ in [Int: Bool]() }
+        let byName = Dictionary(
+            statuses.map { ("\($0.namespace)/\($0.name)", $0) },
+            uniquingKeysWith: { first, _ in first }
+        )
+        for pod in desired {
+            guard let (group, ordinal) = pod.statefulOrdinal else { continue }
+            let status = byName["\(pod.namespace)/\(pod.name)"]
+            ready[group, default: [:]][ordinal] =
+                status?.phase == "Running" && status?.containers.allSatisfy { $0.state == "running" } == true
+        }
+        return ready
     }
 
     /// Carries out directives, and those that the events they report produce.
