@@ -239,7 +239,10 @@ let package = Package(
         ),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Capture", "MeshAPI", "MeshIdentity", "MeshNet", "MeshTestSupport"]
+            dependencies: [
+                "Capture", "MeshAPI", "MeshIdentity", "MeshNet", "MeshTestSupport", "RaftSimulation",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "PolicyTests",

@@ -339,6 +339,13 @@ public final class RaftGroupHost: @unchecked Sendable {
             for entry in entries { apply(entry) }
             answerReads()
             if state.leadership != leadership {
+                logger.info(
+                    "workload leader",
+                    metadata: [
+                        "ordinal": "\(state.leadership.ordinal.map(String.init) ?? "none")",
+                        "revision": "\(state.leadership.revision)",
+                    ]
+                )
                 for watcher in leaderWatchers.values { watcher(state.leadership) }
             }
         case .installSnapshot(let snapshot):

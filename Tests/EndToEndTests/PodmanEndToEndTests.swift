@@ -13,7 +13,7 @@ import Testing
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
 
-    private var beectl: String { NamespaceLab.binaries + "/beectl" }
+    var beectl: String { NamespaceLab.binaries + "/beectl" }
     private var agentBinary: String { NamespaceLab.binaries + "/beemesh-agent" }
 
     /// One agent with its own state, sockets, podman service socket and pod directory.
@@ -45,19 +45,40 @@ import Testing
     }
 
     private func demo() throws {
-        // podman's pod names are global: a second run on this machine would fight this
-        // one over them, so it is refused while this one holds the lock.
-        let lock = open("/run/beemesh-podman-e2e.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        guard let lock = Self.lock() else { return }
         defer { close(lock) }
-        guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
-            Issue.record("another PodmanEndToEndTests run holds /run/beemesh-podman-e2e.lock; not starting")
-            return
-        }
         // Pods an earlier run left when it was killed.
         for pod in ["orders-0.default", "frontend-0.default"] {
             _ = try? runProcess(["podman", "pod", "rm", "-f", pod], input: [], timeout: 60)
         }
         let node = Node()
+        try prepare(node)
+        defer {
+            cleanUp(node, pods: ["orders-0.default", "frontend-0.default", "\(Self.longName).\(Self.longNamespace)"])
+        }
+        try startAgent(node, log: "agent-1.log")
+        do {
+            try run(node)
+        } catch {
+            Issue.record("\(error)\n\(diagnostics(node))")
+        }
+    }
+
+    /// podman's pod names are global: a second run on this machine would fight this
+    /// one over them, so it is refused while this one holds the lock (nil, recorded).
+    static func lock() -> Int32? {
+        let lock = open("/run/beemesh-podman-e2e.lock", O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        guard lock >= 0, flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+            if lock >= 0 { close(lock) }
+            Issue.record("another PodmanEndToEndTests run holds /run/beemesh-podman-e2e.lock; not starting")
+            return nil
+        }
+        return lock
+    }
+
+    /// The images built from this build, a trust domain with node-1's CA, the demo's
+    /// allowing policy, and the agent's configuration.
+    func prepare(_ node: Node) throws {
         let directory = node.directory.path
         try NamespaceLab.run([Self.root + "/deploy/build-images", NamespaceLab.binaries], timeout: 120)
         try NamespaceLab.run([beectl, "ca", "init", "--trust-domain", "demo.local", "--dir", directory + "/ca"])
@@ -78,13 +99,6 @@ import Testing
           runDirectory: \(node.runDirectory)/pods
           policies: \(node.policies)
         """.write(toFile: directory + "/podman-agent.yaml", atomically: true, encoding: .utf8)
-        defer { cleanUp(node) }
-        try startAgent(node, log: "agent-1.log")
-        do {
-            try run(node)
-        } catch {
-            Issue.record("\(error)\n\(diagnostics(node))")
-        }
     }
 
     private func run(_ node: Node) throws {
@@ -274,7 +288,7 @@ import Testing
 
     // MARK: helpers
 
-    private func startAgent(_ node: Node, log: String) throws {
+    func startAgent(_ node: Node, log: String) throws {
         node.agent = try ChildProcess.start(
             [agentBinary, "run", "--config", node.directory.path + "/podman-agent.yaml"],
             output: .file(node.directory.path + "/" + log)
@@ -284,7 +298,7 @@ import Testing
         }
     }
 
-    private func pods(_ node: Node) throws -> [PodStatus] {
+    func pods(_ node: Node) throws -> [PodStatus] {
         try AdminClient(endpoint: .unix(path: node.socket)).get("/v1/pods", as: [PodStatus].self)
     }
 
@@ -309,7 +323,7 @@ import Testing
     }
 
     /// What the agent saw, for a failure's message.
-    private func diagnostics(_ node: Node) -> String {
+    func diagnostics(_ node: Node) -> String {
         let pods = (try? runProcess([beectl, "get", "pods", "-o", "wide", "--agent", node.socket], input: []))?.output
         let logs = ["agent-1.log", "agent-2.log"].compactMap { name in
             (try? String(contentsOfFile: node.directory.path + "/" + name, encoding: .utf8))
@@ -321,8 +335,8 @@ import Testing
     static let longName = String(repeating: "l", count: 62) + "0"
     static let longNamespace = String(repeating: "n", count: 39) + "0"
 
-    private func cleanUp(_ node: Node) {
-        for pod in ["orders-0.default", "frontend-0.default", "\(Self.longName).\(Self.longNamespace)"] {
+    func cleanUp(_ node: Node, pods: [String]) {
+        for pod in pods {
             _ = try? runProcess(["podman", "pod", "rm", "-f", pod], input: [], timeout: 60)
         }
         node.stopAgent()

@@ -125,7 +125,11 @@ final class RaftGroups: @unchecked Sendable {
                 }
             }
             for command in commands {
-                _ = try? loop.flatSubmit { host.write(command) }.wait()
+                let outcome = try? loop.flatSubmit { host.write(command) }.wait()
+                logger.info(
+                    "StatefulSet ordinal reported",
+                    metadata: ["group": "\(group)", "change": "\(command)", "applied": "\(outcome != nil)"]
+                )
             }
         }
     }
