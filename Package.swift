@@ -96,10 +96,12 @@ let package = Package(
                 "MeshConfiguration",
                 "MeshIdentity",
                 "MeshTLS",
+                "MeshProcess",
                 "Raft",
                 "RaftPersistence",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
@@ -267,6 +269,21 @@ let package = Package(
             dependencies: ["Raft", "RaftPersistence"],
             path: "Tests/RaftSimulation",
             swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]
+        ),
+        .executableTarget(
+            name: "beemesh-raft-node",
+            dependencies: [
+                "MeshConfiguration",
+                "MeshIdentity",
+                "Raft",
+                "RaftHost",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .executableTarget(
             name: "beemesh-raft-sim",

@@ -1,5 +1,6 @@
 import Logging
 import MeshAPI
+import Metrics
 import NIOCore
 import Raft
 import RaftPersistence
@@ -61,6 +62,27 @@ public final class RaftGroupHost: @unchecked Sendable {
     private var appliedSinceSnapshot: UInt64 = 0
     /// Why the member stopped (a disk that failed): it takes no more events.
     public private(set) var failure: String?
+    private let gauges: Gauges
+    private var reported: [Int64] = []
+
+    /// This member's figures on `/metrics`, labelled with the group.
+    private struct Gauges {
+        let term, commit, applied, lastIndex, snapshotIndex, logBytes, leader, workloadLeaderRevision: Gauge
+        let syncs: Counter
+
+        init(group: String) {
+            func gauge(_ name: String) -> Gauge { Gauge(label: "beemesh_raft_\(name)", dimensions: [("group", group)]) }
+            term = gauge("term")
+            commit = gauge("commit_index")
+            applied = gauge("applied_index")
+            lastIndex = gauge("last_index")
+            snapshotIndex = gauge("snapshot_index")
+            logBytes = gauge("log_bytes")
+            leader = gauge("is_leader")
+            workloadLeaderRevision = gauge("workload_leader_revision")
+            syncs = Counter(label: "beemesh_raft_log_syncs_total", dimensions: [("group", group)])
+        }
+    }
 
     private struct PendingWrite {
         var term: UInt64
@@ -90,6 +112,7 @@ public final class RaftGroupHost: @unchecked Sendable {
         self.loop = loop
         self.logger = logger
         self.logger[metadataKey: "group"] = "\(group)"
+        gauges = Gauges(group: group)
         store = try RaftGroupStore(directory: directory)
         if store.repairedBytes > 0 {
             self.logger.warning(
@@ -284,6 +307,7 @@ public final class RaftGroupHost: @unchecked Sendable {
         }
         takeSnapshotIfDue()
         electIfDue()
+        if queued.isEmpty { report() }
     }
 
     /// The group's leader elects the workload's leader when the current one is not
@@ -321,11 +345,30 @@ public final class RaftGroupHost: @unchecked Sendable {
             fail("the log could not be written: \(error)")
             return
         }
+        gauges.syncs.increment()
         let waiting = queued
         queued = []
         for directive in waiting { perform(directive) }
         takeSnapshotIfDue()
         electIfDue()
+        report()
+    }
+
+    /// The gauges, when a figure changed.
+    private func report() {
+        let figures = [
+            raft.term, raft.commit, state.revision, raft.lastIndex, raft.snapshotIndex, UInt64(store.logBytes),
+            raft.role == .leader ? 1 : 0, state.leadership.revision,
+        ].map { Int64(clamping: $0) }
+        guard figures != reported else { return }
+        reported = figures
+        for (gauge, value) in zip(
+            [
+                gauges.term, gauges.commit, gauges.applied, gauges.lastIndex, gauges.snapshotIndex, gauges.logBytes,
+                gauges.leader, gauges.workloadLeaderRevision,
+            ],
+            figures
+        ) { gauge.record(value) }
     }
 
     private func perform(_ directive: Raft.Directive) {

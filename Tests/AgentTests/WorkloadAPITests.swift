@@ -7,6 +7,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import RaftHost
 import Testing
 
 @testable import Agent
@@ -48,7 +49,11 @@ import Testing
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                         try channel.pipeline.syncOperations.addHandler(
-                            WorkloadAPIHandler(groups: groups, binding: binding, logger: Logger(label: "api"))
+                            WorkloadAPIHandler(
+                                lookup: { groups.host($0) },
+                                binding: binding,
+                                logger: Logger(label: "api")
+                            )
                         )
                     }
                 }

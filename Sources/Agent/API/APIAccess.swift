@@ -1,4 +1,5 @@
 import Foundation
+import RaftHost
 
 /// Who may do what through the agent's control socket: the `api.access` grants of the
 /// agent configuration.

@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import RaftHost
 
 #if canImport(Glibc)
     import Glibc
@@ -115,7 +116,7 @@ final class PodSockets: Sendable {
                     }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        WorkloadAPIHandler(groups: groups, binding: binding, logger: logger)
+                        WorkloadAPIHandler(lookup: { groups.host($0) }, binding: binding, logger: logger)
                     )
                 }
             }

@@ -1,6 +1,7 @@
 import Foundation
 import MeshConfiguration
 import MeshIdentity
+import RaftHost
 
 /// One pod the node should run, expanded from the stored objects. Pure: the reconciler
 /// compares these with what podman runs.

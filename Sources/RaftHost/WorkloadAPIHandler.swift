@@ -5,7 +5,6 @@ import MeshProcess
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
-import RaftHost
 
 /// The workload API of a StatefulSet's pod: HTTP/1.1 on the pod's own `workload.sock`,
 /// which its sidecar relays from 127.0.0.1:15020 in the pod. The socket is the
@@ -24,16 +23,21 @@ import RaftHost
 /// Reads are linearizable (ReadIndex) unless `?stale`. Errors are `AdminError` JSON:
 /// 400 a bad key or revision, 404, 409, 410, 413 a value over 64 KiB, 503 no group or no
 /// leader here, 504 an outcome unknown (retry with `cas`), 507 the store full (16 MiB).
-final class WorkloadAPIHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+public final class WorkloadAPIHandler: ChannelInboundHandler {
+    public typealias InboundIn = HTTPServerRequestPart
+    public typealias OutboundOut = HTTPServerResponsePart
 
     /// What one pod's socket serves: its StatefulSet's group, and its own ordinal.
-    struct Binding: Sendable, Equatable {
+    public struct Binding: Sendable, Equatable {
         /// `namespace/name`.
-        var group: String
-        var ordinal: Int
+        public var group: String
+        public var ordinal: Int
         var statefulSet: String { String(group.split(separator: "/").last ?? "") }
+
+        public init(group: String, ordinal: Int) {
+            self.group = group
+            self.ordinal = ordinal
+        }
     }
 
     static let maximumValue = 64 * 1024
@@ -49,7 +53,10 @@ final class WorkloadAPIHandler: ChannelInboundHandler {
         values: ["200", "400", "404", "409", "410", "413", "503", "504", "507"]
     )
 
-    private let groups: RaftGroups
+    /// The group a request is for, if this process hosts it.
+    public typealias Lookup = @Sendable (String) -> EventLoopFuture<RaftGroupHost?>
+
+    private let lookup: Lookup
     private let binding: Binding
     private let logger: Logger
     private var head: HTTPRequestHead?
@@ -57,13 +64,13 @@ final class WorkloadAPIHandler: ChannelInboundHandler {
     private var oversized = false
     private var streaming = false
 
-    init(groups: RaftGroups, binding: Binding, logger: Logger) {
-        self.groups = groups
+    public init(lookup: @escaping Lookup, binding: Binding, logger: Logger) {
+        self.lookup = lookup
         self.binding = binding
         self.logger = logger
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
@@ -83,7 +90,7 @@ final class WorkloadAPIHandler: ChannelInboundHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    public func channelInactive(context: ChannelHandlerContext) {
         context.fireChannelInactive()
     }
 
@@ -100,7 +107,7 @@ final class WorkloadAPIHandler: ChannelInboundHandler {
         }
         let (cas, revision) = (number("cas"), number("revision"))
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        groups.host(binding.group).hop(to: context.eventLoop).whenComplete { result in
+        lookup(binding.group).hop(to: context.eventLoop).whenComplete { result in
             let (handler, context) = bound.value
             guard case .success(let host?) = result else {
                 return handler.reply(
