@@ -259,6 +259,7 @@ let package = Package(
             dependencies: [
                 "MeshAPI", "MeshIdentity", "MeshTestSupport", "MeshTLS", "Raft", "RaftHost", "RaftPersistence",
                 "RaftSimulation",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

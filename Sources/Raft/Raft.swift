@@ -12,7 +12,7 @@
 /// |---|---|
 /// | `tick(now:)` | a PreVote campaign when the election timeout passed; the leader's heartbeats and its CheckQuorum |
 /// | `receive(_:now:)` | votes, appends, replies; `persist` before any message that depends on it; `apply` once entries commit |
-/// | `propose(_:now:)` | `persist` of the new entry, appends to the followers |
+/// | `propose(_:now:)`, `propose(batch:now:)` | `persist` of the new entries, appends to the followers |
 /// | `read(_:now:)` | `readReady` once a quorum confirmed this leader after the read came in (ReadIndex), or `readFailed` |
 /// | `changeMembership(_:now:)` | one membership entry: a learner added, promoted, or a member removed |
 /// | `transferLeadership(to:now:)` | the target caught up, then `timeoutNow` to it |
@@ -237,11 +237,29 @@ public struct Raft: Sendable {
 
     /// Appends a command; the leader only.
     public mutating func propose(_ command: [UInt8], now: UInt64) throws(Refusal) -> (index: UInt64, [Directive]) {
+        let (first, directives) = try propose(batch: [command], now: now)
+        return (first, directives)
+    }
+
+    /// Appends commands at consecutive indexes from the returned one, with one persist
+    /// and one append per follower for all of them (what a shell collects in one turn
+    /// of its loop); the leader only.
+    public mutating func propose(batch commands: [[UInt8]], now: UInt64) throws(Refusal) -> (
+        first: UInt64, [Directive]
+    ) {
+        precondition(!commands.isEmpty, "an empty batch proposed")
         guard role == .leader else { throw .notLeader(leader) }
         guard transferee == nil else { throw .transferring }
         begin(now)
-        let index = appendAsLeader(.command(command))
-        return (index, finish())
+        let first = log.lastIndex + 1
+        let entries = commands.enumerated().map {
+            LogEntry(term: term, index: first + UInt64($0.offset), kind: .command($0.element))
+        }
+        log.append(entries)
+        persistState(entries)
+        for member in progress.keys.sorted() { sendAppend(to: member) }
+        maybeCommit()
+        return (first, finish())
     }
 
     /// A linearizable read (ReadIndex): answered by `readReady` once a quorum has

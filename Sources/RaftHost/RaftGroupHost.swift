@@ -47,6 +47,8 @@ public final class RaftGroupHost: @unchecked Sendable {
     private var flushScheduled = false
     private var wake: (at: UInt64, task: Scheduled<Void>)?
     private var writes: [UInt64: PendingWrite] = [:]
+    /// Writes of this turn of the loop, proposed together at its end.
+    private var proposals: [(command: [UInt8], promise: EventLoopPromise<WorkloadState.Outcome>)] = []
     private var reads: [UInt64: EventLoopPromise<UInt64>] = [:]
     private var readyReads: [(index: UInt64, promise: EventLoopPromise<UInt64>)] = []
     private var nextRead: UInt64 = 0
@@ -56,7 +58,9 @@ public final class RaftGroupHost: @unchecked Sendable {
     /// revision `historyStart` on.
     private var history: [WorkloadState.Event] = []
     private var historyStart: UInt64 = 0
-    private var leaderWatchers: [UInt64: @Sendable (WorkloadState.Leadership) -> Void] = [:]
+    private var leaderWatchers:
+        [UInt64: (changed: @Sendable (WorkloadState.Leadership) -> Void, end: @Sendable () -> Void)] =
+            [:]
     /// An election of the workload's leader is proposed and not applied yet.
     private var electing = false
     private var appliedSinceSnapshot: UInt64 = 0
@@ -93,6 +97,9 @@ public final class RaftGroupHost: @unchecked Sendable {
     private struct Watcher {
         var prefix: String
         var send: @Sendable (WorkloadState.Event) -> Void
+        /// The watch can go on no longer (a snapshot replaced the state it follows, or
+        /// the member stopped): the watcher must read again.
+        var end: @Sendable () -> Void
     }
 
     /// Opens the member's directory and starts it. `bootstrap` is the group's first
@@ -154,24 +161,43 @@ public final class RaftGroupHost: @unchecked Sendable {
         carry(raft.receive(message, now: Self.now()))
     }
 
-    /// Proposes a write; the outcome comes once its entry is applied here.
+    /// Proposes a write; the outcome comes once its entry is applied here. Writes that
+    /// come in one turn of the loop are proposed together at its end: one entry each,
+    /// one persist and one append per follower for all of them.
     public func write(_ command: WorkloadState.Command) -> EventLoopFuture<WorkloadState.Outcome> {
         loop.preconditionInEventLoop()
         if let failure { return loop.makeFailedFuture(RaftGroupError.stopped(failure)) }
-        let proposal: (index: UInt64, [Raft.Directive])
-        do {
-            proposal = try raft.propose(command.encoded(), now: Self.now())
-        } catch {
-            return loop.makeFailedFuture(RaftGroupError(error))
-        }
+        guard raft.role == .leader else { return loop.makeFailedFuture(RaftGroupError.notLeader(raft.leader)) }
         let promise = loop.makePromise(of: WorkloadState.Outcome.self)
-        let index = proposal.index
-        let timeout = loop.scheduleTask(in: settings.writeTimeout) { [self] () -> Void in
-            writes.removeValue(forKey: index)?.promise.fail(RaftGroupError.unknownOutcome)
-        }
-        writes[index] = PendingWrite(term: raft.term, promise: promise, timeout: timeout)
-        carry(proposal.1)
+        proposals.append((command.encoded(), promise))
+        if proposals.count == 1 { loop.execute { [self] in proposeBatch() } }
         return promise.futureResult
+    }
+
+    private func proposeBatch() {
+        let batch = proposals
+        proposals = []
+        guard !batch.isEmpty else { return }
+        if let failure {
+            for (_, promise) in batch { promise.fail(RaftGroupError.stopped(failure)) }
+            return
+        }
+        let proposal: (first: UInt64, [Raft.Directive])
+        do {
+            proposal = try raft.propose(batch: batch.map(\.command), now: Self.now())
+        } catch {
+            for (_, promise) in batch { promise.fail(RaftGroupError(error)) }
+            return
+        }
+        for (offset, (_, promise)) in batch.enumerated() {
+            let index = proposal.first + UInt64(offset)
+            let timeout = loop.scheduleTask(in: settings.writeTimeout) { [self] () -> Void in
+                guard writes[index]?.promise.futureResult === promise.futureResult else { return }
+                writes.removeValue(forKey: index)?.promise.fail(RaftGroupError.unknownOutcome)
+            }
+            writes[index] = PendingWrite(term: raft.term, promise: promise, timeout: timeout)
+        }
+        carry(proposal.1)
     }
 
     /// A linearizable read (ReadIndex): succeeds with the revision it may be answered
@@ -193,7 +219,8 @@ public final class RaftGroupHost: @unchecked Sendable {
     public func watch(
         prefix: String,
         after revision: UInt64?,
-        send: @escaping @Sendable (WorkloadState.Event) -> Void
+        send: @escaping @Sendable (WorkloadState.Event) -> Void,
+        end: @escaping @Sendable () -> Void
     ) -> (id: UInt64, replay: [WorkloadState.Event])? {
         loop.preconditionInEventLoop()
         var replay: [WorkloadState.Event] = []
@@ -204,7 +231,7 @@ public final class RaftGroupHost: @unchecked Sendable {
             replay = history.filter { $0.revision > revision && $0.key.hasPrefix(prefix) }
         }
         nextWatcher += 1
-        watchers[nextWatcher] = Watcher(prefix: prefix, send: send)
+        watchers[nextWatcher] = Watcher(prefix: prefix, send: send, end: end)
         return (nextWatcher, replay)
     }
 
@@ -213,11 +240,15 @@ public final class RaftGroupHost: @unchecked Sendable {
         watchers[id] = nil
     }
 
-    /// Calls `changed` with the workload's leadership now and at every change.
-    public func watchLeader(_ changed: @escaping @Sendable (WorkloadState.Leadership) -> Void) -> UInt64 {
+    /// Calls `changed` with the workload's leadership now and at every change, and
+    /// `end` if the member stops.
+    public func watchLeader(
+        _ changed: @escaping @Sendable (WorkloadState.Leadership) -> Void,
+        end: @escaping @Sendable () -> Void
+    ) -> UInt64 {
         loop.preconditionInEventLoop()
         nextWatcher += 1
-        leaderWatchers[nextWatcher] = changed
+        leaderWatchers[nextWatcher] = (changed, end)
         changed(state.leadership)
         return nextWatcher
     }
@@ -296,6 +327,7 @@ public final class RaftGroupHost: @unchecked Sendable {
 
     private func carry(_ directives: [Raft.Directive]) {
         for directive in directives {
+            guard failure == nil else { return }
             if case .persist(let hardState, let entries) = directive {
                 store.append(hardState, entries: entries)
                 scheduleFlush()
@@ -320,10 +352,13 @@ public final class RaftGroupHost: @unchecked Sendable {
         electing = true
         write(.elect(ordinal: due, ifRevision: state.leadership.revision)).whenComplete { [self] result in
             electing = false
-            if case .failure(let error) = result {
+            switch result {
+            case .success:
+                electIfDue()
+            case .failure(let error):
+                // Tried again at the next event (a heartbeat at the latest), not at once.
                 logger.debug("workload leader election not applied", metadata: ["error": "\(error)"])
             }
-            electIfDue()
         }
     }
 
@@ -348,7 +383,10 @@ public final class RaftGroupHost: @unchecked Sendable {
         gauges.syncs.increment()
         let waiting = queued
         queued = []
-        for directive in waiting { perform(directive) }
+        for directive in waiting {
+            guard failure == nil else { break }
+            perform(directive)
+        }
         takeSnapshotIfDue()
         electIfDue()
         report()
@@ -389,7 +427,7 @@ public final class RaftGroupHost: @unchecked Sendable {
                         "revision": "\(state.leadership.revision)",
                     ]
                 )
-                for watcher in leaderWatchers.values { watcher(state.leadership) }
+                for watcher in leaderWatchers.values { watcher.changed(state.leadership) }
             }
         case .installSnapshot(let snapshot):
             install(snapshot)
@@ -469,7 +507,10 @@ public final class RaftGroupHost: @unchecked Sendable {
 
     private func install(_ snapshot: Snapshot) {
         do {
-            try store.save(snapshot, keeping: [])
+            // Entries appended after the snapshot arrived (later events of this turn,
+            // already synced and maybe acknowledged) stay: the log is rewritten with
+            // what Raft holds now after the snapshot, not with nothing.
+            try store.save(snapshot, keeping: entries(after: snapshot.index))
             state = try WorkloadState(snapshot: snapshot.data)
         } catch {
             logger.critical(
@@ -486,6 +527,10 @@ public final class RaftGroupHost: @unchecked Sendable {
         }
         history = []
         historyStart = snapshot.index + 1
+        // Changes before the snapshot were never seen here: watches end, and resume
+        // from what their clients read.
+        for watcher in watchers.values { watcher.end() }
+        watchers = [:]
         answerReads()
     }
 
@@ -494,13 +539,18 @@ public final class RaftGroupHost: @unchecked Sendable {
             let snapshot = raft.snapshotTaken(index: state.revision, data: state.snapshot())
         else { return }
         appliedSinceSnapshot = 0
-        let kept = (snapshot.index + 1...max(snapshot.index + 1, raft.lastIndex)).compactMap { raft.entry(at: $0) }
         do {
-            try store.save(snapshot, keeping: kept)
+            try store.save(snapshot, keeping: entries(after: snapshot.index))
         } catch {
             logger.critical("Raft: a snapshot could not be saved; the member stops", metadata: ["error": "\(error)"])
             fail("a snapshot could not be saved: \(error)")
         }
+    }
+
+    /// What Raft's log holds after `index`.
+    private func entries(after index: UInt64) -> [LogEntry] {
+        guard raft.lastIndex > index else { return [] }
+        return (index + 1...raft.lastIndex).compactMap { raft.entry(at: $0) }
     }
 
     private func fail(_ reason: String) {
@@ -508,13 +558,21 @@ public final class RaftGroupHost: @unchecked Sendable {
         wake?.task.cancel()
         wake = nil
         queued = []
+        // Writes already in the log may be applied after a restart: their outcome is
+        // unknown. Those not proposed yet are known not to have happened.
         for (_, pending) in writes {
             pending.timeout.cancel()
-            pending.promise.fail(RaftGroupError.stopped(reason))
+            pending.promise.fail(RaftGroupError.unknownOutcome)
         }
         writes = [:]
+        for watcher in watchers.values { watcher.end() }
+        watchers = [:]
+        for watcher in leaderWatchers.values { watcher.end() }
+        leaderWatchers = [:]
         for (_, promise) in reads { promise.fail(RaftGroupError.stopped(reason)) }
         reads = [:]
+        for (_, promise) in proposals { promise.fail(RaftGroupError.stopped(reason)) }
+        proposals = []
         for ready in readyReads { ready.promise.fail(RaftGroupError.stopped(reason)) }
         readyReads = []
     }

@@ -38,8 +38,9 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
 
     /// Connections beyond this many (both directions) are refused.
     static let maximumConnections = 256
-    /// The largest frame (a snapshot travels in one).
-    static let maximumFrame = 64 << 20
+    /// The largest frame (a snapshot travels in one: a workload's store holds at most
+    /// 16 MiB, with its keys' overhead).
+    static let maximumFrame = 24 << 20
 
     static let rejections = Counter(label: "beemesh_raft_messages_rejected_total")
     let sent = Counter(label: "beemesh_raft_messages_sent_total")
@@ -124,7 +125,8 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
         sent.increment()
         let frame = Self.frame(message, group: group)
         if let channel = byPeer[message.to] {
-            channel.writeAndFlush(frame, promise: nil)
+            // A peer that does not read gets nothing more queued: Raft sends again.
+            if channel.isWritable { channel.writeAndFlush(frame, promise: nil) } else { rejected("peer_not_reading") }
             return
         }
         connect(to: message.to).whenSuccess { channel in channel.writeAndFlush(frame, promise: nil) }
@@ -212,6 +214,9 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
     /// sender is a member of it (or the group has no membership yet: a joining member).
     fileprivate func deliver(_ message: RaftMessage, group: String) {
         guard message.to == localID else { return rejected("wrong_recipient") }
+        // A term no real group reaches: a member that sent it would make every later
+        // term overflow here, at each restart too.
+        guard message.term < UInt64.max / 2 else { return rejected("bad_term") }
         guard let host = groups[group] else { return rejected("unknown_group") }
         let membership = host.membership
         guard membership.contains(message.from) || membership.members.isEmpty else {

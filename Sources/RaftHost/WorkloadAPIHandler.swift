@@ -42,8 +42,10 @@ public final class WorkloadAPIHandler: ChannelInboundHandler {
 
     static let maximumValue = 64 * 1024
     static let maximumKey = 512
-    /// Keys and values together, per group: snapshots stay small.
+    /// Keys and values together, with `WorkloadState.keyOverhead` per key, per group:
+    /// snapshots stay small.
     static let maximumStore = 16 << 20
+    static let maximumKeys = 100_000
     /// Watches open at once on this node.
     static let maximumWatches = 256
     private static let watches = NIOLockedValueBox(0)
@@ -216,11 +218,16 @@ public final class WorkloadAPIHandler: ChannelInboundHandler {
     ) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         host.loop.flatSubmit { () -> EventLoopFuture<WorkloadState.Outcome> in
-            if case .put(let key, let value, _) = command {
-                let used = host.state.values.reduce(0) { $0 + $1.key.utf8.count + $1.value.data.count }
-                if used + key.utf8.count + value.count > Self.maximumStore {
-                    return host.loop.makeFailedFuture(StoreFull())
-                }
+            // Checked against what is applied (writes in flight may go over by their size).
+            if case .put(let key, let value, _) = command, host.state.values[key] == nil,
+                host.state.bytes + WorkloadState.size(key, value) > Self.maximumStore
+                    || host.state.values.count >= Self.maximumKeys
+            {
+                return host.loop.makeFailedFuture(StoreFull())
+            } else if case .put(let key, let value, _) = command, let old = host.state.values[key],
+                host.state.bytes + value.count - old.data.count > Self.maximumStore
+            {
+                return host.loop.makeFailedFuture(StoreFull())
             }
             return host.write(command)
         }.hop(to: context.eventLoop).whenComplete { result in
@@ -302,6 +309,15 @@ public final class WorkloadAPIHandler: ChannelInboundHandler {
         { line in channel.eventLoop.execute { writeLine(line, to: channel) } }
     }
 
+    /// Ends a stream: its last chunk, then the connection (the client reads again and
+    /// watches from there).
+    private static func end(_ channel: any Channel) {
+        channel.eventLoop.execute {
+            guard channel.isActive else { return }
+            channel.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
     /// On the channel's loop.
     private static func writeLine(_ line: [UInt8], to channel: any Channel) {
         guard channel.isActive else { return }
@@ -329,6 +345,8 @@ public final class WorkloadAPIHandler: ChannelInboundHandler {
         host.loop.submit {
             host.watch(prefix: prefix, after: revision) { event in
                 if matches(event), let line = try? MeshJSON.line(Self.event(event)) { send(line) }
+            } end: {
+                Self.end(channel)
             }
         }.hop(to: context.eventLoop).whenComplete { result in
             let (handler, context) = bound.value
@@ -360,6 +378,8 @@ public final class WorkloadAPIHandler: ChannelInboundHandler {
         host.loop.execute {
             let watcher = host.watchLeader { leadership in
                 if let line = try? MeshJSON.line(Self.leader(leadership, binding)) { send(line) }
+            } end: {
+                Self.end(channel)
             }
             channel.closeFuture.whenComplete { _ in host.loop.execute { host.cancelLeaderWatch(watcher) } }
         }
@@ -410,7 +430,12 @@ public final class WorkloadAPIHandler: ChannelInboundHandler {
         case RaftGroupError.unknownOutcome:
             reply(.gatewayTimeout, error: "the outcome is unknown: read, or retry with cas", head, context)
         case is StoreFull:
-            reply(.insufficientStorage, error: "the store holds at most 16 MiB", head, context)
+            reply(
+                .insufficientStorage,
+                error: "the store holds at most 16 MiB (64 bytes a key besides its own) and 100,000 keys",
+                head,
+                context
+            )
         default:
             reply(.serviceUnavailable, error: "\(error)", head, context)
         }

@@ -76,7 +76,14 @@ public struct WorkloadState: Equatable, Sendable {
     }
 
     public private(set) var values: [String: Value] = [:]
+    /// What the keys take: their bytes, their values' and `keyOverhead` each.
+    public private(set) var bytes = 0
     public private(set) var claims: [Int: Claim] = [:]
+
+    /// What a key costs besides its bytes and its value's (revisions, bookkeeping).
+    public static let keyOverhead = 64
+
+    static func size(_ key: String, _ value: [UInt8]) -> Int { key.utf8.count + value.count + keyOverhead }
     public private(set) var leadership = Leadership(ordinal: nil, revision: 0)
     /// The index of the last entry applied.
     public private(set) var revision: UInt64 = 0
@@ -100,14 +107,16 @@ public struct WorkloadState: Equatable, Sendable {
                 version: (previous?.version ?? 0) + 1
             )
             values[key] = value
+            bytes += Self.size(key, data) - (previous.map { Self.size(key, $0.data) } ?? 0)
             return (
                 .done(revision: index, previous: previous), Event(kind: .put, key: key, value: value, revision: index)
             )
         case .delete(let key, let ifRevision):
             let previous = values[key]
             if let ifRevision, ifRevision != (previous?.modRevision ?? 0) { return (.conflict(current: previous), nil) }
-            guard previous != nil else { return (.done(revision: index, previous: nil), nil) }
+            guard let previous else { return (.done(revision: index, previous: nil), nil) }
             values[key] = nil
+            bytes -= Self.size(key, previous.data)
             return (
                 .done(revision: index, previous: previous), Event(kind: .delete, key: key, value: nil, revision: index)
             )
@@ -196,6 +205,7 @@ public struct WorkloadState: Equatable, Sendable {
                 let version = reader.u64(), let data = reader.blob()
             else { throw truncated }
             values[key] = Value(data: data, createRevision: create, modRevision: modified, version: version)
+            self.bytes += Self.size(key, data)
         }
         guard let claimCount = reader.u32() else { throw truncated }
         for _ in 0..<claimCount {

@@ -20,8 +20,18 @@ enum CRC32C {
     }()
 
     static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        ~update(0xFFFF_FFFF, bytes)
+    }
+
+    /// The CRC of `prefix` then `bytes`, without joining them.
+    static func checksum(_ prefix: [UInt8], _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        ~update(prefix.withUnsafeBytes { update(0xFFFF_FFFF, $0) }, bytes)
+    }
+
+    /// The register after `bytes`, from `crc` (neither inverted).
+    static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
         tables.withUnsafeBufferPointer { table in
-            var crc: UInt32 = 0xFFFF_FFFF
+            var crc = crc
             var position = 0
             let count = bytes.count
             while position + 8 <= count {
@@ -38,7 +48,7 @@ enum CRC32C {
                 crc = (crc >> 8) ^ table[Int((crc ^ UInt32(bytes[position])) & 0xFF)]
                 position += 1
             }
-            return ~crc
+            return crc
         }
     }
 

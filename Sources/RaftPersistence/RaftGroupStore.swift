@@ -10,10 +10,12 @@ import Raft
 ///
 /// | file | what | written |
 /// | --- | --- | --- |
-/// | `wal` | magic `BMRAFTW1`, then one batch record per `append` | appended; `sync` is fdatasync |
-/// | `snapshot` | magic `BMRAFTS1`, then one snapshot record | atomically: `snapshot.tmp`, fsync, rename, fsync of the directory |
+/// | `wal` | magic `BMRAFTW2`, an 8-byte random salt, then one batch record per `sync` (every `append` since the last, merged) | appended, then fdatasync |
+/// | `snapshot` | magic `BMRAFTS2`, a salt, then one snapshot record | atomically: `snapshot.tmp`, fsync, rename, fsync of the directory |
 ///
-/// Records are framed by `RecordFrame` (length, CRC-32C of payload and of header).
+/// Records are framed by `RecordFrame` (length, CRC-32C of payload and of header, both
+/// from the file's salt). One record per sync means the write a crash can tear is
+/// always the last record, whatever order the page cache wrote its pages in.
 /// Recovery reads the snapshot, then every good record of the log:
 /// - a bad record with nothing good after it is a torn tail (a write the crash cut
 ///   short, so never acknowledged): the file is cut back to the last good record, and
@@ -35,13 +37,19 @@ public final class RaftGroupStore {
     public let repairedBytes: Int
     /// The hard state last appended.
     public private(set) var hardState: HardState
-    /// The log's size on disk, after the writes still pending.
+    /// The log's size on disk.
     public private(set) var logBytes: Int
     private var descriptor: Int32
-    private var pending: [UInt8] = []
+    private var salt: [UInt8]
+    /// What `append` gathered since the last sync: the latest hard state, and the
+    /// entries (which replace any from the first one's index on), merged.
+    private var pendingState: HardState?
+    private var pendingEntries: [LogEntry] = []
 
-    static let logMagic = Array("BMRAFTW1".utf8)
-    static let snapshotMagic = Array("BMRAFTS1".utf8)
+    static let logMagic = Array("BMRAFTW2".utf8)
+    static let snapshotMagic = Array("BMRAFTS2".utf8)
+    /// Magic and salt.
+    static let headerSize = 16
     var logPath: String { directory + "/wal" }
     var snapshotPath: String { directory + "/snapshot" }
 
@@ -57,13 +65,14 @@ public final class RaftGroupStore {
             guard snapshot == nil else {
                 throw RaftStoreError(.missingLog, path: logPath, reason: "a snapshot without its log")
             }
-            try Self.writeAtomically(Self.logMagic, to: logPath, directory: directory)
+            try Self.writeAtomically(Self.logMagic + Self.newSalt(), to: logPath, directory: directory)
         }
         var file = try Self.readFile(logPath)
-        guard file.count >= 8, Array(file.prefix(8)) == Self.logMagic else {
-            throw RaftStoreError(.badMagic, path: logPath, reason: "not a BeeMesh Raft log (no BMRAFTW1 header)")
+        guard file.count >= Self.headerSize, Array(file.prefix(8)) == Self.logMagic else {
+            throw RaftStoreError(.badMagic, path: logPath, reason: "not a BeeMesh Raft log (no BMRAFTW2 header)")
         }
-        let scan = RecordFrame.scan(file, from: 8)
+        salt = Array(file[8..<Self.headerSize])
+        let scan = RecordFrame.scan(file, from: Self.headerSize, salt: salt)
         if let resumesAt = scan.resumesAt {
             throw RaftStoreError(
                 .corruptRecord,
@@ -111,21 +120,37 @@ public final class RaftGroupStore {
     /// the first one's index on). Durable only after `sync`.
     public func append(_ hardState: HardState?, entries: [LogEntry]) {
         guard hardState != nil || !entries.isEmpty else { return }
-        if let hardState { self.hardState = hardState }
-        let before = pending.count
-        RecordFrame.append(RaftRecord.batch(hardState, entries: entries).encoded(), to: &pending)
-        logBytes += pending.count - before
+        if let hardState {
+            self.hardState = hardState
+            pendingState = hardState
+        }
+        guard let first = entries.first?.index else { return }
+        if let start = pendingEntries.first?.index, first > start {
+            pendingEntries.removeLast(max(0, pendingEntries.count - Int(first - start)))
+        } else {
+            pendingEntries = []
+        }
+        pendingEntries += entries
     }
 
     /// Whether appended records wait for `sync`.
-    public var hasPendingWrites: Bool { !pending.isEmpty }
+    public var hasPendingWrites: Bool { pendingState != nil || !pendingEntries.isEmpty }
 
-    /// Writes what was appended and waits until it is on the disk (fdatasync).
+    /// Writes what was appended, as one record, and waits until it is on the disk
+    /// (fdatasync).
     public func sync() throws(RaftStoreError) {
-        guard !pending.isEmpty else { return }
-        try Self.writeAll(pending, to: descriptor, path: logPath)
+        guard hasPendingWrites else { return }
+        var record: [UInt8] = []
+        RecordFrame.append(
+            RaftRecord.batch(pendingState, entries: pendingEntries).encoded(),
+            salt: salt,
+            to: &record
+        )
+        try Self.writeAll(record, to: descriptor, path: logPath)
         guard fdatasync(descriptor) == 0 else { throw RaftStoreError.io("fdatasync", logPath) }
-        pending.removeAll(keepingCapacity: true)
+        logBytes += record.count
+        pendingState = nil
+        pendingEntries.removeAll(keepingCapacity: true)
     }
 
     /// Keeps `snapshot` (atomically), then rewrites the log to hold only the hard
@@ -134,12 +159,15 @@ public final class RaftGroupStore {
     public func save(_ snapshot: Snapshot, keeping entries: [LogEntry]) throws(RaftStoreError) {
         precondition(entries.first.map { $0.index == snapshot.index + 1 } ?? true, "entries after the snapshot only")
         try sync()
-        var file = Self.snapshotMagic
-        RecordFrame.append(RaftRecord.snapshot(snapshot).encoded(), to: &file)
+        let snapshotSalt = Self.newSalt()
+        var file = Self.snapshotMagic + snapshotSalt
+        RecordFrame.append(RaftRecord.snapshot(snapshot).encoded(), salt: snapshotSalt, to: &file)
         try Self.writeAtomically(file, to: snapshotPath, directory: directory)
-        var log = Self.logMagic
-        RecordFrame.append(RaftRecord.batch(hardState, entries: entries).encoded(), to: &log)
+        let logSalt = Self.newSalt()
+        var log = Self.logMagic + logSalt
+        RecordFrame.append(RaftRecord.batch(hardState, entries: entries).encoded(), salt: logSalt, to: &log)
         try Self.writeAtomically(log, to: logPath, directory: directory)
+        salt = logSalt
         let reopened = open(logPath, O_WRONLY | O_APPEND | O_CLOEXEC)
         guard reopened >= 0 else { throw RaftStoreError.io("open", logPath) }
         close(descriptor)
@@ -217,10 +245,10 @@ public final class RaftGroupStore {
     private static func readSnapshot(_ path: String) throws(RaftStoreError) -> Snapshot? {
         guard access(path, F_OK) == 0 else { return nil }
         let file = try readFile(path)
-        guard file.count >= 8, Array(file.prefix(8)) == snapshotMagic else {
-            throw RaftStoreError(.badMagic, path: path, reason: "not a BeeMesh Raft snapshot (no BMRAFTS1 header)")
+        guard file.count >= headerSize, Array(file.prefix(8)) == snapshotMagic else {
+            throw RaftStoreError(.badMagic, path: path, reason: "not a BeeMesh Raft snapshot (no BMRAFTS2 header)")
         }
-        let scan = RecordFrame.scan(file, from: 8)
+        let scan = RecordFrame.scan(file, from: headerSize, salt: Array(file[8..<headerSize]))
         guard scan.payloads.count == 1, scan.end == file.count,
             case .snapshot(let snapshot)? = RaftRecord.decode(file[scan.payloads[0]])
         else {
@@ -235,6 +263,12 @@ public final class RaftGroupStore {
     }
 
     // MARK: files
+
+    /// 8 bytes no workload can guess.
+    static func newSalt() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return withUnsafeBytes(of: generator.next() as UInt64) { Array($0) }
+    }
 
     private static func readFile(_ path: String) throws(RaftStoreError) -> [UInt8] {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)

@@ -65,8 +65,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         if let state = try? WorkloadState(snapshot: bytes) {
             precondition(try! WorkloadState(snapshot: state.snapshot()) == state, "a workload snapshot changed")
         }
-        let file = RaftGroupStore.logMagic + bytes
-        let scan = RecordFrame.scan(file, from: 8)
+        // The salt is the first 8 bytes (zeros when the input is shorter).
+        let salt = Array((bytes + [UInt8](repeating: 0, count: 8)).prefix(8))
+        let file = RaftGroupStore.logMagic + salt + bytes.dropFirst(min(8, bytes.count))
+        let scan = RecordFrame.scan(file, from: RaftGroupStore.headerSize, salt: salt)
         for payload in scan.payloads {
             if let record = RaftRecord.decode(file[payload]) {
                 precondition(RaftRecord.decode(record.encoded()[...]) == record, "a log record changed: \(record)")

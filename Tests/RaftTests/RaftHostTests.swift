@@ -4,6 +4,7 @@ import MeshAPI
 import MeshConfiguration
 import MeshIdentity
 import MeshTestSupport
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Raft
@@ -24,9 +25,13 @@ import Testing
         let loop: any EventLoop
         let directory: String
         let credentials: WorkloadCredentials
-        var transport: RaftTransport!
-        var host: RaftGroupHost!
-        var port = 0
+        /// Replaced when the member restarts, while clients read them: behind a lock.
+        private let running = NIOLockedValueBox<(transport: RaftTransport?, host: RaftGroupHost?, port: Int)>(
+            (nil, nil, 0)
+        )
+        var transport: RaftTransport! { running.withLockedValue { $0.transport } }
+        var host: RaftGroupHost! { running.withLockedValue { $0.host } }
+        var port: Int { running.withLockedValue { $0.port } }
         var id: RaftID { RaftTransport.memberID(publicKey: credentials.key.publicKeyDER) }
 
         init(_ name: String, loop: any EventLoop, directory: String) throws {
@@ -53,13 +58,12 @@ import Testing
                 loop: loop,
                 logger: Logger(label: name)
             )
-            port = try await loop.flatSubmit {
+            let port = try await loop.flatSubmit {
                 transport.register(host)
                 host.start()
                 return transport.listen(on: HostPort(host: "127.0.0.1", port: 0))
             }.get().localAddress!.port!
-            self.transport = transport
-            self.host = host
+            running.withLockedValue { $0 = (transport, host, port) }
         }
 
         func stop() async throws {

@@ -10,6 +10,7 @@ import Testing
         var state = WorkloadState()
         let value = Array("1".utf8)
         #expect(state.apply(.put(key: "a", value: value, ifRevision: 0), at: 3).0 == .done(revision: 3, previous: nil))
+        #expect(state.bytes == 1 + 1 + WorkloadState.keyOverhead, "what the store's quota counts")
         // Created already: "only if absent" conflicts and changes nothing.
         let first = state.values["a"]
         #expect(state.apply(.put(key: "a", value: [9], ifRevision: 0), at: 4).0 == .conflict(current: first))
@@ -25,7 +26,7 @@ import Testing
                 )
         )
         #expect(event == WorkloadState.Event(kind: .delete, key: "a", value: nil, revision: 7))
-        #expect(state.values.isEmpty && state.revision == 7)
+        #expect(state.values.isEmpty && state.revision == 7 && state.bytes == 0)
         // Created again: a new creation revision and version 1.
         _ = state.apply(.put(key: "a", value: [3], ifRevision: nil), at: 8)
         #expect(state.values["a"] == WorkloadState.Value(data: [3], createRevision: 8, modRevision: 8, version: 1))

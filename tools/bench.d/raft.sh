@@ -9,9 +9,10 @@
 # (beemesh-raft-node load) sends to the leader of each, one request in flight per
 # client and one connection per client: BeeMesh's workload API over HTTP/1.1, etcd's
 # gRPC KV API over HTTP/2 (no gateway). For 1, then RAFT_CLIENTS=32 clients:
-# BENCH_SECONDS of writes (256-byte values), then as long of linearizable reads.
-# Printed: committed writes/s with p50/p99 latency, and reads/s, side by side with the
-# ratio. Targets: BeeMesh's writes/s at least etcd's and its p99 at most etcd's, at
+# BENCH_SECONDS of writes (256-byte values), then as long of linearizable reads, each
+# measurement alternating between the two clusters for BENCH_ROUNDS rounds. Printed:
+# the medians of committed writes/s with p50/p99 latency, and reads/s, side by side
+# with the ratio. Targets: BeeMesh's writes/s at least etcd's and its p99 at most etcd's, at
 # both concurrencies. Ports: BENCH_PORT_BASE+400 to +436 on 127.0.0.1.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -30,19 +31,14 @@ many=${RAFT_CLIENTS:-32}
 disk=$(findmnt -n -o FSTYPE -T "$WORK" || echo "?")
 log "data in $WORK ($disk); $secs s per measurement; 1 and $many clients"
 
-# load NAME SYSTEM ENDPOINT: the four measurements of one system
-load() {
-    local name=$1 system=$2 endpoint=$3 clients mode
-    for clients in 1 "$many"; do
-        for mode in writes reads; do
-            log "$name: $clients client(s), $mode"
-            local flags=()
-            [ "$mode" = reads ] && flags=(--reads)
-            run_fg "$node" load --system "$system" --endpoint "$endpoint" --clients "$clients" \
-                --seconds "$secs" "${flags[@]}" >"$WORK/out/$name-$mode-$clients.json" ||
-                die "$name: the load generator failed"
-        done
-    done
+# measure ROUND NAME SYSTEM ENDPOINT CLIENTS MODE: one measurement
+measure() {
+    local round=$1 name=$2 system=$3 endpoint=$4 clients=$5 mode=$6 flags=()
+    log "round $round: $name, $clients client(s), $mode"
+    [ "$mode" = reads ] && flags=(--reads)
+    run_fg "$node" load --system "$system" --endpoint "$endpoint" --clients "$clients" \
+        --seconds "$secs" "${flags[@]}" >"$WORK/out/$name-$mode-$clients-$round.json" ||
+        die "$name: the load generator failed"
 }
 
 # --- BeeMesh -------------------------------------------------------------------
@@ -71,9 +67,8 @@ find_beemesh_leader() {
     return 1
 }
 wait_until 20 "a BeeMesh leader" find_beemesh_leader
-log "BeeMesh leader at $leader"
-load beemesh beemesh "$leader"
-for i in 1 2 3; do stop_proc "beemesh-$i"; done
+ours=$leader
+log "BeeMesh leader at $ours"
 
 # --- etcd ----------------------------------------------------------------------
 # Peer mutual TLS with an IP SAN, as etcd verifies it.
@@ -112,23 +107,46 @@ find_etcd_leader() {
     return 1
 }
 wait_until 20 "an etcd leader" find_etcd_leader
-log "etcd leader at $leader ($(etcd --version | head -1))"
-load etcd etcd "$leader"
-for i in 1 2 3; do stop_proc "etcd-$i"; done
+theirs=$leader
+log "etcd leader at $theirs ($(etcd --version | head -1))"
+
+# Both clusters run throughout (idle but for heartbeats when not measured); each
+# measurement alternates between them, the order swapped every round, and the report
+# takes the median of the rounds, so that a drift of the machine hits both alike.
+for round in $(seq 1 "$ROUNDS"); do
+    for clients in 1 "$many"; do
+        for mode in writes reads; do
+            if ((round % 2)); then
+                measure "$round" beemesh beemesh "$ours" "$clients" "$mode"
+                measure "$round" etcd etcd "$theirs" "$clients" "$mode"
+            else
+                measure "$round" etcd etcd "$theirs" "$clients" "$mode"
+                measure "$round" beemesh beemesh "$ours" "$clients" "$mode"
+            fi
+        done
+    done
+done
+for i in 1 2 3; do stop_proc "beemesh-$i" && stop_proc "etcd-$i"; done
 
 # --- report ----------------------------------------------------------------------
 out="$ROOT/.build/bench-raft.md"
 mkdir -p "$ROOT/.build"
 status=0
-python3 - "$WORK/out" "$many" "$secs" "$(etcd --version | head -1)" "$disk" >"$out" <<'REPORT' || status=$?
-import json, sys
-directory, many, secs, etcd, disk = sys.argv[1:]
+python3 - "$WORK/out" "$many" "$secs" "$(etcd --version | head -1)" "$disk" "$ROUNDS" >"$out" <<'REPORT' || status=$?
+import json, statistics, sys
+directory, many, secs, etcd, disk, rounds = sys.argv[1:]
 def result(name, mode, clients):
-    with open(f"{directory}/{name}-{mode}-{clients}.json") as f:
-        return json.load(f)
+    runs = []
+    for round in range(1, int(rounds) + 1):
+        with open(f"{directory}/{name}-{mode}-{clients}-{round}.json") as f:
+            runs.append(json.load(f))
+    median = {key: statistics.median(run[key] for run in runs) for key in ["perSecond", "p50Milliseconds", "p99Milliseconds"]}
+    median["errors"] = sum(run["errors"] for run in runs)
+    return median
 print("# BeeMesh Raft against etcd\n")
-print(f"3 members each on 127.0.0.1, logs fsynced on {disk}; {etcd}; {secs} s per measurement; "
-      "one request in flight per client, one connection per client, 256-byte values.\n")
+print(f"3 members each on 127.0.0.1, logs fsynced on {disk}; {etcd}; {secs} s per measurement, medians of "
+      f"{rounds} rounds alternating between the two; one request in flight per client, one connection per client, "
+      "256-byte values.\n")
 print("| load | BeeMesh | etcd | BeeMesh / etcd | target |")
 print("|---|---:|---:|---:|---|")
 failures = []

@@ -17,7 +17,7 @@ import RaftPersistence
 ///   to run, and says which of them it may start (those it holds: an ordinal never
 ///   runs on two nodes at once);
 /// - `report` tells each group which of this node's ordinals are ready, and releases
-///   those whose pods are gone. The group's leader elects the workload's leader among
+///   the claims of those whose pods are gone (not merely no longer desired). The group's leader elects the workload's leader among
 ///   the ready ones (`RaftGroupHost`).
 ///
 /// A group's members are the agents that run its ordinals: this agent alone until
@@ -79,10 +79,11 @@ final class RaftGroups: @unchecked Sendable {
     }
 
     /// Opens the groups of `statefulSets` (`namespace/name` → replicas this node is to
-    /// run), removes the others', and claims each group's ordinals. Returns who holds
-    /// each ordinal asked for, by group.
-    func ensure(_ statefulSets: [String: Int]) -> [String: [Int: Holder]] {
-        let opened = (try? loop.submit { self.open(statefulSets) }.wait()) ?? [:]
+    /// run), removes the others' with their data (unless `removing` is false: the
+    /// desired state is not known whole), and claims each group's ordinals. Returns
+    /// who holds each ordinal asked for, by group.
+    func ensure(_ statefulSets: [String: Int], removing: Bool = true) -> [String: [Int: Holder]] {
+        let opened = (try? loop.submit { self.open(statefulSets, removing: removing) }.wait()) ?? [:]
         var holders: [String: [Int: Holder]] = [:]
         for (group, replicas) in statefulSets {
             var view = [Int: Holder](uniqueKeysWithValues: (0..<replicas).map { ($0, Holder.unknown) })
@@ -136,8 +137,8 @@ final class RaftGroups: @unchecked Sendable {
 
     // MARK: the loop's
 
-    private func open(_ statefulSets: [String: Int]) -> [String: RaftGroupHost] {
-        for (group, host) in hosts where statefulSets[group] == nil {
+    private func open(_ statefulSets: [String: Int], removing: Bool) -> [String: RaftGroupHost] {
+        for (group, host) in hosts where removing && statefulSets[group] == nil {
             host.stop()
             transport.unregister(group)
             hosts[group] = nil

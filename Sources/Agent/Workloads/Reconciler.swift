@@ -56,6 +56,8 @@ final class Reconciler: @unchecked Sendable {
     /// The StatefulSets' Raft groups (nil: the agent hosts none, as in tests that run
     /// pods only).
     let raftGroups: RaftGroups?
+    /// Set when the stored objects did not all load: no group is removed then.
+    private let keepsRaftGroups: Bool
 
     init(
         settings: Settings,
@@ -77,6 +79,8 @@ final class Reconciler: @unchecked Sendable {
         )
         let (workloads, errors) = try store.load()
         for error in errors { logger.error("stored object unreadable; skipped", metadata: ["error": "\(error)"]) }
+        // An unreadable StatefulSet must not read as a deleted one: its group's data stays.
+        keepsRaftGroups = !errors.isEmpty
         shared.withLockedValue { $0.workloads = workloads }
     }
 
@@ -261,7 +265,8 @@ final class Reconciler: @unchecked Sendable {
                 workloads: workloads.values,
                 existing: existing,
                 groups: raftGroups,
-                node: settings.node
+                node: settings.node,
+                removing: !keepsRaftGroups
             )
         }
         runtime.keepHostPorts(for: Set(desired.filter(\.publishes).map(\.podmanName)))
@@ -302,7 +307,13 @@ final class Reconciler: @unchecked Sendable {
         shared.withLockedValue { $0.pods = statuses }
         if let raftGroups {
             raftGroups.report(
-                ready: Self.readiness(statuses.values, of: desired, workloads: workloads.values, node: settings.node)
+                ready: Self.readiness(
+                    statuses.values,
+                    of: desired,
+                    existing: existing.keys,
+                    workloads: workloads.values,
+                    node: settings.node
+                )
             )
         }
     }
@@ -325,9 +336,10 @@ final class Reconciler: @unchecked Sendable {
         workloads: some Collection<KubernetesObject>,
         existing: [String: (digest: String, created: Date?)],
         groups: RaftGroups,
-        node: String
+        node: String,
+        removing: Bool
     ) -> [DesiredPod] {
-        let holders = groups.ensure(statefulSets(workloads, node: node))
+        let holders = groups.ensure(statefulSets(workloads, node: node), removing: removing)
         return desired.filter { pod in
             guard let (group, ordinal) = pod.statefulOrdinal else { return true }
             switch holders[group]?[ordinal] ?? .unknown {
@@ -339,11 +351,13 @@ final class Reconciler: @unchecked Sendable {
     }
 
     /// Which ordinals of each StatefulSet this node runs are ready (running, every
-    /// container up); every group this node hosts is named, so that the claims of
-    /// ordinals it no longer runs are released.
+    /// container up); a pod that still exists but is no longer desired (scaled down,
+    /// being removed) is named as not ready. Every group this node hosts is named, so
+    /// that the claims of ordinals whose pods are gone are released.
     static func readiness(
         _ statuses: some Collection<PodStatus>,
         of desired: [DesiredPod],
+        existing: some Collection<String>,
         workloads: some Collection<KubernetesObject>,
         node: String
     ) -> [String: [Int: Bool]] {
@@ -357,6 +371,14 @@ final class Reconciler: @unchecked Sendable {
             let status = byName["\(pod.namespace)/\(pod.name)"]
             ready[group, default: [:]][ordinal] =
                 status?.phase == "Running" && status?.containers.allSatisfy { $0.state == "running" } == true
+        }
+        // podman's names are NAME-N.NAMESPACE; a pod name belongs to one object only.
+        for podmanName in existing {
+            guard let dot = podmanName.lastIndex(of: "."), let dash = podmanName[..<dot].lastIndex(of: "-"),
+                let ordinal = Int(podmanName[podmanName.index(after: dash)..<dot])
+            else { continue }
+            let group = "\(podmanName[podmanName.index(after: dot)...])/\(podmanName[..<dash])"
+            if ready[group] != nil, ready[group]?[ordinal] == nil { ready[group]?[ordinal] = false }
         }
         return ready
     }
