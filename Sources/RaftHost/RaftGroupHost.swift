@@ -2,6 +2,7 @@ import Logging
 import MeshAPI
 import Metrics
 import NIOCore
+import NIOPosix
 import Raft
 import RaftPersistence
 
@@ -17,9 +18,10 @@ public protocol RaftMessageSink: AnyObject, Sendable {
 ///
 /// Directives run in order, and nothing that depends on the log leaves before the log
 /// is on disk: a `persist` is appended to the store, and every directive after it
-/// waits in `queued` until one `flush` at the end of the loop's turn syncs the store
-/// (one fdatasync for every event of the turn: group commit) and then carries them
-/// out. A client's answer is such a directive too.
+/// waits in `queued` until one `flush` at the end of the loop's turn has synced the
+/// store (one fdatasync for every event of the turn, group commit; on a thread of the
+/// pool, while the loop takes the next turn's events) and then carries them out. A
+/// client's answer is such a directive too.
 ///
 /// Every method must be called on `loop` except the `async` ones, which hop onto it.
 public final class RaftGroupHost: @unchecked Sendable {
@@ -45,6 +47,8 @@ public final class RaftGroupHost: @unchecked Sendable {
     public private(set) var state: WorkloadState
     private var queued: [Raft.Directive] = []
     private var flushScheduled = false
+    /// A sync runs on the thread pool.
+    private var syncing = false
     private var wake: (at: UInt64, task: Scheduled<Void>)?
     private var writes: [UInt64: PendingWrite] = [:]
     /// Writes of this turn of the loop, proposed together at its end.
@@ -331,7 +335,7 @@ public final class RaftGroupHost: @unchecked Sendable {
             if case .persist(let hardState, let entries) = directive {
                 store.append(hardState, entries: entries)
                 scheduleFlush()
-            } else if store.hasPendingWrites || !queued.isEmpty {
+            } else if store.hasPendingWrites || !queued.isEmpty || syncing {
                 queued.append(directive)
             } else {
                 perform(directive)
@@ -368,21 +372,39 @@ public final class RaftGroupHost: @unchecked Sendable {
         loop.execute { [self] in flush() }
     }
 
-    /// The end of the loop's turn: one sync for every persist since the last, then
-    /// what waited for it.
+    /// The end of the loop's turn: one sync for every persist since the last, on a
+    /// thread of the pool while the loop goes on taking events (whose persists wait for
+    /// the next sync); then what waited for it. Directives queued while a sync ran wait
+    /// for the next one: they may depend on what that sync covers.
     private func flush() {
         flushScheduled = false
-        guard failure == nil else { return }
-        do {
-            try store.sync()
-        } catch {
-            logger.critical("Raft log: the disk failed; the member stops", metadata: ["error": "\(error)"])
-            fail("the log could not be written: \(error)")
+        guard failure == nil, !syncing else { return }
+        guard let write = store.takePending() else {
+            // Nothing new to write: what waits depended on syncs that are done.
+            release(queued.count)
             return
         }
-        gauges.syncs.increment()
-        let waiting = queued
-        queued = []
+        let covered = queued.count
+        syncing = true
+        NIOThreadPool.singleton.runIfActive(eventLoop: loop) { try write.perform() }.whenComplete { [self] result in
+            syncing = false
+            if case .failure(let error) = result {
+                logger.critical("Raft log: the disk failed; the member stops", metadata: ["error": "\(error)"])
+                fail("the log could not be written: \(error)")
+                return
+            }
+            gauges.syncs.increment()
+            release(covered)
+            if store.hasPendingWrites || !queued.isEmpty { scheduleFlush() }
+        }
+    }
+
+    /// Carries out the first `count` directives that waited for a sync.
+    private func release(_ count: Int) {
+        // A member that failed meanwhile dropped what waited.
+        let count = min(count, queued.count)
+        let waiting = queued.prefix(count)
+        queued.removeFirst(count)
         for directive in waiting {
             guard failure == nil else { break }
             perform(directive)
@@ -536,6 +558,7 @@ public final class RaftGroupHost: @unchecked Sendable {
 
     private func takeSnapshotIfDue() {
         guard failure == nil, appliedSinceSnapshot >= settings.snapshotEvery, !store.hasPendingWrites, queued.isEmpty,
+            !syncing,
             let snapshot = raft.snapshotTaken(index: state.revision, data: state.snapshot())
         else { return }
         appliedSinceSnapshot = 0

@@ -139,18 +139,38 @@ public final class RaftGroupStore {
     /// Writes what was appended, as one record, and waits until it is on the disk
     /// (fdatasync).
     public func sync() throws(RaftStoreError) {
-        guard hasPendingWrites else { return }
+        guard let write = takePending() else { return }
+        try write.perform()
+    }
+
+    /// What was appended, as one record to write and sync, taken out of the store so
+    /// that `append` may go on while another thread does it (`PendingWrite.perform`).
+    /// Only one may be under way at a time, and neither `sync` nor `save` meanwhile.
+    public func takePending() -> PendingWrite? {
+        guard hasPendingWrites else { return nil }
         var record: [UInt8] = []
         RecordFrame.append(
             RaftRecord.batch(pendingState, entries: pendingEntries).encoded(),
             salt: salt,
             to: &record
         )
-        try Self.writeAll(record, to: descriptor, path: logPath)
-        guard fdatasync(descriptor) == 0 else { throw RaftStoreError.io("fdatasync", logPath) }
         logBytes += record.count
         pendingState = nil
         pendingEntries.removeAll(keepingCapacity: true)
+        return PendingWrite(record: record, descriptor: descriptor, path: logPath)
+    }
+
+    /// One record on its way to the disk.
+    public struct PendingWrite: Sendable {
+        let record: [UInt8]
+        let descriptor: Int32
+        let path: String
+
+        /// Writes the record and waits for fdatasync (on any thread).
+        public func perform() throws(RaftStoreError) {
+            try RaftGroupStore.writeAll(record, to: descriptor, path: path)
+            guard fdatasync(descriptor) == 0 else { throw RaftStoreError.io("fdatasync", path) }
+        }
     }
 
     /// Keeps `snapshot` (atomically), then rewrites the log to hold only the hard
