@@ -265,8 +265,14 @@ public struct Raft: Sendable {
     /// A linearizable read (ReadIndex): answered by `readReady` once a quorum has
     /// confirmed this member still leads after the read arrived, without a log entry.
     public mutating func read(_ id: UInt64, now: UInt64) -> [Directive] {
+        read(batch: [id], now: now)
+    }
+
+    /// Reads that came in together (in one turn of a shell's loop): one heartbeat
+    /// round confirms them all.
+    public mutating func read(batch ids: [UInt64], now: UInt64) -> [Directive] {
         begin(now)
-        startRead(id)
+        startReads(ids)
         return finish()
     }
 
@@ -817,7 +823,7 @@ public struct Raft: Sendable {
         if !earlyReads.isEmpty {
             let reads = earlyReads
             earlyReads = []
-            for read in reads { startRead(read) }
+            startReads(reads)
         }
         if !membership.contains(id), pendingMembershipIndex <= commit {
             becomeFollower(term: term, leader: nil)  // this leader removed itself
@@ -835,6 +841,18 @@ public struct Raft: Sendable {
 
     // MARK: reads
 
+    /// Starts `reads` together: those that wait for a quorum share one new heartbeat
+    /// round, sent at once.
+    private mutating func startReads(_ reads: [UInt64]) {
+        let before = pendingReads.count
+        for read in reads { startRead(read) }
+        guard pendingReads.count > before else { return }
+        round += 1
+        heartbeat()
+    }
+
+    /// Answers at once or defers `read`, or notes it for the next round (which
+    /// `startReads` then begins).
     private mutating func startRead(_ read: UInt64) {
         guard role == .leader else {
             out.append(.readFailed(id: read, leader: leader))
@@ -848,9 +866,7 @@ public struct Raft: Sendable {
             out.append(.readReady(id: read, index: commit))
             return
         }
-        round += 1
-        pendingReads.append(PendingRead(id: read, index: commit, round: round))
-        heartbeat()
+        pendingReads.append(PendingRead(id: read, index: commit, round: round + 1))
     }
 
     private mutating func checkReads() {

@@ -56,6 +56,8 @@ public final class RaftGroupHost: @unchecked Sendable {
     private var reads: [UInt64: EventLoopPromise<UInt64>] = [:]
     private var readyReads: [(index: UInt64, promise: EventLoopPromise<UInt64>)] = []
     private var nextRead: UInt64 = 0
+    /// Reads of this turn of the loop, started together at its end.
+    private var readBatch: [UInt64] = []
     private var watchers: [UInt64: Watcher] = [:]
     private var nextWatcher: UInt64 = 0
     /// The latest changes, oldest first, for watches that resume: every change from
@@ -212,7 +214,16 @@ public final class RaftGroupHost: @unchecked Sendable {
         nextRead += 1
         let promise = loop.makePromise(of: UInt64.self)
         reads[nextRead] = promise
-        carry(raft.read(nextRead, now: Self.now()))
+        // Reads of one turn share one heartbeat round.
+        readBatch.append(nextRead)
+        if readBatch.count == 1 {
+            loop.execute { [self] in
+                let batch = readBatch
+                readBatch = []
+                guard failure == nil else { return }
+                carry(raft.read(batch: batch, now: Self.now()))
+            }
+        }
         return promise.futureResult
     }
 
@@ -374,11 +385,25 @@ public final class RaftGroupHost: @unchecked Sendable {
 
     /// The end of the loop's turn: one sync for every persist since the last, on a
     /// thread of the pool while the loop goes on taking events (whose persists wait for
-    /// the next sync); then what waited for it. Directives queued while a sync ran wait
+    /// the next sync), or here when it holds one entry or none; then what waited for it. Directives queued while a sync ran wait
     /// for the next one: they may depend on what that sync covers.
     private func flush() {
         flushScheduled = false
         guard failure == nil, !syncing else { return }
+        // One entry or none (a client at a time, a vote): the hop to another thread
+        // and back costs more than the loop would gain; synced here.
+        if store.pendingEntryCount <= 1 {
+            do {
+                try store.sync()
+            } catch {
+                logger.critical("Raft log: the disk failed; the member stops", metadata: ["error": "\(error)"])
+                fail("the log could not be written: \(error)")
+                return
+            }
+            gauges.syncs.increment()
+            release(queued.count)
+            return
+        }
         guard let write = store.takePending() else {
             // Nothing new to write: what waits depended on syncs that are done.
             release(queued.count)

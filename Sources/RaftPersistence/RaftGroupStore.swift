@@ -133,6 +133,9 @@ public final class RaftGroupStore {
         pendingEntries += entries
     }
 
+    /// How many entries wait for `sync`.
+    public var pendingEntryCount: Int { pendingEntries.count }
+
     /// Whether appended records wait for `sync`.
     public var hasPendingWrites: Bool { pendingState != nil || !pendingEntries.isEmpty }
 
