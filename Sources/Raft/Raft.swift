@@ -773,7 +773,9 @@ public struct Raft: Sendable {
 
     /// Every follower hears from the leader: its commit, the read round, and for one
     /// that is probing, the probe again.
-    private mutating func heartbeat() {
+    /// `readRound`: a round for reads, sent whenever reads come; only the timer's
+    /// heartbeats judge whether appends were lost (no progress in an interval).
+    private mutating func heartbeat(readRound: Bool = false) {
         for member in progress.keys.sorted() {
             guard var state = progress[member] else { continue }
             switch state.state {
@@ -783,7 +785,7 @@ public struct Raft: Sendable {
                 sendAppend(to: member)
             case .snapshot:
                 sendAppend(to: member)
-            case .replicate where state.match < log.lastIndex && state.match == state.matchAtHeartbeat:
+            case .replicate where !readRound && state.match < log.lastIndex && state.match == state.matchAtHeartbeat:
                 state.state = .probe
                 state.next = state.match + 1
                 state.inflight = []
@@ -791,7 +793,7 @@ public struct Raft: Sendable {
                 progress[member] = state
                 sendAppend(to: member)
             case .replicate:
-                progress[member]?.matchAtHeartbeat = state.match
+                if !readRound { progress[member]?.matchAtHeartbeat = state.match }
                 let previous = state.match
                 guard let previousTerm = log.term(at: previous) else {
                     sendAppend(to: member)
@@ -848,7 +850,7 @@ public struct Raft: Sendable {
         for read in reads { startRead(read) }
         guard pendingReads.count > before else { return }
         round += 1
-        heartbeat()
+        heartbeat(readRound: true)
     }
 
     /// Answers at once or defers `read`, or notes it for the next round (which

@@ -47,6 +47,9 @@ public final class RaftGroupHost: @unchecked Sendable {
     public private(set) var state: WorkloadState
     private var queued: [Raft.Directive] = []
     private var flushScheduled = false
+    /// Snapshots to install and persists among `queued`: while there is one, every new
+    /// directive queues behind it.
+    private var queuedBarriers = 0
     /// A sync runs on the thread pool.
     private var syncing = false
     private var wake: (at: UInt64, task: Scheduled<Void>)?
@@ -343,11 +346,15 @@ public final class RaftGroupHost: @unchecked Sendable {
     private func carry(_ directives: [Raft.Directive]) {
         for directive in directives {
             guard failure == nil else { return }
-            if case .persist(let hardState, let entries) = directive {
+            if queuedBarriers > 0 {
+                // A snapshot to install, or a persist behind one, waits: what follows
+                // it (persists too) goes to the store only after it, in order.
+                queue(directive)
+            } else if case .persist(let hardState, let entries) = directive {
                 store.append(hardState, entries: entries)
                 scheduleFlush()
             } else if store.hasPendingWrites || !queued.isEmpty || syncing {
-                queued.append(directive)
+                queue(directive)
             } else {
                 perform(directive)
             }
@@ -357,11 +364,19 @@ public final class RaftGroupHost: @unchecked Sendable {
         if queued.isEmpty { report() }
     }
 
+    private func queue(_ directive: Raft.Directive) {
+        switch directive {
+        case .installSnapshot, .persist: queuedBarriers += 1
+        default: break
+        }
+        queued.append(directive)
+    }
+
     /// The group's leader elects the workload's leader when the current one is not
     /// ready (or there is none): one election in flight at a time, each a swap on the
     /// leadership's revision.
     private func electIfDue() {
-        guard !electing, failure == nil, raft.leadsWithCommit, queued.isEmpty, let due = state.electionDue else {
+        guard !electing, failure == nil, raft.leadsWithCommit, let due = state.electionDue else {
             return
         }
         electing = true
@@ -428,11 +443,26 @@ public final class RaftGroupHost: @unchecked Sendable {
     private func release(_ count: Int) {
         // A member that failed meanwhile dropped what waited.
         let count = min(count, queued.count)
-        let waiting = queued.prefix(count)
+        let waiting = Array(queued.prefix(count))
         queued.removeFirst(count)
-        for directive in waiting {
+        for (position, directive) in waiting.enumerated() {
             guard failure == nil else { break }
-            perform(directive)
+            switch directive {
+            case .persist(let hardState, let entries):
+                // A persist that waited behind a snapshot: to the store now, and what
+                // follows it waits for its sync.
+                queuedBarriers -= 1
+                store.append(hardState, entries: entries)
+                queued.insert(contentsOf: waiting[(position + 1)...], at: 0)
+                scheduleFlush()
+                takeSnapshotIfDue()
+                return
+            case .installSnapshot:
+                queuedBarriers -= 1
+                perform(directive)
+            default:
+                perform(directive)
+            }
         }
         takeSnapshotIfDue()
         electIfDue()
@@ -459,7 +489,7 @@ public final class RaftGroupHost: @unchecked Sendable {
     private func perform(_ directive: Raft.Directive) {
         switch directive {
         case .persist:
-            preconditionFailure("a persist is never queued")
+            preconditionFailure("a queued persist goes to the store in release")
         case .send(let message):
             sink.send(message, group: group)
         case .apply(let entries):
@@ -553,6 +583,9 @@ public final class RaftGroupHost: @unchecked Sendable {
     }
 
     private func install(_ snapshot: Snapshot) {
+        // A later snapshot replaced this one in Raft already (two waited together): it
+        // is installed when its own directive comes.
+        guard snapshot.index >= raft.snapshotIndex else { return }
         do {
             // Entries appended after the snapshot arrived (later events of this turn,
             // already synced and maybe acknowledged) stay: the log is rewritten with
@@ -582,8 +615,11 @@ public final class RaftGroupHost: @unchecked Sendable {
     }
 
     private func takeSnapshotIfDue() {
-        guard failure == nil, appliedSinceSnapshot >= settings.snapshotEvery, !store.hasPendingWrites, queued.isEmpty,
-            !syncing,
+        // Under load there are always writes pending or queued: a snapshot does not
+        // wait for a quiet moment (`save` syncs what is pending first, and rewrites
+        // the log with every entry Raft holds after the snapshot), only for no sync to
+        // be under way on the pool.
+        guard failure == nil, appliedSinceSnapshot >= settings.snapshotEvery, !syncing,
             let snapshot = raft.snapshotTaken(index: state.revision, data: state.snapshot())
         else { return }
         appliedSinceSnapshot = 0
@@ -606,6 +642,7 @@ public final class RaftGroupHost: @unchecked Sendable {
         wake?.task.cancel()
         wake = nil
         queued = []
+        queuedBarriers = 0
         // Writes already in the log may be applied after a restart: their outcome is
         // unknown. Those not proposed yet are known not to have happened.
         for (_, pending) in writes {

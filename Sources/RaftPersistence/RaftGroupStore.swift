@@ -125,6 +125,9 @@ public final class RaftGroupStore {
             pendingState = hardState
         }
         guard let first = entries.first?.index else { return }
+        if let start = pendingEntries.first?.index {
+            precondition(first <= start + UInt64(pendingEntries.count), "entries \(first)… after a gap in the log")
+        }
         if let start = pendingEntries.first?.index, first > start {
             pendingEntries.removeLast(max(0, pendingEntries.count - Int(first - start)))
         } else {

@@ -375,7 +375,8 @@ final class Reconciler: @unchecked Sendable {
         // podman's names are NAME-N.NAMESPACE; a pod name belongs to one object only.
         for podmanName in existing {
             guard let dot = podmanName.lastIndex(of: "."), let dash = podmanName[..<dot].lastIndex(of: "-"),
-                let ordinal = Int(podmanName[podmanName.index(after: dash)..<dot])
+                let ordinal = Int(podmanName[podmanName.index(after: dash)..<dot]),
+                String(ordinal) == podmanName[podmanName.index(after: dash)..<dot]
             else { continue }
             let group = "\(podmanName[podmanName.index(after: dot)...])/\(podmanName[..<dash])"
             if ready[group] != nil, ready[group]?[ordinal] == nil { ready[group]?[ordinal] = false }
