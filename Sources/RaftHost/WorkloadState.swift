@@ -200,18 +200,25 @@ public struct WorkloadState: Equatable, Sendable {
         let truncated = WorkloadStateError("a truncated snapshot")
         guard let revision = reader.u64(), let count = reader.u32() else { throw truncated }
         self.revision = revision
+        var lastKey: String?
         for _ in 0..<count {
             guard let key = reader.string(), let create = reader.u64(), let modified = reader.u64(),
                 let version = reader.u64(), let data = reader.blob()
             else { throw truncated }
+            // In order and once each, as `snapshot()` writes them.
+            guard lastKey.map({ $0 < key }) ?? true else { throw WorkloadStateError("keys out of order") }
+            lastKey = key
             values[key] = Value(data: data, createRevision: create, modRevision: modified, version: version)
             self.bytes += Self.size(key, data)
         }
         guard let claimCount = reader.u32() else { throw truncated }
+        var lastOrdinal: UInt32?
         for _ in 0..<claimCount {
             guard let ordinal = reader.u32(), let node = reader.string(), let ready = reader.byte(), ready <= 1,
                 let changed = reader.u64()
             else { throw truncated }
+            guard lastOrdinal.map({ $0 < ordinal }) ?? true else { throw WorkloadStateError("ordinals out of order") }
+            lastOrdinal = ordinal
             claims[Int(ordinal)] = Claim(node: node, ready: ready == 1, revision: changed)
         }
         guard let hasLeader = reader.byte(), hasLeader <= 1, let ordinal = reader.u32(), let elected = reader.u64()

@@ -82,6 +82,21 @@ import Testing
         _ = state.apply(.elect(ordinal: 2, ifRevision: 0), at: 5)
         #expect(try WorkloadState(snapshot: state.snapshot()) == state)
         #expect(try WorkloadState(snapshot: WorkloadState().snapshot()) == WorkloadState())
+        // A key twice (or out of order) is no snapshot this store wrote: refused, not
+        // counted twice (the fuzzer's find).
+        var twice = ByteWriter()
+        twice.u64(3)
+        twice.u32(2)
+        for _ in 0..<2 {
+            twice.string("k")
+            for number in [1, 1, 1] as [UInt64] { twice.u64(number) }
+            twice.blob([7])
+        }
+        twice.u32(0)
+        twice.byte(0)
+        twice.u32(0)
+        twice.u64(0)
+        #expect(throws: WorkloadStateError.self) { try WorkloadState(snapshot: twice.bytes) }
         let bytes = state.snapshot()
         for length in 0..<bytes.count {
             #expect(throws: WorkloadStateError.self) { try WorkloadState(snapshot: Array(bytes[..<length])) }
