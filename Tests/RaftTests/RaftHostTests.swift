@@ -287,7 +287,8 @@ import Testing
         #expect(verdict.linearizable, "not linearizable at key \(verdict.key ?? "?")")
         #expect(acknowledged >= 20, "only \(acknowledged) writes acknowledged")
         #expect(next != firstLeader)
-        #expect(failover < 1.2, "a new leader after \(failover) s (election timeout 300-600 ms)")
+        // Two maximum election timeouts are 1.2 s; 2 s leaves room for a machine running every suite at once.
+        #expect(failover < 2, "a new leader after \(failover) s (election timeout 300-600 ms)")
         #expect(converged, "members did not converge: \(statuses.map { ($0.applied, $0.commit) })")
         #expect(states[0].values == states[1].values && states[1].values == states[2].values)
         #expect(
