@@ -122,12 +122,20 @@ import Testing
     /// One client: gets, unique puts and compare-and-swaps (by revision, which with
     /// unique values is a swap by value) on three keys, each recorded as the checker
     /// wants it.
+    /// Writes acknowledged by every client together: the load runs until `deadline`
+    /// and at least `minimumWrites` (a slow build, the sanitizers, takes longer), but
+    /// never past `deadline` plus a minute.
+    static let acknowledgedWrites = NIOLockedValueBox(0)
+    static let minimumWrites = 60
+
     static func client(_ number: Int, cluster: Cluster, until deadline: UInt64) async -> [KVOperation] {
         var history: [KVOperation] = []
         var random = SplitMix64(seed: UInt64(number) &* 7919)
         var target = number % cluster.members.count
         var counter = 0
-        while now() < deadline {
+        while now() < deadline || acknowledgedWrites.withLockedValue({ $0 }) < minimumWrites,
+            now() < deadline + 60_000_000_000
+        {
             let member = cluster.members[target]
             if cluster.isDown(member) {
                 target = (target + 1) % cluster.members.count
@@ -203,6 +211,7 @@ import Testing
                 switch result {
                 case .success(.done):
                     outcome = condition == nil ? .done : .swapped(true)
+                    acknowledgedWrites.withLockedValue { $0 += 1 }
                 case .success(.conflict):
                     outcome = .swapped(false)
                 case .failure(RaftGroupError.notLeader(let leader)):
@@ -285,7 +294,7 @@ import Testing
                 + "\(String(format: "%.3f", failover)) s after the old one stopped, snapshots at \(statuses.map(\.snapshotIndex))"
         )
         #expect(verdict.linearizable, "not linearizable at key \(verdict.key ?? "?")")
-        #expect(acknowledged >= 20, "only \(acknowledged) writes acknowledged")
+        #expect(acknowledged >= Self.minimumWrites, "only \(acknowledged) writes acknowledged")
         #expect(next != firstLeader)
         // Two maximum election timeouts are 1.2 s; 2 s leaves room for a machine running every suite at once.
         #expect(failover < 2, "a new leader after \(failover) s (election timeout 300-600 ms)")
