@@ -42,7 +42,7 @@ public final class AgentServer: Service, Sendable {
         let published = configuration.pods?.published(dhtHost: configuration.dht.advertised.host)
         self.published = published
         if let pods = configuration.pods {
-            let raftGroups = try RaftGroups(configuration: configuration, identity: identity, logger: logger)
+            let raftGroups = try RaftGroups(configuration: configuration, identity: identity, dht: dht, logger: logger)
             self.raftGroups = raftGroups
             let sockets = PodSockets(
                 group: group,

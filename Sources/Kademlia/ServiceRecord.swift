@@ -55,6 +55,12 @@ public struct ServiceRecord: Equatable, Sendable {
 
     public var key: NodeID { Self.key(service: service, namespace: namespace) }
 
+    /// A record under `<statefulset>.raft` in a namespace says that a node hosts that
+    /// StatefulSet's Raft group and where its agent listens for Raft (`endpoint`); only a
+    /// node identity may publish one. No workload can serve such a name: a mesh name's
+    /// labels hold no dot.
+    public static let raftMemberSuffix = ".raft"
+
     /// The publisher under the service key: its endpoint (a pod), so that the endpoints
     /// of one service, which share an identity, are kept side by side.
     public var publisher: NodeID { NodeID(bytes: Digest.sha256(Array("beemesh/endpoint/\(endpoint)".utf8)))! }
@@ -176,7 +182,8 @@ public struct ServiceRecordError: Error, Equatable, Sendable, CustomStringConver
 
 /// Believes a service record only if its chain verifies to the trust bundle, its
 /// signature is the leaf's, and the leaf's SPIFFE ID may serve the service: the same
-/// namespace, and the service account named like the service.
+/// namespace, and the service account named like the service (for a Raft member
+/// record, `<name>.raft`: a node identity).
 public struct ServiceRecordValidator: RecordValidator {
     public let bundle: TrustBundle
     /// Wall time in nanoseconds since 1970 (injected: tests use a fixed one).
@@ -232,6 +239,13 @@ public struct ServiceRecordValidator: RecordValidator {
         }
         guard identity.description == service.spiffeID else {
             throw ServiceRecordError(.notAuthorized, "signed by \(identity), names \(service.spiffeID)")
+        }
+        if service.service.hasSuffix(ServiceRecord.raftMemberSuffix) {
+            // A node hosting a StatefulSet's Raft group says where its agent listens.
+            guard identity.path.hasPrefix("/node/"), identity.path.count > "/node/".count else {
+                throw ServiceRecordError(.notAuthorized, "\(identity) is not a node: it hosts no Raft group")
+            }
+            return service
         }
         guard identity.namespace == service.namespace, identity.serviceAccount == service.service else {
             throw ServiceRecordError(

@@ -8,12 +8,19 @@ public struct RaftGroupStatus: Codable, Sendable, Equatable {
         public var match: UInt64?
         /// How many entries the member is behind the leader's log (on the leader only).
         public var lag: UInt64?
+        /// The member's node and where its agent listens for Raft, as the group
+        /// recorded them (nil: not recorded yet, or a group on one node).
+        public var node: String?
+        public var address: String?
 
-        public init(id: String, voter: Bool, match: UInt64?, lag: UInt64?) {
+        public init(id: String, voter: Bool, match: UInt64?, lag: UInt64?, node: String? = nil, address: String? = nil)
+        {
             self.id = id
             self.voter = voter
             self.match = match
             self.lag = lag
+            self.node = node
+            self.address = address
         }
     }
 

@@ -1,5 +1,6 @@
 import Logging
 import MeshAPI
+import MeshConfiguration
 import Metrics
 import NIOCore
 import NIOPosix
@@ -9,6 +10,9 @@ import RaftPersistence
 /// Where a group's messages go: the transport between agents.
 public protocol RaftMessageSink: AnyObject, Sendable {
     func send(_ message: RaftMessage, group: String)
+    func send(_ control: RaftControl, to member: RaftID, group: String)
+    /// Where member `id` listens (from the group's replicated state).
+    func setAddress(_ address: HostPort, of id: RaftID)
 }
 
 /// One member of one Raft group, for real: the shell around `Raft` that writes its log
@@ -33,6 +37,14 @@ public final class RaftGroupHost: @unchecked Sendable {
         public var writeTimeout: TimeAmount = .seconds(5)
         /// Changes kept for watches that resume from a revision.
         public var watchHistory = 1000
+        /// The leader marks the ordinals of a member's node not ready when it has not
+        /// heard from that member this long (its node is cut off or down), so that the
+        /// workload's leadership moves to a pod the group can still reach.
+        public var unreachableAfter: UInt64 = 4_000_000_000
+        /// This member's node and where it listens for Raft (nil: it does not listen,
+        /// and its group stays on this node). The leader records its own in the state
+        /// (`WorkloadState.members`); the others give theirs when they join.
+        public var advertise: WorkloadState.Member?
 
         public init(id: RaftID) { raft = Raft.Configuration(id: id) }
     }
@@ -57,6 +69,15 @@ public final class RaftGroupHost: @unchecked Sendable {
     /// Writes of this turn of the loop, proposed together at its end.
     private var proposals: [(command: [UInt8], promise: EventLoopPromise<WorkloadState.Outcome>)] = []
     private var reads: [UInt64: EventLoopPromise<UInt64>] = [:]
+    /// Writes and reads this member carried to the leader, by request.
+    private var forwarded: [UInt64: (promise: EventLoopPromise<WorkloadState.Outcome>, timeout: Scheduled<Void>)] = [:]
+    private var forwardedReads: [UInt64: Scheduled<Void>] = [:]
+    private var nextRequest: UInt64 = 0
+    /// When each member was last heard from, and since when this member leads.
+    private var lastHeard: [RaftID: UInt64] = [:]
+    private var leadingSince: UInt64?
+    /// Members that asked to join or leave while this member leads, handled one at a time.
+    private var changing = false
     private var readyReads: [(index: UInt64, promise: EventLoopPromise<UInt64>)] = []
     private var nextRead: UInt64 = 0
     /// Reads of this turn of the loop, started together at its end.
@@ -150,6 +171,7 @@ public final class RaftGroupHost: @unchecked Sendable {
     /// Starts the member's timer and applies what it knew was committed.
     public func start() {
         loop.preconditionInEventLoop()
+        for (id, member) in state.members { tellAddress(member.address, of: id) }
         carry(raft.start(now: Self.now()))
     }
 
@@ -167,16 +189,71 @@ public final class RaftGroupHost: @unchecked Sendable {
     public func receive(_ message: RaftMessage) {
         loop.preconditionInEventLoop()
         guard failure == nil else { return }
-        carry(raft.receive(message, now: Self.now()))
+        let now = Self.now()
+        lastHeard[message.from] = now
+        carry(raft.receive(message, now: now))
+        promoteCaughtUpLearners()
+    }
+
+    /// A control frame from member (or, for a join, node) `from` on node `node`.
+    public func receive(_ control: RaftControl, from: RaftID, node: String) {
+        loop.preconditionInEventLoop()
+        guard failure == nil else { return }
+        switch control {
+        case .join(let address):
+            join(from, node: node, address: address)
+        case .leave:
+            leave(from, node: node)
+        case .forward(let request, let command):
+            guard raft.role == .leader, (try? WorkloadState.Command(decoding: command)) != nil,
+                let (index, directives) = try? raft.propose(batch: [command], now: Self.now())
+            else {
+                return sink.send(
+                    .forwarded(request: request, accepted: false, index: 0, term: 0),
+                    to: from,
+                    group: group
+                )
+            }
+            sink.send(
+                .forwarded(request: request, accepted: true, index: index, term: raft.term),
+                to: from,
+                group: group
+            )
+            carry(directives)
+        case .forwarded(let request, let accepted, let index, let term):
+            guard let (promise, timeout) = forwarded.removeValue(forKey: request) else { return }
+            timeout.cancel()
+            guard accepted else { return promise.fail(RaftGroupError.notLeader(nil)) }
+            // Already applied here before the answer came: which outcome is not known.
+            guard index > state.revision else { return promise.fail(RaftGroupError.unknownOutcome) }
+            watch(index, term: term, promise)
+        case .readIndex(let request):
+            guard raft.role == .leader else {
+                return sink.send(.readIndexReply(request: request, accepted: false, index: 0), to: from, group: group)
+            }
+            linearizableRead().whenComplete { [self] result in
+                let index = (try? result.get()) ?? 0
+                sink.send(.readIndexReply(request: request, accepted: index > 0, index: index), to: from, group: group)
+            }
+        case .readIndexReply(let request, let accepted, let index):
+            guard let timeout = forwardedReads.removeValue(forKey: request),
+                let promise = reads.removeValue(forKey: request)
+            else { return }
+            timeout.cancel()
+            guard accepted else { return promise.fail(RaftGroupError.notLeader(raft.leader)) }
+            if state.revision >= index { promise.succeed(index) } else { readyReads.append((index, promise)) }
+        }
     }
 
     /// Proposes a write; the outcome comes once its entry is applied here. Writes that
     /// come in one turn of the loop are proposed together at its end: one entry each,
     /// one persist and one append per follower for all of them.
+    ///
+    /// A member that does not lead carries the write to the leader (`RaftControl`).
     public func write(_ command: WorkloadState.Command) -> EventLoopFuture<WorkloadState.Outcome> {
         loop.preconditionInEventLoop()
         if let failure { return loop.makeFailedFuture(RaftGroupError.stopped(failure)) }
-        guard raft.role == .leader else { return loop.makeFailedFuture(RaftGroupError.notLeader(raft.leader)) }
+        guard raft.role == .leader else { return forward(command) }
         let promise = loop.makePromise(of: WorkloadState.Outcome.self)
         proposals.append((command.encoded(), promise))
         if proposals.count == 1 { loop.execute { [self] in proposeBatch() } }
@@ -199,14 +276,36 @@ public final class RaftGroupHost: @unchecked Sendable {
             return
         }
         for (offset, (_, promise)) in batch.enumerated() {
-            let index = proposal.first + UInt64(offset)
-            let timeout = loop.scheduleTask(in: settings.writeTimeout) { [self] () -> Void in
-                guard writes[index]?.promise.futureResult === promise.futureResult else { return }
-                writes.removeValue(forKey: index)?.promise.fail(RaftGroupError.unknownOutcome)
-            }
-            writes[index] = PendingWrite(term: raft.term, promise: promise, timeout: timeout)
+            watch(proposal.first + UInt64(offset), term: raft.term, promise)
         }
         carry(proposal.1)
+    }
+
+    /// `promise` is answered when the entry at `index` is applied: with its outcome if
+    /// it is still of `term`, else as lost; unknown if that takes longer than the
+    /// write timeout.
+    private func watch(_ index: UInt64, term: UInt64, _ promise: EventLoopPromise<WorkloadState.Outcome>) {
+        let timeout = loop.scheduleTask(in: settings.writeTimeout) { [self] () -> Void in
+            guard writes[index]?.promise.futureResult === promise.futureResult else { return }
+            writes.removeValue(forKey: index)?.promise.fail(RaftGroupError.unknownOutcome)
+        }
+        writes[index] = PendingWrite(term: term, promise: promise, timeout: timeout)
+    }
+
+    private func forward(_ command: WorkloadState.Command) -> EventLoopFuture<WorkloadState.Outcome> {
+        guard let leader = raft.leader, leader != raft.id else {
+            return loop.makeFailedFuture(RaftGroupError.notLeader(nil))
+        }
+        nextRequest += 1
+        let request = nextRequest
+        let promise = loop.makePromise(of: WorkloadState.Outcome.self)
+        // No answer: the leader may have proposed it.
+        let timeout = loop.scheduleTask(in: settings.writeTimeout) { [self] () -> Void in
+            forwarded.removeValue(forKey: request)?.promise.fail(RaftGroupError.unknownOutcome)
+        }
+        forwarded[request] = (promise, timeout)
+        sink.send(.forward(request: request, command: command.encoded()), to: leader, group: group)
+        return promise.futureResult
     }
 
     /// A linearizable read (ReadIndex): succeeds with the revision it may be answered
@@ -217,6 +316,21 @@ public final class RaftGroupHost: @unchecked Sendable {
         nextRead += 1
         let promise = loop.makePromise(of: UInt64.self)
         reads[nextRead] = promise
+        if raft.role != .leader {
+            // The leader's read index, then this member's state once applied to it.
+            guard let leader = raft.leader, leader != raft.id else {
+                reads[nextRead] = nil
+                promise.fail(RaftGroupError.notLeader(nil))
+                return promise.futureResult
+            }
+            let request = nextRead
+            forwardedReads[request] = loop.scheduleTask(in: settings.writeTimeout) { [self] () -> Void in
+                forwardedReads[request] = nil
+                reads.removeValue(forKey: request)?.fail(RaftGroupError.notLeader(nil))
+            }
+            sink.send(.readIndex(request: request), to: leader, group: group)
+            return promise.futureResult
+        }
         // Reads of one turn share one heartbeat round.
         readBatch.append(nextRead)
         if readBatch.count == 1 {
@@ -317,7 +431,9 @@ public final class RaftGroupHost: @unchecked Sendable {
                     id: Self.hex(id),
                     voter: raft.membership.isVoter(id),
                     match: raft.role == .leader ? match : nil,
-                    lag: raft.role == .leader ? match.map { raft.lastIndex - min($0, raft.lastIndex) } : nil
+                    lag: raft.role == .leader ? match.map { raft.lastIndex - min($0, raft.lastIndex) } : nil,
+                    node: state.members[id]?.node ?? (id == raft.id ? node : nil),
+                    address: state.members[id]?.address
                 )
             },
             ordinals: state.claims.sorted { $0.key < $1.key }.map {
@@ -341,6 +457,100 @@ public final class RaftGroupHost: @unchecked Sendable {
     public var raftLeader: RaftID? { raft.leader }
     public var membership: Membership { raft.membership }
 
+    // MARK: membership across nodes
+
+    /// Node `node` (member `id`) asks to join, listening at `address`: the leader
+    /// records where it listens, then adds it as a learner; it is promoted to a voter
+    /// once it has caught up (`promoteCaughtUpLearners`). Others ignore it: the node
+    /// asks every member it knows until one that leads has added it.
+    private func join(_ id: RaftID, node: String, address: String) {
+        guard raft.leadsWithCommit, !changing, HostPort(address) != nil else { return }
+        let known = state.members[id] == WorkloadState.Member(node: node, address: address)
+        guard !known || !raft.membership.contains(id) else { return }
+        changing = true
+        let recorded =
+            known
+            ? loop.makeSucceededFuture(.done(revision: 0, previous: nil))
+            : write(.member(id: id, node: node, address: address))
+        recorded.whenComplete { [self] result in
+            changing = false
+            guard case .success = result, !raft.membership.contains(id) else { return }
+            do {
+                try changeMembership(.addLearner(id))
+                logger.info(
+                    "Raft member joins as a learner",
+                    metadata: ["member": "\(Self.hex(id))", "node": "\(node)"]
+                )
+            } catch {
+                logger.debug("Raft member not added yet", metadata: ["member": "\(Self.hex(id))", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Node `node` (member `id`) leaves the group: it is removed, its claims released
+    /// (its pods are gone) and its address forgotten.
+    private func leave(_ id: RaftID, node: String) {
+        guard raft.leadsWithCommit, id != raft.id else { return }
+        do {
+            try changeMembership(.remove(id))
+        } catch {
+            return logger.debug(
+                "Raft member not removed yet",
+                metadata: ["member": "\(Self.hex(id))", "error": "\(error)"]
+            )
+        }
+        logger.info("Raft member leaves", metadata: ["member": "\(Self.hex(id))", "node": "\(node)"])
+        for (ordinal, claim) in state.claims where claim.node == node {
+            _ = write(.release(ordinal: ordinal, node: node))
+        }
+        _ = write(.member(id: id, node: node, address: ""))
+    }
+
+    /// The leader records where it listens, so that members that lead after it reach it.
+    private func recordOwnAddressIfDue() {
+        guard !changing, raft.leadsWithCommit, let own = settings.advertise, state.members[raft.id] != own else {
+            return
+        }
+        changing = true
+        write(.member(id: raft.id, node: own.node, address: own.address)).whenComplete { [self] _ in changing = false }
+    }
+
+    /// The leader promotes a learner that has caught up (one change at a time).
+    private func promoteCaughtUpLearners() {
+        guard raft.leadsWithCommit, let learner = raft.membership.learners.first,
+            let match = raft.followers[learner]?.match,
+            match + raft.configuration.promotionLag >= raft.lastIndex
+        else { return }
+        do {
+            try changeMembership(.promote(learner))
+            logger.info("Raft learner promoted to voter", metadata: ["member": "\(Self.hex(learner))"])
+        } catch {
+            // Another change is not committed yet: tried again at the next reply.
+        }
+    }
+
+    /// The leader marks not ready the ordinals of nodes whose members it has not heard
+    /// from within `unreachableAfter` (their agents report them ready again once back).
+    private func markUnreachable(now: UInt64) {
+        guard raft.leadsWithCommit, let since = leadingSince else { return }
+        let nodes = Dictionary(state.members.map { ($0.value.node, $0.key) }, uniquingKeysWith: { first, _ in first })
+        for (ordinal, claim) in state.claims where claim.ready {
+            guard let id = nodes[claim.node], id != raft.id, raft.membership.contains(id) else { continue }
+            let heard = max(lastHeard[id] ?? 0, since)
+            guard now > heard + settings.unreachableAfter else { continue }
+            logger.warning(
+                "Raft member unreachable: its node's ordinal is marked not ready",
+                metadata: ["member": "\(Self.hex(id))", "node": "\(claim.node)", "ordinal": "\(ordinal)"]
+            )
+            _ = write(.ready(ordinal: ordinal, node: claim.node, ready: false))
+        }
+    }
+
+    private func tellAddress(_ address: String, of id: RaftID) {
+        guard id != raft.id, let parsed = HostPort(address) else { return }
+        sink.setAddress(parsed, of: id)
+    }
+
     // MARK: the shell
 
     private func carry(_ directives: [Raft.Directive]) {
@@ -361,6 +571,7 @@ public final class RaftGroupHost: @unchecked Sendable {
         }
         takeSnapshotIfDue()
         electIfDue()
+        recordOwnAddressIfDue()
         if queued.isEmpty { report() }
     }
 
@@ -466,6 +677,7 @@ public final class RaftGroupHost: @unchecked Sendable {
         }
         takeSnapshotIfDue()
         electIfDue()
+        recordOwnAddressIfDue()
         report()
     }
 
@@ -518,6 +730,7 @@ public final class RaftGroupHost: @unchecked Sendable {
         case .readFailed(let id, let leader):
             reads.removeValue(forKey: id)?.fail(RaftGroupError.notLeader(leader))
         case .leaderChanged(let leader, let term):
+            leadingSince = leader == raft.id ? Self.now() : nil
             logger.info(
                 "Raft leader",
                 metadata: ["leader": "\(leader.map { String($0, radix: 16) } ?? "none")", "term": "\(term)"]
@@ -528,7 +741,9 @@ public final class RaftGroupHost: @unchecked Sendable {
             let task = loop.scheduleTask(deadline: .uptimeNanoseconds(at)) { [self] in
                 wake = nil
                 guard failure == nil else { return }
-                carry(raft.tick(now: Self.now()))
+                let now = Self.now()
+                carry(raft.tick(now: now))
+                markUnreachable(now: now)
             }
             wake = (at, task)
         }
@@ -552,6 +767,7 @@ public final class RaftGroupHost: @unchecked Sendable {
             return
         }
         let (outcome, event) = state.apply(command, at: entry.index)
+        if case .member(let id, _, let address) = command { tellAddress(address, of: id) }
         if let pending {
             if pending.term == entry.term {
                 pending.promise.succeed(outcome)
@@ -656,6 +872,13 @@ public final class RaftGroupHost: @unchecked Sendable {
         leaderWatchers = [:]
         for (_, promise) in reads { promise.fail(RaftGroupError.stopped(reason)) }
         reads = [:]
+        for timeout in forwardedReads.values { timeout.cancel() }
+        forwardedReads = [:]
+        for (promise, timeout) in forwarded.values {
+            timeout.cancel()
+            promise.fail(RaftGroupError.unknownOutcome)
+        }
+        forwarded = [:]
         for (_, promise) in proposals { promise.fail(RaftGroupError.stopped(reason)) }
         proposals = []
         for ready in readyReads { ready.promise.fail(RaftGroupError.stopped(reason)) }

@@ -7,12 +7,17 @@ import NIOCore
 import NIOPosix
 import Raft
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The messages of every Raft group an agent hosts, between agents: mutual TLS between
 /// node identities (`spiffe://<td>/node/<name>`), one connection per peer reused for
 /// every group, frames as below (integers little-endian).
 ///
 /// ```
 /// | length u32 (of what follows) | kind u8 = 1 | group length u16 | group (UTF-8) | RaftMessage |
+/// | length u32 (of what follows) | kind u8 = 2...7 | group length u16 | group (UTF-8) | RaftControl |
 /// ```
 ///
 /// A member's ID is its node's: the first 8 bytes of the SHA-256 of the node's public
@@ -35,6 +40,15 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
     private var server: (any Channel)?
     private var open = 0
     private let connectTimeout: TimeAmount
+    /// TCP_USER_TIMEOUT of every connection: one whose sent bytes are not acknowledged
+    /// this long (its peer's node was cut off or lost power) is closed, and the next
+    /// message dials again, instead of waiting out TCP's retransmission back-off
+    /// (many seconds) once the peer is back.
+    private let deadPeerOption = ChannelOptions.Types.SocketOption(
+        level: .tcp,
+        name: NIOBSDSocket.Option(rawValue: CInt(TCP_USER_TIMEOUT))
+    )
+    static let deadPeerTimeout = 3_000
 
     /// Connections beyond this many (both directions) are refused.
     static let maximumConnections = 256
@@ -70,6 +84,7 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
         let transport = NIOLoopBound(self, eventLoop: loop)
         return ServerBootstrap(group: loop)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(deadPeerOption, value: Self.deadPeerTimeout)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let transport = transport.value
@@ -132,13 +147,27 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
         connect(to: message.to).whenSuccess { channel in channel.writeAndFlush(frame, promise: nil) }
     }
 
+    /// Sends a control frame (`RaftControl`) to member `id`; dropped if it cannot go.
+    public func send(_ control: RaftControl, to id: RaftID, group: String) {
+        loop.preconditionInEventLoop()
+        let frame = Self.frame(kind: control.kind, control.encoded(), group: group)
+        if let channel = byPeer[id] {
+            if channel.isWritable { channel.writeAndFlush(frame, promise: nil) } else { rejected("peer_not_reading") }
+            return
+        }
+        connect(to: id).whenSuccess { channel in channel.writeAndFlush(frame, promise: nil) }
+    }
+
     static func frame(_ message: RaftMessage, group: String) -> ByteBuffer {
-        let bytes = message.encoded()
+        frame(kind: 1, message.encoded(), group: group)
+    }
+
+    static func frame(kind: UInt8, _ bytes: [UInt8], group: String) -> ByteBuffer {
         let name = Array(group.utf8)
         var buffer = ByteBuffer()
         buffer.reserveCapacity(7 + name.count + bytes.count)
         buffer.writeInteger(UInt32(3 + name.count + bytes.count), endianness: .little)
-        buffer.writeInteger(UInt8(1))
+        buffer.writeInteger(kind)
         buffer.writeInteger(UInt16(name.count), endianness: .little)
         buffer.writeBytes(name)
         buffer.writeBytes(bytes)
@@ -160,6 +189,7 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
         let dial = ClientBootstrap(group: loop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(deadPeerOption, value: Self.deadPeerTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let transport = transport.value
@@ -226,6 +256,18 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
         host.receive(message)
     }
 
+    /// A control frame from node `node` (member `from`, proven by the connection): a
+    /// join from any node of the trust domain; anything else only from a member.
+    fileprivate func deliver(_ control: RaftControl, from: RaftID, node: String, group: String) {
+        guard let host = groups[group] else { return rejected("unknown_group") }
+        if case .join = control {
+        } else {
+            guard host.membership.contains(from) else { return rejected("not_a_member") }
+        }
+        received.increment()
+        host.receive(control, from: from, node: node)
+    }
+
     fileprivate func rejected(_ reason: String) {
         Counter(label: "beemesh_raft_messages_rejected_total", dimensions: [("reason", reason)]).increment()
     }
@@ -249,6 +291,8 @@ private final class RaftConnectionHandler: ChannelInboundHandler {
     private let transport: RaftTransport
     var identified: EventLoopPromise<Void>?
     private var peer: RaftID?
+    /// The peer's node name (`spiffe://<td>/node/<name>`).
+    private var node = ""
     private var counted = false
     private var buffer = ByteBuffer()
 
@@ -284,6 +328,7 @@ private final class RaftConnectionHandler: ChannelInboundHandler {
             )
         }
         peer = id
+        node = String(handshake.peer.path.dropFirst("/node/".count))
         transport.authenticated(context.channel, peer: id)
         identify(.success(()))
     }
@@ -301,9 +346,15 @@ private final class RaftConnectionHandler: ChannelInboundHandler {
             var frame = buffer.readSlice(length: Int(length))!
             let kind: UInt8 = frame.readInteger()!
             let nameLength: UInt16 = frame.readInteger(endianness: .little)!
-            guard kind == 1, let name = frame.readBytes(length: Int(nameLength)),
+            guard kind == 1 || RaftControl.kinds.contains(kind), let name = frame.readBytes(length: Int(nameLength)),
                 let group = String(validating: name, as: UTF8.self)
             else { return refuse("malformed_frame", "frame kind \(kind) or its group name", context: context) }
+            if kind != 1 {
+                guard let control = RaftControl(kind: kind, body: frame.readBytes(length: frame.readableBytes)![...])
+                else { return refuse("malformed_control", "a control frame of kind \(kind)", context: context) }
+                transport.deliver(control, from: peer, node: node, group: group)
+                continue
+            }
             let message: RaftMessage
             do {
                 message = try RaftMessage(decoding: frame.readBytes(length: frame.readableBytes)![...])

@@ -33,6 +33,17 @@ public struct WorkloadState: Equatable, Sendable {
         public var revision: UInt64
     }
 
+    /// A member of the group: its node, and where that node's agent listens for Raft.
+    public struct Member: Equatable, Sendable {
+        public var node: String
+        public var address: String
+
+        public init(node: String, address: String) {
+            self.node = node
+            self.address = address
+        }
+    }
+
     /// The workload's leader: an ordinal (nil: none), and the revision that elected it.
     public struct Leadership: Equatable, Sendable {
         public var ordinal: Int?
@@ -55,6 +66,8 @@ public struct WorkloadState: Equatable, Sendable {
         /// `ordinal` leads (nil: nobody), if the leadership is still the one elected at
         /// `ifRevision`, and the ordinal is claimed and ready.
         case elect(ordinal: Int?, ifRevision: UInt64)
+        /// Member `id` runs on `node` and listens at `address` (empty: it left).
+        case member(id: RaftID, node: String, address: String)
     }
 
     public enum Outcome: Equatable, Sendable {
@@ -85,6 +98,9 @@ public struct WorkloadState: Equatable, Sendable {
 
     static func size(_ key: String, _ value: [UInt8]) -> Int { key.utf8.count + value.count + keyOverhead }
     public private(set) var leadership = Leadership(ordinal: nil, revision: 0)
+    /// The group's members that joined it from another node, by member ID (a group's
+    /// first member is not listed until it says where it listens).
+    public private(set) var members: [RaftID: Member] = [:]
     /// The index of the last entry applied.
     public private(set) var revision: UInt64 = 0
 
@@ -143,6 +159,9 @@ public struct WorkloadState: Equatable, Sendable {
             }
             leadership = Leadership(ordinal: ordinal, revision: index)
             return (done, nil)
+        case .member(let id, let node, let address):
+            members[id] = address.isEmpty ? nil : Member(node: node, address: address)
+            return (done, nil)
         }
     }
 
@@ -170,7 +189,7 @@ public struct WorkloadState: Equatable, Sendable {
     /// The state as a snapshot's data: revision u64; the keys (count u32, then per key
     /// in order: key, createRevision, modRevision, version, value); the claims (count
     /// u32, then ordinal u32, node, ready u8, revision u64); the leader (has one u8,
-    /// ordinal u32, revision u64).
+    /// ordinal u32, revision u64); the members (count u32, then id u64, node, address).
     public func snapshot() -> [UInt8] {
         var writer = ByteWriter()
         writer.u64(revision)
@@ -192,6 +211,12 @@ public struct WorkloadState: Equatable, Sendable {
         writer.byte(leadership.ordinal == nil ? 0 : 1)
         writer.u32(UInt32(leadership.ordinal ?? 0))
         writer.u64(leadership.revision)
+        writer.u32(UInt32(members.count))
+        for (id, member) in members.sorted(by: { $0.key < $1.key }) {
+            writer.u64(id)
+            writer.string(member.node)
+            writer.string(member.address)
+        }
         return writer.bytes
     }
 
@@ -224,6 +249,15 @@ public struct WorkloadState: Equatable, Sendable {
         guard let hasLeader = reader.byte(), hasLeader <= 1, let ordinal = reader.u32(), let elected = reader.u64()
         else { throw truncated }
         leadership = Leadership(ordinal: hasLeader == 1 ? Int(ordinal) : nil, revision: elected)
+        guard let memberCount = reader.u32() else { throw truncated }
+        var lastID: RaftID?
+        for _ in 0..<memberCount {
+            guard let id = reader.u64(), let node = reader.string(), let address = reader.string(), !address.isEmpty
+            else { throw truncated }
+            guard lastID.map({ $0 < id }) ?? true else { throw WorkloadStateError("members out of order") }
+            lastID = id
+            members[id] = Member(node: node, address: address)
+        }
         guard reader.remaining == 0 else { throw WorkloadStateError("bytes after the snapshot") }
     }
 }
@@ -231,7 +265,8 @@ public struct WorkloadState: Equatable, Sendable {
 extension WorkloadState.Command {
     /// kind u8, then: 1 put (key, value, has condition u8, condition u64); 2 delete
     /// (key, has condition, condition); 3 claim and 4 release (ordinal u32, node);
-    /// 5 ready (ordinal, node, ready u8); 6 elect (has ordinal u8, ordinal u32, ifRevision u64).
+    /// 5 ready (ordinal, node, ready u8); 6 elect (has ordinal u8, ordinal u32, ifRevision u64);
+    /// 7 member (id u64, node, address).
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
         switch self {
@@ -260,6 +295,11 @@ extension WorkloadState.Command {
             writer.byte(ordinal == nil ? 0 : 1)
             writer.u32(UInt32(ordinal ?? 0))
             writer.u64(ifRevision)
+        case .member(let id, let node, let address):
+            writer.byte(7)
+            writer.u64(id)
+            writer.string(node)
+            writer.string(address)
         }
         return writer.bytes
     }
@@ -299,6 +339,12 @@ extension WorkloadState.Command {
         case 6:
             if let has = reader.byte(), has <= 1, let ordinal = reader.u32(), let revision = reader.u64() {
                 command = .elect(ordinal: has == 1 ? Int(ordinal) : nil, ifRevision: revision)
+            } else {
+                command = nil
+            }
+        case 7:
+            if let id = reader.u64(), let node = reader.string(), let address = reader.string() {
+                command = .member(id: id, node: node, address: address)
             } else {
                 command = nil
             }

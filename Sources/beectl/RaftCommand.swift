@@ -55,7 +55,7 @@ struct RaftCommand: ParsableCommand {
                         [
                             member.id + (member.id == group.leader ? " (leader)" : ""),
                             member.voter ? "yes" : "learner",
-                            member.id == group.member ? group.node : "",
+                            member.node ?? (member.id == group.member ? group.node : ""),
                             member.match.map(String.init) ?? "-", member.lag.map(String.init) ?? "-",
                         ]
                     }

@@ -35,6 +35,7 @@ import Testing
             groups = try RaftGroups(
                 configuration: configuration,
                 identity: try NodeIdentity.load(configuration.node),
+                dht: nil,
                 logger: Logger(label: "test")
             )
         }

@@ -68,7 +68,7 @@ import Testing
     }
 
     @discardableResult
-    private static func lab(_ name: String, _ arguments: [String], timeout: Double = 30) throws -> String {
+    static func lab(_ name: String, _ arguments: [String], timeout: Double = 30) throws -> String {
         try NamespaceLab.run(
             [root + "/tools/lab", "--name", name, "--bin", NamespaceLab.binaries] + arguments,
             timeout: timeout
