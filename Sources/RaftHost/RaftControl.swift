@@ -26,7 +26,7 @@ public enum RaftControl: Equatable, Sendable {
     case readIndex(request: UInt64)
     case readIndexReply(request: UInt64, accepted: Bool, index: UInt64)
 
-    var kind: UInt8 {
+    public var kind: UInt8 {
         switch self {
         case .join: 2
         case .leave: 3
@@ -37,10 +37,10 @@ public enum RaftControl: Equatable, Sendable {
         }
     }
 
-    static let kinds: ClosedRange<UInt8> = 2...7
+    public static let kinds: ClosedRange<UInt8> = 2...7
 
     /// The body, after the frame's kind and group.
-    func encoded() -> [UInt8] {
+    public func encoded() -> [UInt8] {
         var writer = ByteWriter()
         switch self {
         case .join(let address):
@@ -66,7 +66,7 @@ public enum RaftControl: Equatable, Sendable {
     }
 
     /// Nil: not a control frame of this kind.
-    init?(kind: UInt8, body: ArraySlice<UInt8>) {
+    public init?(kind: UInt8, body: ArraySlice<UInt8>) {
         var reader = ByteReader(body)
         let decoded: RaftControl?
         switch kind {

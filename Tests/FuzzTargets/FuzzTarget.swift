@@ -62,6 +62,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         if let command = try? WorkloadState.Command(decoding: bytes) {
             precondition(try! WorkloadState.Command(decoding: command.encoded()) == command, "\(command) changed")
         }
+        // The first byte is a control frame's kind, the rest its body.
+        if let kind = bytes.first, let control = RaftControl(kind: kind, body: bytes.dropFirst()) {
+            precondition(RaftControl(kind: kind, body: control.encoded()[...]) == control, "\(control) changed")
+        }
         if let state = try? WorkloadState(snapshot: bytes) {
             precondition(try! WorkloadState(snapshot: state.snapshot()) == state, "a workload snapshot changed")
         }

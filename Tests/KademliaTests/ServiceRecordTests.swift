@@ -72,6 +72,22 @@ import Testing
         #expect(Self.refusal(try SignedServiceRecord.sign(lab, with: elsewhere).dhtRecord) == .notAuthorized)
     }
 
+    /// `<statefulset>.raft` records say which nodes host a Raft group: a node may
+    /// publish one in any namespace; a workload may not, even one whose service
+    /// account is named so; and a node may not publish a workload's service.
+    @Test func onlyANodePublishesARaftMemberRecord() throws {
+        let node = try Self.root.issueWorkload(try SpiffeID("spiffe://example.org/node/node-2"))
+        let member = Self.record(service: "counter.raft", spiffeID: "spiffe://example.org/node/node-2")
+        #expect(try Self.validator.check(try SignedServiceRecord.sign(member, with: node).dhtRecord) == member)
+
+        let sneaky = try Self.root.issueWorkload(try SpiffeID("spiffe://example.org/ns/shop/sa/counter.raft"))
+        let forged = Self.record(service: "counter.raft", spiffeID: "spiffe://example.org/ns/shop/sa/counter.raft")
+        #expect(Self.refusal(try SignedServiceRecord.sign(forged, with: sneaky).dhtRecord) == .notAuthorized)
+
+        let plain = Self.record(spiffeID: "spiffe://example.org/node/node-2")
+        #expect(Self.refusal(try SignedServiceRecord.sign(plain, with: node).dhtRecord) == .notAuthorized)
+    }
+
     @Test func expiredAndMismatchedRecordsAreRefused() throws {
         let expired = try SignedServiceRecord.sign(Self.record(expires: Self.now - 1), with: Self.orders)
         #expect(Self.refusal(expired.dhtRecord) == .expired)

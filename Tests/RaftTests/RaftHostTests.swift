@@ -42,9 +42,10 @@ import Testing
         }
 
         /// Opens the directory and the listener (a new port each time).
-        func start(members: [RaftID]) async throws {
+        func start(members: [RaftID], advertise: HostPort? = nil) async throws {
             let transport = try RaftTransport(loop: loop, credentials: credentials, logger: Logger(label: name))
             var settings = RaftGroupHost.Settings(id: id)
+            settings.advertise = advertise.map { WorkloadState.Member(node: name, address: $0.description) }
             settings.raft.heartbeatInterval = 50_000_000
             settings.raft.electionTimeoutMin = 300_000_000
             settings.raft.electionTimeoutMax = 600_000_000
@@ -61,7 +62,7 @@ import Testing
             let port = try await loop.flatSubmit {
                 transport.register(host)
                 host.start()
-                return transport.listen(on: HostPort(host: "127.0.0.1", port: 0))
+                return transport.listen(on: advertise ?? HostPort(host: "127.0.0.1", port: 0))
             }.get().localAddress!.port!
             running.withLockedValue { $0 = (transport, host, port) }
         }
@@ -304,6 +305,82 @@ import Testing
             statuses.allSatisfy { $0.snapshotIndex > 0 },
             "snapshots every 20 entries: \(statuses.map(\.snapshotIndex))"
         )
+    }
+
+    /// A node joins a group of one through a `join` frame: recorded with its address,
+    /// added as a learner and promoted; its writes and reads are carried to the
+    /// leader; a node that is not a member has its forwarded write refused; the joined
+    /// one leaves, and its claims are released and its address forgotten.
+    @Test func aNodeJoinsIsPromotedWritesThroughTheLeaderAndLeaves() async throws {
+        let directory = TemporaryDirectory()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        let (first, joiner, stranger) = (
+            try Member("n1", loop: group.next(), directory: directory.path + "/n1"),
+            try Member("n2", loop: group.next(), directory: directory.path + "/n2"),
+            try Member("n3", loop: group.next(), directory: directory.path + "/n3")
+        )
+        let addresses = try (0..<3).map { _ in HostPort(host: "127.0.0.1", port: try freePort()) }
+        try await first.start(members: [first.id], advertise: addresses[0])
+        try await joiner.start(members: [], advertise: addresses[1])
+        try await stranger.start(members: [], advertise: addresses[2])
+        for member in [joiner, stranger] {
+            let transport = member.transport!
+            try await member.loop.submit { transport.setAddress(addresses[0], of: first.id) }.get()
+        }
+        func state(_ member: Member) async throws -> (Membership, WorkloadState) {
+            try await member.loop.submit { (member.host.membership, member.host.state) }.get()
+        }
+        let firstHost = first.host!
+        let joinerHost = joiner.host!
+        let joinerTransport = joiner.transport!
+
+        // Asked until it is a voter (the first member records its own address first).
+        let promoted = try await Self.poll(within: 10) {
+            try await joiner.loop.submit {
+                joinerTransport.send(.join(address: addresses[1].description), to: first.id, group: "shop/orders")
+            }.get()
+            try await Task.sleep(for: .milliseconds(100))
+            return try await state(first).0.voters == [first.id, joiner.id].sorted()
+        }
+        let (membership, joined) = try await state(first)
+        #expect(promoted, "the joiner became a voter: \(membership)")
+        let members = joined.members
+        #expect(members[joiner.id] == WorkloadState.Member(node: "n2", address: addresses[1].description))
+        #expect(members[first.id] == WorkloadState.Member(node: "n1", address: addresses[0].description))
+
+        // Through the follower: a write carried to the leader, then a read.
+        let written = try await joiner.loop.flatSubmit {
+            joinerHost.write(.put(key: "greeting", value: Array("hello".utf8), ifRevision: nil))
+        }.get()
+        guard case .done(let revision, _) = written else { return #expect(Bool(false), "\(written)") }
+        let read = try await joiner.loop.flatSubmit {
+            joinerHost.linearizableRead().map { _ in joinerHost.state.values["greeting"] }
+        }.get()
+        #expect(read.map { String(decoding: $0.data, as: UTF8.self) } == "hello" && read?.modRevision == revision)
+        _ = try await joiner.loop.flatSubmit { joinerHost.write(.claim(ordinal: 0, node: "n2")) }.get()
+
+        // A node that is not a member: its forwarded write is refused by the transport.
+        let strangerTransport = stranger.transport!
+        let put = WorkloadState.Command.put(key: "intruder", value: [1], ifRevision: nil).encoded()
+        try await stranger.loop.submit {
+            strangerTransport.send(.forward(request: 1, command: put), to: first.id, group: "shop/orders")
+            strangerTransport.send(.leave, to: first.id, group: "shop/orders")
+        }.get()
+
+        // The joiner leaves: removed, its claim released, its address forgotten.
+        let left = try await Self.poll(within: 10) {
+            try await joiner.loop.submit { joinerTransport.send(.leave, to: first.id, group: "shop/orders") }.get()
+            try await Task.sleep(for: .milliseconds(100))
+            let (membership, workload) = try await state(first)
+            return membership.members == [first.id] && workload.members[joiner.id] == nil
+                && workload.claims[0] == nil
+        }
+        let final = try await first.loop.submit { (firstHost.membership, firstHost.state) }.get()
+        for member in [first, joiner, stranger] { try await member.stop() }
+        try await group.shutdownGracefully()
+        #expect(left, "the joiner left: \(final.0), claims \(final.1.claims)")
+        #expect(final.1.values["intruder"] == nil, "a stranger's forwarded write was applied")
+        #expect(final.1.values["greeting"] != nil)
     }
 
     static func waitForLeader(_ cluster: Cluster, within seconds: Double) async throws -> Int {

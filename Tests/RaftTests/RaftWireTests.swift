@@ -1,4 +1,5 @@
 import Raft
+import RaftHost
 import Testing
 
 /// Messages between members as bytes: every kind survives the trip, and whatever is
@@ -38,6 +39,35 @@ import Testing
         }
         let long = #expect(throws: RaftWireError.self) { try RaftMessage(decoding: (bytes + [0])[...]) }
         #expect(long?.code == .trailingBytes || long?.code == .malformed)
+    }
+
+    static let controls: [RaftControl] = [
+        .join(address: "10.250.0.2:15012"), .leave, .forward(request: 7, command: [1, 2, 3]),
+        .forward(request: 0, command: []), .forwarded(request: 9, accepted: true, index: 42, term: 3),
+        .forwarded(request: 9, accepted: false, index: 0, term: 0), .readIndex(request: .max),
+        .readIndexReply(request: 1, accepted: true, index: 77),
+    ]
+
+    @Test(arguments: controls)
+    func everyControlFrameSurvivesTheTripAndACutOneIsRefused(_ control: RaftControl) {
+        let body = control.encoded()
+        #expect(RaftControl(kind: control.kind, body: body[...]) == control)
+        #expect(RaftControl.kinds.contains(control.kind))
+        // A forward's command is the rest of the frame: only its request can be cut.
+        let shortest = if case .forward = control { 8 } else { body.count }
+        for length in 0..<shortest {
+            #expect(RaftControl(kind: control.kind, body: body[..<length]) == nil, "cut at \(length)")
+        }
+        if case .forward = control {
+        } else {
+            #expect(RaftControl(kind: control.kind, body: (body + [0])[...]) == nil, "a byte too many")
+        }
+        #expect(RaftControl(kind: 1, body: body[...]) == nil && RaftControl(kind: 8, body: body[...]) == nil)
+        // A join's address is at most 255 bytes.
+        #expect(
+            RaftControl(kind: 2, body: RaftControl.join(address: String(repeating: "a", count: 256)).encoded()[...])
+                == nil
+        )
     }
 
     @Test func unknownKindsBadFlagsAndEntriesThatDoNotFollowAreRefused() {
