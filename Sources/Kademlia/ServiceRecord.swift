@@ -61,6 +61,11 @@ public struct ServiceRecord: Equatable, Sendable {
     /// labels hold no dot.
     public static let raftMemberSuffix = ".raft"
 
+    /// A record under `leader.<name>` is the one a StatefulSet's leading pod publishes
+    /// besides its own (mesh DNS: `leader.<name>.<namespace>.mesh`); the identity that
+    /// may serve `<name>` may serve it.
+    public static let leaderPrefix = "leader."
+
     /// The publisher under the service key: its endpoint (a pod), so that the endpoints
     /// of one service, which share an identity, are kept side by side.
     public var publisher: NodeID { NodeID(bytes: Digest.sha256(Array("beemesh/endpoint/\(endpoint)".utf8)))! }
@@ -182,8 +187,8 @@ public struct ServiceRecordError: Error, Equatable, Sendable, CustomStringConver
 
 /// Believes a service record only if its chain verifies to the trust bundle, its
 /// signature is the leaf's, and the leaf's SPIFFE ID may serve the service: the same
-/// namespace, and the service account named like the service (for a Raft member
-/// record, `<name>.raft`: a node identity).
+/// namespace, and the service account named like the service, or like the service
+/// after `leader.` (for a Raft member record, `<name>.raft`: a node identity).
 public struct ServiceRecordValidator: RecordValidator {
     public let bundle: TrustBundle
     /// Wall time in nanoseconds since 1970 (injected: tests use a fixed one).
@@ -247,7 +252,10 @@ public struct ServiceRecordValidator: RecordValidator {
             }
             return service
         }
-        guard identity.namespace == service.namespace, identity.serviceAccount == service.service else {
+        let served =
+            service.service.hasPrefix(ServiceRecord.leaderPrefix)
+            ? String(service.service.dropFirst(ServiceRecord.leaderPrefix.count)) : service.service
+        guard identity.namespace == service.namespace, identity.serviceAccount == served else {
             throw ServiceRecordError(
                 .notAuthorized,
                 "\(identity) may not serve \(service.service).\(service.namespace)"

@@ -242,7 +242,7 @@ public final class ProxyServer: Service, Sendable {
         }
         var dns: [SocketAddress] = []
         if let discovery = environment.discovery {
-            discovery.start(on: group.next())
+            discovery.start(on: group.next(), workloadSocket: configuration.workloadAPI.socket)
             let server = MeshDNSServer(
                 discovery: discovery,
                 configuration: configuration.dns,

@@ -30,15 +30,16 @@ struct DHTCommand: ParsableCommand {
             abstract: "The endpoints of SERVICE.NAMESPACE found in the DHT, each record checked."
         )
 
-        @Argument(help: "NAME.NAMESPACE, e.g. orders.default.")
+        @Argument(help: "NAME.NAMESPACE, e.g. orders.default (leader.NAME.NAMESPACE: a StatefulSet's leading pod).")
         var service: String
 
         @OptionGroup var options: AgentOptions
 
         func validate() throws {
             let parts = service.split(separator: ".", omittingEmptySubsequences: false)
-            guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty }) else {
-                throw ValidationError("'\(service)' is not NAME.NAMESPACE")
+            guard parts.count == 2 || (parts.count == 3 && parts[0] == "leader"), parts.allSatisfy({ !$0.isEmpty })
+            else {
+                throw ValidationError("'\(service)' is not NAME.NAMESPACE or leader.NAME.NAMESPACE")
             }
         }
 

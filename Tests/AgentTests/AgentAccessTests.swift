@@ -213,9 +213,13 @@ import Testing
         let frontend = try Self.root.issueWorkload(try SpiffeID("spiffe://access.test/ns/shop/sa/frontend"))
         let orders = try Self.root.issueWorkload(try SpiffeID("spiffe://access.test/ns/shop/sa/orders"))
         let client = AdminClient(endpoint: .unix(path: path), timeout: 5)
-        @Sendable func publish(_ credentials: WorkloadCredentials, _ service: String, _ endpoint: String) throws -> (
-            Int, String
-        ) {
+        @Sendable func publish(
+            _ credentials: WorkloadCredentials,
+            _ service: String,
+            _ endpoint: String,
+            ttl: Double = 60,
+            via client: AdminClient = client
+        ) throws -> (Int, String) {
             let now = Date().timeIntervalSince1970
             let record = try SignedServiceRecord.sign(
                 ServiceRecord(
@@ -225,7 +229,7 @@ import Testing
                     ports: [8080],
                     spiffeID: credentials.spiffeID!.description,
                     sequence: UInt64(now * 1000),
-                    expires: UInt64((now + 60) * 1e9)
+                    expires: UInt64((now + ttl) * 1e9)
                 ),
                 with: credentials
             )
@@ -243,6 +247,32 @@ import Testing
         #expect(own.0 == 200, "\(own)")
         let lookup = try await blocking { try client.get("/dht/services/frontend.shop") }
         #expect(lookup.status == 200)
+        // A leader record (leader.frontend): only a StatefulSet's pod publishes one, and
+        // only while its group says it leads; withdrawing one (a record that expires
+        // within seconds) is always allowed.
+        let notStateful = try await blocking { try publish(frontend, "leader.frontend", "10.88.0.5:15008") }
+        #expect(notStateful.0 == 403 && notStateful.1.contains("no StatefulSet's"), "\(notStateful)")
+        let statefulPath = agent.directory.path + "/pod/stateful.sock"
+        try agent.sockets.open(
+            PodBinding(
+                pod: "shop/frontend-1",
+                identity: "spiffe://access.test/ns/shop/sa/frontend",
+                service: "frontend.shop",
+                endpoint: "10.88.0.6:15008",
+                workload: .init(group: "shop/frontend", ordinal: 1)
+            ),
+            at: statefulPath,
+            key: "frontend-1.shop"
+        )
+        let stateful = AdminClient(endpoint: .unix(path: statefulPath), timeout: 5)
+        let notLeading = try await blocking {
+            try publish(frontend, "leader.frontend", "10.88.0.6:15008", via: stateful)
+        }
+        #expect(notLeading.0 == 403 && notLeading.1.contains("Raft group"), "\(notLeading)")
+        let withdrawn = try await blocking {
+            try publish(frontend, "leader.frontend", "10.88.0.6:15008", ttl: 2, via: stateful)
+        }
+        #expect(withdrawn.0 == 200, "\(withdrawn)")
         let manifest = try manifest(agent, name: "evil", namespace: "shop", account: "orders")
         let (applied, _) = try await blocking {
             try client.send(

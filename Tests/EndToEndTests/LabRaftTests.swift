@@ -25,6 +25,11 @@ extension LabEndToEndTests {
         var workloadLeaderMoved = Double.infinity
         var writesAgain = Double.infinity
         var rejoined = Double.infinity
+        /// What `leader.counter.default.mesh:8080` answered from the client's pod
+        /// before the cut, and how long after it the new leader answered it.
+        var leaderNameBefore = ""
+        var expectedBefore = ""
+        var leaderNameMoved = Double.infinity
         var afterHeal: RaftGroupStatus?
         var history: [KVOperation] = []
     }
@@ -49,8 +54,10 @@ extension LabEndToEndTests {
                     observed.workloadLeaderMoved
                 )
                 + String(
-                    format: "writes acknowledged again after %.2f s; rejoined %.2f s after the heal",
+                    format: "writes acknowledged again after %.2f s, leader.counter.default.mesh answered by the "
+                        + "new leader after %.2f s; rejoined %.2f s after the heal",
                     observed.writesAgain,
+                    observed.leaderNameMoved,
                     observed.rejoined
                 )
         )
@@ -65,6 +72,14 @@ extension LabEndToEndTests {
         )
         #expect(observed.writesAgain < 4, "writes acknowledged again \(observed.writesAgain) s after the cut")
         #expect(observed.rejoined < 15, "the cut node rejoined \(observed.rejoined) s after the heal")
+        #expect(
+            observed.leaderNameBefore.hasPrefix("\(observed.expectedBefore) answered"),
+            "leader.counter.default.mesh reached the leading pod \(observed.expectedBefore): \(observed.leaderNameBefore)"
+        )
+        // The workload's leader moved (above), then its sidecar publishes the leader
+        // record; the cut one's lives out its 6 s, and a lookup waits out the cut
+        // node's DHT timeouts.
+        #expect(observed.leaderNameMoved < 30, "leader.counter moved \(observed.leaderNameMoved) s after the cut")
         let healed = try #require(observed.afterHeal)
         #expect(healed.ordinals.count == 3 && healed.ordinals.allSatisfy(\.ready), "\(healed.ordinals)")
     }
@@ -79,8 +94,13 @@ extension LabEndToEndTests {
         _ = try? lab(name, ["down"], timeout: 120)  // what a killed earlier run left
         defer { _ = try? lab(name, ["down"], timeout: 120) }
         try lab(name, ["up", "3"], timeout: 300)
-        // The first node starts the group; the others find it in the DHT and join.
+        // The first node starts the group; the others find it in the DHT and join. The
+        // counter's pods admit one another on 8080 (leader.counter.default.mesh).
         for node in 1...3 {
+            try FileManager.default.copyItem(
+                atPath: root + "/deploy/policies/counter-allow.yaml",
+                toPath: "/var/lib/beemesh-lab/\(name)/nodes/\(node)/policies/counter-allow.yaml"
+            )
             try lab(
                 name,
                 ["exec", "\(node)", "beectl", "apply", "-f", root + "/deploy/manifests/counter.yaml"],
@@ -116,7 +136,17 @@ extension LabEndToEndTests {
             while thread.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
         }
         try waitUntil("the client's writes are acknowledged", timeout: 20) { writer.lastAcknowledged > 0 }
-        Thread.sleep(forTimeInterval: 2)
+        // The leading pod, by its mesh name, from the client's pod.
+        let hello = [
+            "exec", "\(clientIndex)", "podman", "exec", "counter-\(client.ordinal).default.web",
+            "curl", "-sS", "-m", "2", "http://leader.counter.default.mesh:8080/cgi-bin/hello",
+        ]
+        observed.expectedBefore = formed.workloadLeader ?? "?"
+        try waitUntil("leader.counter.default.mesh answers", timeout: 30) {
+            observed.leaderNameBefore = (try? lab(name, hello, timeout: 10)) ?? ""
+            return observed.leaderNameBefore.contains("answered")
+        }
+        Thread.sleep(forTimeInterval: 1)
 
         try lab(name, ["cut", "\(cutIndex)"], timeout: 30)
         let cut = Date()
@@ -136,7 +166,11 @@ extension LabEndToEndTests {
             writer.lastAcknowledged > cut.timeIntervalSince1970
         }
         observed.writesAgain = writer.firstAcknowledged(after: cut.timeIntervalSince1970) - cut.timeIntervalSince1970
-        Thread.sleep(forTimeInterval: 2)
+        let newLeader = next?.workloadLeader ?? "?"
+        try waitUntil("leader.counter.default.mesh answered by \(newLeader)", timeout: 60) {
+            ((try? lab(name, hello, timeout: 10)) ?? "").hasPrefix("\(newLeader) answered")
+        }
+        observed.leaderNameMoved = Date().timeIntervalSince(cut)
 
         try lab(name, ["heal", "\(cutIndex)"], timeout: 30)
         let healed = Date()

@@ -72,6 +72,16 @@ import Testing
         #expect(Self.refusal(try SignedServiceRecord.sign(lab, with: elsewhere).dhtRecord) == .notAuthorized)
     }
 
+    /// `leader.<name>` is published by a pod of `<name>` (its identity's account), and
+    /// by nobody else.
+    @Test func aLeaderRecordIsTheServicesOwn() throws {
+        let leader = Self.record(service: "leader.orders")
+        #expect(try Self.validator.check(try SignedServiceRecord.sign(leader, with: Self.orders).dhtRecord) == leader)
+        let frontend = try Self.root.issueWorkload(try SpiffeID("spiffe://example.org/ns/shop/sa/frontend"))
+        let forged = Self.record(service: "leader.orders", spiffeID: "spiffe://example.org/ns/shop/sa/frontend")
+        #expect(Self.refusal(try SignedServiceRecord.sign(forged, with: frontend).dhtRecord) == .notAuthorized)
+    }
+
     /// `<statefulset>.raft` records say which nodes host a Raft group: a node may
     /// publish one in any namespace; a workload may not, even one whose service
     /// account is named so; and a node may not publish a workload's service.

@@ -326,11 +326,15 @@ struct AgentAPI: Sendable {
     }
 
     private func lookup(_ name: String, on loop: any EventLoop) -> EventLoopFuture<Response> {
-        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        var parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        // leader.NAME.NAMESPACE: the record a StatefulSet's leading pod publishes.
+        if parts.count == 3, parts[0] + "." == ServiceRecord.leaderPrefix {
+            parts = [parts[0] + "." + parts[1], parts[2]]
+        }
         guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty }) else {
             return loop.makeSucceededFuture(failure(.badRequest, "'\(name)' is not NAME.NAMESPACE"))
         }
-        let key = ServiceRecord.key(service: String(parts[0]), namespace: String(parts[1]))
+        let key = ServiceRecord.key(service: parts[0], namespace: parts[1])
         return dht.findValue(key).map { result in
             var endpoints: [ServiceLookup.Endpoint] = []
             for record in result.records {
@@ -371,6 +375,17 @@ struct AgentAPI: Sendable {
                 counters.publishRefused("not_own_record")
                 return loop.makeSucceededFuture(refuse(.forbidden, reason, .pod(binding), "/dht/records"))
             }
+            if let binding, service.service.hasPrefix(ServiceRecord.leaderPrefix) {
+                return leads(binding, unless: service, on: loop).flatMap { reason in
+                    if let reason {
+                        self.counters.publishRefused("not_leader")
+                        return loop.makeSucceededFuture(self.refuse(.forbidden, reason, .pod(binding), "/dht/records"))
+                    }
+                    return self.dht.publish(record).map {
+                        self.json(PublishResult(key: record.key.description, replicas: $0))
+                    }
+                }
+            }
         } catch {
             counters.publishRefused(error.code.rawValue)
             return loop.makeSucceededFuture(failure(.badRequest, "record refused: \(error)"))
@@ -380,12 +395,19 @@ struct AgentAPI: Sendable {
         }
     }
 
-    /// Why a pod may not publish `record`; nil: it is the pod's own.
+    /// Why a pod may not publish `record`; nil: it is the pod's own (or its `leader.`
+    /// record, if it is a StatefulSet's pod: whether it leads is checked apart).
     static func publishRefusal(_ record: ServiceRecord, _ binding: PodBinding) -> String? {
         if record.spiffeID != binding.identity {
             return "the record names \(record.spiffeID), not this pod's identity \(binding.identity)"
         }
-        let service = "\(record.service).\(record.namespace)"
+        var service = "\(record.service).\(record.namespace)"
+        if service.hasPrefix(ServiceRecord.leaderPrefix) {
+            guard binding.workload != nil else {
+                return "pod \(binding.pod) is no StatefulSet's: it publishes no leader record"
+            }
+            service.removeFirst(ServiceRecord.leaderPrefix.count)
+        }
         guard service == binding.service else {
             return "pod \(binding.pod) publishes \(binding.service ?? "no service"), not \(service)"
         }
@@ -393,6 +415,26 @@ struct AgentAPI: Sendable {
             return "the record's endpoint \(record.endpoint) is not this pod's \(binding.endpoint ?? "(not known yet)")"
         }
         return nil
+    }
+
+    /// Nil if the pod's ordinal leads its StatefulSet, as this node's member of the
+    /// group knows it, or if `record` is a withdrawal (it expires within seconds);
+    /// else why the pod may not say it leads.
+    private func leads(
+        _ binding: PodBinding,
+        unless record: ServiceRecord,
+        on loop: any EventLoop
+    ) -> EventLoopFuture<String?> {
+        if record.expires <= DHTService.now() + 5_000_000_000 { return loop.makeSucceededFuture(nil) }
+        guard let workload = binding.workload, let groups = reconciler?.raftGroups else {
+            return loop.makeSucceededFuture("this node hosts no Raft group for pod \(binding.pod)")
+        }
+        // On the group's loop, where its state lives.
+        return groups.host(workload.group).map { host -> String? in
+            guard let host else { return "this node hosts no Raft group for pod \(binding.pod)" }
+            return host.state.leadership.ordinal == workload.ordinal
+                ? nil : "pod \(binding.pod) does not lead \(workload.group)"
+        }.hop(to: loop)
     }
 
     /// A refusal: counted, logged with the caller, answered with the reason.

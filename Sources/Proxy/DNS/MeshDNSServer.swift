@@ -1,3 +1,4 @@
+import Kademlia
 import Logging
 import MeshConfiguration
 import MeshNet
@@ -103,7 +104,10 @@ final class MeshDNSServer: Sendable {
         let suffix = "." + configuration.suffix
         guard query.name.hasSuffix(suffix) else { return forward(message, on: loop) }
         let labels = query.name.dropLast(suffix.count).split(separator: ".", omittingEmptySubsequences: false)
-        guard labels.count == 2, labels.allSatisfy({ !$0.isEmpty }) else {
+        // NAME.NAMESPACE, or leader.NAME.NAMESPACE: a StatefulSet's leading pod.
+        guard labels.count == 2 || (labels.count == 3 && labels[0] + "." == ServiceRecord.leaderPrefix),
+            labels.allSatisfy({ !$0.isEmpty })
+        else {
             count("nxdomain")
             return loop.makeSucceededFuture(query.answer(addresses: [], ttl: 0, rcode: 3))
         }

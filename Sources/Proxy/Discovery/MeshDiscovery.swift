@@ -77,6 +77,9 @@ final class MeshDiscovery: Sendable {
     private let refreshing = NIOLockedValueBox<Set<String>>([])
     private let vips = NIOLockedValueBox(VirtualIPs())
     private let publishTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    private let leaderTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    /// Whether this pod's `leader.` record is out, and when it was last published.
+    private let leading = NIOLockedValueBox<(published: Bool, at: Double)>((false, 0))
     private let inbound: ProxyConfiguration.Inbound
 
     init(
@@ -93,7 +96,9 @@ final class MeshDiscovery: Sendable {
         self.logger = logger
     }
 
-    func start(on loop: any EventLoop) {
+    /// Publishes this pod's record; with `workloadSocket` (a StatefulSet's pod), also
+    /// its `leader.` record while the pod leads its workload.
+    func start(on loop: any EventLoop, workloadSocket: String? = nil) {
         pool.start()
         guard let publish = configuration.publish else { return }
         let interval = TimeAmount.seconds(publish.ttl / 3)
@@ -101,33 +106,84 @@ final class MeshDiscovery: Sendable {
             self.publishOnce(publish, on: loop)
         }
         publishTask.withLockedValue { $0 = task }
+        guard let workloadSocket else { return }
+        let leader = loop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: Self.leaderPoll) { _ in
+            self.publishLeadership(publish, workloadSocket: workloadSocket, on: loop)
+        }
+        leaderTask.withLockedValue { $0 = leader }
     }
 
     func stop() async {
-        publishTask.withLockedValue { task in
-            task?.cancel()
-            task = nil
+        for box in [publishTask, leaderTask] {
+            box.withLockedValue { task in
+                task?.cancel()
+                task = nil
+            }
         }
         try? await pool.shutdownGracefully()
     }
 
     // MARK: publishing
 
+    /// How often a StatefulSet pod's sidecar asks its workload API whether the pod
+    /// leads, and how long its `leader.` record lives (it is published again every
+    /// third of that while the pod leads): a leader that vanishes without withdrawing
+    /// its record (its node cut off) is forgotten within it.
+    static let leaderPoll = TimeAmount.seconds(Int64(1))
+    static let leaderTTL = 6.0
+    /// A withdrawn `leader.` record: published again with this short a life.
+    static let withdrawnTTL = 2.0
+
+    /// While the pod leads its workload (`GET /v1/leader` on its workload socket says
+    /// so), its record is also published as `leader.<name>.<namespace>`, which mesh DNS
+    /// resolves as `leader.<name>.<namespace>.mesh`; once it no longer does (or the
+    /// group cannot say), the record is withdrawn: published again to expire at once.
+    private func publishLeadership(
+        _ publish: ProxyConfiguration.Publish,
+        workloadSocket: String,
+        on loop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        pool.runIfActive(eventLoop: loop) { () -> Bool in
+            let answer = try AdminClient(endpoint: .unix(path: workloadSocket), timeout: 2)
+                .get("/v1/leader", as: WorkloadAPI.Leader.self)
+            return answer.isSelf
+        }.recover { _ in false }.flatMap { leads in
+            let now = Date().timeIntervalSince1970
+            let (published, at) = self.leading.withLockedValue { ($0.published, $0.at) }
+            if leads, !published || now - at >= Self.leaderTTL / 3 {
+                self.leading.withLockedValue { $0 = (true, now) }
+                return self.publishOnce(publish, leader: true, ttl: Self.leaderTTL, on: loop)
+            }
+            if !leads, published {
+                self.leading.withLockedValue { $0 = (false, now) }
+                self.logger.info("this pod no longer leads: its leader record is withdrawn")
+                return self.publishOnce(publish, leader: true, ttl: Self.withdrawnTTL, on: loop)
+            }
+            return loop.makeSucceededVoidFuture()
+        }
+    }
+
     /// Signs a fresh record (sequence: the wall clock in milliseconds, so that a restarted
     /// sidecar's record replaces its predecessor's) and stores it through the agent.
-    private func publishOnce(_ publish: ProxyConfiguration.Publish, on loop: any EventLoop) -> EventLoopFuture<Void> {
+    /// `leader`: the record under `leader.<name>` instead.
+    private func publishOnce(
+        _ publish: ProxyConfiguration.Publish,
+        leader: Bool = false,
+        ttl: Double? = nil,
+        on loop: any EventLoop
+    ) -> EventLoopFuture<Void> {
         let parts = publish.service.split(separator: ".", maxSplits: 1).map(String.init)
         let context = credentials.current
         let now = Date().timeIntervalSince1970
         let record = ServiceRecord(
-            service: parts[0],
+            service: leader ? ServiceRecord.leaderPrefix + parts[0] : parts[0],
             namespace: parts[1],
             endpoint: (publish.endpoint ?? inbound.listen).description,
             ports: publish.ports.isEmpty ? inbound.ports : publish.ports,
             spiffeID: context.identity?.description ?? "",
             weight: publish.weight,
             sequence: UInt64(now * 1000),
-            expires: UInt64((now + publish.ttl) * 1e9)
+            expires: UInt64((now + (ttl ?? publish.ttl)) * 1e9)
         )
         let client = self.client
         let logger = self.logger

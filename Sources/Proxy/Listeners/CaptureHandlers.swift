@@ -1,3 +1,4 @@
+import Kademlia
 import Logging
 import MeshConfiguration
 import MeshNet
@@ -132,9 +133,13 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
                 return
             }
             handler.logger.info("captured outbound connection to a mesh service", metadata: ["port": "\(port)"])
+            // leader.NAME.NAMESPACE reaches the leading pod of NAME, which serves NAME.
+            let served =
+                service.hasPrefix(ServiceRecord.leaderPrefix)
+                ? String(service.dropFirst(ServiceRecord.leaderPrefix.count)) : service
             let route = ProxyConfiguration.Route(
                 listen: nil,
-                service: service,
+                service: served,
                 port: port,
                 endpoints: rotation.endpoints
             )
