@@ -67,8 +67,13 @@ public struct ServiceRecord: Equatable, Sendable {
     public static let leaderPrefix = "leader."
 
     /// The publisher under the service key: its endpoint (a pod), so that the endpoints
-    /// of one service, which share an identity, are kept side by side.
-    public var publisher: NodeID { NodeID(bytes: Digest.sha256(Array("beemesh/endpoint/\(endpoint)".utf8)))! }
+    /// of one service, which share an identity, are kept side by side; for a Raft
+    /// member record, its node's identity, so that a node replaces only its own.
+    public var publisher: NodeID {
+        let name =
+            service.hasSuffix(Self.raftMemberSuffix) ? "beemesh/node/\(spiffeID)" : "beemesh/endpoint/\(endpoint)"
+        return NodeID(bytes: Digest.sha256(Array(name.utf8)))!
+    }
 
     /// The bytes that are signed: every field, length-prefixed, in a fixed order.
     var canonicalBytes: [UInt8] {

@@ -6,7 +6,7 @@ import Raft
 ///
 /// | kind | frame | body |
 /// | --- | --- | --- |
-/// | 2 | `join` | address length u32, address (`host:port` where the sender listens, at most 255 bytes) |
+/// | 2 | `join` | address length u32, address (`host:port` where the sender listens, at most 255 bytes), empty u8 (the sender holds no entry) |
 /// | 3 | `leave` | nothing |
 /// | 4 | `forward` | request u64, command (the rest) |
 /// | 5 | `forwarded` | request u64, accepted u8, index u64, term u64 |
@@ -19,7 +19,7 @@ import Raft
 /// every member). A read asks the leader for a read index (ReadIndex), and is
 /// answered once the member applied up to it.
 public enum RaftControl: Equatable, Sendable {
-    case join(address: String)
+    case join(address: String, empty: Bool)
     case leave
     case forward(request: UInt64, command: [UInt8])
     case forwarded(request: UInt64, accepted: Bool, index: UInt64, term: UInt64)
@@ -43,8 +43,9 @@ public enum RaftControl: Equatable, Sendable {
     public func encoded() -> [UInt8] {
         var writer = ByteWriter()
         switch self {
-        case .join(let address):
+        case .join(let address, let empty):
             writer.string(address)
+            writer.byte(empty ? 1 : 0)
         case .leave:
             break
         case .forward(let request, let command):
@@ -71,7 +72,9 @@ public enum RaftControl: Equatable, Sendable {
         let decoded: RaftControl?
         switch kind {
         case 2:
-            decoded = reader.string().flatMap { $0.utf8.count <= 255 ? .join(address: $0) : nil }
+            guard let address = reader.string(), address.utf8.count <= 255, let empty = reader.byte(), empty <= 1
+            else { return nil }
+            decoded = .join(address: address, empty: empty == 1)
         case 3:
             decoded = .leave
         case 4:

@@ -78,6 +78,9 @@ public final class RaftGroupHost: @unchecked Sendable {
     private var leadingSince: UInt64?
     /// Members that asked to join or leave while this member leads, handled one at a time.
     private var changing = false
+    /// While this member is not in its group yet: the members it asked to join, the only
+    /// ones whose messages it takes (`RaftTransport`).
+    public var joinTargets: Set<RaftID> = []
     private var readyReads: [(index: UInt64, promise: EventLoopPromise<UInt64>)] = []
     private var nextRead: UInt64 = 0
     /// Reads of this turn of the loop, started together at its end.
@@ -200,12 +203,13 @@ public final class RaftGroupHost: @unchecked Sendable {
         loop.preconditionInEventLoop()
         guard failure == nil else { return }
         switch control {
-        case .join(let address):
-            join(from, node: node, address: address)
+        case .join(let address, let empty):
+            join(from, node: node, address: address, empty: empty)
         case .leave:
             leave(from, node: node)
         case .forward(let request, let command):
-            guard raft.role == .leader, (try? WorkloadState.Command(decoding: command)) != nil,
+            guard raft.role == .leader, let decoded = try? WorkloadState.Command(decoding: command),
+                Self.mayForward(decoded, from: node),
                 let (index, directives) = try? raft.propose(batch: [command], now: Self.now())
             else {
                 return sink.send(
@@ -241,7 +245,14 @@ public final class RaftGroupHost: @unchecked Sendable {
             else { return }
             timeout.cancel()
             guard accepted else { return promise.fail(RaftGroupError.notLeader(raft.leader)) }
-            if state.revision >= index { promise.succeed(index) } else { readyReads.append((index, promise)) }
+            if state.revision >= index { return promise.succeed(index) }
+            readyReads.append((index, promise))
+            // Cut off before applying up to it: not answered from a state that may be behind.
+            loop.scheduleTask(in: settings.writeTimeout) { [self] () -> Void in
+                guard let position = readyReads.firstIndex(where: { $0.promise.futureResult === promise.futureResult })
+                else { return }
+                readyReads.remove(at: position).promise.fail(RaftGroupError.notLeader(nil))
+            }
         }
     }
 
@@ -289,7 +300,13 @@ public final class RaftGroupHost: @unchecked Sendable {
             guard writes[index]?.promise.futureResult === promise.futureResult else { return }
             writes.removeValue(forKey: index)?.promise.fail(RaftGroupError.unknownOutcome)
         }
-        writes[index] = PendingWrite(term: term, promise: promise, timeout: timeout)
+        // A write already waiting for this index was proposed in an earlier term (a
+        // leader of this one proposed at the index): it can no longer commit.
+        if let earlier = writes.updateValue(PendingWrite(term: term, promise: promise, timeout: timeout), forKey: index)
+        {
+            earlier.timeout.cancel()
+            earlier.promise.fail(earlier.term < term ? RaftGroupError.lost : RaftGroupError.unknownOutcome)
+        }
     }
 
     private func forward(_ command: WorkloadState.Command) -> EventLoopFuture<WorkloadState.Outcome> {
@@ -380,6 +397,11 @@ public final class RaftGroupHost: @unchecked Sendable {
     ) -> UInt64 {
         loop.preconditionInEventLoop()
         nextWatcher += 1
+        guard inTouchWithLeader(now: Self.now()) else {
+            // Cut off from the group: what it knows of the workload's leader may be stale.
+            end()
+            return nextWatcher
+        }
         leaderWatchers[nextWatcher] = (changed, end)
         changed(state.leadership)
         return nextWatcher
@@ -453,6 +475,8 @@ public final class RaftGroupHost: @unchecked Sendable {
     }
 
     public var isLeader: Bool { raft.role == .leader }
+    /// Whether this member holds no entry and no snapshot (a joiner not caught up at all).
+    public var isEmpty: Bool { raft.lastIndex == 0 && raft.snapshotIndex == 0 }
     /// The group's leader (a member), as far as this member knows.
     public var raftLeader: RaftID? { raft.leader }
     public var membership: Membership { raft.membership }
@@ -463,8 +487,17 @@ public final class RaftGroupHost: @unchecked Sendable {
     /// records where it listens, then adds it as a learner; it is promoted to a voter
     /// once it has caught up (`promoteCaughtUpLearners`). Others ignore it: the node
     /// asks every member it knows until one that leads has added it.
-    private func join(_ id: RaftID, node: String, address: String) {
+    ///
+    /// A voter that asks with nothing in its log lost its disk: it is removed first (a
+    /// voter without the committed entries could help elect a leader without them),
+    /// then added again as a learner at its next request.
+    private func join(_ id: RaftID, node: String, address: String, empty: Bool) {
         guard raft.leadsWithCommit, !changing, HostPort(address) != nil else { return }
+        if empty, raft.membership.isVoter(id), id != raft.id {
+            logger.warning("Raft member lost its log: removed, to join again", metadata: ["member": "\(Self.hex(id))"])
+            try? changeMembership(.remove(id))
+            return
+        }
         let known = state.members[id] == WorkloadState.Member(node: node, address: address)
         guard !known || !raft.membership.contains(id) else { return }
         changing = true
@@ -487,10 +520,11 @@ public final class RaftGroupHost: @unchecked Sendable {
         }
     }
 
-    /// Node `node` (member `id`) leaves the group: it is removed, its claims released
-    /// (its pods are gone) and its address forgotten.
+    /// Node `node` (member `id`) leaves the group (it released its claims once its
+    /// pods were gone): it is removed and its address forgotten. It asks again until
+    /// it is out.
     private func leave(_ id: RaftID, node: String) {
-        guard raft.leadsWithCommit, id != raft.id else { return }
+        guard raft.leadsWithCommit, id != raft.id, raft.membership.contains(id) else { return }
         do {
             try changeMembership(.remove(id))
         } catch {
@@ -500,10 +534,18 @@ public final class RaftGroupHost: @unchecked Sendable {
             )
         }
         logger.info("Raft member leaves", metadata: ["member": "\(Self.hex(id))", "node": "\(node)"])
-        for (ordinal, claim) in state.claims where claim.node == node {
-            _ = write(.release(ordinal: ordinal, node: node))
-        }
         _ = write(.member(id: id, node: node, address: ""))
+    }
+
+    /// Whether a member on node `node` may have the leader propose `command`: the
+    /// workload's keys; claims, releases and readiness of its own node's ordinals only;
+    /// never an election or a member's address (the leader writes those itself).
+    public static func mayForward(_ command: WorkloadState.Command, from node: String) -> Bool {
+        switch command {
+        case .put, .delete: true
+        case .claim(_, let named), .release(_, let named), .ready(_, let named, _): named == node
+        case .elect, .member: false
+        }
     }
 
     /// The leader records where it listens, so that members that lead after it reach it.
@@ -515,11 +557,15 @@ public final class RaftGroupHost: @unchecked Sendable {
         write(.member(id: raft.id, node: own.node, address: own.address)).whenComplete { [self] _ in changing = false }
     }
 
-    /// The leader promotes a learner that has caught up (one change at a time).
+    /// The leader promotes a learner that has caught up (one change at a time): it holds
+    /// every committed entry, and lags by at most `promotionLag`.
     private func promoteCaughtUpLearners() {
-        guard raft.leadsWithCommit, let learner = raft.membership.learners.first,
-            let match = raft.followers[learner]?.match,
-            match + raft.configuration.promotionLag >= raft.lastIndex
+        guard raft.leadsWithCommit,
+            let learner = raft.membership.learners.first(where: { learner in
+                raft.followers[learner].map {
+                    $0.match >= raft.commit && $0.match + raft.configuration.promotionLag >= raft.lastIndex
+                } ?? false
+            })
         else { return }
         do {
             try changeMembership(.promote(learner))
@@ -544,6 +590,27 @@ public final class RaftGroupHost: @unchecked Sendable {
             )
             _ = write(.ready(ordinal: ordinal, node: claim.node, ready: false))
         }
+    }
+
+    /// Whether this member leads, or heard from its leader within the longest election
+    /// timeout: the lease within which what it says of the workload's leader holds. A
+    /// member cut off longer ends its leader watches (their pods must ask again, and a
+    /// read is refused until the group is reached), before the group's side of the cut
+    /// marks its pods not ready (`unreachableAfter`, at least twice as long) and
+    /// elects another.
+    private func inTouchWithLeader(now: UInt64) -> Bool {
+        if raft.role == .leader { return true }
+        guard let leader = raft.leader, let heard = lastHeard[leader] else {
+            return raft.membership.voters == [raft.id]
+        }
+        return now <= heard + settings.raft.electionTimeoutMax
+    }
+
+    private func endLeaderWatchesIfCutOff(now: UInt64) {
+        guard !leaderWatchers.isEmpty, !inTouchWithLeader(now: now) else { return }
+        logger.warning("cut off from the group's leader: the workload's leader watches end")
+        for watcher in leaderWatchers.values { watcher.end() }
+        leaderWatchers = [:]
     }
 
     private func tellAddress(_ address: String, of id: RaftID) {
@@ -744,6 +811,7 @@ public final class RaftGroupHost: @unchecked Sendable {
                 let now = Self.now()
                 carry(raft.tick(now: now))
                 markUnreachable(now: now)
+                endLeaderWatchesIfCutOff(now: now)
             }
             wake = (at, task)
         }

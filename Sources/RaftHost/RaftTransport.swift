@@ -44,10 +44,14 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
     /// this long (its peer's node was cut off or lost power) is closed, and the next
     /// message dials again, instead of waiting out TCP's retransmission back-off
     /// (many seconds) once the peer is back.
-    private let deadPeerOption = ChannelOptions.Types.SocketOption(
-        level: .tcp,
-        name: NIOBSDSocket.Option(rawValue: CInt(TCP_USER_TIMEOUT))
-    )
+    #if os(Linux)
+        private let deadPeerOption = ChannelOptions.Types.SocketOption(
+            level: .tcp,
+            name: NIOBSDSocket.Option(rawValue: CInt(TCP_USER_TIMEOUT))
+        )
+    #else
+        private let deadPeerOption = ChannelOptions.Types.SocketOption(level: .socket, name: .so_keepalive)
+    #endif
     static let deadPeerTimeout = 3_000
 
     /// Connections beyond this many (both directions) are refused.
@@ -241,7 +245,7 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
     }
 
     /// A message whose sender the connection proved: delivered to its group if the
-    /// sender is a member of it (or the group has no membership yet: a joining member).
+    /// sender is a member of it (or, to a member that is joining, one it asked to join).
     fileprivate func deliver(_ message: RaftMessage, group: String) {
         guard message.to == localID else { return rejected("wrong_recipient") }
         // A term no real group reaches: a member that sent it would make every later
@@ -249,7 +253,10 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
         guard message.term < UInt64.max / 2 else { return rejected("bad_term") }
         guard let host = groups[group] else { return rejected("unknown_group") }
         let membership = host.membership
-        guard membership.contains(message.from) || membership.members.isEmpty else {
+        // A member that is joining takes messages only from the members it asked.
+        guard
+            membership.contains(message.from) || (membership.members.isEmpty && host.joinTargets.contains(message.from))
+        else {
             return rejected("not_a_member")
         }
         received.increment()

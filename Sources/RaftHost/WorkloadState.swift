@@ -249,7 +249,9 @@ public struct WorkloadState: Equatable, Sendable {
         guard let hasLeader = reader.byte(), hasLeader <= 1, let ordinal = reader.u32(), let elected = reader.u64()
         else { throw truncated }
         leadership = Leadership(ordinal: hasLeader == 1 ? Int(ordinal) : nil, revision: elected)
-        guard let memberCount = reader.u32() else { throw truncated }
+        // A snapshot written before groups spanned nodes ends here: no members.
+        let memberCount = reader.remaining == 0 ? 0 : reader.u32()
+        guard let memberCount else { throw truncated }
         var lastID: RaftID?
         for _ in 0..<memberCount {
             guard let id = reader.u64(), let node = reader.string(), let address = reader.string(), !address.isEmpty

@@ -2,14 +2,17 @@ import Foundation
 import MeshAPI
 import MeshIdentity
 import MeshTestSupport
+import NIOConcurrencyHelpers
 import RaftSimulation
 import Testing
 
 /// A StatefulSet's Raft group across three nodes of `tools/lab`: the counter
-/// (deploy/manifests/counter.yaml, 3 replicas) applied on each node forms one group
-/// of the three agents (the later ones find the first through the DHT and join it),
-/// one ordinal on each node. A client writes and reads continuously through a pod's
-/// workload socket on a node that does not lead; the leading node is cut off the LAN:
+/// (deploy/manifests/counter.yaml, 3 replicas) applied on the three nodes at once
+/// forms one group of the three agents (the node of lowest ID starts it, the others
+/// find it through the DHT and join it), one ordinal on each node, and no ordinal ever
+/// runs on two nodes (sampled throughout). Two clients write and read continuously
+/// through the workload sockets of pods on the nodes that do not lead; the leading
+/// node is cut off the LAN:
 /// a new group leader, the workload's leadership moved off the cut node, writes
 /// acknowledged again, no acknowledged write lost and the whole history linearizable
 /// (the simulator's checker); healed, the node rejoins and its ordinal is ready again.
@@ -18,8 +21,13 @@ extension LabEndToEndTests {
     /// What the lab showed, asserted in the test's own task.
     struct RaftObserved: Sendable {
         var formed: RaftGroupStatus?
+        /// What each node's `beectl apply` said (applied at once on the three).
+        var applies: [String] = []
         var cutNode = ""
-        var clientNode = ""
+        var workloadLeaderNode: String?
+        /// Samples of where the pods ran, and every ordinal seen on two nodes at once.
+        var samples = 0
+        var ranTwice: [String] = []
         /// Seconds after the cut.
         var newLeader = Double.infinity
         var workloadLeaderMoved = Double.infinity
@@ -42,7 +50,13 @@ extension LabEndToEndTests {
             Set(formed.ordinals.map(\.node)) == ["node-1", "node-2", "node-3"],
             "one ordinal on each node: \(formed.ordinals)"
         )
-        #expect(observed.cutNode != observed.clientNode)
+        #expect(observed.applies.allSatisfy { $0.contains("statefulset/counter") }, "\(observed.applies)")
+        #expect(observed.samples > 20 && observed.ranTwice.isEmpty, "an ordinal ran on two nodes: \(observed.ranTwice)")
+        // The node of lowest ID started the group and kept ordinal 0, elected first.
+        #expect(
+            observed.workloadLeaderNode == observed.cutNode,
+            "the group's and the workload's leaders were on one node: \(observed.cutNode), \(observed.workloadLeaderNode ?? "none")"
+        )
         let acknowledged = observed.history.filter { $0.outcome == .done }.count
         let verdict = LinearizabilityChecker.check(observed.history)
         print(
@@ -89,27 +103,67 @@ extension LabEndToEndTests {
             .get("/v1/raft?namespace=default&name=counter", as: [RaftGroupStatus].self).first
     }
 
+    /// The node (`node-K`) of each counter pod on each node: a sample of where ordinals run.
+    private static func podsByNode(lab name: String) -> [String: [String]] {
+        var running: [String: [String]] = [:]
+        for node in 1...3 {
+            let pods = (try? lab(name, ["exec", "\(node)", "podman", "pod", "ps", "--format", "{{.Name}}"])) ?? ""
+            for pod in pods.split(separator: "\n") where pod.hasPrefix("counter-") {
+                running[String(pod), default: []].append("node-\(node)")
+            }
+        }
+        return running
+    }
+
     private static func runRaftLab(name: String) throws -> RaftObserved {
         var observed = RaftObserved()
         _ = try? lab(name, ["down"], timeout: 120)  // what a killed earlier run left
         defer { _ = try? lab(name, ["down"], timeout: 120) }
         try lab(name, ["up", "3"], timeout: 300)
-        // The first node starts the group; the others find it in the DHT and join. The
-        // counter's pods admit one another on 8080 (leader.counter.default.mesh).
-        for node in 1...3 {
-            try FileManager.default.copyItem(
-                atPath: root + "/deploy/policies/counter-allow.yaml",
-                toPath: "/var/lib/beemesh-lab/\(name)/nodes/\(node)/policies/counter-allow.yaml"
-            )
-            try lab(
-                name,
-                ["exec", "\(node)", "beectl", "apply", "-f", root + "/deploy/manifests/counter.yaml"],
-                timeout: 60
-            )
-            if node == 1 {
-                try waitUntil("node 1's group", timeout: 60) { raftStatus(lab: name, node: 1) != nil }
+        // No ordinal may run on two nodes at once, from the first apply to the end:
+        // sampled every half second.
+        let sampling = NIOLockedValueBox((stop: false, samples: 0, twice: [String]()))
+        let sampler = Thread {
+            while !sampling.withLockedValue({ $0.stop }) {
+                let twice = podsByNode(lab: name).filter { $0.value.count > 1 }.map { "\($0.key) on \($0.value)" }
+                sampling.withLockedValue {
+                    $0.samples += 1
+                    $0.twice += twice
+                }
+                Thread.sleep(forTimeInterval: 0.5)
             }
         }
+        sampler.start()
+        defer {
+            sampling.withLockedValue { $0.stop = true }
+            while sampler.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+        }
+        // Applied on the three nodes at once: the node of lowest ID starts the group,
+        // the others find it in the DHT and join. The counter's pods admit one another
+        // on 8080 (leader.counter.default.mesh).
+        let applied = NIOLockedValueBox([Int: String]())
+        let appliers = (1...3).map { node in
+            Thread {
+                let outcome: String
+                do {
+                    try FileManager.default.copyItem(
+                        atPath: root + "/deploy/policies/counter-allow.yaml",
+                        toPath: "/var/lib/beemesh-lab/\(name)/nodes/\(node)/policies/counter-allow.yaml"
+                    )
+                    outcome = try lab(
+                        name,
+                        ["exec", "\(node)", "beectl", "apply", "-f", root + "/deploy/manifests/counter.yaml"],
+                        timeout: 60
+                    )
+                } catch {
+                    outcome = "failed: \(error)"
+                }
+                applied.withLockedValue { $0[node] = outcome }
+            }
+        }
+        for applier in appliers { applier.start() }
+        try waitUntil("the three applies", timeout: 90) { applied.withLockedValue { $0.count } == 3 }
+        observed.applies = applied.withLockedValue { $0.sorted { $0.key < $1.key }.map(\.value) }
         try waitUntil("three voters, an ordinal ready on each node, a workload leader", timeout: 180) {
             let status = raftStatus(lab: name, node: 1)
             observed.formed = status
@@ -119,24 +173,29 @@ extension LabEndToEndTests {
         let formed = try #require(observed.formed)
         let leaderNode = try #require(formed.members.first { $0.id == formed.leader }?.node)
         observed.cutNode = leaderNode
-        // The client: the workload socket of a pod on another node.
-        let client = try #require(formed.ordinals.first { $0.node != leaderNode })
-        observed.clientNode = client.node
+        observed.workloadLeaderNode = formed.ordinals.first { "counter-\($0.ordinal)" == formed.workloadLeader }?.node
+        // Two clients, on the two other nodes' pods' workload sockets: each reads what
+        // the other may just have written, through another member.
+        let others = formed.ordinals.filter { $0.node != leaderNode }
+        let clients = others.enumerated().map { index, ordinal in
+            let directory = Array(Digest.sha256(Array("counter-\(ordinal.ordinal).default".utf8)).prefix(8))
+                .map { String(format: "%02x", $0) }.joined()
+            let socket = "/run/beemesh-lab/\(name)/nodes/\(ordinal.node.dropFirst("node-".count))/pods/\(directory)"
+            return WorkloadClient(socket: socket + "/agent/workload.sock", client: index)
+        }
+        let threads = clients.map { client in Thread { client.run() } }
+        for thread in threads { thread.start() }
+        defer {
+            for client in clients { client.stop() }
+            while threads.contains(where: \.isExecuting) { Thread.sleep(forTimeInterval: 0.01) }
+        }
+        let client = try #require(others.first)
         let clientIndex = Int(client.node.dropFirst("node-".count))!
         let cutIndex = Int(leaderNode.dropFirst("node-".count))!
-        let directory = Array(Digest.sha256(Array("counter-\(client.ordinal).default".utf8)).prefix(8))
-            .map { String(format: "%02x", $0) }.joined()
-        let writer = WorkloadClient(
-            socket: "/run/beemesh-lab/\(name)/nodes/\(clientIndex)/pods/\(directory)/agent/workload.sock"
-        )
-        let thread = Thread { writer.run() }
-        thread.start()
-        defer {
-            writer.stop()
-            while thread.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+        try waitUntil("the clients' writes are acknowledged", timeout: 20) {
+            clients.allSatisfy { $0.lastAcknowledged > 0 }
         }
-        try waitUntil("the client's writes are acknowledged", timeout: 20) { writer.lastAcknowledged > 0 }
-        // The leading pod, by its mesh name, from the client's pod.
+        // The leading pod, by its mesh name, from a client's pod.
         let hello = [
             "exec", "\(clientIndex)", "podman", "exec", "counter-\(client.ordinal).default.web",
             "curl", "-sS", "-m", "2", "http://leader.counter.default.mesh:8080/cgi-bin/hello",
@@ -163,9 +222,10 @@ extension LabEndToEndTests {
         }
         observed.workloadLeaderMoved = Date().timeIntervalSince(cut)
         try waitUntil("a write acknowledged after the cut", timeout: 30) {
-            writer.lastAcknowledged > cut.timeIntervalSince1970
+            clients.allSatisfy { $0.lastAcknowledged > cut.timeIntervalSince1970 }
         }
-        observed.writesAgain = writer.firstAcknowledged(after: cut.timeIntervalSince1970) - cut.timeIntervalSince1970
+        observed.writesAgain =
+            clients.map { $0.firstAcknowledged(after: cut.timeIntervalSince1970) }.max()! - cut.timeIntervalSince1970
         let newLeader = next?.workloadLeader ?? "?"
         try waitUntil("leader.counter.default.mesh answered by \(newLeader)", timeout: 60) {
             ((try? lab(name, hello, timeout: 10)) ?? "").hasPrefix("\(newLeader) answered")
@@ -183,9 +243,12 @@ extension LabEndToEndTests {
             observed.afterHeal = raftStatus(lab: name, node: clientIndex)
             return observed.afterHeal?.ordinals.filter(\.ready).count == 3
         }
-        writer.stop()
-        while thread.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
-        observed.history = writer.finalHistory()
+        for client in clients { client.stop() }
+        while threads.contains(where: \.isExecuting) { Thread.sleep(forTimeInterval: 0.01) }
+        observed.history = clients.flatMap { $0.finalHistory() }
+        sampling.withLockedValue { $0.stop = true }
+        while sampler.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+        (observed.samples, observed.ranTwice) = sampling.withLockedValue { ($0.samples, $0.twice) }
         return observed
     }
 }

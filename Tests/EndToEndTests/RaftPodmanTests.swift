@@ -138,14 +138,19 @@ extension PodmanEndToEndTests {
 /// socket did not connect), failed.
 final class WorkloadClient: @unchecked Sendable {
     private let socket: String
+    /// Its number in the history; its values are its own (`c<client>-v<n>`).
+    private let number: Int
     private let state = NIOLockedValueBox((history: [KVOperation](), stopped: false, acknowledged: [Double]()))
 
-    init(socket: String) { self.socket = socket }
+    init(socket: String, client: Int = 0) {
+        self.socket = socket
+        self.number = client
+    }
 
     static func now() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1e9) }
 
     func run() {
-        var random = SplitMix64(seed: 20)
+        var random = SplitMix64(seed: 20 &+ UInt64(number))
         var counter = 0
         while !state.withLockedValue({ $0.stopped }) {
             let client = AdminClient(endpoint: .unix(path: socket), timeout: 2)
@@ -159,7 +164,7 @@ final class WorkloadClient: @unchecked Sendable {
                 let value = status == 200 ? String(decoding: body, as: UTF8.self) : nil
                 record(
                     KVOperation(
-                        client: 0,
+                        client: number,
                         key: key,
                         kind: .get,
                         outcome: .value(value),
@@ -169,7 +174,7 @@ final class WorkloadClient: @unchecked Sendable {
                 )
             } else {
                 counter += 1
-                let value = "v\(counter)"
+                let value = "c\(number)-v\(counter)"
                 let outcome: KVOperation.Outcome
                 do {
                     let answer = try client.send("PUT", "/v1/kv/\(key)", body: Array(value.utf8))
@@ -180,7 +185,7 @@ final class WorkloadClient: @unchecked Sendable {
                 }
                 record(
                     KVOperation(
-                        client: 0,
+                        client: number,
                         key: key,
                         kind: .put(value),
                         outcome: outcome,
@@ -218,7 +223,7 @@ final class WorkloadClient: @unchecked Sendable {
                 let value = status == 200 ? String(decoding: body, as: UTF8.self) : nil
                 history.append(
                     KVOperation(
-                        client: 1,
+                        client: 100 + number,
                         key: key,
                         kind: .get,
                         outcome: .value(value),

@@ -310,7 +310,7 @@ import Testing
     /// A node joins a group of one through a `join` frame: recorded with its address,
     /// added as a learner and promoted; its writes and reads are carried to the
     /// leader; a node that is not a member has its forwarded write refused; the joined
-    /// one leaves, and its claims are released and its address forgotten.
+    /// one releases its claim and leaves, and its address is forgotten.
     @Test func aNodeJoinsIsPromotedWritesThroughTheLeaderAndLeaves() async throws {
         let directory = TemporaryDirectory()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
@@ -333,11 +333,17 @@ import Testing
         let firstHost = first.host!
         let joinerHost = joiner.host!
         let joinerTransport = joiner.transport!
+        // A member that is joining takes messages only from those it asked.
+        try await joiner.loop.submit { joinerHost.joinTargets = [first.id] }.get()
 
         // Asked until it is a voter (the first member records its own address first).
         let promoted = try await Self.poll(within: 10) {
             try await joiner.loop.submit {
-                joinerTransport.send(.join(address: addresses[1].description), to: first.id, group: "shop/orders")
+                joinerTransport.send(
+                    .join(address: addresses[1].description, empty: false),
+                    to: first.id,
+                    group: "shop/orders"
+                )
             }.get()
             try await Task.sleep(for: .milliseconds(100))
             return try await state(first).0.voters == [first.id, joiner.id].sorted()
@@ -367,7 +373,9 @@ import Testing
             strangerTransport.send(.leave, to: first.id, group: "shop/orders")
         }.get()
 
-        // The joiner leaves: removed, its claim released, its address forgotten.
+        // The joiner leaves: it releases its claim (its pods are gone), then is removed
+        // and its address forgotten.
+        _ = try await joiner.loop.flatSubmit { joinerHost.write(.release(ordinal: 0, node: "n2")) }.get()
         let left = try await Self.poll(within: 10) {
             try await joiner.loop.submit { joinerTransport.send(.leave, to: first.id, group: "shop/orders") }.get()
             try await Task.sleep(for: .milliseconds(100))
@@ -381,6 +389,20 @@ import Testing
         #expect(left, "the joiner left: \(final.0), claims \(final.1.claims)")
         #expect(final.1.values["intruder"] == nil, "a stranger's forwarded write was applied")
         #expect(final.1.values["greeting"] != nil)
+    }
+
+    /// What a member may have the leader propose for it: the workload's keys, and its
+    /// own node's claims and readiness, never another node's, an election or an address.
+    @Test func aMemberForwardsOnlyWhatItMaySay() {
+        #expect(RaftGroupHost.mayForward(.put(key: "k", value: [1], ifRevision: nil), from: "n2"))
+        #expect(RaftGroupHost.mayForward(.delete(key: "k", ifRevision: 3), from: "n2"))
+        #expect(RaftGroupHost.mayForward(.claim(ordinal: 0, node: "n2"), from: "n2"))
+        #expect(RaftGroupHost.mayForward(.ready(ordinal: 0, node: "n2", ready: true), from: "n2"))
+        #expect(!RaftGroupHost.mayForward(.claim(ordinal: 0, node: "n1"), from: "n2"))
+        #expect(!RaftGroupHost.mayForward(.release(ordinal: 0, node: "n1"), from: "n2"))
+        #expect(!RaftGroupHost.mayForward(.ready(ordinal: 0, node: "n1", ready: false), from: "n2"))
+        #expect(!RaftGroupHost.mayForward(.elect(ordinal: 0, ifRevision: 0), from: "n2"))
+        #expect(!RaftGroupHost.mayForward(.member(id: 1, node: "n2", address: "10.0.0.2:15012"), from: "n2"))
     }
 
     static func waitForLeader(_ cluster: Cluster, within seconds: Double) async throws -> Int {

@@ -42,7 +42,8 @@ import Testing
     }
 
     static let controls: [RaftControl] = [
-        .join(address: "10.250.0.2:15012"), .leave, .forward(request: 7, command: [1, 2, 3]),
+        .join(address: "10.250.0.2:15012", empty: true), .join(address: "[::1]:1", empty: false), .leave,
+        .forward(request: 7, command: [1, 2, 3]),
         .forward(request: 0, command: []), .forwarded(request: 9, accepted: true, index: 42, term: 3),
         .forwarded(request: 9, accepted: false, index: 0, term: 0), .readIndex(request: .max),
         .readIndexReply(request: 1, accepted: true, index: 77),
@@ -65,7 +66,10 @@ import Testing
         #expect(RaftControl(kind: 1, body: body[...]) == nil && RaftControl(kind: 8, body: body[...]) == nil)
         // A join's address is at most 255 bytes.
         #expect(
-            RaftControl(kind: 2, body: RaftControl.join(address: String(repeating: "a", count: 256)).encoded()[...])
+            RaftControl(
+                kind: 2,
+                body: RaftControl.join(address: String(repeating: "a", count: 256), empty: false).encoded()[...]
+            )
                 == nil
         )
     }

@@ -44,8 +44,13 @@ final class RaftGroups: @unchecked Sendable {
     private var hosts: [String: RaftGroupHost] = [:]
     /// Members other nodes said they are, by group, from the DHT (the loop's).
     private var discovered: [String: [RaftID: HostPort]] = [:]
-    /// When this node's record for each group was last published (the loop's).
-    private var published: [String: UInt64] = [:]
+    /// When this node's record for each group was last published, and as a voter or
+    /// not (the loop's).
+    private var published: [String: (at: UInt64, established: Bool)] = [:]
+    /// Groups being left: passes so far (the loop's).
+    private var leaving: [String: Int] = [:]
+    /// When a joiner last looked its group's members up again (the loop's).
+    private var relookedUp: [String: UInt64] = [:]
     private let dht: DHTService?
     private let credentials: WorkloadCredentials
     private let spiffeID: String
@@ -57,6 +62,13 @@ final class RaftGroups: @unchecked Sendable {
 
     /// A member record lives this long and is published again every third of it.
     static let recordTTL: UInt64 = 30_000_000_000
+    /// How long a node that is about to host a new group waits, once it said so, before
+    /// it looks who else is (the DHT's stores reach the closest nodes within it).
+    static let candidateWait = 1.0
+    /// A joiner looks its group up again this often.
+    static let relookupInterval: UInt64 = 5_000_000_000
+    /// Passes a leaving member asks its group's leader to remove it.
+    static let leaveAttempts = 10
 
     init(configuration: AgentConfiguration, identity: NodeIdentity, dht: DHTService?, logger: Logger) throws {
         loop = loopGroup.next()
@@ -121,34 +133,57 @@ final class RaftGroups: @unchecked Sendable {
         case unknown
     }
 
+    /// How a group this node holds no open member of is opened.
+    enum Opening: Equatable {
+        /// As its first member (nobody else hosts it, and this node's ID is the lowest
+        /// of those about to).
+        case bootstrap
+        /// By joining the members at these addresses.
+        case join([RaftID: HostPort])
+        /// From its directory (a restart): as it was, or still joining if it was.
+        case recover
+    }
+
     /// Opens the groups of `statefulSets` (`namespace/name` → replicas this node is to
-    /// run), removes the others' with their data (unless `removing` is false: the
-    /// desired state is not known whole), and claims each group's ordinals. Returns
-    /// who holds each ordinal asked for, by group.
-    func ensure(_ statefulSets: [String: Int], removing: Bool = true) -> [String: [Int: Holder]] {
+    /// run), leaves the others (unless `removing` is false: the desired state is not
+    /// known whole; `existing`: the pods that still exist here, whose groups are left
+    /// only once they are gone), and claims each group's ordinals. Returns who holds
+    /// each ordinal asked for, by group.
+    func ensure(
+        _ statefulSets: [String: Int],
+        removing: Bool = true,
+        existing: some Collection<String> = [String]()
+    ) -> [String: [Int: Holder]] {
         let hosted = Set((try? loop.submit { Array(self.hosts.keys) }.wait()) ?? [])
-        var peers: [String: [RaftID: HostPort]] = [:]
-        for group in statefulSets.keys where !hosted.contains(group) && !hasData(group) {
-            // Not decided yet (the DHT did not answer): the group is not opened this pass.
-            guard let found = lookUpMembers(group) else { continue }
-            peers[group] = found
+        if removing {
+            let running = Set(existing.compactMap(Self.group(ofPodman:)))
+            for group in hosted where statefulSets[group] == nil && !running.contains(group) { leave(group) }
         }
-        let found = peers
-        let opened = (try? loop.submit { self.open(statefulSets, removing: removing, peers: found) }.wait()) ?? [:]
+        var openings: [String: Opening] = [:]
+        for group in statefulSets.keys where !hosted.contains(group) {
+            // Not decided yet (the DHT did not answer): the group is not opened this pass.
+            guard let opening = hasData(group) ? .recover : decideOpening(group) else { continue }
+            openings[group] = opening
+        }
+        let decided = openings
+        let opened = (try? loop.submit { self.open(decided) }.wait()) ?? [:]
         var holders: [String: [Int: Holder]] = [:]
         for (group, replicas) in statefulSets {
             var view = [Int: Holder](uniqueKeysWithValues: (0..<replicas).map { ($0, Holder.unknown) })
             defer { holders[group] = view }
+            // Claims are read from a state at least as new as the leader's commit (a
+            // read index), so that a member behind does not start what it gave up.
             guard let host = opened[group],
-                let (claims, members) = try? loop.submit({ (host.state.claims, host.membership.members) }).wait(),
-                members.contains(transport.localID)
+                (try? loop.flatSubmit { host.linearizableRead() }.wait()) != nil,
+                let (claims, voters) = try? loop.submit({ (host.state.claims, host.membership.voters) }).wait(),
+                voters.contains(transport.localID)
             else {
                 continue
             }
-            // This node's share of the ordinals: what it holds beyond it goes (its
-            // pods first; the claims once they are gone), so that the other members
-            // take it.
-            let share = (replicas + members.count - 1) / members.count
+            // This node's share of the ordinals (among the voters: a learner is not
+            // caught up yet): what it holds beyond it goes (its pods first; the
+            // claims once they are gone), so that the other members take it.
+            let share = (replicas + voters.count - 1) / voters.count
             var held = claims.filter { $0.key < replicas && $0.value.node == node }.keys.sorted()
             while held.count > share, let surplus = held.popLast() {
                 view[surplus] = .elsewhere("(its share is \(share))")
@@ -174,6 +209,63 @@ final class RaftGroups: @unchecked Sendable {
             }
         }
         return holders
+    }
+
+    /// How a new group is opened (the reconciler's thread waits). This node first says
+    /// in the DHT that it is about to host the group (a record of weight 0), then
+    /// looks: it joins the members of an established group (records of weight 1) if
+    /// there are any; else the node of lowest ID among those about to host it starts
+    /// the group and the others join it. Nil: the DHT could not say.
+    private func decideOpening(_ group: String) -> Opening? {
+        guard let advertise, dht != nil else { return .bootstrap }
+        _ = try? publishRecord(group, advertise, established: false, now: DHTService.now())?.wait()
+        Thread.sleep(forTimeInterval: Self.candidateWait)
+        guard let found = lookUpMembers(group) else { return nil }
+        let others = found.filter { $0.key != transport.localID }
+        let established = others.filter(\.value.established)
+        if !established.isEmpty { return .join(established.mapValues(\.address)) }
+        if others.keys.allSatisfy({ $0 > transport.localID }) { return .bootstrap }
+        return .join(others.mapValues(\.address))
+    }
+
+    /// Leaves `group`, whose StatefulSet this node no longer runs and whose pods are
+    /// gone (the reconciler's thread): its claims are released, leadership handed to
+    /// another voter, then the leader asked to remove it, pass after pass; the data
+    /// goes once it is out of the group, or after `leaveAttempts` passes without an
+    /// answer (a group of one goes at once).
+    private func leave(_ group: String) {
+        guard let host = try? loop.submit({ self.hosts[group] }).wait() else { return }
+        let own = transport.localID
+        let view = try? loop.submit {
+            (host.membership, host.isLeader, host.raftLeader, host.state.claims.filter { $0.value.node == self.node })
+        }.wait()
+        guard let (membership, leads, leader, claims) = view, membership.contains(own),
+            membership.members != [own], host.failure == nil
+        else {
+            _ = try? loop.submit { self.remove(group) }.wait()
+            return
+        }
+        let attempts =
+            (try? loop.submit { () -> Int in
+                self.leaving[group, default: 0] += 1
+                return self.leaving[group]!
+            }.wait()) ?? 0
+        guard attempts <= Self.leaveAttempts else {
+            logger.warning("Raft group left without an answer from its leader", metadata: ["group": "\(group)"])
+            _ = try? loop.submit { self.remove(group) }.wait()
+            return
+        }
+        for ordinal in claims.keys.sorted() {
+            guard (try? loop.flatSubmit { host.write(.release(ordinal: ordinal, node: self.node)) }.wait()) != nil
+            else { return }
+        }
+        _ = try? loop.submit {
+            if leads, let next = membership.voters.first(where: { $0 != own }) {
+                try? host.transferLeadership(to: next)
+            } else if let leader, leader != own {
+                self.transport.send(.leave, to: leader, group: group)
+            }
+        }.wait()
     }
 
     /// Which of this node's ordinals are ready, by group; claims of ordinals this node
@@ -202,29 +294,8 @@ final class RaftGroups: @unchecked Sendable {
 
     // MARK: the loop's
 
-    private func open(
-        _ statefulSets: [String: Int],
-        removing: Bool,
-        peers: [String: [RaftID: HostPort]]
-    ) -> [String: RaftGroupHost] {
-        for (group, host) in hosts where removing && statefulSets[group] == nil {
-            // The others remove this member, and release what it held (its pods go).
-            for id in host.membership.members where id != transport.localID {
-                transport.send(.leave, to: id, group: group)
-            }
-            host.stop()
-            discovered[group] = nil
-            published[group] = nil
-            transport.unregister(group)
-            hosts[group] = nil
-            do {
-                try RaftGroupStore.remove(directory: path(of: group))
-                logger.info("Raft group removed with its data", metadata: ["group": "\(group)"])
-            } catch {
-                logger.error("cannot remove a Raft group's data", metadata: ["group": "\(group)", "error": "\(error)"])
-            }
-        }
-        for group in statefulSets.keys where hosts[group] == nil {
+    private func open(_ openings: [String: Opening]) -> [String: RaftGroupHost] {
+        for (group, opening) in openings where hosts[group] == nil {
             var settings = RaftGroupHost.Settings(id: transport.localID)
             settings.raft.heartbeatInterval = UInt64(configuration.heartbeat * 1e9)
             settings.raft.electionTimeoutMin = UInt64(configuration.electionTimeout * 1e9)
@@ -232,8 +303,19 @@ final class RaftGroups: @unchecked Sendable {
             settings.snapshotEvery = UInt64(configuration.snapshotEvery)
             settings.unreachableAfter = 2 * settings.raft.electionTimeoutMax
             settings.advertise = advertise.map { WorkloadState.Member(node: node, address: $0.description) }
-            // Other nodes host it: this member joins theirs, with no membership of its own.
-            let others = (peers[group] ?? [:]).filter { $0.key != transport.localID }
+            // A joiner has no membership of its own, and says so on disk first: restarted
+            // before it was added, it must not start a group of its own.
+            let marker = path(of: group) + "/joining"
+            var others: [RaftID: HostPort] = [:]
+            switch opening {
+            case .bootstrap: break
+            case .join(let members):
+                others = members
+                try? FileManager.default.createDirectory(atPath: path(of: group), withIntermediateDirectories: true)
+                _ = FileManager.default.createFile(atPath: marker, contents: nil)
+            case .recover: break
+            }
+            let joining = FileManager.default.fileExists(atPath: marker)
             for (id, address) in others { transport.setAddress(address, of: id) }
             discovered[group] = others
             do {
@@ -241,18 +323,19 @@ final class RaftGroups: @unchecked Sendable {
                     group: group,
                     directory: path(of: group),
                     settings: settings,
-                    bootstrap: others.isEmpty ? Membership(voters: [transport.localID]) : Membership(voters: []),
+                    bootstrap: joining ? Membership(voters: []) : Membership(voters: [transport.localID]),
                     sink: transport,
                     loop: loop,
                     logger: logger
                 )
+                host.joinTargets = Set(others.keys)
                 transport.register(host)
                 host.start()
                 hosts[group] = host
                 logger.info(
-                    others.isEmpty ? "Raft group open" : "Raft group open; joining the members on other nodes",
+                    joining ? "Raft group open; joining the members on other nodes" : "Raft group open",
                     metadata: [
-                        "group": "\(group)", "directory": "\(path(of: group))",
+                        "group": "\(group)", "directory": "\(path(of: group))", "opening": "\(opening)",
                         "others": "\(others.values.map(\.description).sorted())",
                     ]
                 )
@@ -262,6 +345,22 @@ final class RaftGroups: @unchecked Sendable {
             }
         }
         return hosts
+    }
+
+    /// Stops `group`'s member and removes its data.
+    private func remove(_ group: String) {
+        guard let host = hosts.removeValue(forKey: group) else { return }
+        host.stop()
+        discovered[group] = nil
+        published[group] = nil
+        leaving[group] = nil
+        transport.unregister(group)
+        do {
+            try RaftGroupStore.remove(directory: path(of: group))
+            logger.info("Raft group removed with its data", metadata: ["group": "\(group)"])
+        } catch {
+            logger.error("cannot remove a Raft group's data", metadata: ["group": "\(group)", "error": "\(error)"])
+        }
     }
 
     private func path(of group: String) -> String { directory + "/" + group }
@@ -278,72 +377,127 @@ final class RaftGroups: @unchecked Sendable {
     }
 
     private func maintain(_ group: String, _ host: RaftGroupHost) {
-        guard let advertise, host.failure == nil else { return }
+        guard let advertise, host.failure == nil, leaving[group] == nil else { return }
         let now = DHTService.now()
-        if now >= (published[group] ?? 0) + Self.recordTTL / 3 {
-            published[group] = now
-            publishRecord(group, advertise, now: now)
+        let member = host.membership.contains(transport.localID)
+        let established = host.membership.isVoter(transport.localID)
+        if now >= (published[group]?.at ?? 0) + Self.recordTTL / 3 || published[group]?.established != established {
+            published[group] = (now, established)
+            _ = try? publishRecord(group, advertise, established: established, now: now)
+        }
+        if member, FileManager.default.fileExists(atPath: path(of: group) + "/joining") {
+            unlink(path(of: group) + "/joining")
+            logger.info("Raft group joined", metadata: ["group": "\(group)"])
         }
         let own = WorkloadState.Member(node: node, address: advertise.description)
-        guard !host.membership.contains(transport.localID) || host.state.members[transport.localID] != own,
-            !host.isLeader
-        else { return }
+        guard !member || host.state.members[transport.localID] != own, !host.isLeader else { return }
         var targets = discovered[group] ?? [:]
         for (id, member) in host.state.members where id != transport.localID {
             if let address = HostPort(member.address) { targets[id] = address }
         }
+        host.joinTargets.formUnion(targets.keys)
+        for (id, address) in targets { transport.setAddress(address, of: id) }
         for id in Set(targets.keys).union(host.membership.members) where id != transport.localID {
-            transport.send(.join(address: advertise.description), to: id, group: group)
+            transport.send(.join(address: advertise.description, empty: host.isEmpty), to: id, group: group)
+        }
+        // Not a member yet: the members are looked up again now and then (those found
+        // first may be gone). A joiner that holds nothing and finds no established
+        // group, while its own ID is the lowest of those about to host it, gives its
+        // directory up: the next pass starts the group afresh.
+        guard !member, now >= (relookedUp[group] ?? 0) + Self.relookupInterval, let dht,
+            let (namespace, name) = Self.split(group)
+        else { return }
+        relookedUp[group] = now
+        let key = ServiceRecord.key(service: name + ServiceRecord.raftMemberSuffix, namespace: namespace)
+        let validator = ServiceRecordValidator(bundle: credentials.bundle)
+        dht.findValue(key).hop(to: loop).whenSuccess { result in
+            guard self.hosts[group] === host, !host.membership.contains(self.transport.localID) else { return }
+            let found = Self.members(in: result, validator: validator).filter { $0.key != self.transport.localID }
+            let established = found.filter(\.value.established)
+            self.discovered[group] = (established.isEmpty ? found : established).mapValues(\.address)
+            if established.isEmpty, found.keys.allSatisfy({ $0 > self.transport.localID }), host.isEmpty,
+                !result.closest.isEmpty || !self.bootstraps
+            {
+                self.logger.info(
+                    "Raft group: no established group to join; starting afresh",
+                    metadata: ["group": "\(group)"]
+                )
+                self.remove(group)
+            }
         }
     }
 
-    private func publishRecord(_ group: String, _ advertise: HostPort, now: UInt64) {
-        guard let dht, let (namespace, name) = Self.split(group) else { return }
+    /// Publishes this node's record for `group` (`established`: a voter of it) off the
+    /// loop (the DHT keeps it on disk); nil if it could not be signed.
+    @discardableResult
+    private func publishRecord(
+        _ group: String,
+        _ advertise: HostPort,
+        established: Bool,
+        now: UInt64
+    ) throws -> EventLoopFuture<Int>? {
+        guard let dht, let (namespace, name) = Self.split(group) else { return nil }
         let record = ServiceRecord(
             service: name + ServiceRecord.raftMemberSuffix,
             namespace: namespace,
             endpoint: advertise.description,
             ports: [],
             spiffeID: spiffeID,
-            weight: 0,
+            weight: established ? 1 : 0,
             sequence: now,
             expires: now + Self.recordTTL
         )
-        do {
-            let signed = try SignedServiceRecord.sign(record, with: credentials)
-            dht.publish(signed.dhtRecord).whenFailure { error in
-                self.logger.debug(
-                    "Raft member record not stored",
-                    metadata: ["group": "\(group)", "error": "\(error)"]
-                )
-            }
-        } catch {
-            logger.warning("cannot sign a Raft member record", metadata: ["group": "\(group)", "error": "\(error)"])
+        let signed = try SignedServiceRecord.sign(record, with: credentials)
+        let promise = loop.makePromise(of: Int.self)
+        DispatchQueue.global().async { promise.completeWith(dht.publish(signed.dhtRecord)) }
+        promise.futureResult.whenFailure { error in
+            self.logger.debug("Raft member record not stored", metadata: ["group": "\(group)", "error": "\(error)"])
         }
+        return promise.futureResult
     }
 
-    /// The members other nodes published for `group` (the reconciler's thread waits):
-    /// nil when the DHT could not say (no peer answered while this node has some to
-    /// ask), so that no group is started beside one that exists.
-    private func lookUpMembers(_ group: String) -> [RaftID: HostPort]? {
-        guard advertise != nil, let dht, let (namespace, name) = Self.split(group) else { return [:] }
+    /// The members and candidates published for `group` (the reconciler's thread
+    /// waits): nil when the DHT could not say (no peer answered while this node has
+    /// some to ask), so that no group is started beside one that exists.
+    private func lookUpMembers(_ group: String) -> [RaftID: (address: HostPort, established: Bool)]? {
+        guard let dht, let (namespace, name) = Self.split(group) else { return [:] }
         let key = ServiceRecord.key(service: name + ServiceRecord.raftMemberSuffix, namespace: namespace)
         guard let result = try? dht.findValue(key).wait() else { return nil }
         if result.closest.isEmpty && bootstraps { return nil }
-        let validator = ServiceRecordValidator(bundle: credentials.bundle)
-        var members: [RaftID: HostPort] = [:]
+        let members = Self.members(in: result, validator: ServiceRecordValidator(bundle: credentials.bundle))
+        logger.info(
+            "Raft group looked up in the DHT",
+            metadata: [
+                "group": "\(group)",
+                "members":
+                    "\(members.values.map { "\($0.address)\($0.established ? "" : " (about to host)")" }.sorted())",
+            ]
+        )
+        return members
+    }
+
+    /// The member records in a lookup's answer, by member ID.
+    private static func members(
+        in result: LookupResult,
+        validator: ServiceRecordValidator
+    ) -> [RaftID: (address: HostPort, established: Bool)] {
+        var members: [RaftID: (address: HostPort, established: Bool)] = [:]
         for record in result.records {
             guard let service = try? validator.check(record), let address = HostPort(service.endpoint),
                 let signed = try? SignedServiceRecord(decoding: record.value),
                 let leaf = try? Certificate(der: signed.chain[0])
             else { continue }
-            members[RaftTransport.memberID(publicKey: leaf.publicKeyDER)] = address
+            members[RaftTransport.memberID(publicKey: leaf.publicKeyDER)] = (address, service.weight == 1)
         }
-        logger.info(
-            "Raft group looked up in the DHT",
-            metadata: ["group": "\(group)", "members": "\(members.values.map(\.description).sorted())"]
-        )
         return members
+    }
+
+    /// The group (`namespace/name`) of a StatefulSet pod's podman name (`name-N.namespace`).
+    static func group(ofPodman name: String) -> String? {
+        guard let dot = name.lastIndex(of: "."), let dash = name[..<dot].lastIndex(of: "-"),
+            Int(name[name.index(after: dash)..<dot]) != nil
+        else { return nil }
+        return "\(name[name.index(after: dot)...])/\(name[..<dash])"
     }
 
     private static func split(_ group: String) -> (namespace: String, name: String)? {

@@ -339,7 +339,7 @@ final class Reconciler: @unchecked Sendable {
         node: String,
         removing: Bool
     ) -> [DesiredPod] {
-        let holders = groups.ensure(statefulSets(workloads, node: node), removing: removing)
+        let holders = groups.ensure(statefulSets(workloads, node: node), removing: removing, existing: existing.keys)
         return desired.filter { pod in
             guard let (group, ordinal) = pod.statefulOrdinal else { return true }
             switch holders[group]?[ordinal] ?? .unknown {
