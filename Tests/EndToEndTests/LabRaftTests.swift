@@ -39,6 +39,11 @@ extension LabEndToEndTests {
         var expectedBefore = ""
         var leaderNameMoved = Double.infinity
         var afterHeal: RaftGroupStatus?
+        /// After the StatefulSet was deleted on the node that was cut: the group as the
+        /// others see it, how long that took, and whether the node kept the group's data.
+        var afterLeave: RaftGroupStatus?
+        var left = Double.infinity
+        var dataLeft = true
         var history: [KVOperation] = []
     }
 
@@ -69,10 +74,13 @@ extension LabEndToEndTests {
                 )
                 + String(
                     format: "writes acknowledged again after %.2f s, leader.counter.default.mesh answered by the "
-                        + "new leader after %.2f s; rejoined %.2f s after the heal",
+                        + "new leader after %.2f s; rejoined %.2f s after the heal; deleted there, it left the group "
+                        + "and the others ran its ordinal %.2f s later; %d samples of where pods ran",
                     observed.writesAgain,
                     observed.leaderNameMoved,
-                    observed.rejoined
+                    observed.rejoined,
+                    observed.left,
+                    observed.samples
                 )
         )
         #expect(verdict.linearizable, "not linearizable at key \(verdict.key ?? "?")")
@@ -96,6 +104,12 @@ extension LabEndToEndTests {
         #expect(observed.leaderNameMoved < 30, "leader.counter moved \(observed.leaderNameMoved) s after the cut")
         let healed = try #require(observed.afterHeal)
         #expect(healed.ordinals.count == 3 && healed.ordinals.allSatisfy(\.ready), "\(healed.ordinals)")
+        let afterLeave = try #require(observed.afterLeave)
+        #expect(
+            afterLeave.members.count == 2 && !afterLeave.ordinals.contains { $0.node == observed.cutNode },
+            "\(observed.cutNode) left: \(afterLeave.members), \(afterLeave.ordinals)"
+        )
+        #expect(!observed.dataLeft, "the node that left removed the group's data")
     }
 
     private static func raftStatus(lab name: String, node: Int) -> RaftGroupStatus? {
@@ -243,6 +257,23 @@ extension LabEndToEndTests {
             observed.afterHeal = raftStatus(lab: name, node: clientIndex)
             return observed.afterHeal?.ordinals.filter(\.ready).count == 3
         }
+        // Deleted on the node that was cut: its pod goes, then it leaves the group (its
+        // claim released first) and its data goes; the two others run all three.
+        try lab(
+            name,
+            ["exec", "\(cutIndex)", "beectl", "delete", "-f", root + "/deploy/manifests/counter.yaml"],
+            timeout: 60
+        )
+        let deleted = Date()
+        try waitUntil("two members running the three ordinals", timeout: 90) {
+            observed.afterLeave = raftStatus(lab: name, node: clientIndex)
+            return observed.afterLeave?.members.count == 2 && observed.afterLeave?.ordinals.filter(\.ready).count == 3
+                && raftStatus(lab: name, node: cutIndex) == nil
+        }
+        observed.left = Date().timeIntervalSince(deleted)
+        observed.dataLeft = FileManager.default.fileExists(
+            atPath: "/var/lib/beemesh-lab/\(name)/nodes/\(cutIndex)/state/raft/default/counter"
+        )
         for client in clients { client.stop() }
         while threads.contains(where: \.isExecuting) { Thread.sleep(forTimeInterval: 0.01) }
         observed.history = clients.flatMap { $0.finalHistory() }
