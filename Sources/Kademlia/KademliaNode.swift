@@ -37,6 +37,9 @@ public struct KademliaNode: Sendable {
         /// such probes a quarter of the mesh's DHT traffic (the simulator's publishing
         /// load).
         public var probeQuiet: UInt64 = 60_000_000_000
+        /// A contact whose request timed out is not asked by lookups for this long, or
+        /// until it is heard from.
+        public var quarantine: UInt64 = 30_000_000_000
         /// A client does lookups and publishes, answers nothing, and enters no table.
         public var isClient = false
 
@@ -110,6 +113,11 @@ public struct KademliaNode: Sendable {
     private var nextRequestID: UInt64 = 1
     private var nextLookupID: UInt64 = 1
     private var nextMaintenance: UInt64?
+    /// Contacts whose request timed out, and when: a lookup does not ask them again
+    /// (nor retry them) until they are heard from or `quarantine` has passed, so that
+    /// a node that vanished (cut off, powered down) costs one lookup its timeouts, not
+    /// every lookup while the others still name it.
+    private var unresponsive: [NodeID: UInt64] = [:]
     private var random: SplitMix
     private let validator: any RecordValidator
 
@@ -167,6 +175,7 @@ public struct KademliaNode: Sendable {
             return []
         }
         var directives: [Directive] = []
+        unresponsive[envelope.from.id] = nil
         if !envelope.fromClient {
             directives += learn(envelope.from, now: now)
         }
@@ -194,7 +203,8 @@ public struct KademliaNode: Sendable {
             guard var entry = lookups[id] else { break }
             switch envelope.message {
             case .nodes(let contacts):
-                let sane = contacts.filter { $0.id != contact.id }.prefix(configuration.k)
+                let sane = contacts.filter { $0.id != contact.id && !isQuarantined($0.id, now: now) }
+                    .prefix(configuration.k)
                 entry.lookup.answered(by: envelope.from.id, contacts: Array(sane))
             case .values(let records) where entry.lookup.kind == .value:
                 let believed = records.filter { record in
@@ -221,6 +231,8 @@ public struct KademliaNode: Sendable {
             deadlinesStart += 1
             guard let request = requests.removeValue(forKey: requestID) else { continue }  // answered
             table.failed(request.to.id)
+            let known = isQuarantined(request.to.id, now: now)
+            unresponsive[request.to.id] = now
             switch request.purpose {
             case .probe:
                 break
@@ -228,9 +240,10 @@ public struct KademliaNode: Sendable {
                 directives += storeAnswered(key: key, accepted: false, from: request.to.id)
             case .lookup(let id, let retried):
                 guard var entry = lookups[id] else { continue }
-                if !retried {
-                    // One more try: a single lost datagram should not hide a node. The
-                    // lookup meanwhile asks someone else in its place.
+                if !retried, !known {
+                    // One more try: a single lost datagram should not hide a node (one
+                    // that timed out lately already is not tried again). The lookup
+                    // meanwhile asks someone else in its place.
                     entry.lookup.stalled(request.to.id)
                     lookups[id] = entry
                     let message: Message =
@@ -326,7 +339,11 @@ public struct KademliaNode: Sendable {
         let id = nextLookupID
         nextLookupID += 1
         table.touched(bucketOf: target, now: now)
-        let seeds = table.closest(to: target, count: configuration.k)
+        let closest = table.closest(to: target, count: configuration.k)
+        let answering = closest.filter { !isQuarantined($0.id, now: now) }
+        // When every contact timed out lately (this node's own link was down), all are
+        // asked: one of them may answer now.
+        let seeds = answering.isEmpty ? closest : answering
         let lookup = Lookup(
             id: id,
             target: target,
@@ -338,6 +355,12 @@ public struct KademliaNode: Sendable {
         )
         lookups[id] = (lookup, purpose)
         return (id, advance(id, now: now))
+    }
+
+    /// Whether a request to `id` timed out within the quarantine.
+    private func isQuarantined(_ id: NodeID, now: UInt64) -> Bool {
+        guard let since = unresponsive[id] else { return false }
+        return now < since + configuration.quarantine
     }
 
     /// Sends a lookup's next requests, or finishes it.
@@ -460,6 +483,7 @@ public struct KademliaNode: Sendable {
 
     private mutating func maintain(now: UInt64) -> [Directive] {
         var directives: [Directive] = []
+        unresponsive = unresponsive.filter { now < $0.value + configuration.quarantine }
         if settlePending {
             settlePending = false
             directives += startLookup(target: contact.id, kind: .node, purpose: .refresh, now: now).1

@@ -93,6 +93,39 @@ import Testing
         #expect(node.pendingRequests == 0 && node.activeLookups == 0)
     }
 
+    /// A peer that vanished costs one lookup its timeouts: the next lookup neither
+    /// asks it (though another peer still names it) nor waits for it, until it is
+    /// heard from again.
+    @Test func aPeerThatTimedOutIsNotAskedAgainUntilItIsHeardFrom() {
+        let d = Contact(id: NodeID(4, 0, 0, 0), address: "n4")
+        var node = Self.node(a.id)
+        _ = table(of: &node, knowing: [b, c])
+        func lookup(at now: UInt64) -> (asked: [Contact], node: KademliaNode.Directive?) {
+            let (_, start) = node.findNode(d.id, now: now)
+            let asked = Self.sends(start)
+            var last: KademliaNode.Directive?
+            for (envelope, to) in asked where to == b {
+                last =
+                    node.receive(Envelope(from: b, requestID: envelope.requestID, message: .nodes([c])), now: now).last
+            }
+            return (asked.map(\.1), last)
+        }
+        // First: c is asked, twice, and the lookup ends only once c failed.
+        let first = lookup(at: 0)
+        #expect(Set(first.asked) == [b, c])
+        if case .finished? = first.node { Issue.record("finished before c timed out") }
+        #expect(Self.sends(node.tick(now: Self.second)).map(\.1) == [c], "asked again")
+        guard case .finished? = node.tick(now: 2 * Self.second).last else { return #expect(Bool(false)) }
+        // Next: only b, and done as b answers, although b names c.
+        let second = lookup(at: 3 * Self.second)
+        #expect(second.asked == [b])
+        guard case .finished(_, let result)? = second.node else { return #expect(Bool(false), "\(second)") }
+        #expect(result.closest == [b])
+        // Heard from: asked again.
+        _ = node.receive(Envelope(from: c, requestID: 0, message: .ping), now: 4 * Self.second)
+        #expect(Set(lookup(at: 5 * Self.second).asked) == [b, c])
+    }
+
     @Test func responsesNobodyAskedForAreRejectedAndCounted() {
         var node = Self.node(a.id)
         #expect(node.receive(Envelope(from: b, requestID: 77, message: .nodes([c])), now: 0).isEmpty)
