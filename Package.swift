@@ -242,7 +242,7 @@ let package = Package(
         .testTarget(
             name: "EndToEndTests",
             dependencies: [
-                "Capture", "MeshAPI", "MeshIdentity", "MeshNet", "MeshTestSupport", "RaftSimulation",
+                "Capture", "Kademlia", "MeshAPI", "MeshIdentity", "MeshNet", "MeshTestSupport", "RaftSimulation",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),

@@ -203,8 +203,9 @@ public struct KademliaNode: Sendable {
             guard var entry = lookups[id] else { break }
             switch envelope.message {
             case .nodes(let contacts):
-                let sane = contacts.filter { $0.id != contact.id && !isQuarantined($0.id, now: now) }
-                    .prefix(configuration.k)
+                let others = contacts.filter { $0.id != contact.id }.prefix(configuration.k)
+                let sane = others.filter { !isQuarantined($0.id, now: now) }
+                entry.lookup.skipped += others.count - sane.count
                 entry.lookup.answered(by: envelope.from.id, contacts: Array(sane))
             case .values(let records) where entry.lookup.kind == .value:
                 let believed = records.filter { record in
@@ -344,7 +345,7 @@ public struct KademliaNode: Sendable {
         // When every contact timed out lately (this node's own link was down), all are
         // asked: one of them may answer now.
         let seeds = answering.isEmpty ? closest : answering
-        let lookup = Lookup(
+        var lookup = Lookup(
             id: id,
             target: target,
             kind: kind,
@@ -353,6 +354,7 @@ public struct KademliaNode: Sendable {
             seeds: seeds,
             own: contact.id
         )
+        lookup.skipped = closest.count - seeds.count
         lookups[id] = (lookup, purpose)
         return (id, advance(id, now: now))
     }
@@ -380,7 +382,8 @@ public struct KademliaNode: Sendable {
             records: entry.lookup.kind == .value
                 ? withHeld(entry.lookup.records, under: entry.lookup.target, now: now) : entry.lookup.records,
             hops: entry.lookup.hops,
-            messages: entry.lookup.messages
+            messages: entry.lookup.messages,
+            skipped: entry.lookup.skipped
         )
         switch entry.purpose {
         case .caller:

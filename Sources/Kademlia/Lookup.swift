@@ -37,6 +37,8 @@ struct Lookup: Sendable {
     private var known: Set<NodeID> = []
     private(set) var inFlight = 0
     private(set) var messages = 0
+    /// Contacts left out for the quarantine (`LookupResult.skipped`).
+    var skipped = 0
     /// The newest record of each publisher found so far.
     private(set) var found: [NodeID: Record] = [:]
     /// Round trips to the first holder that answered with records.
@@ -165,4 +167,8 @@ public struct LookupResult: Sendable, Equatable {
     public var hops: Int
     /// Requests sent.
     public var messages: Int
+    /// Times a contact was left out because its requests timed out lately (the
+    /// quarantine): a value lookup that found nothing while it left some out is no
+    /// proof of absence.
+    public var skipped = 0
 }

@@ -66,6 +66,12 @@ public struct ServiceRecord: Equatable, Sendable {
     /// may serve `<name>` may serve it.
     public static let leaderPrefix = "leader."
 
+    /// Whether this is a `leader.<name>` record (a name with no dot of its own after it).
+    public var isLeaderRecord: Bool {
+        service.hasPrefix(Self.leaderPrefix) && service.count > Self.leaderPrefix.count
+            && !service.dropFirst(Self.leaderPrefix.count).contains(".")
+    }
+
     /// The publisher under the service key: its endpoint (a pod), so that the endpoints
     /// of one service, which share an identity, are kept side by side; for a Raft
     /// member record, its node's identity, so that a node replaces only its own.
@@ -258,7 +264,7 @@ public struct ServiceRecordValidator: RecordValidator {
             return service
         }
         let served =
-            service.service.hasPrefix(ServiceRecord.leaderPrefix)
+            service.isLeaderRecord
             ? String(service.service.dropFirst(ServiceRecord.leaderPrefix.count)) : service.service
         guard identity.namespace == service.namespace, identity.serviceAccount == served else {
             throw ServiceRecordError(

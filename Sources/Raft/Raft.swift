@@ -535,7 +535,10 @@ public struct Raft: Sendable {
             pre && role == .preCandidate && sameLog
             && now < preCampaignStarted + 2 * configuration.heartbeatInterval
         let yields = !racing || message.from > id
-        let granted = upToDate && free && (transfer || !inLease) && role != .leader && yields
+        // Only a voter of its own membership votes: a learner, and a member that lost
+        // its log (it knows no membership at all), could help elect a leader without
+        // the committed entries.
+        let granted = membership.isVoter(id) && upToDate && free && (transfer || !inLease) && role != .leader && yields
         if granted, !pre {
             vote = message.from
             persistState()

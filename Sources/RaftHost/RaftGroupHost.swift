@@ -81,6 +81,10 @@ public final class RaftGroupHost: @unchecked Sendable {
     /// While this member is not in its group yet: the members it asked to join, the only
     /// ones whose messages it takes (`RaftTransport`).
     public var joinTargets: Set<RaftID> = []
+    /// The commit index each learner must hold before it is promoted (the leader's).
+    private var promotionTargets: [RaftID: UInt64] = [:]
+    /// The leader said this member is out of the group (it asked to leave).
+    public private(set) var removed = false
     private var readyReads: [(index: UInt64, promise: EventLoopPromise<UInt64>)] = []
     private var nextRead: UInt64 = 0
     /// Reads of this turn of the loop, started together at its end.
@@ -206,7 +210,12 @@ public final class RaftGroupHost: @unchecked Sendable {
         case .join(let address, let empty):
             join(from, node: node, address: address, empty: empty)
         case .leave:
-            leave(from, node: node)
+            if raft.role == .leader {
+                leave(from, node: node)
+            } else if from == raft.leader {
+                // The leader's answer to this member's leave: it is out.
+                removed = true
+            }
         case .forward(let request, let command):
             guard raft.role == .leader, let decoded = try? WorkloadState.Command(decoding: command),
                 Self.mayForward(decoded, from: node),
@@ -300,12 +309,13 @@ public final class RaftGroupHost: @unchecked Sendable {
             guard writes[index]?.promise.futureResult === promise.futureResult else { return }
             writes.removeValue(forKey: index)?.promise.fail(RaftGroupError.unknownOutcome)
         }
-        // A write already waiting for this index was proposed in an earlier term (a
-        // leader of this one proposed at the index): it can no longer commit.
+        // A write already waiting for this index was proposed in another term: which
+        // of the two the log keeps is not known here yet (the later leader may lose
+        // its entry to a leader of the earlier one's log), so the earlier is unknown.
         if let earlier = writes.updateValue(PendingWrite(term: term, promise: promise, timeout: timeout), forKey: index)
         {
             earlier.timeout.cancel()
-            earlier.promise.fail(earlier.term < term ? RaftGroupError.lost : RaftGroupError.unknownOutcome)
+            earlier.promise.fail(RaftGroupError.unknownOutcome)
         }
     }
 
@@ -524,7 +534,12 @@ public final class RaftGroupHost: @unchecked Sendable {
     /// pods were gone): it is removed and its address forgotten. It asks again until
     /// it is out.
     private func leave(_ id: RaftID, node: String) {
-        guard raft.leadsWithCommit, id != raft.id, raft.membership.contains(id) else { return }
+        guard raft.leadsWithCommit, id != raft.id else { return }
+        guard raft.membership.contains(id) else {
+            // Out already (its removal was committed, or it never joined): say so.
+            if state.members[id] == nil { sink.send(.leave, to: id, group: group) }
+            return
+        }
         do {
             try changeMembership(.remove(id))
         } catch {
@@ -534,6 +549,10 @@ public final class RaftGroupHost: @unchecked Sendable {
             )
         }
         logger.info("Raft member leaves", metadata: ["member": "\(Self.hex(id))", "node": "\(node)"])
+        // It asks only once its pods are gone; what it could not release goes now.
+        for (ordinal, claim) in state.claims where claim.node == node {
+            _ = write(.release(ordinal: ordinal, node: node))
+        }
         _ = write(.member(id: id, node: node, address: ""))
     }
 
@@ -560,10 +579,18 @@ public final class RaftGroupHost: @unchecked Sendable {
     /// The leader promotes a learner that has caught up (one change at a time): it holds
     /// every committed entry, and lags by at most `promotionLag`.
     private func promoteCaughtUpLearners() {
-        guard raft.leadsWithCommit,
+        guard raft.leadsWithCommit else { return }
+        // Each learner's target: the commit index when it was first looked at (under
+        // steady writes, the commit moves on as fast as the learner does).
+        for learner in raft.membership.learners where promotionTargets[learner] == nil {
+            promotionTargets[learner] = raft.commit
+        }
+        promotionTargets = promotionTargets.filter { raft.membership.learners.contains($0.key) }
+        guard
             let learner = raft.membership.learners.first(where: { learner in
                 raft.followers[learner].map {
-                    $0.match >= raft.commit && $0.match + raft.configuration.promotionLag >= raft.lastIndex
+                    $0.match >= promotionTargets[learner]!
+                        && $0.match + raft.configuration.promotionLag >= raft.lastIndex
                 } ?? false
             })
         else { return }

@@ -264,11 +264,15 @@ public final class RaftTransport: RaftMessageSink, @unchecked Sendable {
     }
 
     /// A control frame from node `node` (member `from`, proven by the connection): a
-    /// join from any node of the trust domain; anything else only from a member.
+    /// join or leave from any node of the trust domain; anything else only from a
+    /// member.
     fileprivate func deliver(_ control: RaftControl, from: RaftID, node: String, group: String) {
         guard let host = groups[group] else { return rejected("unknown_group") }
-        if case .join = control {
-        } else {
+        switch control {
+        case .join, .leave:
+            // A node joins from outside, and one that left asks until told it is out.
+            break
+        default:
             guard host.membership.contains(from) else { return rejected("not_a_member") }
         }
         received.increment()

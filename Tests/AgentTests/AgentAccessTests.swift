@@ -218,6 +218,7 @@ import Testing
             _ service: String,
             _ endpoint: String,
             ttl: Double = 60,
+            ports: [UInt16] = [8080],
             via client: AdminClient = client
         ) throws -> (Int, String) {
             let now = Date().timeIntervalSince1970
@@ -226,7 +227,7 @@ import Testing
                     service: service,
                     namespace: "shop",
                     endpoint: endpoint,
-                    ports: [8080],
+                    ports: ports,
                     spiffeID: credentials.spiffeID!.description,
                     sequence: UInt64(now * 1000),
                     expires: UInt64((now + ttl) * 1e9)
@@ -248,8 +249,8 @@ import Testing
         let lookup = try await blocking { try client.get("/dht/services/frontend.shop") }
         #expect(lookup.status == 200)
         // A leader record (leader.frontend): only a StatefulSet's pod publishes one, and
-        // only while its group says it leads; withdrawing one (a record that expires
-        // within seconds) is always allowed.
+        // only while its group says it leads, however short its life; withdrawing one
+        // (a tombstone: no port, which no client dials) is always allowed.
         let notStateful = try await blocking { try publish(frontend, "leader.frontend", "10.88.0.5:15008") }
         #expect(notStateful.0 == 403 && notStateful.1.contains("no StatefulSet's"), "\(notStateful)")
         let statefulPath = agent.directory.path + "/pod/stateful.sock"
@@ -269,8 +270,12 @@ import Testing
             try publish(frontend, "leader.frontend", "10.88.0.6:15008", via: stateful)
         }
         #expect(notLeading.0 == 403 && notLeading.1.contains("Raft group"), "\(notLeading)")
-        let withdrawn = try await blocking {
+        let shortLived = try await blocking {
             try publish(frontend, "leader.frontend", "10.88.0.6:15008", ttl: 2, via: stateful)
+        }
+        #expect(shortLived.0 == 403 && shortLived.1.contains("Raft group"), "\(shortLived)")
+        let withdrawn = try await blocking {
+            try publish(frontend, "leader.frontend", "10.88.0.6:15008", ttl: 2, ports: [], via: stateful)
         }
         #expect(withdrawn.0 == 200, "\(withdrawn)")
         let manifest = try manifest(agent, name: "evil", namespace: "shop", account: "orders")

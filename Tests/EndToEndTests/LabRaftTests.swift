@@ -1,4 +1,5 @@
 import Foundation
+import Kademlia
 import MeshAPI
 import MeshIdentity
 import MeshTestSupport
@@ -39,11 +40,15 @@ extension LabEndToEndTests {
         var expectedBefore = ""
         var leaderNameMoved = Double.infinity
         var afterHeal: RaftGroupStatus?
+        /// A pod that does not lead, publishing its own `leader.` record: what its agent said.
+        var impostor: (status: Int, body: String) = (0, "")
         /// After the StatefulSet was deleted on the node that was cut: the group as the
         /// others see it, how long that took, and whether the node kept the group's data.
         var afterLeave: RaftGroupStatus?
         var left = Double.infinity
         var dataLeft = true
+        /// The node gave up asking the leader to remove it (instead of being told it was out).
+        var leftUnanswered = true
         var history: [KVOperation] = []
     }
 
@@ -104,12 +109,17 @@ extension LabEndToEndTests {
         #expect(observed.leaderNameMoved < 15, "leader.counter moved \(observed.leaderNameMoved) s after the cut")
         let healed = try #require(observed.afterHeal)
         #expect(healed.ordinals.count == 3 && healed.ordinals.allSatisfy(\.ready), "\(healed.ordinals)")
+        #expect(
+            observed.impostor.status == 403 && observed.impostor.body.contains("does not lead"),
+            "a pod that does not lead published its leader record: \(observed.impostor)"
+        )
         let afterLeave = try #require(observed.afterLeave)
         #expect(
             afterLeave.members.count == 2 && !afterLeave.ordinals.contains { $0.node == observed.cutNode },
             "\(observed.cutNode) left: \(afterLeave.members), \(afterLeave.ordinals)"
         )
         #expect(!observed.dataLeft, "the node that left removed the group's data")
+        #expect(!observed.leftUnanswered, "the leader told the leaving node it was out")
     }
 
     private static func raftStatus(lab name: String, node: Int) -> RaftGroupStatus? {
@@ -127,6 +137,45 @@ extension LabEndToEndTests {
             }
         }
         return running
+    }
+
+    /// Pod `counter-ORDINAL` on node `node` signs `leader.counter` with its own identity
+    /// and endpoint, and puts it through its own agent socket, as its sidecar would.
+    private static func impostorPublishes(lab name: String, node: Int, ordinal: Int) throws -> (Int, String) {
+        let pod = "counter-\(ordinal).default"
+        let directory = Array(Digest.sha256(Array(pod.utf8)).prefix(8)).map { String(format: "%02x", $0) }.joined()
+        let base = "/run/beemesh-lab/\(name)/nodes/\(node)/pods/\(directory)"
+        let credentials = try WorkloadCredentials.load(
+            certificate: base + "/identity/cert.pem",
+            key: base + "/identity/key.pem",
+            bundle: base + "/identity/bundle.pem"
+        )
+        let ports =
+            try JSONSerialization.jsonObject(
+                with: Data(
+                    contentsOf: URL(fileURLWithPath: "/var/lib/beemesh-lab/\(name)/nodes/\(node)/state/host-ports.json")
+                )
+            ) as? [String: Int]
+        let port = try #require(ports?[pod], "\(pod)'s host port")
+        let now = Date().timeIntervalSince1970
+        let record = try SignedServiceRecord.sign(
+            ServiceRecord(
+                service: "leader.counter",
+                namespace: "default",
+                endpoint: "10.250.0.\(node):\(port)",
+                ports: [8080],
+                spiffeID: credentials.spiffeID!.description,
+                sequence: UInt64(now * 1000),
+                expires: UInt64((now + 60) * 1e9)
+            ),
+            with: credentials
+        )
+        let body = try MeshJSON.encoder().encode(
+            PublishRequest(record: Data(record.dhtRecord.value).base64EncodedString())
+        )
+        let (status, answer) = try AdminClient(endpoint: .unix(path: base + "/agent/agent.sock"), timeout: 5)
+            .send("PUT", "/dht/records", body: Array(body))
+        return (status, String(decoding: answer, as: UTF8.self))
     }
 
     private static func runRaftLab(name: String) throws -> RaftObserved {
@@ -215,6 +264,9 @@ extension LabEndToEndTests {
             "curl", "-sS", "-m", "2", "http://leader.counter.default.mesh:8080/cgi-bin/hello",
         ]
         observed.expectedBefore = formed.workloadLeader ?? "?"
+        // The attacker: a pod that does not lead signs its own leader record with its
+        // own key and asks its agent to publish it. Refused.
+        observed.impostor = try impostorPublishes(lab: name, node: clientIndex, ordinal: client.ordinal)
         try waitUntil("leader.counter.default.mesh answers", timeout: 30) {
             observed.leaderNameBefore = (try? lab(name, hello, timeout: 10)) ?? ""
             return observed.leaderNameBefore.contains("answered")
@@ -271,6 +323,8 @@ extension LabEndToEndTests {
                 && raftStatus(lab: name, node: cutIndex) == nil
         }
         observed.left = Date().timeIntervalSince(deleted)
+        let log = (try? String(contentsOfFile: "/run/beemesh-lab/\(name)/nodes/\(cutIndex)/agent.log", encoding: .utf8))
+        observed.leftUnanswered = log?.contains("left without an answer") ?? true
         observed.dataLeft = FileManager.default.fileExists(
             atPath: "/var/lib/beemesh-lab/\(name)/nodes/\(cutIndex)/state/raft/default/counter"
         )

@@ -121,9 +121,33 @@ import Testing
         #expect(second.asked == [b])
         guard case .finished(_, let result)? = second.node else { return #expect(Bool(false), "\(second)") }
         #expect(result.closest == [b])
+        #expect(result.skipped > 0, "the answer says it left c out")
         // Heard from: asked again.
         _ = node.receive(Envelope(from: c, requestID: 0, message: .ping), now: 4 * Self.second)
         #expect(Set(lookup(at: 5 * Self.second).asked) == [b, c])
+    }
+
+    /// The quarantine ends after 30 s; and when every contact is in it (this node's own
+    /// link was down), all are asked rather than none.
+    @Test func theQuarantineEndsAndNeverLeavesALookupWithNobodyToAsk() {
+        var node = Self.node(a.id)
+        _ = table(of: &node, knowing: [b])
+        _ = node.findNode(c.id, now: 0)
+        _ = node.tick(now: Self.second)
+        _ = node.tick(now: 2 * Self.second)  // b failed twice: quarantined
+        let (_, alone) = node.findNode(c.id, now: 3 * Self.second)
+        #expect(Self.sends(alone).map(\.1) == [b], "b is the only contact: asked anyway")
+        _ = node.tick(now: 4 * Self.second)  // failed again (no retry): still in the table
+        var later = Self.node(a.id)
+        _ = table(of: &later, knowing: [b, c])
+        _ = later.findNode(NodeID(9, 0, 0, 0), now: 0)
+        _ = later.tick(now: Self.second)
+        _ = later.tick(now: 2 * Self.second)  // b and c quarantined at 1 s and 2 s
+        _ = later.receive(Envelope(from: b, requestID: 0, message: .ping), now: 3 * Self.second)
+        let (_, during) = later.findNode(NodeID(9, 0, 0, 0), now: 10 * Self.second)
+        #expect(Self.sends(during).map(\.1) == [b], "c is in its quarantine")
+        let (_, after) = later.findNode(NodeID(9, 0, 0, 0), now: 33 * Self.second)
+        #expect(Set(Self.sends(after).map(\.1)) == [b, c], "30 s later c is asked again")
     }
 
     @Test func responsesNobodyAskedForAreRejectedAndCounted() {

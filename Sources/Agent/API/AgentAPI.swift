@@ -375,7 +375,7 @@ struct AgentAPI: Sendable {
                 counters.publishRefused("not_own_record")
                 return loop.makeSucceededFuture(refuse(.forbidden, reason, .pod(binding), "/dht/records"))
             }
-            if let binding, service.service.hasPrefix(ServiceRecord.leaderPrefix) {
+            if let binding, service.isLeaderRecord {
                 return leads(binding, unless: service, on: loop).flatMap { reason in
                     if let reason {
                         self.counters.publishRefused("not_leader")
@@ -402,7 +402,7 @@ struct AgentAPI: Sendable {
             return "the record names \(record.spiffeID), not this pod's identity \(binding.identity)"
         }
         var service = "\(record.service).\(record.namespace)"
-        if service.hasPrefix(ServiceRecord.leaderPrefix) {
+        if record.isLeaderRecord {
             guard binding.workload != nil else {
                 return "pod \(binding.pod) is no StatefulSet's: it publishes no leader record"
             }
@@ -417,23 +417,28 @@ struct AgentAPI: Sendable {
         return nil
     }
 
-    /// Nil if the pod's ordinal leads its StatefulSet, as this node's member of the
-    /// group knows it, or if `record` is a withdrawal (it expires within seconds);
-    /// else why the pod may not say it leads.
+    /// Nil if the pod's ordinal leads its StatefulSet (a linearizable read of the
+    /// group: a member cut off from it cannot vouch), or if `record` is a withdrawal
+    /// (a tombstone: no port, which no client dials); else why the pod may not say it
+    /// leads.
     private func leads(
         _ binding: PodBinding,
         unless record: ServiceRecord,
         on loop: any EventLoop
     ) -> EventLoopFuture<String?> {
-        if record.expires <= DHTService.now() + 5_000_000_000 { return loop.makeSucceededFuture(nil) }
+        if record.ports.isEmpty { return loop.makeSucceededFuture(nil) }
         guard let workload = binding.workload, let groups = reconciler?.raftGroups else {
             return loop.makeSucceededFuture("this node hosts no Raft group for pod \(binding.pod)")
         }
         // On the group's loop, where its state lives.
-        return groups.host(workload.group).map { host -> String? in
-            guard let host else { return "this node hosts no Raft group for pod \(binding.pod)" }
-            return host.state.leadership.ordinal == workload.ordinal
-                ? nil : "pod \(binding.pod) does not lead \(workload.group)"
+        return groups.host(workload.group).flatMap { host -> EventLoopFuture<String?> in
+            guard let host else {
+                return groups.loop.makeSucceededFuture("this node hosts no Raft group for pod \(binding.pod)")
+            }
+            return host.linearizableRead().map { _ in
+                host.state.leadership.ordinal == workload.ordinal
+                    ? nil : "pod \(binding.pod) does not lead \(workload.group)"
+            }.recover { error in "the group cannot say who leads \(workload.group): \(error)" }
         }.hop(to: loop)
     }
 

@@ -51,6 +51,8 @@ final class RaftGroups: @unchecked Sendable {
     private var leaving: [String: Int] = [:]
     /// When a joiner last looked its group's members up again (the loop's).
     private var relookedUp: [String: UInt64] = [:]
+    /// Groups in which this node saw a voter's record while joining (the loop's).
+    private var sawEstablished: Set<String> = []
     private let dht: DHTService?
     private let credentials: WorkloadCredentials
     private let spiffeID: String
@@ -138,8 +140,9 @@ final class RaftGroups: @unchecked Sendable {
         /// As its first member (nobody else hosts it, and this node's ID is the lowest
         /// of those about to).
         case bootstrap
-        /// By joining the members at these addresses.
-        case join([RaftID: HostPort])
+        /// By joining the members at these addresses (`established`: voters of a group
+        /// that exists; else nodes about to start it).
+        case join([RaftID: HostPort], established: Bool)
         /// From its directory (a restart): as it was, or still joining if it was.
         case recover
     }
@@ -154,11 +157,15 @@ final class RaftGroups: @unchecked Sendable {
         removing: Bool = true,
         existing: some Collection<String> = [String]()
     ) -> [String: [Int: Holder]] {
-        let hosted = Set((try? loop.submit { Array(self.hosts.keys) }.wait()) ?? [])
+        let (hosted, leavingGroups) =
+            (try? loop.submit { (Set(self.hosts.keys), Set(self.leaving.keys)) }.wait()) ?? ([], [])
         if removing {
             let running = Set(existing.compactMap(Self.group(ofPodman:)))
             for group in hosted where statefulSets[group] == nil && !running.contains(group) { leave(group) }
         }
+        // A group being left goes on being left (applied again meanwhile: it opens anew
+        // once it is out).
+        for group in leavingGroups where statefulSets[group] != nil { leave(group) }
         var openings: [String: Opening] = [:]
         for group in statefulSets.keys where !hosted.contains(group) {
             // Not decided yet (the DHT did not answer): the group is not opened this pass.
@@ -173,7 +180,8 @@ final class RaftGroups: @unchecked Sendable {
             defer { holders[group] = view }
             // Claims are read from a state at least as new as the leader's commit (a
             // read index), so that a member behind does not start what it gave up.
-            guard let host = opened[group],
+            guard let host = opened[group], !leavingGroups.contains(group),
+                (try? loop.submit { host.raftLeader }.wait()) != nil,
                 (try? loop.flatSubmit { host.linearizableRead() }.wait()) != nil,
                 let (claims, voters) = try? loop.submit({ (host.state.claims, host.membership.voters) }).wait(),
                 voters.contains(transport.localID)
@@ -223,9 +231,9 @@ final class RaftGroups: @unchecked Sendable {
         guard let found = lookUpMembers(group) else { return nil }
         let others = found.filter { $0.key != transport.localID }
         let established = others.filter(\.value.established)
-        if !established.isEmpty { return .join(established.mapValues(\.address)) }
+        if !established.isEmpty { return .join(established.mapValues(\.address), established: true) }
         if others.keys.allSatisfy({ $0 > transport.localID }) { return .bootstrap }
-        return .join(others.mapValues(\.address))
+        return .join(others.mapValues(\.address), established: false)
     }
 
     /// Leaves `group`, whose StatefulSet this node no longer runs and whose pods are
@@ -236,12 +244,19 @@ final class RaftGroups: @unchecked Sendable {
     private func leave(_ group: String) {
         guard let host = try? loop.submit({ self.hosts[group] }).wait() else { return }
         let own = transport.localID
-        let view = try? loop.submit {
-            (host.membership, host.isLeader, host.raftLeader, host.state.claims.filter { $0.value.node == self.node })
-        }.wait()
-        guard let (membership, leads, leader, claims) = view, membership.contains(own),
-            membership.members != [own], host.failure == nil
-        else {
+        guard
+            let (membership, leads, leader, claims, out) = try? loop.submit({
+                (
+                    host.membership, host.isLeader, host.raftLeader,
+                    host.state.claims.filter { $0.value.node == self.node },
+                    host.failure != nil || host.removed
+                )
+            }).wait()
+        else { return }
+        // Out: the leader said so, or this member's log no longer holds it and it does
+        // not lead (a leader that removed itself steps down once that commits); alone;
+        // never in; or stopped.
+        if out || membership.members.isEmpty || membership.members == [own] || (!membership.contains(own) && !leads) {
             _ = try? loop.submit { self.remove(group) }.wait()
             return
         }
@@ -260,8 +275,8 @@ final class RaftGroups: @unchecked Sendable {
             else { return }
         }
         _ = try? loop.submit {
-            if leads, let next = membership.voters.first(where: { $0 != own }) {
-                try? host.transferLeadership(to: next)
+            if leads {
+                try? host.changeMembership(.remove(own))
             } else if let leader, leader != own {
                 self.transport.send(.leave, to: leader, group: group)
             }
@@ -303,19 +318,26 @@ final class RaftGroups: @unchecked Sendable {
             settings.snapshotEvery = UInt64(configuration.snapshotEvery)
             settings.unreachableAfter = 2 * settings.raft.electionTimeoutMax
             settings.advertise = advertise.map { WorkloadState.Member(node: node, address: $0.description) }
-            // A joiner has no membership of its own, and says so on disk first: restarted
-            // before it was added, it must not start a group of its own.
-            let marker = path(of: group) + "/joining"
+            // The member that starts a group says so on disk before anything else (a
+            // `founder` file, synced): a directory without one is a joiner's, which,
+            // restarted before it was added, must not start a group of its own.
+            let founder = path(of: group) + "/founder"
             var others: [RaftID: HostPort] = [:]
             switch opening {
-            case .bootstrap: break
-            case .join(let members):
+            case .bootstrap:
+                do {
+                    try PEMFile.createDirectory(path(of: group))
+                    try PEMFile.write(founder, "this member started the group\n", mode: 0o600)
+                } catch {
+                    logger.error("cannot start a Raft group", metadata: ["group": "\(group)", "error": "\(error)"])
+                    continue
+                }
+            case .join(let members, let established):
                 others = members
-                try? FileManager.default.createDirectory(atPath: path(of: group), withIntermediateDirectories: true)
-                _ = FileManager.default.createFile(atPath: marker, contents: nil)
+                if established { sawEstablished.insert(group) }
             case .recover: break
             }
-            let joining = FileManager.default.fileExists(atPath: marker)
+            let joining = !FileManager.default.fileExists(atPath: founder)
             for (id, address) in others { transport.setAddress(address, of: id) }
             discovered[group] = others
             do {
@@ -354,7 +376,10 @@ final class RaftGroups: @unchecked Sendable {
         discovered[group] = nil
         published[group] = nil
         leaving[group] = nil
+        relookedUp[group] = nil
+        sawEstablished.remove(group)
         transport.unregister(group)
+        unlink(path(of: group) + "/founder")
         do {
             try RaftGroupStore.remove(directory: path(of: group))
             logger.info("Raft group removed with its data", metadata: ["group": "\(group)"])
@@ -385,10 +410,6 @@ final class RaftGroups: @unchecked Sendable {
             published[group] = (now, established)
             _ = try? publishRecord(group, advertise, established: established, now: now)
         }
-        if member, FileManager.default.fileExists(atPath: path(of: group) + "/joining") {
-            unlink(path(of: group) + "/joining")
-            logger.info("Raft group joined", metadata: ["group": "\(group)"])
-        }
         let own = WorkloadState.Member(node: node, address: advertise.description)
         guard !member || host.state.members[transport.localID] != own, !host.isLeader else { return }
         var targets = discovered[group] ?? [:]
@@ -415,7 +436,11 @@ final class RaftGroups: @unchecked Sendable {
             let found = Self.members(in: result, validator: validator).filter { $0.key != self.transport.localID }
             let established = found.filter(\.value.established)
             self.discovered[group] = (established.isEmpty ? found : established).mapValues(\.address)
-            if established.isEmpty, found.keys.allSatisfy({ $0 > self.transport.localID }), host.isEmpty,
+            if !established.isEmpty { self.sawEstablished.insert(group) }
+            // Never after an established group was seen (a lookup that misses it is no
+            // proof it is gone), nor on a lookup that left some contacts out.
+            if established.isEmpty, !self.sawEstablished.contains(group), result.skipped == 0,
+                found.keys.allSatisfy({ $0 > self.transport.localID }), host.isEmpty,
                 !result.closest.isEmpty || !self.bootstraps
             {
                 self.logger.info(
@@ -463,7 +488,10 @@ final class RaftGroups: @unchecked Sendable {
         guard let dht, let (namespace, name) = Self.split(group) else { return [:] }
         let key = ServiceRecord.key(service: name + ServiceRecord.raftMemberSuffix, namespace: namespace)
         guard let result = try? dht.findValue(key).wait() else { return nil }
+        // Nobody answered, or nothing found while some were not asked (they timed out
+        // lately): not a proof that nobody hosts the group.
         if result.closest.isEmpty && bootstraps { return nil }
+        if result.records.isEmpty && result.skipped > 0 { return nil }
         let members = Self.members(in: result, validator: ServiceRecordValidator(bundle: credentials.bundle))
         logger.info(
             "Raft group looked up in the DHT",

@@ -59,6 +59,9 @@ final class MeshDiscovery: Sendable {
     let configuration: ProxyConfiguration.Discovery
     private let client: AdminClient
     private let pool = NIOThreadPool(numberOfThreads: 1)
+    /// The leadership poll's own thread: a lookup waiting on the agent must not hold up
+    /// the renewal of a 6 s leader record.
+    private let leaderPool = NIOThreadPool(numberOfThreads: 1)
     private let credentials: TLSCredentialsSource
     private let logger: Logger
     /// `beemesh_dht_publish_total` and `beemesh_dht_lookups_total` by result, and
@@ -107,6 +110,7 @@ final class MeshDiscovery: Sendable {
         }
         publishTask.withLockedValue { $0 = task }
         guard let workloadSocket else { return }
+        leaderPool.start()
         let leader = loop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: Self.leaderPoll) { _ in
             self.publishLeadership(publish, workloadSocket: workloadSocket, on: loop)
         }
@@ -121,6 +125,7 @@ final class MeshDiscovery: Sendable {
             }
         }
         try? await pool.shutdownGracefully()
+        try? await leaderPool.shutdownGracefully()
     }
 
     // MARK: publishing
@@ -131,7 +136,8 @@ final class MeshDiscovery: Sendable {
     /// its record (its node cut off) is forgotten within it.
     static let leaderPoll = TimeAmount.seconds(Int64(1))
     static let leaderTTL = 6.0
-    /// A withdrawn `leader.` record: published again with this short a life.
+    /// A withdrawn `leader.` record: published again with no port (a tombstone, which
+    /// no client dials) and this short a life.
     static let withdrawnTTL = 2.0
 
     /// While the pod leads its workload (`GET /v1/leader` on its workload socket says
@@ -143,7 +149,7 @@ final class MeshDiscovery: Sendable {
         workloadSocket: String,
         on loop: any EventLoop
     ) -> EventLoopFuture<Void> {
-        pool.runIfActive(eventLoop: loop) { () -> Bool in
+        leaderPool.runIfActive(eventLoop: loop) { () -> Bool in
             let answer = try AdminClient(endpoint: .unix(path: workloadSocket), timeout: 2)
                 .get("/v1/leader", as: WorkloadAPI.Leader.self)
             return answer.isSelf
@@ -157,7 +163,7 @@ final class MeshDiscovery: Sendable {
             if !leads, published {
                 self.leading.withLockedValue { $0 = (false, now) }
                 self.logger.info("this pod no longer leads: its leader record is withdrawn")
-                return self.publishOnce(publish, leader: true, ttl: Self.withdrawnTTL, on: loop)
+                return self.publishOnce(publish, leader: true, ttl: Self.withdrawnTTL, withdrawn: true, on: loop)
             }
             return loop.makeSucceededVoidFuture()
         }
@@ -170,6 +176,7 @@ final class MeshDiscovery: Sendable {
         _ publish: ProxyConfiguration.Publish,
         leader: Bool = false,
         ttl: Double? = nil,
+        withdrawn: Bool = false,
         on loop: any EventLoop
     ) -> EventLoopFuture<Void> {
         let parts = publish.service.split(separator: ".", maxSplits: 1).map(String.init)
@@ -179,7 +186,7 @@ final class MeshDiscovery: Sendable {
             service: leader ? ServiceRecord.leaderPrefix + parts[0] : parts[0],
             namespace: parts[1],
             endpoint: (publish.endpoint ?? inbound.listen).description,
-            ports: publish.ports.isEmpty ? inbound.ports : publish.ports,
+            ports: withdrawn ? [] : publish.ports.isEmpty ? inbound.ports : publish.ports,
             spiffeID: context.identity?.description ?? "",
             weight: publish.weight,
             sequence: UInt64(now * 1000),
@@ -275,6 +282,8 @@ final class MeshDiscovery: Sendable {
                     throw ServiceRecordError(.malformed, "record is not base64")
                 }
                 let service = try validator.check(try SignedServiceRecord(decoding: Array(value)).dhtRecord)
+                // A withdrawn record (a former leader's tombstone) serves nothing.
+                if service.ports.isEmpty { continue }
                 guard let address = HostPort(service.endpoint), let identity = try? SpiffeID(service.spiffeID)
                 else {
                     throw ServiceRecordError(.malformed, "endpoint or identity unreadable")
