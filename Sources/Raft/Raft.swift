@@ -535,10 +535,12 @@ public struct Raft: Sendable {
             pre && role == .preCandidate && sameLog
             && now < preCampaignStarted + 2 * configuration.heartbeatInterval
         let yields = !racing || message.from > id
-        // Only a voter of its own membership votes: a learner, and a member that lost
-        // its log (it knows no membership at all), could help elect a leader without
-        // the committed entries.
-        let granted = membership.isVoter(id) && upToDate && free && (transfer || !inLease) && role != .leader && yields
+        // Only a member of its own membership votes: one that lost its log (it knows
+        // no membership at all) could help elect a leader without the committed
+        // entries. A learner does (its log may not hold its promotion yet, which the
+        // candidate's does: the candidate counts only its own voters).
+        let granted =
+            membership.contains(id) && upToDate && free && (transfer || !inLease) && role != .leader && yields
         if granted, !pre {
             vote = message.from
             persistState()

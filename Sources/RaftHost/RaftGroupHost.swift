@@ -85,6 +85,8 @@ public final class RaftGroupHost: @unchecked Sendable {
     private var promotionTargets: [RaftID: UInt64] = [:]
     /// The leader said this member is out of the group (it asked to leave).
     public private(set) var removed = false
+    /// The leaders this member asked to remove it: an answer from one of them counts.
+    public var leaveTargets: Set<RaftID> = []
     private var readyReads: [(index: UInt64, promise: EventLoopPromise<UInt64>)] = []
     private var nextRead: UInt64 = 0
     /// Reads of this turn of the loop, started together at its end.
@@ -212,8 +214,8 @@ public final class RaftGroupHost: @unchecked Sendable {
         case .leave:
             if raft.role == .leader {
                 leave(from, node: node)
-            } else if from == raft.leader {
-                // The leader's answer to this member's leave: it is out.
+            } else if leaveTargets.contains(from) {
+                // The answer of a leader this member asked to remove it: it is out.
                 removed = true
             }
         case .forward(let request, let command):
@@ -554,6 +556,25 @@ public final class RaftGroupHost: @unchecked Sendable {
             _ = write(.release(ordinal: ordinal, node: node))
         }
         _ = write(.member(id: id, node: node, address: ""))
+    }
+
+    /// A leader that is leaving hands its leadership to the voter it heard from last
+    /// that holds its whole log (TimeoutNow); none such: it stays, and is asked again.
+    public func handOverLeadership() {
+        loop.preconditionInEventLoop()
+        guard raft.role == .leader else { return }
+        let now = Self.now()
+        let target = raft.membership.voters.filter { id in
+            id != raft.id && raft.followers[id]?.match == raft.lastIndex
+                && now <= (lastHeard[id] ?? 0) + settings.raft.electionTimeoutMin
+        }.max { (lastHeard[$0] ?? 0) < (lastHeard[$1] ?? 0) }
+        guard let target else { return }
+        do {
+            try transferLeadership(to: target)
+            logger.info("Raft leadership handed over before leaving", metadata: ["to": "\(Self.hex(target))"])
+        } catch {
+            logger.debug("Raft leadership not handed over yet", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Whether a member on node `node` may have the leader propose `command`: the

@@ -253,10 +253,8 @@ final class RaftGroups: @unchecked Sendable {
                 )
             }).wait()
         else { return }
-        // Out: the leader said so, or this member's log no longer holds it and it does
-        // not lead (a leader that removed itself steps down once that commits); alone;
-        // never in; or stopped.
-        if out || membership.members.isEmpty || membership.members == [own] || (!membership.contains(own) && !leads) {
+        // Out: the leader said so (its removal committed); alone; never in; or stopped.
+        if out || membership.members.isEmpty || membership.members == [own] {
             _ = try? loop.submit { self.remove(group) }.wait()
             return
         }
@@ -274,12 +272,16 @@ final class RaftGroups: @unchecked Sendable {
             guard (try? loop.flatSubmit { host.write(.release(ordinal: ordinal, node: self.node)) }.wait()) != nil
             else { return }
         }
+        // A leader first hands its leadership to a caught-up follower it hears from; then,
+        // as any member, asks the leader (every one it asked so far: a member removed
+        // hears from no leader any more) until one answers that it is out.
         _ = try? loop.submit {
             if leads {
-                try? host.changeMembership(.remove(own))
-            } else if let leader, leader != own {
-                self.transport.send(.leave, to: leader, group: group)
+                host.handOverLeadership()
+                return
             }
+            if let leader, leader != own { host.leaveTargets.insert(leader) }
+            for target in host.leaveTargets { self.transport.send(.leave, to: target, group: group) }
         }.wait()
     }
 
@@ -321,23 +323,25 @@ final class RaftGroups: @unchecked Sendable {
             // The member that starts a group says so on disk before anything else (a
             // `founder` file, synced): a directory without one is a joiner's, which,
             // restarted before it was added, must not start a group of its own.
-            let founder = path(of: group) + "/founder"
             var others: [RaftID: HostPort] = [:]
-            switch opening {
-            case .bootstrap:
-                do {
-                    try PEMFile.createDirectory(path(of: group))
-                    try PEMFile.write(founder, "this member started the group\n", mode: 0o600)
-                } catch {
-                    logger.error("cannot start a Raft group", metadata: ["group": "\(group)", "error": "\(error)"])
-                    continue
+            do {
+                switch opening {
+                case .bootstrap:
+                    try makeDirectory(group, marker: Self.founderMarker)
+                case .join(let members, let established):
+                    others = members
+                    if established { sawEstablished.insert(group) }
+                    try makeDirectory(group, marker: Self.joiningMarker)
+                case .recover: break
                 }
-            case .join(let members, let established):
-                others = members
-                if established { sawEstablished.insert(group) }
-            case .recover: break
+            } catch {
+                logger.error("cannot open a Raft group", metadata: ["group": "\(group)", "error": "\(error)"])
+                continue
             }
-            let joining = !FileManager.default.fileExists(atPath: founder)
+            // A directory from before the markers is a founder's (groups had one member).
+            let joining =
+                FileManager.default.fileExists(atPath: path(of: group) + "/" + Self.joiningMarker)
+                && !FileManager.default.fileExists(atPath: path(of: group) + "/" + Self.founderMarker)
             for (id, address) in others { transport.setAddress(address, of: id) }
             discovered[group] = others
             do {
@@ -379,7 +383,7 @@ final class RaftGroups: @unchecked Sendable {
         relookedUp[group] = nil
         sawEstablished.remove(group)
         transport.unregister(group)
-        unlink(path(of: group) + "/founder")
+        for marker in [Self.founderMarker, Self.joiningMarker] { unlink(path(of: group) + "/" + marker) }
         do {
             try RaftGroupStore.remove(directory: path(of: group))
             logger.info("Raft group removed with its data", metadata: ["group": "\(group)"])
@@ -389,6 +393,30 @@ final class RaftGroups: @unchecked Sendable {
     }
 
     private func path(of group: String) -> String { directory + "/" + group }
+
+    /// How a group's directory was made: by the member that started the group, or by one
+    /// that joins it (restarted before it was added, it must join again, never start a
+    /// group of its own).
+    static let founderMarker = "founder"
+    static let joiningMarker = "joining"
+
+    /// Makes `group`'s directory with its marker in it, at once: made and synced under a
+    /// temporary name, then renamed, so that no crash leaves one without its marker.
+    private func makeDirectory(_ group: String, marker: String) throws {
+        let final = path(of: group)
+        let temporary = final + ".tmp-\(getpid())"
+        try? FileManager.default.removeItem(atPath: temporary)
+        try PEMFile.createDirectory(temporary)
+        try PEMFile.write(temporary + "/" + marker, "\(marker)\n", mode: 0o600)
+        guard rename(temporary, final) == 0 else {
+            throw RaftGroupsError("cannot rename \(temporary) to \(final): \(String(cString: strerror(errno)))")
+        }
+        let parent = Glibc.open((final as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if parent >= 0 {
+            fsync(parent)
+            close(parent)
+        }
+    }
 
     private func hasData(_ group: String) -> Bool { FileManager.default.fileExists(atPath: path(of: group)) }
 
@@ -532,4 +560,9 @@ final class RaftGroups: @unchecked Sendable {
         let parts = group.split(separator: "/", maxSplits: 1).map(String.init)
         return parts.count == 2 ? (parts[0], parts[1]) : nil
     }
+}
+
+struct RaftGroupsError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

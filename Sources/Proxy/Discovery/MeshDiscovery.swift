@@ -158,12 +158,19 @@ final class MeshDiscovery: Sendable {
             let (published, at) = self.leading.withLockedValue { ($0.published, $0.at) }
             if leads, !published || now - at >= Self.leaderTTL / 3 {
                 self.leading.withLockedValue { $0 = (true, now) }
-                return self.publishOnce(publish, leader: true, ttl: Self.leaderTTL, on: loop)
+                return self.publishOnce(publish, leader: true, ttl: Self.leaderTTL, through: self.leaderPool, on: loop)
             }
             if !leads, published {
                 self.leading.withLockedValue { $0 = (false, now) }
                 self.logger.info("this pod no longer leads: its leader record is withdrawn")
-                return self.publishOnce(publish, leader: true, ttl: Self.withdrawnTTL, withdrawn: true, on: loop)
+                return self.publishOnce(
+                    publish,
+                    leader: true,
+                    ttl: Self.withdrawnTTL,
+                    withdrawn: true,
+                    through: self.leaderPool,
+                    on: loop
+                )
             }
             return loop.makeSucceededVoidFuture()
         }
@@ -177,8 +184,10 @@ final class MeshDiscovery: Sendable {
         leader: Bool = false,
         ttl: Double? = nil,
         withdrawn: Bool = false,
+        through pool: NIOThreadPool? = nil,
         on loop: any EventLoop
     ) -> EventLoopFuture<Void> {
+        let pool = pool ?? self.pool
         let parts = publish.service.split(separator: ".", maxSplits: 1).map(String.init)
         let context = credentials.current
         let now = Date().timeIntervalSince1970
