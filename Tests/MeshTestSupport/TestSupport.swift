@@ -16,6 +16,15 @@ public func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) as
     }
 }
 
+/// How much longer a wall-clock bound may be here: 5 under a sanitizer (`tools/sanitize`
+/// sets `ASAN_OPTIONS` or `TSAN_OPTIONS`; ThreadSanitizer slows the code 5-15 times),
+/// else 1. For bounds that tell a slow machine from a wrong behaviour by a wide margin,
+/// not for measurements.
+public let sanitizerSlowdown: Double = {
+    let environment = ProcessInfo.processInfo.environment
+    return environment["TSAN_OPTIONS"] != nil || environment["ASAN_OPTIONS"] != nil ? 5 : 1
+}()
+
 /// Looks at `condition` every 10 ms until it holds, or throws after `seconds`. It
 /// looks from a thread of its own: a test pool busy with other suites can wake a
 /// sleeping task far too late for what the test times.
