@@ -66,6 +66,26 @@ public struct ServiceRecord: Equatable, Sendable {
     /// may serve `<name>` may serve it.
     public static let leaderPrefix = "leader."
 
+    /// A mesh name without its suffix, `NAME.NAMESPACE` or `leader.NAME.NAMESPACE` (a
+    /// StatefulSet's leading pod), as the service and namespace of the records it is
+    /// looked up by; nil: neither. (Mesh DNS, the agent's lookup.)
+    public static func parse(meshName name: String) -> (service: String, namespace: String)? {
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard labels.allSatisfy({ !$0.isEmpty }) else { return nil }
+        switch labels.count {
+        case 2: return (labels[0], labels[1])
+        case 3 where labels[0] + "." == leaderPrefix: return (leaderPrefix + labels[1], labels[2])
+        default: return nil
+        }
+    }
+
+    /// The service a connection to mesh name `name` reaches, as its preface names it:
+    /// `leader.NAME.NAMESPACE` reaches `NAME.NAMESPACE` (its leading pod serves it).
+    public static func served(byMeshName name: String) -> String {
+        guard let (service, namespace) = parse(meshName: name), service.hasPrefix(leaderPrefix) else { return name }
+        return "\(service.dropFirst(leaderPrefix.count)).\(namespace)"
+    }
+
     /// Whether this is a `leader.<name>` record (a name with no dot of its own after it).
     public var isLeaderRecord: Bool {
         service.hasPrefix(Self.leaderPrefix) && service.count > Self.leaderPrefix.count

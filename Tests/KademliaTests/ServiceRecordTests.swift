@@ -82,6 +82,19 @@ import Testing
         #expect(Self.refusal(try SignedServiceRecord.sign(forged, with: frontend).dhtRecord) == .notAuthorized)
     }
 
+    /// Mesh names: `NAME.NAMESPACE`, or `leader.NAME.NAMESPACE`, whose records are
+    /// `leader.NAME`'s and whose connections name `NAME.NAMESPACE`; nothing else.
+    @Test func meshNamesAndTheLeadersName() {
+        #expect(ServiceRecord.parse(meshName: "orders.shop")! == ("orders", "shop"))
+        #expect(ServiceRecord.parse(meshName: "leader.counter.default")! == ("leader.counter", "default"))
+        for name in ["orders", "a.b.c", "leader..default", ".shop", "orders.", "x.leader.counter.default"] {
+            #expect(ServiceRecord.parse(meshName: name) == nil, "\(name)")
+        }
+        #expect(ServiceRecord.served(byMeshName: "leader.counter.default") == "counter.default")
+        #expect(ServiceRecord.served(byMeshName: "leader.default") == "leader.default", "a Service named leader")
+        #expect(ServiceRecord.served(byMeshName: "orders.shop") == "orders.shop")
+    }
+
     /// `<statefulset>.raft` records say which nodes host a Raft group: a node may
     /// publish one in any namespace; a workload may not, even one whose service
     /// account is named so; and a node may not publish a workload's service.

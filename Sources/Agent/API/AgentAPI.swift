@@ -326,15 +326,11 @@ struct AgentAPI: Sendable {
     }
 
     private func lookup(_ name: String, on loop: any EventLoop) -> EventLoopFuture<Response> {
-        var parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         // leader.NAME.NAMESPACE: the record a StatefulSet's leading pod publishes.
-        if parts.count == 3, parts[0] + "." == ServiceRecord.leaderPrefix {
-            parts = [parts[0] + "." + parts[1], parts[2]]
-        }
-        guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty }) else {
+        guard let (service, namespace) = ServiceRecord.parse(meshName: name) else {
             return loop.makeSucceededFuture(failure(.badRequest, "'\(name)' is not NAME.NAMESPACE"))
         }
-        let key = ServiceRecord.key(service: parts[0], namespace: parts[1])
+        let key = ServiceRecord.key(service: service, namespace: namespace)
         return dht.findValue(key).map { result in
             var endpoints: [ServiceLookup.Endpoint] = []
             for record in result.records {

@@ -103,15 +103,12 @@ final class MeshDNSServer: Sendable {
         }
         let suffix = "." + configuration.suffix
         guard query.name.hasSuffix(suffix) else { return forward(message, on: loop) }
-        let labels = query.name.dropLast(suffix.count).split(separator: ".", omittingEmptySubsequences: false)
+        let service = String(query.name.dropLast(suffix.count))
         // NAME.NAMESPACE, or leader.NAME.NAMESPACE: a StatefulSet's leading pod.
-        guard labels.count == 2 || (labels.count == 3 && labels[0] + "." == ServiceRecord.leaderPrefix),
-            labels.allSatisfy({ !$0.isEmpty })
-        else {
+        guard ServiceRecord.parse(meshName: service) != nil else {
             count("nxdomain")
             return loop.makeSucceededFuture(query.answer(addresses: [], ttl: 0, rcode: 3))
         }
-        let service = labels.joined(separator: ".")
         let ttl = configuration.ttl
         return discovery.resolve(service, on: loop).map { resolution -> [UInt8]? in
             guard !resolution.endpoints.isEmpty else {

@@ -134,12 +134,9 @@ final class CapturedOutboundHandler: ChannelInboundHandler, RemovableChannelHand
             }
             handler.logger.info("captured outbound connection to a mesh service", metadata: ["port": "\(port)"])
             // leader.NAME.NAMESPACE reaches the leading pod of NAME, which serves NAME.
-            let served =
-                service.hasPrefix(ServiceRecord.leaderPrefix) && service.split(separator: ".").count == 3
-                ? String(service.dropFirst(ServiceRecord.leaderPrefix.count)) : service
             let route = ProxyConfiguration.Route(
                 listen: nil,
-                service: served,
+                service: ServiceRecord.served(byMeshName: service),
                 port: port,
                 endpoints: rotation.endpoints
             )
